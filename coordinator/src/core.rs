@@ -1,0 +1,546 @@
+//! The coordinator's deterministic core: inputs in, journal entries and commands out.
+//!
+//! No IO, no clock, no randomness: the time comes in with each call, and the shell
+//! persists [`Core::take_entries`] before it carries out [`Core::take_commands`]
+//! (write-ahead: a worker never hears of a placement the journal could lose).
+//!
+//! Every change of job state goes through [`Core::apply`], the same function that
+//! replays the journal at start, so the state rebuilt after a crash is by construction
+//! the state that was live.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use icn_protocol::wire::{
+    Assignment, Capacity, ExecutionReport, ExecutorKind, JobState, JobView, Outcome, Submission,
+};
+use icn_protocol::{Envelope, JobId, Keypair, PublicKey, TaskId};
+
+use crate::journal::{Entry, GENESIS_HASH, JournalError};
+use crate::record::Record;
+
+/// Tunables of the core, each with its unit.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    /// A worker silent this long is taken as lost and its tasks go elsewhere.
+    pub worker_timeout_ms: u64,
+    /// Attempts a task gets before its job fails (worker losses, missed deadlines).
+    pub attempts_max: u32,
+    /// Time allowed beyond a task's own timeout for dispatch and reporting.
+    pub deadline_grace_ms: u64,
+    /// Jobs the core holds that have not ended; a submission beyond it is refused.
+    pub jobs_open_max: usize,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            worker_timeout_ms: 5_000,
+            attempts_max: 5,
+            deadline_grace_ms: 5_000,
+            jobs_open_max: 100_000,
+        }
+    }
+}
+
+/// Who may take part, until governance decides it (the admission list of the config).
+#[derive(Clone, Debug, Default)]
+pub struct Admission {
+    /// Admitted worker keys and the cooperative that owns each.
+    pub workers: HashMap<PublicKey, String>,
+    /// Keys allowed to submit jobs, with the member's name.
+    pub submitters: HashMap<PublicKey, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Dispatch {
+        worker: PublicKey,
+        session: u64,
+        assignment: Assignment,
+    },
+    /// Close a worker's connection: it was declared lost, or it broke the protocol.
+    Disconnect {
+        worker: PublicKey,
+        session: u64,
+        reason: String,
+    },
+    /// A job's state changed; whoever watches it wants to know.
+    JobChanged(JobId),
+}
+
+#[derive(Clone, Debug)]
+struct Placement {
+    worker: PublicKey,
+    attempt: u32,
+    placed_seq: u64,
+    deadline_ms: u64,
+}
+
+#[derive(Clone, Debug)]
+struct Job {
+    submitter: PublicKey,
+    submission: Submission,
+    submitted_seq: u64,
+    attempts: u32,
+    placement: Option<Placement>,
+    result: Option<(PublicKey, ExecutionReport)>,
+    failure: Option<String>,
+    ended: bool,
+    /// Every journal entry about this job, in order.
+    entries: Vec<u64>,
+}
+
+#[derive(Clone, Debug)]
+struct Worker {
+    owner: String,
+    session: u64,
+    capacity: Capacity,
+    running: BTreeSet<TaskId>,
+    last_seen_ms: u64,
+}
+
+impl Worker {
+    fn free_slots(&self) -> u32 {
+        self.capacity.slots.saturating_sub(self.running.len() as u32)
+    }
+}
+
+pub struct Core {
+    key: Arc<Keypair>,
+    config: CoreConfig,
+    admission: Admission,
+    next_seq: u64,
+    last_hash: [u8; 32],
+    jobs: HashMap<JobId, Job>,
+    /// Jobs waiting for a worker, in submission order (keyed by their submission entry).
+    queue: BTreeMap<u64, JobId>,
+    workers: BTreeMap<PublicKey, Worker>,
+    jobs_open: usize,
+    entries: Vec<Entry>,
+    commands: Vec<Command>,
+}
+
+/// Why a submission was refused, in words for the member.
+pub type Refusal = String;
+
+impl Core {
+    pub fn new(key: Arc<Keypair>, config: CoreConfig, admission: Admission) -> Self {
+        Core {
+            key,
+            config,
+            admission,
+            next_seq: 0,
+            last_hash: GENESIS_HASH,
+            jobs: HashMap::new(),
+            queue: BTreeMap::new(),
+            workers: BTreeMap::new(),
+            jobs_open: 0,
+            entries: Vec::new(),
+            commands: Vec::new(),
+        }
+    }
+
+    /// Rebuilds the state from journal entries already checked for links. Tasks that
+    /// were placed when the coordinator stopped are requeued (and that is journaled),
+    /// since no worker is connected yet.
+    pub fn recover(&mut self, entries: &[Entry], now_ms: u64) -> Result<(), JournalError> {
+        for entry in entries {
+            assert_eq!(entry.seq, self.next_seq, "journal entries arrive in order");
+            let record = entry.decode_record()?;
+            self.apply(entry.seq, entry.time_ms, &record);
+            self.next_seq = entry.seq + 1;
+            self.last_hash = entry.hash;
+        }
+        let interrupted: Vec<(TaskId, Placement)> = self
+            .jobs
+            .iter()
+            .filter_map(|(id, job)| job.placement.clone().map(|p| (TaskId { job: *id, index: 0 }, p)))
+            .collect();
+        for (task, placement) in interrupted {
+            self.requeue(now_ms, task, &placement, "the coordinator restarted while it ran".into());
+        }
+        Ok(())
+    }
+
+    pub fn admission(&self) -> &Admission {
+        &self.admission
+    }
+
+    pub fn journal_len(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Entries to persist, the last one sealed. Empty when nothing happened.
+    pub fn take_entries(&mut self) -> Vec<Entry> {
+        if let Some(last) = self.entries.last_mut() {
+            last.seal_with(&self.key);
+        }
+        std::mem::take(&mut self.entries)
+    }
+
+    /// Commands to carry out once the entries are durable.
+    pub fn take_commands(&mut self) -> Vec<Command> {
+        std::mem::take(&mut self.commands)
+    }
+
+    // ---- inputs ------------------------------------------------------------------
+
+    /// A member's submission, already verified as signed by `envelope.signer`.
+    pub fn submit(
+        &mut self,
+        now_ms: u64,
+        envelope: Envelope,
+        submission: Submission,
+    ) -> Result<JobId, Refusal> {
+        let job = JobId(envelope.id());
+        if self.jobs.contains_key(&job) {
+            return Ok(job);
+        }
+        if !self.admission.submitters.contains_key(&envelope.signer) {
+            return Err(format!(
+                "key {} may not submit jobs: it is not on the coordinator's list of submitters",
+                envelope.signer
+            ));
+        }
+        submission.validate().map_err(|e| e.to_string())?;
+        if self.jobs_open >= self.config.jobs_open_max {
+            return Err(format!(
+                "the coordinator holds {} open jobs, its limit; try again when some have ended",
+                self.jobs_open
+            ));
+        }
+        self.record(now_ms, None, envelope.signer, Record::JobSubmitted { submission: envelope });
+        self.schedule(now_ms);
+        Ok(job)
+    }
+
+    pub fn worker_connected(
+        &mut self,
+        now_ms: u64,
+        worker: PublicKey,
+        session: u64,
+        capacity: Capacity,
+    ) -> Result<(), Refusal> {
+        let Some(owner) = self.admission.workers.get(&worker).cloned() else {
+            return Err(format!("worker key {worker} is not admitted to this commons"));
+        };
+        if let Some(previous) = self.workers.get(&worker) {
+            // The same key connected again: the old connection is gone or stale.
+            let previous_session = previous.session;
+            self.worker_lost(now_ms, worker, previous_session, "it connected again".into());
+        }
+        let state = Worker { owner, session, capacity, running: BTreeSet::new(), last_seen_ms: now_ms };
+        self.workers.insert(worker, state);
+        self.schedule(now_ms);
+        Ok(())
+    }
+
+    pub fn worker_disconnected(&mut self, now_ms: u64, worker: PublicKey, session: u64, reason: String) {
+        self.worker_lost(now_ms, worker, session, reason);
+    }
+
+    pub fn heartbeat(&mut self, now_ms: u64, worker: PublicKey, session: u64) {
+        if let Some(state) = self.workers.get_mut(&worker).filter(|w| w.session == session) {
+            state.last_seen_ms = now_ms;
+        }
+    }
+
+    /// A report already verified as signed by `worker`, the key its connection proved.
+    pub fn report(
+        &mut self,
+        now_ms: u64,
+        worker: PublicKey,
+        session: u64,
+        envelope: Envelope,
+        report: ExecutionReport,
+    ) {
+        let task = report.task;
+        let Some(job) = self.jobs.get(&task.job) else {
+            return self.misbehaved(worker, session, format!("it reported on unknown task {task}"));
+        };
+        let current = job.placement.as_ref().filter(|p| p.worker == worker && p.attempt == report.attempt);
+        let Some(placement) = current.cloned() else {
+            // A late report for an attempt that was already requeued: not evidence of
+            // anything wrong, and not the outcome either.
+            tracing::debug!(%task, attempt = report.attempt, worker = %worker.short(), "stale report ignored");
+            return;
+        };
+        if let Some(state) = self.workers.get_mut(&worker) {
+            state.last_seen_ms = now_ms;
+        }
+        if let Err(e) = report.validate(&job.submission.limits) {
+            self.requeue(
+                now_ms,
+                task,
+                &placement,
+                format!("worker {} sent an invalid report", worker.short()),
+            );
+            return self.misbehaved(worker, session, e.to_string());
+        }
+        let retry = matches!(&report.outcome, Outcome::Failed { kind, .. } if !kind.is_final());
+        let received = self.record(
+            now_ms,
+            Some(placement.placed_seq),
+            worker,
+            Record::ReportReceived { report: envelope },
+        );
+        if retry {
+            self.requeue(now_ms, task, &placement, "the worker failed for a reason of its own".into());
+        } else {
+            let ended = match &report.outcome {
+                Outcome::Exited { .. } => Record::JobCompleted {
+                    job: task.job,
+                    output_digest: report.output_digest,
+                    fuel: report.fuel,
+                    worker,
+                },
+                Outcome::Failed { kind, detail } => {
+                    Record::JobFailed { job: task.job, reason: format!("{kind:?}: {detail}") }
+                }
+            };
+            self.record(now_ms, Some(received), self.key.public(), ended);
+        }
+        self.schedule(now_ms);
+    }
+
+    /// Time passes: silent workers are lost, overdue attempts are requeued.
+    pub fn tick(&mut self, now_ms: u64) {
+        let silent: Vec<(PublicKey, u64)> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| now_ms.saturating_sub(w.last_seen_ms) > self.config.worker_timeout_ms)
+            .map(|(key, w)| (*key, w.session))
+            .collect();
+        for (worker, session) in silent {
+            let reason = format!("no heartbeat for {} ms", self.config.worker_timeout_ms);
+            self.commands.push(Command::Disconnect { worker, session, reason: reason.clone() });
+            self.worker_lost(now_ms, worker, session, reason);
+        }
+        let overdue: Vec<(TaskId, Placement)> = self
+            .jobs
+            .iter()
+            .filter_map(|(id, job)| job.placement.clone().map(|p| (TaskId { job: *id, index: 0 }, p)))
+            .filter(|(_, p)| p.deadline_ms < now_ms)
+            .collect();
+        for (task, placement) in overdue {
+            let reason = format!("worker {} missed the deadline", placement.worker.short());
+            self.requeue(now_ms, task, &placement, reason);
+        }
+        self.schedule(now_ms);
+    }
+
+    // ---- queries -----------------------------------------------------------------
+
+    pub fn job(&self, id: &JobId) -> Option<JobView> {
+        let job = self.jobs.get(id)?;
+        let state = match (&job.placement, job.ended, &job.failure) {
+            (Some(p), _, _) => JobState::Running { worker: p.worker, attempt: p.attempt },
+            (None, true, None) => JobState::Completed,
+            (None, true, Some(_)) => JobState::Failed,
+            (None, false, _) => JobState::Queued,
+        };
+        Some(JobView {
+            job: *id,
+            state,
+            attempts: job.attempts,
+            result: job.result.clone(),
+            failure: job.failure.clone(),
+        })
+    }
+
+    /// The journal entries about a job, in order.
+    pub fn job_entries(&self, id: &JobId) -> Vec<u64> {
+        self.jobs.get(id).map(|j| j.entries.clone()).unwrap_or_default()
+    }
+
+    pub fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn connected_workers(&self) -> impl Iterator<Item = (&PublicKey, &str, u32)> {
+        self.workers.iter().map(|(key, w)| (key, w.owner.as_str(), w.free_slots()))
+    }
+
+    // ---- internals ---------------------------------------------------------------
+
+    fn record(&mut self, now_ms: u64, cause: Option<u64>, signer: PublicKey, record: Record) -> u64 {
+        let seq = self.next_seq;
+        let entry = Entry::new(seq, self.last_hash, cause, now_ms, signer, &record);
+        self.apply(seq, now_ms, &record);
+        self.next_seq += 1;
+        self.last_hash = entry.hash;
+        self.entries.push(entry);
+        if let Some(job) = record.job() {
+            self.commands.push(Command::JobChanged(job));
+        }
+        seq
+    }
+
+    /// The one place job state changes: live, right after a record is made, and at
+    /// start, for every record in the journal.
+    fn apply(&mut self, seq: u64, time_ms: u64, record: &Record) {
+        match record {
+            Record::JobSubmitted { submission } => {
+                let id = JobId(submission.id());
+                let decoded = submission.open_trusted::<Submission>().expect("journaled submissions decode");
+                self.jobs.insert(
+                    id,
+                    Job {
+                        submitter: submission.signer,
+                        submission: decoded,
+                        submitted_seq: seq,
+                        attempts: 0,
+                        placement: None,
+                        result: None,
+                        failure: None,
+                        ended: false,
+                        entries: vec![seq],
+                    },
+                );
+                self.queue.insert(seq, id);
+                self.jobs_open += 1;
+            }
+            Record::TaskPlaced { task, attempt, worker, .. } => {
+                let grace_ms = self.config.deadline_grace_ms;
+                let job = self.jobs.get_mut(&task.job).expect("placed task's job exists");
+                let timeout_ms = job.submission.limits.timeout_ms;
+                self.queue.remove(&job.submitted_seq);
+                job.attempts = *attempt;
+                job.placement = Some(Placement {
+                    worker: *worker,
+                    attempt: *attempt,
+                    placed_seq: seq,
+                    deadline_ms: time_ms.saturating_add(timeout_ms).saturating_add(grace_ms),
+                });
+                job.entries.push(seq);
+                if let Some(state) = self.workers.get_mut(worker) {
+                    state.running.insert(*task);
+                }
+            }
+            Record::TaskRequeued { task, .. } => {
+                let job = self.jobs.get_mut(&task.job).expect("requeued task's job exists");
+                if let Some(placement) = job.placement.take()
+                    && let Some(state) = self.workers.get_mut(&placement.worker)
+                {
+                    state.running.remove(task);
+                }
+                self.queue.insert(job.submitted_seq, task.job);
+                job.entries.push(seq);
+            }
+            Record::ReportReceived { report } => {
+                let decoded = report.open_trusted::<ExecutionReport>().expect("journaled reports decode");
+                let job = self.jobs.get_mut(&decoded.task.job).expect("reported task's job exists");
+                if let Some(placement) = job.placement.take()
+                    && let Some(state) = self.workers.get_mut(&placement.worker)
+                {
+                    state.running.remove(&decoded.task);
+                }
+                job.entries.push(seq);
+                job.result = Some((report.signer, decoded));
+            }
+            Record::JobCompleted { job, .. } => {
+                self.end(*job, seq, None);
+            }
+            Record::JobFailed { job, reason } => {
+                self.end(*job, seq, Some(reason.clone()));
+            }
+        }
+    }
+
+    fn end(&mut self, id: JobId, seq: u64, failure: Option<String>) {
+        let job = self.jobs.get_mut(&id).expect("ended job exists");
+        debug_assert!(!job.ended, "a job ends once");
+        if let Some(placement) = job.placement.take()
+            && let Some(state) = self.workers.get_mut(&placement.worker)
+        {
+            state.running.remove(&TaskId { job: id, index: 0 });
+        }
+        self.queue.remove(&job.submitted_seq);
+        job.ended = true;
+        job.failure = failure;
+        job.entries.push(seq);
+        // The input is no longer needed once the job has ended.
+        job.submission.input = Vec::new();
+        self.jobs_open -= 1;
+    }
+
+    fn requeue(&mut self, now_ms: u64, task: TaskId, placement: &Placement, reason: String) {
+        let record = Record::TaskRequeued { task, attempt: placement.attempt, reason };
+        let requeued = self.record(now_ms, Some(placement.placed_seq), self.key.public(), record);
+        if self.jobs[&task.job].attempts >= self.config.attempts_max {
+            let reason = format!("the task was lost on {} attempts", self.config.attempts_max);
+            self.record(
+                now_ms,
+                Some(requeued),
+                self.key.public(),
+                Record::JobFailed { job: task.job, reason },
+            );
+        }
+    }
+
+    fn worker_lost(&mut self, now_ms: u64, worker: PublicKey, session: u64, reason: String) {
+        let Some(state) = self.workers.get(&worker).filter(|w| w.session == session) else {
+            return;
+        };
+        let running: Vec<TaskId> = state.running.iter().copied().collect();
+        for task in running {
+            if let Some(placement) = self.jobs.get(&task.job).and_then(|j| j.placement.clone()) {
+                let why = format!("worker {} was lost: {reason}", worker.short());
+                self.requeue(now_ms, task, &placement, why);
+            }
+        }
+        self.workers.remove(&worker);
+        self.schedule(now_ms);
+    }
+
+    fn misbehaved(&mut self, worker: PublicKey, session: u64, reason: String) {
+        tracing::warn!(worker = %worker, %reason, "worker broke the protocol; disconnecting it");
+        self.commands.push(Command::Disconnect { worker, session, reason });
+    }
+
+    /// Places queued tasks on workers with free slots, the freest first.
+    fn schedule(&mut self, now_ms: u64) {
+        while let Some((&queued_seq, &job_id)) = self.queue.iter().next() {
+            let limits = self.jobs[&job_id].submission.limits;
+            let chosen = self
+                .workers
+                .iter()
+                .filter(|(_, w)| {
+                    w.free_slots() > 0
+                        && w.capacity.memory_bytes >= limits.memory_bytes
+                        && w.capacity.executors.contains(&ExecutorKind::Wasm)
+                })
+                .max_by_key(|(key, w)| (w.free_slots(), std::cmp::Reverse(**key)))
+                .map(|(key, w)| (*key, w.owner.clone(), w.session));
+            let Some((worker, owner, session)) = chosen else {
+                return;
+            };
+            let task = TaskId { job: job_id, index: 0 };
+            let job = &self.jobs[&job_id];
+            let attempt = job.attempts + 1;
+            let cause = *job.entries.last().expect("a job has its submission entry");
+            let assignment = Assignment {
+                task,
+                attempt,
+                module: job.submission.module,
+                input: job.submission.input.clone(),
+                args: job.submission.args.clone(),
+                limits,
+            };
+            self.record(
+                now_ms,
+                Some(cause),
+                self.key.public(),
+                Record::TaskPlaced { task, attempt, worker, owner },
+            );
+            debug_assert!(!self.queue.contains_key(&queued_seq), "a placed job leaves the queue");
+            self.commands.push(Command::Dispatch { worker, session, assignment });
+        }
+    }
+
+    /// Who submitted a job; for the shell's access checks.
+    pub fn submitter(&self, id: &JobId) -> Option<PublicKey> {
+        self.jobs.get(id).map(|j| j.submitter)
+    }
+}

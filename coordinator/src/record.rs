@@ -1,0 +1,114 @@
+//! What the journal records. Every change to a job's state is one of these, and the
+//! core's state is nothing but these records applied in order.
+
+use icn_protocol::wire::{ExecutionReport, Submission};
+use icn_protocol::{ContentId, Envelope, Fuel, JobId, PublicKey, TaskId};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
+    /// A member's signed [`Submission`]; the job's id is the envelope's content id.
+    JobSubmitted {
+        submission: Envelope,
+    },
+    TaskPlaced {
+        task: TaskId,
+        attempt: u32,
+        worker: PublicKey,
+        owner: String,
+    },
+    /// The task goes back to the queue; the attempt it was on is over.
+    TaskRequeued {
+        task: TaskId,
+        attempt: u32,
+        reason: String,
+    },
+    /// A worker's signed [`ExecutionReport`], accepted as the outcome of its attempt.
+    ReportReceived {
+        report: Envelope,
+    },
+    JobCompleted {
+        job: JobId,
+        output_digest: ContentId,
+        fuel: Fuel,
+        worker: PublicKey,
+    },
+    JobFailed {
+        job: JobId,
+        reason: String,
+    },
+}
+
+impl Record {
+    /// The external signed statement this record carries, if any.
+    pub fn evidence(&self) -> Option<&Envelope> {
+        match self {
+            Record::JobSubmitted { submission } => Some(submission),
+            Record::ReportReceived { report } => Some(report),
+            _ => None,
+        }
+    }
+
+    /// The job this record is about.
+    pub fn job(&self) -> Option<JobId> {
+        match self {
+            Record::JobSubmitted { submission } => Some(JobId(submission.id())),
+            Record::TaskPlaced { task, .. } | Record::TaskRequeued { task, .. } => Some(task.job),
+            Record::ReportReceived { report } => {
+                report.open_trusted::<ExecutionReport>().ok().map(|r| r.task.job)
+            }
+            Record::JobCompleted { job, .. } | Record::JobFailed { job, .. } => Some(*job),
+        }
+    }
+
+    /// One line in plain words, for `icn status`, `icn demo` and logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Record::JobSubmitted { submission } => match submission.open_trusted::<Submission>() {
+                Ok(s) => format!(
+                    "job {} submitted by {}: module {}, {} input bytes, up to {}",
+                    JobId(submission.id()).0.short(),
+                    submission.signer.short(),
+                    s.module.short(),
+                    s.input.len(),
+                    s.limits.fuel
+                ),
+                Err(_) => "job submitted (unreadable submission)".into(),
+            },
+            Record::TaskPlaced { task, attempt, worker, owner } => {
+                format!("task {task} attempt {attempt} placed on worker {} of {owner}", worker.short())
+            }
+            Record::TaskRequeued { task, attempt, reason } => {
+                format!("task {task} attempt {attempt} requeued: {reason}")
+            }
+            Record::ReportReceived { report } => match report.open_trusted::<ExecutionReport>() {
+                Ok(r) => format!(
+                    "worker {} reported task {} attempt {}: {}, output {} ({} bytes), {}",
+                    report.signer.short(),
+                    r.task,
+                    r.attempt,
+                    describe_outcome(&r.outcome),
+                    r.output_digest.short(),
+                    r.output.len(),
+                    r.fuel
+                ),
+                Err(_) => "report received (unreadable report)".into(),
+            },
+            Record::JobCompleted { job, output_digest, fuel, worker } => format!(
+                "job {} completed on worker {}: output {}, {}",
+                job.0.short(),
+                worker.short(),
+                output_digest.short(),
+                fuel
+            ),
+            Record::JobFailed { job, reason } => format!("job {} failed: {reason}", job.0.short()),
+        }
+    }
+}
+
+pub fn describe_outcome(outcome: &icn_protocol::wire::Outcome) -> String {
+    match outcome {
+        icn_protocol::wire::Outcome::Exited { code } => format!("exited with code {code}"),
+        icn_protocol::wire::Outcome::Failed { kind, detail } => format!("failed ({kind:?}): {detail}"),
+    }
+}

@@ -1,0 +1,109 @@
+//! Content ids and the ids of jobs and tasks.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// The blake3 digest of some bytes: a module, an input, an output, a journal entry.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ContentId(pub [u8; 32]);
+
+impl ContentId {
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(*blake3::hash(bytes).as_bytes())
+    }
+
+    pub fn short(&self) -> String {
+        hex::encode(&self.0[..6])
+    }
+}
+
+impl fmt::Display for ContentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for ContentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ContentId({})", self.short())
+    }
+}
+
+impl FromStr for ContentId {
+    type Err = Error;
+    fn from_str(text: &str) -> Result<Self, Error> {
+        let bad = || Error::BadId(text.to_string());
+        let bytes = hex::decode(text.trim()).map_err(|_| bad())?;
+        Ok(Self(bytes.try_into().map_err(|_| bad())?))
+    }
+}
+
+/// A job is named by the content id of its signed submission: resubmitting the same
+/// signed envelope names the same job, so a retried submission never runs twice.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct JobId(pub ContentId);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Debug for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JobId({})", self.0.short())
+    }
+}
+
+impl FromStr for JobId {
+    type Err = Error;
+    fn from_str(text: &str) -> Result<Self, Error> {
+        ContentId::from_str(text).map(JobId).map_err(|_| Error::BadId(text.to_string()))
+    }
+}
+
+/// One unit of execution within a job.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TaskId {
+    pub job: JobId,
+    pub index: u32,
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.job.0.short(), self.index)
+    }
+}
+
+impl fmt::Debug for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TaskId({self})")
+    }
+}
+
+/// Wasm fuel: the deterministic measure of work done by a module.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Fuel(pub u64);
+
+impl fmt::Display for Fuel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} fuel", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_id_is_blake3_and_parses_back() {
+        let id = ContentId::of(b"module bytes");
+        assert_eq!(id.0, *blake3::hash(b"module bytes").as_bytes());
+        assert_eq!(id.to_string().parse::<ContentId>().unwrap(), id);
+        assert!("abc".parse::<ContentId>().is_err());
+    }
+}

@@ -1,0 +1,393 @@
+//! Wire messages between workers, members' clients and the coordinator, with the
+//! limits every receiver checks before it uses one.
+//!
+//! A connection is authenticated once: the first frame is a signed [`Hello`] whose
+//! `channel_binding` is the TLS exporter value of that very QUIC connection, answered by
+//! a [`Welcome`] the coordinator signs over the same value. After that, TLS gives the
+//! frames integrity, and only what becomes evidence (submissions, execution reports)
+//! carries a signature of its own.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::envelope::{Envelope, Kind, Signed};
+use crate::identity::PublicKey;
+use crate::ids::{ContentId, Fuel, JobId, TaskId};
+
+/// Hard ceiling on one frame of any kind, checked before the frame's bytes are read.
+pub const MESSAGE_SIZE_BYTES_MAX: usize = 8 * 1024 * 1024;
+pub const MODULE_SIZE_BYTES_MAX: usize = 4 * 1024 * 1024;
+pub const INPUT_SIZE_BYTES_MAX: usize = 1024 * 1024;
+pub const OUTPUT_SIZE_BYTES_MAX: u64 = 1024 * 1024;
+pub const STDERR_SIZE_BYTES_MAX: usize = 4 * 1024;
+pub const ARGS_COUNT_MAX: usize = 64;
+pub const ARG_SIZE_BYTES_MAX: usize = 1024;
+pub const TEXT_SIZE_BYTES_MAX: usize = 1024;
+pub const FUEL_MAX: u64 = 100_000_000_000;
+pub const MEMORY_BYTES_MAX: u64 = 4 * 1024 * 1024 * 1024;
+pub const TIMEOUT_MS_MAX: u64 = 15 * 60 * 1000;
+pub const SLOTS_MAX: u32 = 1024;
+pub const HEARTBEAT_TASKS_MAX: usize = SLOTS_MAX as usize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    Worker,
+    Member,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExecutorKind {
+    Wasm,
+}
+
+/// What a worker offers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capacity {
+    pub slots: u32,
+    /// The most linear memory one task may use on this worker.
+    pub memory_bytes: u64,
+    pub executors: Vec<ExecutorKind>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub role: Role,
+    pub channel_binding: [u8; 32],
+    pub agent: String,
+    pub capacity: Option<Capacity>,
+}
+
+impl Signed for Hello {
+    const KIND: Kind = Kind::Hello;
+}
+
+impl Hello {
+    pub fn validate(&self) -> Result<(), Error> {
+        check_text("agent", &self.agent)?;
+        match (&self.role, &self.capacity) {
+            (Role::Worker, None) => Err(Error::invalid("a worker's hello must state its capacity")),
+            (Role::Worker, Some(capacity)) => {
+                if capacity.slots == 0 || capacity.slots > SLOTS_MAX {
+                    return Err(Error::invalid(format!(
+                        "slots is {}; it must be between 1 and {SLOTS_MAX}",
+                        capacity.slots
+                    )));
+                }
+                if capacity.executors.len() > 8 {
+                    return Err(Error::invalid("more than 8 executor kinds"));
+                }
+                Ok(())
+            }
+            (Role::Member, _) => Ok(()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub channel_binding: [u8; 32],
+    pub heartbeat_interval_ms: u64,
+}
+
+impl Signed for Welcome {
+    const KIND: Kind = Kind::Welcome;
+}
+
+/// The limits one task runs under. Every one is enforced by the worker's sandbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub fuel: Fuel,
+    pub memory_bytes: u64,
+    pub timeout_ms: u64,
+    pub output_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            fuel: Fuel(1_000_000_000),
+            memory_bytes: 64 * 1024 * 1024,
+            timeout_ms: 10_000,
+            output_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl Limits {
+    pub fn validate(&self) -> Result<(), Error> {
+        let within = |name: &str, value: u64, max: u64| {
+            if value == 0 || value > max {
+                Err(Error::invalid(format!("{name} is {value}; it must be between 1 and {max}")))
+            } else {
+                Ok(())
+            }
+        };
+        within("fuel", self.fuel.0, FUEL_MAX)?;
+        within("memory_bytes", self.memory_bytes, MEMORY_BYTES_MAX)?;
+        within("timeout_ms", self.timeout_ms, TIMEOUT_MS_MAX)?;
+        within("output_bytes", self.output_bytes, OUTPUT_SIZE_BYTES_MAX)
+    }
+}
+
+/// What a member asks the commons to run. Signed by the member; the job's id is the
+/// content id of that signed envelope.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submission {
+    pub module: ContentId,
+    pub input: Vec<u8>,
+    pub args: Vec<String>,
+    pub limits: Limits,
+}
+
+impl Signed for Submission {
+    const KIND: Kind = Kind::Submission;
+}
+
+impl Submission {
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.input.len() > INPUT_SIZE_BYTES_MAX {
+            return Err(Error::invalid(format!(
+                "input is {} bytes; at most {INPUT_SIZE_BYTES_MAX} are accepted",
+                self.input.len()
+            )));
+        }
+        if self.args.len() > ARGS_COUNT_MAX {
+            return Err(Error::invalid(format!(
+                "{} arguments given; at most {ARGS_COUNT_MAX} are accepted",
+                self.args.len()
+            )));
+        }
+        if let Some(arg) = self.args.iter().find(|a| a.len() > ARG_SIZE_BYTES_MAX || a.contains('\0')) {
+            return Err(Error::invalid(format!(
+                "argument {:?}… is longer than {ARG_SIZE_BYTES_MAX} bytes or holds a NUL byte",
+                arg.chars().take(16).collect::<String>()
+            )));
+        }
+        self.limits.validate()
+    }
+}
+
+/// One run of a task on one worker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub task: TaskId,
+    pub attempt: u32,
+    pub module: ContentId,
+    pub input: Vec<u8>,
+    pub args: Vec<String>,
+    pub limits: Limits,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailureKind {
+    /// The module used all the fuel it was given.
+    OutOfFuel,
+    /// The module tried to grow its memory past the limit.
+    MemoryLimit,
+    /// The module ran longer than its wall-clock limit.
+    Timeout,
+    /// The module trapped (unreachable, out-of-bounds access, stack overflow…).
+    Trap,
+    /// The module wrote more output than its limit.
+    OutputTooLarge,
+    /// The bytes are not a valid WebAssembly module, or it imports what the sandbox
+    /// does not provide.
+    InvalidModule,
+    /// The worker failed for a reason of its own; the task may succeed elsewhere.
+    WorkerError,
+}
+
+impl FailureKind {
+    /// Whether this failure ends the job: any honest worker would fail the same way, or
+    /// the submitter's own limit was reached. Only a worker's own error is retried.
+    pub fn is_final(self) -> bool {
+        !matches!(self, FailureKind::WorkerError)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Exited { code: i32 },
+    Failed { kind: FailureKind, detail: String },
+}
+
+/// A worker's signed statement of what one task attempt did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionReport {
+    pub task: TaskId,
+    pub attempt: u32,
+    pub outcome: Outcome,
+    pub output: Vec<u8>,
+    pub output_digest: ContentId,
+    pub stderr: Vec<u8>,
+    pub fuel: Fuel,
+}
+
+impl Signed for ExecutionReport {
+    const KIND: Kind = Kind::ExecutionReport;
+}
+
+impl ExecutionReport {
+    /// Checks the report against the limits its task ran under.
+    pub fn validate(&self, limits: &Limits) -> Result<(), Error> {
+        if self.output.len() as u64 > limits.output_bytes {
+            return Err(Error::invalid(format!(
+                "report output is {} bytes, over the task's limit of {}",
+                self.output.len(),
+                limits.output_bytes
+            )));
+        }
+        if ContentId::of(&self.output) != self.output_digest {
+            return Err(Error::invalid("report output digest does not match its output"));
+        }
+        if self.stderr.len() > STDERR_SIZE_BYTES_MAX {
+            return Err(Error::invalid(format!(
+                "report stderr is {} bytes; at most {STDERR_SIZE_BYTES_MAX} are accepted",
+                self.stderr.len()
+            )));
+        }
+        if self.fuel > limits.fuel {
+            return Err(Error::invalid(format!(
+                "report claims {} used, over the task's limit of {}",
+                self.fuel, limits.fuel
+            )));
+        }
+        if let Outcome::Failed { detail, .. } = &self.outcome {
+            check_text("failure detail", detail)?;
+        }
+        Ok(())
+    }
+}
+
+/// The coordinator's answer to a [`Hello`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum HelloReply {
+    /// A signed [`Welcome`].
+    Welcome(Envelope),
+    Refused(String),
+}
+
+/// Worker → coordinator, after the hello.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum WorkerMessage {
+    Heartbeat {
+        running: Vec<(TaskId, u32)>,
+        free_slots: u32,
+    },
+    /// On a task stream: the worker lacks the module and asks for its bytes.
+    FetchModule(ContentId),
+    /// On a task stream: the signed [`ExecutionReport`].
+    Report(Envelope),
+}
+
+/// Coordinator → worker.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum CoordinatorMessage {
+    /// Opens a task stream.
+    Assign(Assignment),
+    Module(Vec<u8>),
+    /// The coordinator could not serve a module fetch.
+    NoModule(String),
+}
+
+/// Member's client → coordinator, one request per stream.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ClientRequest {
+    HasModule(ContentId),
+    PutModule(Vec<u8>),
+    /// A signed [`Submission`].
+    Submit(Envelope),
+    Status(JobId),
+    /// Status now and at every change, until the job ends.
+    Watch(JobId),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobState {
+    Queued,
+    Running { worker: PublicKey, attempt: u32 },
+    Completed,
+    Failed,
+}
+
+/// What a member sees of a job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobView {
+    pub job: JobId,
+    pub state: JobState,
+    pub attempts: u32,
+    /// The report of the attempt that ended the job, and who signed it.
+    pub result: Option<(PublicKey, ExecutionReport)>,
+    /// Why the job failed, in words, when it failed without a report.
+    pub failure: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ClientResponse {
+    HasModule(bool),
+    ModuleStored(ContentId),
+    Submitted(JobId),
+    Job(JobView),
+    Error(String),
+}
+
+pub(crate) fn check_text(what: &str, text: &str) -> Result<(), Error> {
+    if text.len() > TEXT_SIZE_BYTES_MAX {
+        return Err(Error::invalid(format!(
+            "{what} is {} bytes; at most {TEXT_SIZE_BYTES_MAX} are accepted",
+            text.len()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn submission() -> Submission {
+        Submission {
+            module: ContentId::of(b"m"),
+            input: vec![],
+            args: vec!["a".into()],
+            limits: Limits::default(),
+        }
+    }
+
+    #[test]
+    fn submission_limits_name_the_bad_value() {
+        assert!(submission().validate().is_ok());
+        let mut big = submission();
+        big.input = vec![0; INPUT_SIZE_BYTES_MAX + 1];
+        assert!(big.validate().unwrap_err().to_string().contains("1048577 bytes"));
+        let mut zero_fuel = submission();
+        zero_fuel.limits.fuel = Fuel(0);
+        assert!(zero_fuel.validate().unwrap_err().to_string().contains("fuel is 0"));
+        let mut many = submission();
+        many.args = vec!["x".into(); ARGS_COUNT_MAX + 1];
+        assert!(many.validate().unwrap_err().to_string().contains("65 arguments"));
+    }
+
+    #[test]
+    fn report_must_match_its_digest_and_limits() {
+        let output = b"42\n".to_vec();
+        let report = ExecutionReport {
+            task: TaskId { job: JobId(ContentId::of(b"j")), index: 0 },
+            attempt: 1,
+            outcome: Outcome::Exited { code: 0 },
+            output_digest: ContentId::of(&output),
+            output,
+            stderr: vec![],
+            fuel: Fuel(10),
+        };
+        assert!(report.validate(&Limits::default()).is_ok());
+        let mut lying = report.clone();
+        lying.output = b"43\n".to_vec();
+        assert!(lying.validate(&Limits::default()).unwrap_err().to_string().contains("digest"));
+        let mut greedy = report;
+        greedy.fuel = Fuel(Limits::default().fuel.0 + 1);
+        assert!(
+            greedy.validate(&Limits::default()).unwrap_err().to_string().contains("over the task's limit")
+        );
+    }
+}
