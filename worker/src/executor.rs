@@ -139,7 +139,6 @@ impl WasmExecutor {
             .epoch_interruption(true)
             .cranelift_nan_canonicalization(true)
             .relaxed_simd_deterministic(true)
-            .wasm_threads(false)
             .max_wasm_stack(WASM_STACK_BYTES_MAX);
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("wasmtime engine: {e}"))?;
         let mut linker: Linker<TaskState> = Linker::new(&engine);
@@ -189,7 +188,10 @@ impl WasmExecutor {
                     return Err("the module exports no `_start` function".to_string());
                 }
                 self.linker.instantiate_pre(&m).map_err(|e| {
-                    format!("the module needs what the sandbox does not provide: {}", first_line(&e.to_string()))
+                    format!(
+                        "the module needs what the sandbox does not provide: {}",
+                        first_line(&e.to_string())
+                    )
                 })
             });
         let mut cache = self.cache.lock().expect("module cache lock");
@@ -211,7 +213,11 @@ impl WasmExecutor {
             Some(Ok(pre)) => pre,
             Some(Err(reason)) => return failed(FailureKind::InvalidModule, reason, Fuel(0)),
             None => {
-                return failed(FailureKind::WorkerError, format!("module {} is not loaded", module.short()), Fuel(0));
+                return failed(
+                    FailureKind::WorkerError,
+                    format!("module {} is not loaded", module.short()),
+                    Fuel(0),
+                );
             }
         };
         let stdout = MemoryOutputPipe::new(limits.output_bytes as usize + 1);
@@ -285,7 +291,9 @@ fn classify_trap(error: &wasmtime::Error, limits: &Limits) -> Outcome {
             format!("the module ran longer than its {} ms wall-clock limit", limits.timeout_ms),
         ),
         Some(trap) => (FailureKind::Trap, format!("the module trapped: {trap}")),
-        None => (FailureKind::Trap, format!("the module failed: {}", first_line(&error.to_string()))),
+        None => {
+            (FailureKind::Trap, format!("the module failed: {}", first_line(&error.root_cause().to_string())))
+        }
     };
     Outcome::Failed { kind, detail }
 }

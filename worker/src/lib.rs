@@ -1,1 +1,8 @@
+//! The ICN worker agent: connects to the coordinator over QUIC, proves its key, reports
+//! its capacity, and runs the tasks it is given in the wasm sandbox.
 
+pub mod agent;
+pub mod executor;
+
+pub use agent::{WorkerConfig, run};
+pub use executor::{Execution, WasmExecutor};
