@@ -1,1 +1,356 @@
-fn main() {}
+//! `icn`: run a coordinator or a worker, submit and follow jobs, check the journal,
+//! and see it all work with `icn demo`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use icn_cli::client::Client;
+use icn_cli::config::ConfigFile;
+use icn_coordinator::Coordinator;
+use icn_coordinator::journal;
+use icn_protocol::wire::{JobState, JobView, Limits, Outcome, Submission};
+use icn_protocol::{Fuel, JobId, Keypair, PublicKey};
+
+#[derive(Parser)]
+#[command(name = "icn", version, about = "The ICN compute commons: governed, verified, settled compute")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make a new ed25519 key file (mode 0600) and print its public key.
+    Keygen {
+        /// Where to write the key; the file must not exist yet.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the public key of a key file.
+    Pubkey { key: PathBuf },
+    /// Run a coordinator from its config file.
+    Coordinator {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run a worker that donates this machine to the commons.
+    Worker {
+        #[command(flatten)]
+        connect: Connect,
+        /// Tasks this worker runs at once.
+        #[arg(long, default_value_t = 2)]
+        slots: u32,
+        /// The most memory one task may use, in MiB.
+        #[arg(long, default_value_t = 256)]
+        memory_mib: u64,
+    },
+    /// Submit a wasm module (.wasm or .wat) as a job.
+    Submit {
+        #[command(flatten)]
+        connect: Connect,
+        module: PathBuf,
+        /// A file whose bytes are the job's stdin.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// An argument for the module (repeatable).
+        #[arg(long = "arg")]
+        args: Vec<String>,
+        #[arg(long, default_value_t = Limits::default().fuel.0)]
+        fuel: u64,
+        #[arg(long, default_value_t = Limits::default().memory_bytes / (1024 * 1024))]
+        memory_mib: u64,
+        #[arg(long, default_value_t = Limits::default().timeout_ms)]
+        timeout_ms: u64,
+        #[arg(long, default_value_t = Limits::default().output_bytes)]
+        output_bytes: u64,
+        /// Follow the job until it ends, then print its output.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show a job's state; with --wait, follow it until it ends.
+    Status {
+        #[command(flatten)]
+        connect: Connect,
+        job: String,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Read and check the journal.
+    Journal {
+        #[command(subcommand)]
+        command: JournalCommand,
+    },
+    /// Start a coordinator and three workers here and run jobs through them.
+    Demo,
+    /// Measure jobs/s and latency end to end beside in-process wasmtime.
+    Bench {
+        #[arg(long, default_value_t = 2000)]
+        jobs: usize,
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        #[arg(long, default_value_t = 4)]
+        slots: u32,
+        #[arg(long, default_value_t = 64)]
+        in_flight: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum JournalCommand {
+    /// Re-check every link, seal and signature; name the first bad entry.
+    Verify {
+        #[arg(long)]
+        journal: PathBuf,
+        /// The coordinator key the journal must belong to (default: the one it names).
+        #[arg(long)]
+        coordinator_key: Option<PublicKey>,
+    },
+    /// Print the entries in plain words, all or those of one job.
+    Show {
+        #[arg(long)]
+        journal: PathBuf,
+        #[arg(long)]
+        job: Option<String>,
+    },
+}
+
+#[derive(Args)]
+struct Connect {
+    /// The coordinator's address.
+    #[arg(long, env = "ICN_COORDINATOR")]
+    coordinator: SocketAddr,
+    /// The coordinator's public key, as it printed at start.
+    #[arg(long, env = "ICN_COORDINATOR_KEY")]
+    coordinator_key: PublicKey,
+    /// Your key file.
+    #[arg(long, env = "ICN_KEY")]
+    key: PathBuf,
+}
+
+impl Connect {
+    fn key(&self) -> anyhow::Result<Arc<Keypair>> {
+        Ok(Arc::new(Keypair::read(&self.key)?))
+    }
+
+    async fn client(&self) -> anyhow::Result<Client> {
+        Client::connect(self.coordinator, self.coordinator_key, self.key()?).await
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ICN_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Keygen { out } => {
+            let key = Keypair::generate();
+            key.write_new(&out)?;
+            println!("{}", key.public());
+        }
+        Command::Pubkey { key } => println!("{}", Keypair::read(&key)?.public()),
+        Command::Coordinator { config } => run_coordinator(&config).await?,
+        Command::Worker { connect, slots, memory_mib } => {
+            let config = icn_worker::WorkerConfig {
+                key: connect.key()?,
+                coordinator: connect.coordinator,
+                coordinator_key: connect.coordinator_key,
+                slots,
+                memory_bytes: memory_mib.saturating_mul(1024 * 1024),
+                agent: icn_cli::client::agent(),
+            };
+            eprintln!("worker {} serving coordinator {}", config.key.public(), connect.coordinator);
+            let executor = Arc::new(icn_worker::WasmExecutor::new()?);
+            tokio::select! {
+                result = icn_worker::run(config, executor) => result?,
+                _ = tokio::signal::ctrl_c() => eprintln!("worker stopping"),
+            }
+        }
+        Command::Submit {
+            connect,
+            module,
+            input,
+            args,
+            fuel,
+            memory_mib,
+            timeout_ms,
+            output_bytes,
+            wait,
+        } => {
+            let bytes = read_module(&module)?;
+            let input = match input {
+                Some(path) => {
+                    std::fs::read(&path).with_context(|| format!("cannot read input {}", path.display()))?
+                }
+                None => Vec::new(),
+            };
+            let limits = Limits {
+                fuel: Fuel(fuel),
+                memory_bytes: memory_mib.saturating_mul(1024 * 1024),
+                timeout_ms,
+                output_bytes,
+            };
+            let submission = Submission { module: icn_protocol::ContentId::of(&bytes), input, args, limits };
+            submission.validate()?;
+            let client = connect.client().await?;
+            client.ensure_module(&bytes).await?;
+            let job = client.submit(&submission).await?;
+            eprintln!("job {job}");
+            if wait {
+                return follow(&client, job).await;
+            }
+            println!("{job}");
+        }
+        Command::Status { connect, job, wait } => {
+            let job: JobId = job.parse()?;
+            let client = connect.client().await?;
+            if wait {
+                return follow(&client, job).await;
+            }
+            let view = client.status(job).await?;
+            eprintln!("{}", describe(&view));
+        }
+        Command::Journal { command: JournalCommand::Verify { journal: path, coordinator_key } } => {
+            let verification = journal::verify(&path, coordinator_key)?;
+            match verification.first_bad {
+                None => println!(
+                    "journal {} verified: {} entries, {} seals by coordinator {}; every link, seal and signature holds",
+                    path.display(),
+                    verification.entries,
+                    verification.seals,
+                    verification.coordinator
+                ),
+                Some((seq, reason)) => {
+                    println!("journal {}: entry {seq} is bad: {reason}", path.display());
+                    println!("{} entries before it verified", verification.entries);
+                    return Ok(ExitCode::from(2));
+                }
+            }
+        }
+        Command::Journal { command: JournalCommand::Show { journal: path, job } } => {
+            let job: Option<JobId> = job.map(|j| j.parse()).transpose()?;
+            for entry in journal::read(&path)? {
+                let record = entry.decode_record()?;
+                if job.is_some() && record.job() != job {
+                    continue;
+                }
+                let cause = entry.cause.map_or("-".to_string(), |c| format!("#{c}"));
+                println!(
+                    "#{:<6} cause {:<7} signer {}  {}",
+                    entry.seq,
+                    cause,
+                    entry.signer.short(),
+                    record.describe()
+                );
+            }
+        }
+        Command::Demo => icn_cli::demo::run().await?,
+        Command::Bench { jobs, workers, slots, in_flight } => {
+            let report =
+                icn_cli::bench::run(icn_cli::bench::BenchOptions { jobs, workers, slots, in_flight }).await?;
+            report.print();
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_coordinator(path: &Path) -> anyhow::Result<()> {
+    let (file, base) = ConfigFile::read(path)?;
+    let (key_path, config) = file.resolve(&base)?;
+    let key = Arc::new(Keypair::read(&key_path)?);
+    let coordinator = Coordinator::start(key.clone(), config.clone()).await?;
+    println!("coordinator {} listening on {}", key.public(), coordinator.addr());
+    println!(
+        "journal {}; {} workers and {} members admitted",
+        config.journal.display(),
+        config.admission.workers.len(),
+        config.admission.submitters.len()
+    );
+    let mut coordinator = coordinator;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        // The core only stops on its own when it cannot go on; its error says why.
+        result = coordinator.wait() => {
+            result?;
+            bail!("the coordinator's core stopped");
+        }
+    }
+    eprintln!("coordinator stopping");
+    coordinator.shutdown().await
+}
+
+fn read_module(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let is_wat = path.extension().is_some_and(|e| e == "wat");
+    if is_wat {
+        return wat::parse_file(path)
+            .map_err(|e| anyhow::anyhow!("{} is not valid WAT: {e}", path.display()));
+    }
+    std::fs::read(path).with_context(|| format!("cannot read module {}", path.display()))
+}
+
+async fn follow(client: &Client, job: JobId) -> anyhow::Result<ExitCode> {
+    let progress = indicatif::ProgressBar::new_spinner();
+    progress.enable_steady_tick(std::time::Duration::from_millis(100));
+    let view = client.watch(job, |view| progress.set_message(describe(view))).await?;
+    progress.finish_and_clear();
+    eprintln!("{}", describe(&view));
+    match (&view.state, &view.result) {
+        (JobState::Completed, Some((_, report))) => {
+            use std::io::Write;
+            std::io::stdout().write_all(&report.output)?;
+            Ok(match report.outcome {
+                Outcome::Exited { code: 0 } => ExitCode::SUCCESS,
+                _ => ExitCode::from(1),
+            })
+        }
+        _ => Ok(ExitCode::from(1)),
+    }
+}
+
+fn describe(view: &JobView) -> String {
+    let id = view.job.0.short();
+    match (&view.state, &view.result) {
+        (JobState::Queued, _) => format!("job {id}: queued, waiting for a free worker"),
+        (JobState::Running { worker, attempt }, _) => {
+            format!("job {id}: running on worker {} (attempt {attempt})", worker.short())
+        }
+        (JobState::Completed, Some((worker, report))) => format!(
+            "job {id}: completed on worker {}: {}, {} output bytes, {}",
+            worker.short(),
+            icn_coordinator::record::describe_outcome(&report.outcome),
+            report.output.len(),
+            report.fuel
+        ),
+        (JobState::Failed, _) => {
+            format!(
+                "job {id}: failed: {}",
+                view.failure.clone().unwrap_or_else(|| "no reason recorded".into())
+            )
+        }
+        (JobState::Completed, None) => format!("job {id}: completed"),
+    }
+}

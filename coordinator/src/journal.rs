@@ -191,29 +191,35 @@ impl Journal {
     /// Every entry in order, with each hash link checked on the way: a journal that
     /// does not chain is not loaded. Signatures are checked by [`verify`].
     pub fn load(&self) -> Result<Vec<Entry>, JournalError> {
-        let mut statement = self.connection.prepare(
-            "SELECT seq, prev_hash, cause, time_ms, signer, record, hash, seal FROM journal ORDER BY seq",
-        )?;
-        let rows = statement.query_map([], read_row)?;
-        let mut entries = Vec::new();
-        let mut prev = GENESIS_HASH;
-        for row in rows {
-            let entry = row??;
-            check_link(&entry, entries.len() as u64, &prev)?;
-            prev = entry.hash;
-            entries.push(entry);
-        }
-        Ok(entries)
+        load_entries(&self.connection)
     }
+}
 
-    pub fn put_module(&self, bytes: &[u8]) -> Result<ContentId, JournalError> {
-        let cid = ContentId::of(bytes);
-        self.connection.execute(
-            "INSERT OR IGNORE INTO modules (cid, bytes) VALUES (?1, ?2)",
-            params![cid.0.as_slice(), bytes],
-        )?;
-        Ok(cid)
+/// Reads the journal at `path` without writing to it, links checked; for reading
+/// while a coordinator runs (WAL lets readers in beside the writer).
+pub fn read(path: &Path) -> Result<Vec<Entry>, JournalError> {
+    if !path.exists() {
+        return Err(JournalError::Corrupt { seq: 0, reason: format!("no journal at {}", path.display()) });
     }
+    let connection = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    connection.busy_timeout(std::time::Duration::from_secs(10))?;
+    load_entries(&connection)
+}
+
+fn load_entries(connection: &Connection) -> Result<Vec<Entry>, JournalError> {
+    let mut statement = connection.prepare(
+        "SELECT seq, prev_hash, cause, time_ms, signer, record, hash, seal FROM journal ORDER BY seq",
+    )?;
+    let rows = statement.query_map([], read_row)?;
+    let mut entries = Vec::new();
+    let mut prev = GENESIS_HASH;
+    for row in rows {
+        let entry = row??;
+        check_link(&entry, entries.len() as u64, &prev)?;
+        prev = entry.hash;
+        entries.push(entry);
+    }
+    Ok(entries)
 }
 
 type RowResult = Result<Entry, JournalError>;

@@ -3,4 +3,8 @@
 
 pub mod core;
 pub mod journal;
+pub mod modules;
 pub mod record;
+pub mod server;
+
+pub use server::{Coordinator, CoordinatorConfig};

@@ -327,7 +327,7 @@ pub enum ClientResponse {
     HasModule(bool),
     ModuleStored(ContentId),
     Submitted(JobId),
-    Job(JobView),
+    Job(Box<JobView>),
     Error(String),
 }
 

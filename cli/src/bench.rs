@@ -1,0 +1,123 @@
+//! `icn bench`: jobs through a coordinator and local workers over QUIC, beside the same
+//! module run in-process with wasmtime, measured in the same run.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use icn_protocol::wire::{JobState, Limits, Submission};
+use icn_protocol::{ContentId, Fuel};
+use icn_worker::WasmExecutor;
+use tokio::sync::Semaphore;
+
+use crate::demo::HELLO_WAT;
+use crate::local::{LocalCommons, LocalOptions};
+
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    pub jobs: usize,
+    pub workers: usize,
+    pub slots: u32,
+    pub in_flight: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct BenchReport {
+    pub options: BenchOptions,
+    pub end_to_end_jobs_per_s: f64,
+    pub latency_p50: Duration,
+    pub latency_p99: Duration,
+    pub in_process_runs_per_s: f64,
+}
+
+impl BenchReport {
+    pub fn ratio(&self) -> f64 {
+        self.end_to_end_jobs_per_s / self.in_process_runs_per_s
+    }
+
+    pub fn print(&self) {
+        let o = &self.options;
+        println!(
+            "icn bench: {} trivial wasm jobs, {} workers x {} slots, {} in flight, journal fsync on every commit",
+            o.jobs, o.workers, o.slots, o.in_flight
+        );
+        println!(
+            "end to end (submit -> journal -> QUIC -> wasm -> report -> journal -> member): {:.0} jobs/s, latency p50 {:.2} ms, p99 {:.2} ms",
+            self.end_to_end_jobs_per_s,
+            ms(self.latency_p50),
+            ms(self.latency_p99)
+        );
+        println!(
+            "baseline, same module run in-process with wasmtime on one thread: {:.0} runs/s",
+            self.in_process_runs_per_s
+        );
+        println!("ratio end-to-end / in-process: {:.4}", self.ratio());
+    }
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
+    anyhow::ensure!(
+        options.jobs > 0 && options.workers > 0 && options.slots > 0 && options.in_flight > 0,
+        "jobs, workers, slots and in-flight must all be at least 1"
+    );
+    let bytes = wat::parse_str(HELLO_WAT)?;
+    let limits = Limits { fuel: Fuel(1_000_000), ..Limits::default() };
+
+    let in_process_runs_per_s = {
+        let executor = WasmExecutor::new()?;
+        let module = ContentId::of(&bytes);
+        executor.load_module(module, &bytes).map_err(anyhow::Error::msg)?;
+        let started = Instant::now();
+        for _ in 0..options.jobs {
+            let execution = executor.run(&module, b"", &[], &limits);
+            anyhow::ensure!(
+                execution.output == b"hello from the commons\n",
+                "baseline run failed: {execution:?}"
+            );
+        }
+        options.jobs as f64 / started.elapsed().as_secs_f64()
+    };
+
+    let dir = tempfile::tempdir()?;
+    let owners: Vec<String> = (0..options.workers).map(|i| format!("coop-{i}")).collect();
+    let owners: Vec<&str> = owners.iter().map(String::as_str).collect();
+    let local = LocalOptions { owners: &owners, slots: options.slots, ..LocalOptions::default() };
+    let commons = LocalCommons::start(dir.path(), local).await?;
+    let client = Arc::new(commons.client().await?);
+    let module = client.ensure_module(&bytes).await?;
+    let permits = Arc::new(Semaphore::new(options.in_flight));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(options.jobs);
+    for _ in 0..options.jobs {
+        let permit = permits.clone().acquire_owned().await?;
+        let client = client.clone();
+        let submission = Submission { module, input: vec![], args: vec![], limits };
+        tasks.push(tokio::spawn(async move {
+            let begun = Instant::now();
+            let job = client.submit(&submission).await?;
+            let view = client.watch(job, |_| {}).await?;
+            drop(permit);
+            anyhow::ensure!(view.state == JobState::Completed, "job {job} ended {:?}", view.state);
+            Ok::<Duration, anyhow::Error>(begun.elapsed())
+        }));
+    }
+    let mut latencies = Vec::with_capacity(options.jobs);
+    for task in tasks {
+        latencies.push(task.await??);
+    }
+    let elapsed = started.elapsed();
+    drop(client);
+    commons.stop().await?;
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
+    Ok(BenchReport {
+        end_to_end_jobs_per_s: options.jobs as f64 / elapsed.as_secs_f64(),
+        latency_p50: at(0.50),
+        latency_p99: at(0.99),
+        in_process_runs_per_s,
+        options,
+    })
+}

@@ -1,0 +1,103 @@
+//! A member's client: uploads modules, submits signed jobs and follows them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use icn_protocol::frame::{read_frame, write_frame};
+use icn_protocol::transport::{self, Session};
+use icn_protocol::wire::{
+    ClientRequest, ClientResponse, Hello, JobView, MESSAGE_SIZE_BYTES_MAX, Role, Submission,
+};
+use icn_protocol::{ContentId, Envelope, JobId, Keypair, PublicKey};
+use quinn::Endpoint;
+
+pub struct Client {
+    key: Arc<Keypair>,
+    session: Session,
+    _endpoint: Endpoint,
+}
+
+impl Client {
+    pub async fn connect(
+        addr: SocketAddr,
+        coordinator: PublicKey,
+        key: Arc<Keypair>,
+    ) -> anyhow::Result<Client> {
+        let endpoint = transport::client_endpoint()?;
+        let hello = Hello { role: Role::Member, channel_binding: [0; 32], agent: agent(), capacity: None };
+        let session = transport::connect(&endpoint, addr, coordinator, &key, hello)
+            .await
+            .with_context(|| format!("cannot reach the coordinator at {addr}"))?;
+        Ok(Client { key, session, _endpoint: endpoint })
+    }
+
+    async fn request(&self, request: &ClientRequest) -> anyhow::Result<ClientResponse> {
+        let (mut send, mut recv) = self.session.connection.open_bi().await?;
+        write_frame(&mut send, request).await?;
+        send.finish()?;
+        read_frame(&mut recv, MESSAGE_SIZE_BYTES_MAX)
+            .await?
+            .context("the coordinator closed the request without an answer")
+    }
+
+    /// Makes sure the coordinator holds the module; returns its content id.
+    pub async fn ensure_module(&self, bytes: &[u8]) -> anyhow::Result<ContentId> {
+        let cid = ContentId::of(bytes);
+        match self.request(&ClientRequest::HasModule(cid)).await? {
+            ClientResponse::HasModule(true) => return Ok(cid),
+            ClientResponse::HasModule(false) => {}
+            other => bail!(unexpected(other)),
+        }
+        match self.request(&ClientRequest::PutModule(bytes.to_vec())).await? {
+            ClientResponse::ModuleStored(stored) if stored == cid => Ok(cid),
+            ClientResponse::Error(reason) => bail!("module upload refused: {reason}"),
+            other => bail!(unexpected(other)),
+        }
+    }
+
+    /// Signs and submits; returns once the coordinator has journaled the job.
+    pub async fn submit(&self, submission: &Submission) -> anyhow::Result<JobId> {
+        let envelope = Envelope::seal(&self.key, transport::nonce(), submission);
+        match self.request(&ClientRequest::Submit(envelope)).await? {
+            ClientResponse::Submitted(job) => Ok(job),
+            ClientResponse::Error(reason) => bail!("{reason}"),
+            other => bail!(unexpected(other)),
+        }
+    }
+
+    pub async fn status(&self, job: JobId) -> anyhow::Result<JobView> {
+        match self.request(&ClientRequest::Status(job)).await? {
+            ClientResponse::Job(view) => Ok(*view),
+            ClientResponse::Error(reason) => bail!("{reason}"),
+            other => bail!(unexpected(other)),
+        }
+    }
+
+    /// Follows a job until it ends, calling `on_update` at every change.
+    pub async fn watch(&self, job: JobId, mut on_update: impl FnMut(&JobView)) -> anyhow::Result<JobView> {
+        let (mut send, mut recv) = self.session.connection.open_bi().await?;
+        write_frame(&mut send, &ClientRequest::Watch(job)).await?;
+        send.finish()?;
+        let mut last = None;
+        while let Some(response) = read_frame::<_, ClientResponse>(&mut recv, MESSAGE_SIZE_BYTES_MAX).await? {
+            match response {
+                ClientResponse::Job(view) => {
+                    on_update(&view);
+                    last = Some(*view);
+                }
+                ClientResponse::Error(reason) => bail!("{reason}"),
+                other => bail!(unexpected(other)),
+            }
+        }
+        last.context("the coordinator ended the watch without a final state")
+    }
+}
+
+fn unexpected(response: ClientResponse) -> String {
+    format!("unexpected answer from the coordinator: {response:?}")
+}
+
+pub fn agent() -> String {
+    format!("icn/{}", env!("CARGO_PKG_VERSION"))
+}

@@ -1,0 +1,8 @@
+//! The `icn` command's library: the member's client, the local commons used by the
+//! demo, the benchmark and the tests, and the coordinator's config file.
+
+pub mod bench;
+pub mod client;
+pub mod config;
+pub mod demo;
+pub mod local;

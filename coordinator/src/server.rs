@@ -1,0 +1,673 @@
+//! The coordinator's IO shell: QUIC for workers and members, the journal on disk, and
+//! one thread that owns the [`Core`].
+//!
+//! The core thread takes every event waiting in its channel as one batch, feeds them to
+//! the core, appends the resulting journal entries in one transaction (group commit:
+//! one fsync for the whole batch), and only then answers members and dispatches tasks.
+//! Signature checks happen in the connection tasks, in parallel, before events reach
+//! the core.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use icn_protocol::frame::{read_frame, write_frame};
+use icn_protocol::transport;
+use icn_protocol::wire::{
+    Assignment, Capacity, ClientRequest, ClientResponse, CoordinatorMessage, ExecutionReport, JobState,
+    JobView, MESSAGE_SIZE_BYTES_MAX, Role, Submission, WorkerMessage,
+};
+use icn_protocol::{Envelope, JobId, Keypair, PublicKey};
+use quinn::{Connection, Endpoint, RecvStream, SendStream};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::core::{Admission, Command, Core, CoreConfig};
+use crate::journal::Journal;
+use crate::modules::ModuleStore;
+
+pub const HELLO_TIMEOUT_MS: u64 = 5_000;
+pub const TICK_INTERVAL_MS: u64 = 100;
+/// Events the core thread takes into one batch (and one journal commit) at most.
+pub const BATCH_EVENTS_MAX: usize = 4_096;
+/// Heartbeat frames are small; anything larger on the control stream is refused.
+const CONTROL_FRAME_BYTES_MAX: usize = 64 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct CoordinatorConfig {
+    pub listen: SocketAddr,
+    pub journal: PathBuf,
+    pub heartbeat_interval_ms: u64,
+    pub core: CoreConfig,
+    pub admission: Admission,
+}
+
+enum Event {
+    WorkerHello {
+        worker: PublicKey,
+        session: u64,
+        capacity: Capacity,
+        commands: mpsc::UnboundedSender<WorkerCommand>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    WorkerGone {
+        worker: PublicKey,
+        session: u64,
+        reason: String,
+    },
+    Heartbeat {
+        worker: PublicKey,
+        session: u64,
+    },
+    Report {
+        worker: PublicKey,
+        session: u64,
+        envelope: Envelope,
+        report: ExecutionReport,
+    },
+    MemberHello {
+        member: PublicKey,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Submit {
+        envelope: Envelope,
+        submission: Submission,
+        reply: oneshot::Sender<Result<JobId, String>>,
+    },
+    Status {
+        job: JobId,
+        reply: oneshot::Sender<Option<JobView>>,
+    },
+    Watch {
+        job: JobId,
+        updates: mpsc::UnboundedSender<JobView>,
+    },
+    Workers {
+        reply: oneshot::Sender<Vec<ConnectedWorker>>,
+    },
+    Tick,
+    Stop,
+}
+
+enum WorkerCommand {
+    Assign(Assignment),
+    Close(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectedWorker {
+    pub key: PublicKey,
+    pub owner: String,
+    pub free_slots: u32,
+}
+
+/// A running coordinator.
+pub struct Coordinator {
+    addr: SocketAddr,
+    key: PublicKey,
+    events: mpsc::UnboundedSender<Event>,
+    endpoint: Endpoint,
+    /// Resolves with the core thread's result when it stops.
+    core_done: oneshot::Receiver<anyhow::Result<()>>,
+    core_finished: bool,
+}
+
+impl Coordinator {
+    /// Opens the journal, rebuilds the state it records, and starts serving.
+    pub async fn start(key: Arc<Keypair>, config: CoordinatorConfig) -> anyhow::Result<Coordinator> {
+        let mut journal = Journal::open(&config.journal, key.public())?;
+        let entries = journal.load()?;
+        let mut core = Core::new(key.clone(), config.core.clone(), config.admission.clone());
+        core.recover(&entries, now_ms())?;
+        journal.append(&core.take_entries())?;
+        // Nothing is connected yet, so recovery commands have no one to go to.
+        let _ = core.take_commands();
+        tracing::info!(entries = entries.len(), "journal replayed");
+        let modules = Arc::new(ModuleStore::open(&config.journal)?);
+        let endpoint = transport::server_endpoint(config.listen)?;
+        let addr = endpoint.local_addr()?;
+        let (events, receiver) = mpsc::unbounded_channel();
+        let (done, core_done) = oneshot::channel();
+        std::thread::Builder::new().name("icn-core".into()).spawn(move || {
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| core_loop(core, journal, receiver)))
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the core thread panicked")));
+            let _ = done.send(result);
+        })?;
+        let shell = Shell {
+            key: key.clone(),
+            events: events.clone(),
+            modules,
+            heartbeat_interval_ms: config.heartbeat_interval_ms,
+        };
+        tokio::spawn(accept_loop(endpoint.clone(), shell));
+        let ticker = events.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(Duration::from_millis(TICK_INTERVAL_MS));
+            loop {
+                interval.tick().await;
+                if ticker.send(Event::Tick).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Coordinator { addr, key: key.public(), events, endpoint, core_done, core_finished: false })
+    }
+
+    /// The workers connected now.
+    pub async fn workers(&self) -> anyhow::Result<Vec<ConnectedWorker>> {
+        let (reply, answer) = oneshot::channel();
+        self.events.send(Event::Workers { reply }).map_err(|_| anyhow::anyhow!("the coordinator stopped"))?;
+        Ok(answer.await?)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        self.key
+    }
+
+    /// Resolves when the core stops on its own, which only a failure makes it do (the
+    /// journal cannot be written); the error says why. Safe to cancel.
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        let result =
+            (&mut self.core_done).await.unwrap_or_else(|_| Err(anyhow::anyhow!("the core thread vanished")));
+        self.core_finished = true;
+        self.endpoint.close(0u32.into(), b"coordinator stopped");
+        result
+    }
+
+    /// Stops accepting, lets the core finish its batch, and closes every connection.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let _ = self.events.send(Event::Stop);
+        self.endpoint.close(0u32.into(), b"coordinator shutting down");
+        if !self.core_finished {
+            (&mut self.core_done)
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the core thread vanished")))?;
+        }
+        self.endpoint.wait_idle().await;
+        Ok(())
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        let _ = self.events.send(Event::Stop);
+        self.endpoint.close(0u32.into(), b"coordinator dropped");
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Replies held back until the batch they belong to is durable.
+enum Reply {
+    Hello(oneshot::Sender<Result<(), String>>, Result<(), String>),
+    Submitted(oneshot::Sender<Result<JobId, String>>, Result<JobId, String>),
+    Status(oneshot::Sender<Option<JobView>>, Option<Box<JobView>>),
+}
+
+struct CoreShell {
+    core: Core,
+    journal: Journal,
+    workers: HashMap<PublicKey, (u64, mpsc::UnboundedSender<WorkerCommand>)>,
+    watchers: HashMap<JobId, Vec<mpsc::UnboundedSender<JobView>>>,
+}
+
+fn core_loop(
+    core: Core,
+    journal: Journal,
+    mut receiver: mpsc::UnboundedReceiver<Event>,
+) -> anyhow::Result<()> {
+    let mut shell = CoreShell { core, journal, workers: HashMap::new(), watchers: HashMap::new() };
+    let mut batch = Vec::with_capacity(BATCH_EVENTS_MAX);
+    while let Some(first) = receiver.blocking_recv() {
+        batch.push(first);
+        while batch.len() < BATCH_EVENTS_MAX {
+            match receiver.try_recv() {
+                Ok(event) => batch.push(event),
+                Err(_) => break,
+            }
+        }
+        let now = now_ms();
+        let mut replies = Vec::new();
+        let mut stop = false;
+        for event in batch.drain(..) {
+            stop |= shell.handle(now, event, &mut replies);
+        }
+        let entries = shell.core.take_entries();
+        if let Err(e) = shell.journal.append(&entries) {
+            // Nothing of this batch was acknowledged or dispatched; stopping here loses
+            // nothing a member or worker was told about.
+            tracing::error!(error = %e, "cannot write the journal; stopping");
+            return Err(anyhow::anyhow!("cannot write the journal: {e}"));
+        }
+        for reply in replies {
+            match reply {
+                Reply::Hello(to, result) => drop(to.send(result)),
+                Reply::Submitted(to, result) => drop(to.send(result)),
+                Reply::Status(to, view) => drop(to.send(view.map(|v| *v))),
+            }
+        }
+        for command in shell.core.take_commands() {
+            shell.carry_out(command);
+        }
+        if stop {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+impl CoreShell {
+    fn handle(&mut self, now: u64, event: Event, replies: &mut Vec<Reply>) -> bool {
+        match event {
+            Event::WorkerHello { worker, session, capacity, commands, reply } => {
+                let result = self.core.worker_connected(now, worker, session, capacity);
+                if result.is_ok() {
+                    self.workers.insert(worker, (session, commands));
+                }
+                replies.push(Reply::Hello(reply, result));
+            }
+            Event::WorkerGone { worker, session, reason } => {
+                if self.workers.get(&worker).is_some_and(|(s, _)| *s == session) {
+                    self.workers.remove(&worker);
+                }
+                self.core.worker_disconnected(now, worker, session, reason);
+            }
+            Event::Heartbeat { worker, session } => self.core.heartbeat(now, worker, session),
+            Event::Report { worker, session, envelope, report } => {
+                self.core.report(now, worker, session, envelope, report)
+            }
+            Event::MemberHello { member, reply } => {
+                let result = if self.core.admission().submitters.contains_key(&member) {
+                    Ok(())
+                } else {
+                    Err(format!("key {member} is not a member of this commons"))
+                };
+                replies.push(Reply::Hello(reply, result));
+            }
+            Event::Submit { envelope, submission, reply } => {
+                let result = self.core.submit(now, envelope, submission);
+                replies.push(Reply::Submitted(reply, result));
+            }
+            Event::Status { job, reply } => {
+                replies.push(Reply::Status(reply, self.core.job(&job).map(Box::new)))
+            }
+            Event::Watch { job, updates } => match self.core.job(&job) {
+                Some(view) => {
+                    let ended = is_final(&view.state);
+                    if updates.send(view).is_ok() && !ended {
+                        self.watchers.entry(job).or_default().push(updates);
+                    }
+                }
+                None => drop(updates),
+            },
+            Event::Workers { reply } => {
+                let workers = self
+                    .core
+                    .connected_workers()
+                    .map(|(key, owner, free_slots)| ConnectedWorker {
+                        key: *key,
+                        owner: owner.to_string(),
+                        free_slots,
+                    })
+                    .collect();
+                let _ = reply.send(workers);
+            }
+            Event::Tick => self.core.tick(now),
+            Event::Stop => return true,
+        }
+        false
+    }
+
+    fn carry_out(&mut self, command: Command) {
+        match command {
+            Command::Dispatch { worker, session, assignment } => {
+                if let Some((s, commands)) = self.workers.get(&worker)
+                    && *s == session
+                {
+                    let _ = commands.send(WorkerCommand::Assign(assignment));
+                }
+            }
+            Command::Disconnect { worker, session, reason } => {
+                if let Some((s, commands)) = self.workers.get(&worker)
+                    && *s == session
+                {
+                    let _ = commands.send(WorkerCommand::Close(reason));
+                    self.workers.remove(&worker);
+                }
+            }
+            Command::JobChanged(job) => {
+                let Some(view) = self.core.job(&job) else { return };
+                let ended = is_final(&view.state);
+                if let Some(watchers) = self.watchers.get_mut(&job) {
+                    watchers.retain(|w| w.send(view.clone()).is_ok());
+                    if ended || watchers.is_empty() {
+                        self.watchers.remove(&job);
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn is_final(state: &JobState) -> bool {
+    matches!(state, JobState::Completed | JobState::Failed)
+}
+
+#[derive(Clone)]
+struct Shell {
+    key: Arc<Keypair>,
+    events: mpsc::UnboundedSender<Event>,
+    modules: Arc<ModuleStore>,
+    heartbeat_interval_ms: u64,
+}
+
+async fn accept_loop(endpoint: Endpoint, shell: Shell) {
+    let mut next_session = 0u64;
+    while let Some(incoming) = endpoint.accept().await {
+        next_session += 1;
+        let session = next_session;
+        let shell = shell.clone();
+        tokio::spawn(async move {
+            let connection = match incoming.await {
+                Ok(connection) => connection,
+                Err(e) => return tracing::debug!(error = %e, "handshake failed"),
+            };
+            let remote = connection.remote_address();
+            if let Err(e) = shell.serve(connection, session).await {
+                tracing::info!(%remote, error = %e, "connection ended");
+            }
+        });
+    }
+}
+
+impl Shell {
+    async fn serve(&self, connection: Connection, session: u64) -> anyhow::Result<()> {
+        let hello =
+            tokio::time::timeout(Duration::from_millis(HELLO_TIMEOUT_MS), transport::read_hello(&connection));
+        let (peer, hello, mut send, recv) = match hello.await {
+            Ok(Ok(hello)) => hello,
+            Ok(Err(e)) => {
+                connection.close(1u32.into(), b"bad hello");
+                anyhow::bail!("bad hello: {e}");
+            }
+            Err(_) => {
+                connection.close(1u32.into(), b"no hello in time");
+                anyhow::bail!("no hello within {HELLO_TIMEOUT_MS} ms");
+            }
+        };
+        let (reply, admitted) = oneshot::channel();
+        let (commands, command_receiver) = mpsc::unbounded_channel();
+        let event = match (hello.role, hello.capacity) {
+            (Role::Worker, Some(capacity)) => {
+                Event::WorkerHello { worker: peer, session, capacity, commands, reply }
+            }
+            _ => Event::MemberHello { member: peer, reply },
+        };
+        self.events.send(event).map_err(|_| anyhow::anyhow!("the coordinator is stopping"))?;
+        if let Err(reason) = admitted.await? {
+            tracing::warn!(peer = %peer, %reason, "refused");
+            transport::refuse(&mut send, &reason).await?;
+            let _ = tokio::time::timeout(Duration::from_secs(2), connection.closed()).await;
+            return Ok(());
+        }
+        transport::welcome(&mut send, &self.key, &connection, self.heartbeat_interval_ms).await?;
+        match hello.role {
+            Role::Worker => self.serve_worker(connection, peer, session, recv, command_receiver).await,
+            Role::Member => self.serve_member(connection).await,
+        }
+    }
+
+    async fn serve_worker(
+        &self,
+        connection: Connection,
+        worker: PublicKey,
+        session: u64,
+        mut control: RecvStream,
+        mut commands: mpsc::UnboundedReceiver<WorkerCommand>,
+    ) -> anyhow::Result<()> {
+        tracing::info!(worker = %worker.short(), remote = %connection.remote_address(), "worker joined");
+        let heartbeats = async {
+            loop {
+                match read_frame::<_, WorkerMessage>(&mut control, CONTROL_FRAME_BYTES_MAX).await {
+                    Ok(Some(WorkerMessage::Heartbeat { .. })) => {
+                        let _ = self.events.send(Event::Heartbeat { worker, session });
+                    }
+                    Ok(Some(other)) => return format!("unexpected message on the control stream: {other:?}"),
+                    Ok(None) => return "the worker closed its control stream".to_string(),
+                    Err(e) => return e.to_string(),
+                }
+            }
+        };
+        let dispatch = async {
+            while let Some(command) = commands.recv().await {
+                match command {
+                    WorkerCommand::Assign(assignment) => {
+                        let task = TaskStream {
+                            shell: self.clone(),
+                            connection: connection.clone(),
+                            worker,
+                            session,
+                        };
+                        tokio::spawn(task.run(assignment));
+                    }
+                    WorkerCommand::Close(reason) => {
+                        connection.close(2u32.into(), reason.as_bytes());
+                        return reason;
+                    }
+                }
+            }
+            "the coordinator is stopping".to_string()
+        };
+        let reason = tokio::select! {
+            reason = heartbeats => reason,
+            reason = dispatch => reason,
+        };
+        tracing::info!(worker = %worker.short(), %reason, "worker left");
+        connection.close(0u32.into(), b"");
+        let _ = self.events.send(Event::WorkerGone { worker, session, reason });
+        Ok(())
+    }
+
+    async fn serve_member(&self, connection: Connection) -> anyhow::Result<()> {
+        loop {
+            let (send, recv) = connection.accept_bi().await?;
+            let shell = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = shell.answer(send, recv).await {
+                    tracing::debug!(error = %e, "member request failed");
+                }
+            });
+        }
+    }
+
+    async fn answer(&self, mut send: SendStream, mut recv: RecvStream) -> anyhow::Result<()> {
+        let request = match read_frame::<_, ClientRequest>(&mut recv, MESSAGE_SIZE_BYTES_MAX).await {
+            Ok(Some(request)) => request,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                write_frame(&mut send, &ClientResponse::Error(format!("bad request: {e}"))).await?;
+                let _ = send.finish();
+                return Ok(());
+            }
+        };
+        if let ClientRequest::Watch(job) = request {
+            return self.watch(job, send).await;
+        }
+        let response = self.respond(request).await;
+        write_frame(&mut send, &response).await?;
+        let _ = send.finish();
+        let _ = send.stopped().await;
+        Ok(())
+    }
+
+    async fn respond(&self, request: ClientRequest) -> ClientResponse {
+        let modules = self.modules.clone();
+        match request {
+            ClientRequest::HasModule(cid) => {
+                match tokio::task::spawn_blocking(move || modules.contains(&cid)).await {
+                    Ok(Ok(found)) => ClientResponse::HasModule(found),
+                    Ok(Err(e)) => ClientResponse::Error(e.to_string()),
+                    Err(e) => ClientResponse::Error(e.to_string()),
+                }
+            }
+            ClientRequest::PutModule(bytes) => {
+                match tokio::task::spawn_blocking(move || modules.put(bytes)).await {
+                    Ok(Ok(cid)) => ClientResponse::ModuleStored(cid),
+                    Ok(Err(reason)) => ClientResponse::Error(reason),
+                    Err(e) => ClientResponse::Error(e.to_string()),
+                }
+            }
+            ClientRequest::Submit(envelope) => self.submit(envelope).await,
+            ClientRequest::Status(job) => {
+                let (reply, answer) = oneshot::channel();
+                if self.events.send(Event::Status { job, reply }).is_err() {
+                    return ClientResponse::Error("the coordinator is stopping".into());
+                }
+                match answer.await {
+                    Ok(Some(view)) => ClientResponse::Job(Box::new(view)),
+                    _ => ClientResponse::Error(format!("no job {job} is known to this coordinator")),
+                }
+            }
+            ClientRequest::Watch(_) => unreachable!("watch requests are answered by watch()"),
+        }
+    }
+
+    async fn submit(&self, envelope: Envelope) -> ClientResponse {
+        let submission: Submission = match envelope.open() {
+            Ok(submission) => submission,
+            Err(e) => return ClientResponse::Error(format!("submission refused: {e}")),
+        };
+        if let Err(e) = submission.validate() {
+            return ClientResponse::Error(format!("submission refused: {e}"));
+        }
+        let modules = self.modules.clone();
+        let module = submission.module;
+        match tokio::task::spawn_blocking(move || modules.contains(&module)).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => {
+                return ClientResponse::Error(format!(
+                    "submission refused: module {module} is not stored here; upload it first"
+                ));
+            }
+            Ok(Err(e)) => return ClientResponse::Error(e.to_string()),
+            Err(e) => return ClientResponse::Error(e.to_string()),
+        }
+        let (reply, answer) = oneshot::channel();
+        if self.events.send(Event::Submit { envelope, submission, reply }).is_err() {
+            return ClientResponse::Error("the coordinator is stopping".into());
+        }
+        match answer.await {
+            Ok(Ok(job)) => ClientResponse::Submitted(job),
+            Ok(Err(reason)) => ClientResponse::Error(format!("submission refused: {reason}")),
+            Err(_) => ClientResponse::Error("the coordinator stopped before the job was recorded".into()),
+        }
+    }
+
+    async fn watch(&self, job: JobId, mut send: SendStream) -> anyhow::Result<()> {
+        let (updates, mut receiver) = mpsc::unbounded_channel();
+        self.events.send(Event::Watch { job, updates }).map_err(|_| anyhow::anyhow!("stopping"))?;
+        let mut sent_any = false;
+        while let Some(view) = receiver.recv().await {
+            sent_any = true;
+            let ended = is_final(&view.state);
+            write_frame(&mut send, &ClientResponse::Job(Box::new(view))).await?;
+            if ended {
+                break;
+            }
+        }
+        if !sent_any {
+            write_frame(
+                &mut send,
+                &ClientResponse::Error(format!("no job {job} is known to this coordinator")),
+            )
+            .await?;
+        }
+        let _ = send.finish();
+        let _ = send.stopped().await;
+        Ok(())
+    }
+}
+
+/// One task attempt's stream to its worker.
+struct TaskStream {
+    shell: Shell,
+    connection: Connection,
+    worker: PublicKey,
+    session: u64,
+}
+
+impl TaskStream {
+    async fn run(self, assignment: Assignment) {
+        if let Err(reason) = self.exchange(&assignment).await {
+            // The connection's own loss is handled by the worker's connection task; a
+            // worker that breaks the protocol is disconnected, which requeues its tasks.
+            tracing::warn!(worker = %self.worker.short(), task = %assignment.task, %reason, "task stream failed");
+            if reason.starts_with("protocol:") {
+                self.connection.close(3u32.into(), reason.as_bytes());
+            }
+        }
+    }
+
+    async fn exchange(&self, assignment: &Assignment) -> Result<(), String> {
+        let (mut send, mut recv) = self.connection.open_bi().await.map_err(|e| e.to_string())?;
+        write_frame(&mut send, &CoordinatorMessage::Assign(assignment.clone()))
+            .await
+            .map_err(|e| e.to_string())?;
+        loop {
+            let message = read_frame::<_, WorkerMessage>(&mut recv, MESSAGE_SIZE_BYTES_MAX)
+                .await
+                .map_err(|e| format!("protocol: {e}"))?
+                .ok_or("the worker closed the task stream without a report")?;
+            match message {
+                WorkerMessage::FetchModule(cid) if cid == assignment.module => {
+                    let modules = self.shell.modules.clone();
+                    let found = tokio::task::spawn_blocking(move || modules.get(&cid)).await;
+                    let reply = match found {
+                        Ok(Ok(Some(bytes))) => CoordinatorMessage::Module(bytes.to_vec()),
+                        Ok(Ok(None)) => CoordinatorMessage::NoModule(format!("module {cid} is not stored")),
+                        Ok(Err(e)) => CoordinatorMessage::NoModule(e.to_string()),
+                        Err(e) => CoordinatorMessage::NoModule(e.to_string()),
+                    };
+                    write_frame(&mut send, &reply).await.map_err(|e| e.to_string())?;
+                }
+                WorkerMessage::FetchModule(cid) => {
+                    return Err(format!(
+                        "protocol: the worker asked for module {cid}, which its task does not use"
+                    ));
+                }
+                WorkerMessage::Report(envelope) => {
+                    let report: ExecutionReport =
+                        envelope.open().map_err(|e| format!("protocol: report refused: {e}"))?;
+                    if envelope.signer != self.worker {
+                        return Err(format!(
+                            "protocol: report signed by {} on the connection of worker {}",
+                            envelope.signer, self.worker
+                        ));
+                    }
+                    if report.task != assignment.task || report.attempt != assignment.attempt {
+                        return Err(format!(
+                            "protocol: report for {} on the stream of {}",
+                            report.task, assignment.task
+                        ));
+                    }
+                    let event =
+                        Event::Report { worker: self.worker, session: self.session, envelope, report };
+                    let _ = self.shell.events.send(event);
+                    let _ = send.finish();
+                    return Ok(());
+                }
+                WorkerMessage::Heartbeat { .. } => {
+                    return Err("protocol: a heartbeat on a task stream".into());
+                }
+            }
+        }
+    }
+}
