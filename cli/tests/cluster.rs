@@ -1,0 +1,319 @@
+//! A real coordinator and real workers as QUIC peers on loopback, in this process.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use icn_cli::client::Client;
+use icn_cli::demo::{BUSY_WAT, HELLO_WAT, SPIN_WAT, SUM_WAT};
+use icn_cli::local::{LocalCommons, LocalOptions};
+use icn_coordinator::journal;
+use icn_coordinator::record::Record;
+use icn_protocol::frame::{read_frame, write_frame};
+use icn_protocol::transport;
+use icn_protocol::wire::{
+    Capacity, ClientResponse, CoordinatorMessage, ExecutionReport, ExecutorKind, FailureKind, Hello,
+    JobState, JobView, Limits, Outcome, Role, Submission, WorkerMessage,
+};
+use icn_protocol::{ContentId, Envelope, Fuel, JobId, Keypair};
+
+fn two_workers() -> LocalOptions<'static> {
+    LocalOptions { owners: &["coop-a", "coop-b"], ..LocalOptions::default() }
+}
+
+async fn submit_wat(client: &Client, wat: &str, input: &[u8], limits: Limits) -> JobId {
+    let bytes = wat::parse_str(wat).unwrap();
+    let module = client.ensure_module(&bytes).await.unwrap();
+    client.submit(&Submission { module, input: input.to_vec(), args: vec![], limits }).await.unwrap()
+}
+
+async fn run_wat(client: &Client, wat: &str, input: &[u8], limits: Limits) -> JobView {
+    let job = submit_wat(client, wat, input, limits).await;
+    tokio::time::timeout(Duration::from_secs(30), client.watch(job, |_| {})).await.unwrap().unwrap()
+}
+
+fn output(view: &JobView) -> &[u8] {
+    assert_eq!(view.state, JobState::Completed, "{view:?}");
+    &view.result.as_ref().unwrap().1.output
+}
+
+fn failure_kind(view: &JobView) -> FailureKind {
+    assert_eq!(view.state, JobState::Failed, "{view:?}");
+    match &view.result.as_ref().expect("a failed run has its report").1.outcome {
+        Outcome::Failed { kind, .. } => *kind,
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_run_on_both_workers_and_every_step_is_journaled() {
+    let dir = tempfile::tempdir().unwrap();
+    let commons = LocalCommons::start(dir.path(), two_workers()).await.unwrap();
+    let client = commons.client().await.unwrap();
+    let mut jobs = Vec::new();
+    for i in 0..8u32 {
+        jobs.push(submit_wat(&client, SUM_WAT, format!("{i} 100").as_bytes(), Limits::default()).await);
+    }
+    let mut workers_used = std::collections::BTreeSet::new();
+    for (i, job) in jobs.iter().enumerate() {
+        let view = client.watch(*job, |_| {}).await.unwrap();
+        assert_eq!(output(&view), format!("{}\n", i + 100).as_bytes());
+        workers_used.insert(view.result.unwrap().0);
+    }
+    assert_eq!(workers_used.len(), 2, "both workers took jobs");
+
+    let records: Vec<Record> =
+        journal::read(&commons.journal).unwrap().iter().map(|e| e.decode_record().unwrap()).collect();
+    let of_first: Vec<&Record> = records.iter().filter(|r| r.job() == Some(jobs[0])).collect();
+    assert!(matches!(of_first[0], Record::JobSubmitted { .. }));
+    assert!(matches!(of_first[1], Record::TaskPlaced { attempt: 1, .. }));
+    assert!(matches!(of_first[2], Record::ReportReceived { .. }));
+    assert!(matches!(of_first[3], Record::JobCompleted { .. }));
+    let verification = journal::verify(&commons.journal, Some(commons.coordinator.public_key())).unwrap();
+    assert!(verification.first_bad.is_none(), "{:?}", verification.first_bad);
+    assert_eq!(verification.entries as usize, records.len());
+    commons.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_modules_fail_cleanly_and_the_workers_carry_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let commons = LocalCommons::start(dir.path(), two_workers()).await.unwrap();
+    let client = commons.client().await.unwrap();
+
+    let garbage = client.ensure_module(b"\0asm\x01\0\0\0definitely not wasm").await.unwrap_err();
+    assert!(garbage.to_string().contains("not valid WebAssembly"), "{garbage}");
+
+    let spin = run_wat(&client, SPIN_WAT, b"", Limits { fuel: Fuel(2_000_000), ..Limits::default() }).await;
+    assert_eq!(failure_kind(&spin), FailureKind::OutOfFuel);
+
+    let bomb = r#"(module (memory (export "memory") 1)
+        (func (export "_start")
+          (loop $grow (br_if $grow (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
+          unreachable))"#;
+    let limits = Limits { memory_bytes: 4 * 1024 * 1024, ..Limits::default() };
+    assert_eq!(failure_kind(&run_wat(&client, bomb, b"", limits).await), FailureKind::MemoryLimit);
+
+    let flood = r#"(module
+        (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+        (memory (export "memory") 2)
+        (func (export "_start")
+          (i32.store (i32.const 0) (i32.const 1024))
+          (i32.store (i32.const 4) (i32.const 65536))
+          (loop $again (br_if $again (i32.eqz (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))))"#;
+    assert_eq!(
+        failure_kind(&run_wat(&client, flood, b"", Limits::default()).await),
+        FailureKind::OutputTooLarge
+    );
+
+    let foreign_import =
+        r#"(module (import "env" "socket" (func)) (memory (export "memory") 1) (func (export "_start")))"#;
+    let view = run_wat(&client, foreign_import, b"", Limits::default()).await;
+    assert_eq!(failure_kind(&view), FailureKind::InvalidModule);
+    assert!(view.failure.unwrap().contains("does not provide"));
+
+    // Both workers still serve: two jobs after all that, each completes.
+    let hello = run_wat(&client, HELLO_WAT, b"", Limits::default()).await;
+    assert_eq!(output(&hello), b"hello from the commons\n");
+    assert_eq!(commons.coordinator.workers().await.unwrap().len(), 2);
+    commons.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_and_member_keys_never_admitted_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let commons = LocalCommons::start(dir.path(), two_workers()).await.unwrap();
+    let stranger = Arc::new(Keypair::generate());
+    let config = icn_worker::WorkerConfig {
+        key: stranger.clone(),
+        coordinator: commons.coordinator.addr(),
+        coordinator_key: commons.coordinator.public_key(),
+        slots: 1,
+        memory_bytes: 64 << 20,
+        agent: "test".into(),
+    };
+    let executor = Arc::new(icn_worker::WasmExecutor::new().unwrap());
+    let refused = tokio::time::timeout(Duration::from_secs(10), icn_worker::run(config, executor))
+        .await
+        .expect("a refused worker stops instead of retrying")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("not admitted") && refused.contains(&stranger.public().to_string()),
+        "{refused}"
+    );
+
+    let member =
+        Client::connect(commons.coordinator.addr(), commons.coordinator.public_key(), stranger).await;
+    let refused = format!("{:#}", member.err().expect("a stranger is not a member"));
+    assert!(refused.contains("not a member"), "{refused:#}");
+
+    // A coordinator that is not the one the worker pinned is not trusted either.
+    let impostor_key = Keypair::generate().public();
+    let endpoint = transport::client_endpoint().unwrap();
+    let hello = Hello { role: Role::Member, channel_binding: [0; 32], agent: "t".into(), capacity: None };
+    let wrong =
+        transport::connect(&endpoint, commons.coordinator.addr(), impostor_key, &commons.member, hello).await;
+    assert!(wrong.err().unwrap().to_string().contains("not the expected"));
+    commons.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_malformed_requests_are_refused_and_the_coordinator_serves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let commons = LocalCommons::start(dir.path(), two_workers()).await.unwrap();
+    let endpoint = transport::client_endpoint().unwrap();
+    let hello = Hello { role: Role::Member, channel_binding: [0; 32], agent: "t".into(), capacity: None };
+    let session = transport::connect(
+        &endpoint,
+        commons.coordinator.addr(),
+        commons.coordinator.public_key(),
+        &commons.member,
+        hello,
+    )
+    .await
+    .unwrap();
+
+    // A frame that claims to be 100 MiB: refused from its length prefix alone.
+    let (mut send, mut recv) = session.connection.open_bi().await.unwrap();
+    send.write_all(&(100u32 << 20).to_be_bytes()).await.unwrap();
+    let answer: ClientResponse = read_frame(&mut recv, 1 << 20).await.unwrap().unwrap();
+    assert!(matches!(&answer, ClientResponse::Error(e) if e.contains("over the limit")), "{answer:?}");
+
+    // Bytes that are no message at all.
+    let (mut send, mut recv) = session.connection.open_bi().await.unwrap();
+    send.write_all(&[0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff]).await.unwrap();
+    send.finish().unwrap();
+    let answer: ClientResponse = read_frame(&mut recv, 1 << 20).await.unwrap().unwrap();
+    assert!(matches!(&answer, ClientResponse::Error(e) if e.contains("malformed")), "{answer:?}");
+
+    // A submission whose signature does not match its contents.
+    let client = commons.client().await.unwrap();
+    let module = client.ensure_module(&wat::parse_str(HELLO_WAT).unwrap()).await.unwrap();
+    let submission = Submission { module, input: vec![], args: vec![], limits: Limits::default() };
+    let mut forged = Envelope::seal(&commons.member, 1, &submission);
+    forged.payload.push(0);
+    let (mut send, mut recv) = session.connection.open_bi().await.unwrap();
+    write_frame(&mut send, &icn_protocol::wire::ClientRequest::Submit(forged)).await.unwrap();
+    send.finish().unwrap();
+    let answer: ClientResponse = read_frame(&mut recv, 1 << 20).await.unwrap().unwrap();
+    assert!(matches!(&answer, ClientResponse::Error(e) if e.contains("signature")), "{answer:?}");
+
+    let view = run_wat(&client, HELLO_WAT, b"", Limits::default()).await;
+    assert_eq!(output(&view), b"hello from the commons\n");
+    commons.stop().await.unwrap();
+}
+
+/// An admitted worker that signs its report with another key: the report is refused,
+/// the worker is disconnected, and the task completes on an honest worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_signed_by_the_wrong_key_is_refused_and_the_task_runs_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let rogue_key = Arc::new(Keypair::generate());
+    let commons = start_with_rogue(dir.path(), rogue_key.clone()).await;
+    let client = commons.client().await.unwrap();
+    let endpoint = transport::client_endpoint().unwrap();
+    let hello = Hello {
+        role: Role::Worker,
+        channel_binding: [0; 32],
+        agent: "rogue".into(),
+        capacity: Some(Capacity { slots: 4, memory_bytes: 1 << 30, executors: vec![ExecutorKind::Wasm] }),
+    };
+    let session = transport::connect(
+        &endpoint,
+        commons.coordinator.addr(),
+        commons.coordinator.public_key(),
+        &rogue_key,
+        hello,
+    )
+    .await
+    .unwrap();
+    // The rogue has the most free slots, so it gets the next task.
+    let job = submit_wat(&client, SUM_WAT, b"2 2", Limits::default()).await;
+    let (mut send, mut recv) = session.connection.accept_bi().await.unwrap();
+    let Some(CoordinatorMessage::Assign(assignment)) = read_frame(&mut recv, 1 << 20).await.unwrap() else {
+        panic!("expected an assignment");
+    };
+    let lie = b"5\n".to_vec();
+    let report = ExecutionReport {
+        task: assignment.task,
+        attempt: assignment.attempt,
+        outcome: Outcome::Exited { code: 0 },
+        output_digest: ContentId::of(&lie),
+        output: lie,
+        stderr: vec![],
+        fuel: Fuel(10),
+    };
+    let someone_else = Keypair::generate();
+    let envelope = Envelope::seal(&someone_else, 1, &report);
+    write_frame(&mut send, &WorkerMessage::Report(envelope)).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(10), session.connection.closed()).await.unwrap();
+    assert!(closed.to_string().contains("signed by"), "{closed}");
+
+    let view =
+        tokio::time::timeout(Duration::from_secs(30), client.watch(job, |_| {})).await.unwrap().unwrap();
+    assert_eq!(output(&view), b"4\n");
+    assert_ne!(view.result.unwrap().0, rogue_key.public());
+    let signers: Vec<_> = journal::read(&commons.journal).unwrap().iter().map(|e| e.signer).collect();
+    assert!(!signers.contains(&someone_else.public()), "the forged report never entered the journal");
+    commons.stop().await.unwrap();
+}
+
+async fn start_with_rogue(dir: &std::path::Path, rogue: Arc<Keypair>) -> LocalCommons {
+    use icn_coordinator::core::{Admission, CoreConfig};
+    use icn_coordinator::{Coordinator, CoordinatorConfig};
+    let coordinator_key = Arc::new(Keypair::generate());
+    let member = Arc::new(Keypair::generate());
+    let honest = Arc::new(Keypair::generate());
+    let admission = Admission {
+        workers: [(honest.public(), "coop-a".to_string()), (rogue.public(), "coop-r".to_string())].into(),
+        submitters: [(member.public(), "federation".to_string())].into(),
+    };
+    let journal = dir.join("journal.db");
+    let config = CoordinatorConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        journal: journal.clone(),
+        heartbeat_interval_ms: 200,
+        core: CoreConfig { worker_timeout_ms: 2_000, ..CoreConfig::default() },
+        admission,
+    };
+    let coordinator = Coordinator::start(coordinator_key, config).await.unwrap();
+    let worker = icn_worker::WorkerConfig {
+        key: honest.clone(),
+        coordinator: coordinator.addr(),
+        coordinator_key: coordinator.public_key(),
+        slots: 1,
+        memory_bytes: 256 << 20,
+        agent: "honest".into(),
+    };
+    let task = tokio::spawn(icn_worker::run(worker, Arc::new(icn_worker::WasmExecutor::new().unwrap())));
+    let commons = LocalCommons {
+        coordinator,
+        journal,
+        workers: vec![icn_cli::local::LocalWorker { key: honest.public(), owner: "coop-a".into(), task }],
+        member,
+        member_name: "federation".into(),
+    };
+    commons.wait_for_workers(1).await.unwrap();
+    commons
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_job_runs_in_the_free_slot_while_a_long_one_holds_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let commons = LocalCommons::start(
+        dir.path(),
+        LocalOptions { owners: &["coop-a"], slots: 2, ..LocalOptions::default() },
+    )
+    .await
+    .unwrap();
+    let client = commons.client().await.unwrap();
+    let limits = Limits { fuel: Fuel(50_000_000_000), timeout_ms: 60_000, ..Limits::default() };
+    let long = submit_wat(&client, BUSY_WAT, &[b'x'; 40], limits).await;
+    let short = run_wat(&client, HELLO_WAT, b"", Limits::default()).await;
+    assert_eq!(output(&short), b"hello from the commons\n");
+    let still = client.status(long).await.unwrap();
+    assert!(matches!(still.state, JobState::Running { .. }), "the long job is still running: {still:?}");
+    let long = client.watch(long, |_| {}).await.unwrap();
+    assert_eq!(output(&long), b"done\n");
+    commons.stop().await.unwrap();
+}
