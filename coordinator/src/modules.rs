@@ -118,7 +118,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = ModuleStore::open(&dir.path().join("j.db")).unwrap();
         let error = store.put(b"\0asm\x01\0\0\0garbage".to_vec()).unwrap_err();
-        assert!(error.contains("not valid WebAssembly") && error.contains("offset 8"), "{error}");
+        assert!(error.contains("not valid WebAssembly") && error.contains("at byte offset 10"), "{error}");
         let error = store.put(b"not wasm at all".to_vec()).unwrap_err();
         assert!(error.contains("not valid WebAssembly"), "{error}");
     }

@@ -28,8 +28,11 @@ use crate::wire::{Hello, HelloReply, Welcome};
 pub const ALPN: &[u8] = b"icn/1";
 const EXPORTER_LABEL: &[u8] = b"EXPORTER-icn-channel-binding";
 const SERVER_NAME: &str = "icn-coordinator";
-pub const IDLE_TIMEOUT_MS: u64 = 10_000;
-pub const KEEP_ALIVE_INTERVAL_MS: u64 = 1_000;
+/// A peer silent this long is gone: a worker whose coordinator died (SIGKILL sends
+/// nothing over UDP) reconnects after this, so keep it near the coordinator's own
+/// worker timeout. Keep-alives make every live peer speak six times in that window.
+pub const IDLE_TIMEOUT_MS: u64 = 3_000;
+pub const KEEP_ALIVE_INTERVAL_MS: u64 = 500;
 /// Streams a peer may hold open at once toward us: member requests, or task streams.
 pub const STREAMS_CONCURRENT_MAX: u32 = 4096;
 /// Frames during the handshake are small; a larger one is refused unread.

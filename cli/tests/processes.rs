@@ -1,0 +1,300 @@
+//! The `icn` binary as operators run it: a coordinator process and worker processes
+//! on loopback, killed with SIGKILL and restarted, and the journal checked afterwards.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const ICN: &str = env!("CARGO_BIN_EXE_icn");
+
+fn wat(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/wat").join(name)
+}
+
+fn icn(args: &[&str]) -> Output {
+    Command::new(ICN).args(args).stdin(Stdio::null()).output().expect("icn runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A coordinator config and the keys it admits, in a temporary folder, plus the
+/// processes started from them. Every process is killed when this is dropped.
+struct Cluster {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    addr: String,
+    coordinator_key: String,
+    coordinator: Option<Child>,
+    workers: Vec<(String, Child)>,
+    inputs: std::cell::Cell<u32>,
+}
+
+impl Cluster {
+    fn new(owners: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let keygen = |name: &str| {
+            let path = dir.path().join(format!("{name}.key"));
+            let out = icn(&["keygen", "--out", path.to_str().unwrap()]);
+            assert!(out.status.success(), "keygen: {}", text(&out.stderr));
+            text(&out.stdout).trim().to_string()
+        };
+        let coordinator_key = keygen("coordinator");
+        let mut config = String::new();
+        // A port that was free a moment ago; the coordinator binds it again after a restart.
+        let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr = format!("127.0.0.1:{port}");
+        config.push_str(&format!(
+            "listen = \"{addr}\"\nkey = \"coordinator.key\"\njournal = \"journal.db\"\n\
+             heartbeat_interval_ms = 100\nworker_timeout_ms = 1000\n"
+        ));
+        for owner in owners {
+            let key = keygen(owner);
+            config.push_str(&format!("[[workers]]\nkey = \"{key}\"\nowner = \"{owner}\"\n"));
+        }
+        let member = keygen("member");
+        config.push_str(&format!("[[members]]\nkey = \"{member}\"\nname = \"federation-x\"\n"));
+        let config_path = dir.path().join("coordinator.toml");
+        std::fs::write(&config_path, config).unwrap();
+        Cluster {
+            dir,
+            config: config_path,
+            addr,
+            coordinator_key,
+            coordinator: None,
+            workers: Vec::new(),
+            inputs: std::cell::Cell::new(0),
+        }
+    }
+
+    fn journal(&self) -> PathBuf {
+        self.dir.path().join("journal.db")
+    }
+
+    fn start_coordinator(&mut self) {
+        let mut child = Command::new(ICN)
+            .args(["coordinator", "--config", self.config.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        // Keep reading so the coordinator's later lines never meet a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        assert!(
+            line.contains(&format!("coordinator {} listening on {}", self.coordinator_key, self.addr)),
+            "the coordinator announces its key and address: {line:?}"
+        );
+        self.coordinator = Some(child);
+    }
+
+    fn kill_coordinator(&mut self) {
+        let mut child = self.coordinator.take().expect("a running coordinator");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    fn start_worker(&mut self, owner: &str) {
+        let key = self.dir.path().join(format!("{owner}.key"));
+        let child = Command::new(ICN)
+            .args(["worker", "--coordinator", &self.addr, "--coordinator-key", &self.coordinator_key])
+            .args(["--key", key.to_str().unwrap(), "--slots", "1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.workers.push((owner.to_string(), child));
+    }
+
+    fn kill_worker(&mut self, owner: &str) {
+        let index = self.workers.iter().position(|(o, _)| o == owner).expect("a running worker");
+        let (_, mut child) = self.workers.remove(index);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    fn member_args(&self) -> Vec<String> {
+        let key = self.dir.path().join("member.key");
+        vec![
+            "--coordinator".into(),
+            self.addr.clone(),
+            "--coordinator-key".into(),
+            self.coordinator_key.clone(),
+            "--key".into(),
+            key.to_str().unwrap().into(),
+        ]
+    }
+
+    /// Submits a module without waiting and returns the job id it printed.
+    fn submit(&self, module: &str, input: &[u8], extra: &[&str]) -> String {
+        let input_path = self.dir.path().join(format!("input-{}", self.inputs.get()));
+        self.inputs.set(self.inputs.get() + 1);
+        std::fs::write(&input_path, input).unwrap();
+        let mut args: Vec<String> = vec!["submit".into()];
+        args.extend(self.member_args());
+        args.extend([wat(module).to_str().unwrap().into(), "--input".into()]);
+        args.push(input_path.to_str().unwrap().into());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let out = icn(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(out.status.success(), "submit: {}", text(&out.stderr));
+        text(&out.stdout).trim().to_string()
+    }
+
+    /// `icn status JOB --wait`: the job's output, or a panic naming how it ended.
+    fn wait_for(&self, job: &str) -> String {
+        let mut args: Vec<String> = vec!["status".into()];
+        args.extend(self.member_args());
+        args.extend([job.to_string(), "--wait".into()]);
+        let out = icn(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(out.status.success(), "job {job} did not complete: {}", text(&out.stderr));
+        text(&out.stdout)
+    }
+
+    /// The journal's entries for one job, in words, read while the coordinator runs.
+    fn journal_of(&self, job: &str) -> String {
+        let out = icn(&["journal", "show", "--journal", self.journal().to_str().unwrap(), "--job", job]);
+        assert!(out.status.success(), "journal show: {}", text(&out.stderr));
+        text(&out.stdout)
+    }
+
+    /// Waits until the job's journal holds `needle`, then returns the journal lines.
+    fn await_journal(&self, job: &str, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let lines = self.journal_of(job);
+            if lines.contains(needle) {
+                return lines;
+            }
+            assert!(Instant::now() < deadline, "the journal never showed {needle:?}:\n{lines}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn verify(&self) -> Output {
+        icn(&["journal", "verify", "--journal", self.journal().to_str().unwrap()])
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.coordinator.iter_mut().chain(self.workers.iter_mut().map(|(_, c)| c)) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Limits for a busy job long enough to be killed mid-run (each input byte costs ten
+/// million loop iterations, about 0.01 s).
+const LONG: &[&str] = &["--fuel", "100000000000", "--timeout-ms", "60000"];
+
+#[test]
+fn a_worker_killed_mid_task_loses_the_task_to_another_worker() {
+    let mut cluster = Cluster::new(&["coop-a", "coop-b"]);
+    cluster.start_coordinator();
+    cluster.start_worker("coop-a");
+    cluster.start_worker("coop-b");
+    let job = cluster.submit("busy.wat", &[b'x'; 300], LONG);
+    let placed = cluster.await_journal(&job, "attempt 1 placed on worker");
+    let victim = if placed.contains("of coop-a") { "coop-a" } else { "coop-b" };
+    let survivor = if victim == "coop-a" { "coop-b" } else { "coop-a" };
+    cluster.kill_worker(victim);
+
+    assert_eq!(cluster.wait_for(&job), "done\n");
+    let lines = cluster.journal_of(&job);
+    assert!(lines.contains("attempt 1 requeued: worker"), "{lines}");
+    assert!(lines.contains("was lost: no heartbeat for 1000 ms"), "{lines}");
+    assert!(lines.contains("attempt 2 placed on worker"), "{lines}");
+    assert!(lines.lines().any(|l| l.contains("attempt 2 placed") && l.contains(survivor)), "{lines}");
+    assert_eq!(lines.matches("completed on worker").count(), 1, "{lines}");
+    assert!(cluster.verify().status.success());
+}
+
+#[test]
+fn a_coordinator_killed_and_restarted_loses_nothing_and_runs_each_job_once() {
+    let mut cluster = Cluster::new(&["coop-a"]);
+    cluster.start_coordinator();
+    cluster.start_worker("coop-a");
+    // One slot: the busy job runs, the sum waits in the queue behind it.
+    let running = cluster.submit("busy.wat", &[b'x'; 100], LONG);
+    cluster.await_journal(&running, "attempt 1 placed on worker");
+    let queued = cluster.submit("sum.wat", b"20 22", &[]);
+    let lines = cluster.journal_of(&queued);
+    assert!(lines.contains("submitted by") && !lines.contains("placed"), "still queued: {lines}");
+
+    cluster.kill_coordinator();
+    cluster.start_coordinator();
+
+    assert_eq!(cluster.wait_for(&running), "done\n");
+    assert_eq!(cluster.wait_for(&queued), "42\n");
+    let lines = cluster.journal_of(&running);
+    assert!(lines.contains("requeued: the coordinator restarted while it ran"), "{lines}");
+    assert_eq!(lines.matches("submitted by").count(), 1, "{lines}");
+    assert_eq!(lines.matches("completed on worker").count(), 1, "{lines}");
+    let lines = cluster.journal_of(&queued);
+    assert_eq!(lines.matches("submitted by").count(), 1, "{lines}");
+    assert_eq!(lines.matches("completed on worker").count(), 1, "{lines}");
+    let verified = cluster.verify();
+    assert!(verified.status.success(), "{}", text(&verified.stdout));
+}
+
+#[test]
+fn submit_wait_prints_the_output_and_a_tampered_row_is_named_by_verify() {
+    let mut cluster = Cluster::new(&["coop-a"]);
+    cluster.start_coordinator();
+    cluster.start_worker("coop-a");
+    let input = cluster.dir.path().join("numbers");
+    std::fs::write(&input, "19 23").unwrap();
+    let mut args: Vec<String> = vec!["submit".into()];
+    args.extend(cluster.member_args());
+    args.extend([wat("sum.wat").to_str().unwrap().into(), "--input".into(), input.to_str().unwrap().into()]);
+    args.push("--wait".into());
+    let out = icn(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "42\n");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("job ") && stderr.contains("completed on worker"), "{stderr}");
+
+    cluster.kill_coordinator();
+    let verified = cluster.verify();
+    assert!(verified.status.success(), "{}", text(&verified.stdout));
+
+    // Change one byte of the third entry's record, as someone editing the file would.
+    let db = rusqlite::Connection::open(cluster.journal()).unwrap();
+    let mut record: Vec<u8> =
+        db.query_row("SELECT record FROM journal WHERE seq = 3", [], |row| row.get(0)).unwrap();
+    let last = record.len() - 1;
+    record[last] ^= 1;
+    db.execute("UPDATE journal SET record = ?1 WHERE seq = 3", [record]).unwrap();
+    drop(db);
+
+    let verified = cluster.verify();
+    assert_eq!(verified.status.code(), Some(2), "{}", text(&verified.stdout));
+    let report = text(&verified.stdout);
+    assert!(report.contains("entry 3 is bad"), "{report}");
+    assert!(report.contains("3 entries before it verified"), "{report}");
+}
+
+#[test]
+fn a_bad_config_or_key_is_named_in_the_error() {
+    let cluster = Cluster::new(&["coop-a"]);
+    let config = std::fs::read_to_string(&cluster.config).unwrap();
+    std::fs::write(&cluster.config, config.replace("worker_timeout_ms = 1000", "worker_timeout_ms = 150"))
+        .unwrap();
+    let out = icn(&["coordinator", "--config", cluster.config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("worker_timeout_ms (150) must be at least twice"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let key = cluster.dir.path().join("member.key");
+    let out = icn(&["keygen", "--out", key.to_str().unwrap()]);
+    assert!(!out.status.success(), "keygen never overwrites a key");
+    assert!(text(&out.stderr).contains(key.to_str().unwrap()), "{}", text(&out.stderr));
+}
