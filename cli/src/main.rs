@@ -94,7 +94,8 @@ enum Command {
         workers: usize,
         #[arg(long, default_value_t = 4)]
         slots: u32,
-        #[arg(long, default_value_t = 64)]
+        /// Jobs submitted and not yet finished at any moment.
+        #[arg(long, default_value_t = 16)]
         in_flight: usize,
     },
 }

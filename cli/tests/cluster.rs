@@ -317,3 +317,12 @@ async fn a_short_job_runs_in_the_free_slot_while_a_long_one_holds_the_other() {
     assert_eq!(output(&long), b"done\n");
     commons.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_runs_every_job_to_completion_and_reports_the_ratio() {
+    // `run` fails unless every job completed with the module's output.
+    let options = icn_cli::bench::BenchOptions { jobs: 40, workers: 2, slots: 2, in_flight: 8 };
+    let report = icn_cli::bench::run(options).await.unwrap();
+    assert!(report.latency_p50 <= report.latency_p99, "{report:?}");
+    assert!(report.end_to_end_jobs_per_s > 0.0 && report.in_process_runs_per_s > 0.0, "{report:?}");
+}
