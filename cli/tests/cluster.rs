@@ -86,20 +86,11 @@ async fn bad_modules_fail_cleanly_and_the_workers_carry_on() {
     let spin = run_wat(&client, SPIN_WAT, b"", Limits { fuel: Fuel(2_000_000), ..Limits::default() }).await;
     assert_eq!(failure_kind(&spin), FailureKind::OutOfFuel);
 
-    let bomb = r#"(module (memory (export "memory") 1)
-        (func (export "_start")
-          (loop $grow (br_if $grow (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
-          unreachable))"#;
+    let bomb = include_str!("../../examples/wat/bomb.wat");
     let limits = Limits { memory_bytes: 4 * 1024 * 1024, ..Limits::default() };
     assert_eq!(failure_kind(&run_wat(&client, bomb, b"", limits).await), FailureKind::MemoryLimit);
 
-    let flood = r#"(module
-        (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
-        (memory (export "memory") 2)
-        (func (export "_start")
-          (i32.store (i32.const 0) (i32.const 1024))
-          (i32.store (i32.const 4) (i32.const 65536))
-          (loop $again (br_if $again (i32.eqz (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))))"#;
+    let flood = include_str!("../../examples/wat/flood.wat");
     assert_eq!(
         failure_kind(&run_wat(&client, flood, b"", Limits::default()).await),
         FailureKind::OutputTooLarge

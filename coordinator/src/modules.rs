@@ -1,11 +1,11 @@
 //! Modules by content id, stored in the journal's database file and kept in a bounded
 //! in-memory cache for dispatch.
 
-use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use icn_protocol::ContentId;
+use icn_protocol::cache::ContentCache;
 use icn_protocol::wire::MODULE_SIZE_BYTES_MAX;
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -15,18 +15,15 @@ pub const MODULE_CACHE_ENTRIES_MAX: usize = 256;
 
 pub struct ModuleStore {
     connection: Mutex<Connection>,
-    cache: Mutex<Cache>,
-}
-
-#[derive(Default)]
-struct Cache {
-    modules: HashMap<ContentId, Arc<Vec<u8>>>,
-    order: VecDeque<ContentId>,
+    cache: ContentCache<Arc<Vec<u8>>>,
 }
 
 impl ModuleStore {
     pub fn open(path: &Path) -> Result<Self, JournalError> {
-        Ok(ModuleStore { connection: Mutex::new(open_connection(path)?), cache: Mutex::default() })
+        Ok(ModuleStore {
+            connection: Mutex::new(open_connection(path)?),
+            cache: ContentCache::new(MODULE_CACHE_ENTRIES_MAX),
+        })
     }
 
     /// Checks that `bytes` are a valid WebAssembly module, then stores them durably.
@@ -54,14 +51,14 @@ impl ModuleStore {
                 params![cid.0.as_slice(), bytes],
             )
             .map_err(|e| format!("cannot store the module: {e}"))?;
-        self.remember(cid, Arc::new(bytes));
+        self.cache.insert(cid, Arc::new(bytes));
         Ok(cid)
     }
 
     /// The module's bytes, from the cache or the database. Blocking.
     pub fn get(&self, cid: &ContentId) -> Result<Option<Arc<Vec<u8>>>, JournalError> {
-        if let Some(bytes) = self.cache.lock().expect("module cache lock").modules.get(cid) {
-            return Ok(Some(bytes.clone()));
+        if let Some(bytes) = self.cache.get(cid) {
+            return Ok(Some(bytes));
         }
         let bytes: Option<Vec<u8>> = self
             .connection
@@ -79,12 +76,12 @@ impl ModuleStore {
             });
         }
         let bytes = Arc::new(bytes);
-        self.remember(*cid, bytes.clone());
+        self.cache.insert(*cid, bytes.clone());
         Ok(Some(bytes))
     }
 
     pub fn contains(&self, cid: &ContentId) -> Result<bool, JournalError> {
-        if self.cache.lock().expect("module cache lock").modules.contains_key(cid) {
+        if self.cache.contains(cid) {
             return Ok(true);
         }
         let found: Option<i64> = self
@@ -94,18 +91,6 @@ impl ModuleStore {
             .query_row("SELECT 1 FROM modules WHERE cid = ?1", params![cid.0.as_slice()], |row| row.get(0))
             .optional()?;
         Ok(found.is_some())
-    }
-
-    fn remember(&self, cid: ContentId, bytes: Arc<Vec<u8>>) {
-        let mut cache = self.cache.lock().expect("module cache lock");
-        if cache.modules.insert(cid, bytes).is_none() {
-            cache.order.push_back(cid);
-        }
-        while cache.order.len() > MODULE_CACHE_ENTRIES_MAX {
-            if let Some(oldest) = cache.order.pop_front() {
-                cache.modules.remove(&oldest);
-            }
-        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The language the parts of the ICN compute commons speak: identities, signed
 //! envelopes, content ids, wire messages, framing and the authenticated QUIC transport.
 
+pub mod cache;
 pub mod envelope;
 pub mod frame;
 pub mod identity;

@@ -12,11 +12,11 @@
 //! clock timeout through epoch interruption, a capped stdout and stderr, a cap on the
 //! wasm stack and on table growth, one instance and one memory per task.
 
-use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use icn_protocol::cache::ContentCache;
 use icn_protocol::wire::{FailureKind, Limits, Outcome, STDERR_SIZE_BYTES_MAX, TEXT_SIZE_BYTES_MAX};
 use icn_protocol::{ContentId, Fuel};
 use wasmtime::{Caller, Config, Engine, InstancePre, Linker, Module, ResourceLimiter, Store, Trap};
@@ -110,18 +110,12 @@ impl HostMonotonicClock for FrozenClock {
 
 type Compiled = Result<InstancePre<TaskState>, String>;
 
-/// Compiled modules by content id, oldest evicted first. A module that failed to
-/// compile is remembered as such, so it is not fetched and compiled again.
-#[derive(Default)]
-struct ModuleCache {
-    entries: HashMap<ContentId, Compiled>,
-    order: VecDeque<ContentId>,
-}
-
 pub struct WasmExecutor {
     engine: Engine,
     linker: Linker<TaskState>,
-    cache: Mutex<ModuleCache>,
+    /// Compiled modules by content id. A module that failed to compile is remembered
+    /// as such, so it is not fetched and compiled again.
+    cache: ContentCache<Compiled>,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -164,11 +158,11 @@ impl WasmExecutor {
                 }
             }
         })?;
-        Ok(Self { engine, linker, cache: Mutex::new(ModuleCache::default()), ticker_stop })
+        Ok(Self { engine, linker, cache: ContentCache::new(MODULE_CACHE_ENTRIES_MAX), ticker_stop })
     }
 
     pub fn has_module(&self, module: &ContentId) -> bool {
-        self.cache.lock().expect("module cache lock").entries.contains_key(module)
+        self.cache.contains(module)
     }
 
     /// Compiles `bytes` and caches the result under `module`, which must be their
@@ -194,21 +188,13 @@ impl WasmExecutor {
                     )
                 })
             });
-        let mut cache = self.cache.lock().expect("module cache lock");
-        if cache.entries.insert(module, compiled).is_none() {
-            cache.order.push_back(module);
-        }
-        while cache.order.len() > MODULE_CACHE_ENTRIES_MAX {
-            if let Some(oldest) = cache.order.pop_front() {
-                cache.entries.remove(&oldest);
-            }
-        }
+        self.cache.insert(module, compiled);
         Ok(())
     }
 
     /// Runs a cached module. Blocking: call it from a thread that may block.
     pub fn run(&self, module: &ContentId, input: &[u8], args: &[String], limits: &Limits) -> Execution {
-        let compiled = self.cache.lock().expect("module cache lock").entries.get(module).cloned();
+        let compiled = self.cache.get(module);
         let pre = match compiled {
             Some(Ok(pre)) => pre,
             Some(Err(reason)) => return failed(FailureKind::InvalidModule, reason, Fuel(0)),

@@ -72,12 +72,7 @@ fn infinite_loop_with_ample_fuel_hits_the_wall_clock() {
 
 #[test]
 fn memory_bomb_is_stopped_at_the_cap() {
-    let bomb = r#"(module
-        (memory (export "memory") 1)
-        (func (export "_start")
-          (loop $grow
-            (br_if $grow (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
-          unreachable))"#;
+    let bomb = include_str!("../../examples/wat/bomb.wat");
     let limits = Limits { memory_bytes: 8 * 1024 * 1024, ..Limits::default() };
     let (kind, detail) = failure(&run_with(&WasmExecutor::new().unwrap(), bomb, b"", &[], limits));
     assert_eq!(kind, FailureKind::MemoryLimit);
@@ -90,15 +85,7 @@ fn memory_bomb_is_stopped_at_the_cap() {
 
 #[test]
 fn output_past_the_limit_fails_and_is_not_returned() {
-    // Writes 64 KiB of zeros to stdout, again and again.
-    let flood = r#"(module
-        (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
-        (memory (export "memory") 2)
-        (func (export "_start")
-          (i32.store (i32.const 0) (i32.const 1024))
-          (i32.store (i32.const 4) (i32.const 65536))
-          (loop $again
-            (br_if $again (i32.eqz (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))))"#;
+    let flood = include_str!("../../examples/wat/flood.wat");
     let limits = Limits { output_bytes: 100_000, ..Limits::default() };
     let execution = run_with(&WasmExecutor::new().unwrap(), flood, b"", &[], limits);
     let (kind, detail) = failure(&execution);
