@@ -101,7 +101,14 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     for _ in 0..options.jobs {
         let permit = permits.clone().acquire_owned().await?;
         let client = client.clone();
-        let submission = Submission { module, input: vec![], args: vec![], limits };
+        let submission = Submission {
+            scope: crate::local::federation(),
+            executor: icn_protocol::wire::ExecutorKind::Wasm,
+            module,
+            input: vec![],
+            args: vec![],
+            limits,
+        };
         tasks.push(tokio::spawn(async move {
             let begun = Instant::now();
             let job = client.submit(&submission).await?;

@@ -4,10 +4,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use icn_coordinator::trace::Trace;
+use icn_governance::Governance;
 use icn_protocol::frame::{read_frame, write_frame};
+use icn_protocol::governance::{Ballot, Choice, Proposal};
 use icn_protocol::transport::{self, Session};
 use icn_protocol::wire::{
-    ClientRequest, ClientResponse, Hello, JobView, MESSAGE_SIZE_BYTES_MAX, Role, Submission,
+    ClientRequest, ClientResponse, Hello, JobView, MESSAGE_SIZE_BYTES_MAX, Role, Submission, TraceQuery,
 };
 use icn_protocol::{ContentId, Envelope, JobId, Keypair, PublicKey};
 use quinn::Endpoint;
@@ -61,6 +64,45 @@ impl Client {
         let envelope = Envelope::seal(&self.key, transport::nonce(), submission);
         match self.request(&ClientRequest::Submit(envelope)).await? {
             ClientResponse::Submitted(job) => Ok(job),
+            ClientResponse::Error(reason) => bail!("{reason}"),
+            other => bail!(unexpected(other)),
+        }
+    }
+
+    /// Signs and makes a proposal; returns its id and when voting closes (ms).
+    pub async fn propose(&self, proposal: &Proposal) -> anyhow::Result<(ContentId, u64)> {
+        let envelope = Envelope::seal(&self.key, transport::nonce(), proposal);
+        match self.request(&ClientRequest::Propose(envelope)).await? {
+            ClientResponse::Proposed { proposal, closes_ms } => Ok((proposal, closes_ms)),
+            ClientResponse::Error(reason) => bail!("{reason}"),
+            other => bail!(unexpected(other)),
+        }
+    }
+
+    /// Signs and casts a ballot.
+    pub async fn vote(&self, proposal: ContentId, choice: Choice) -> anyhow::Result<()> {
+        let envelope = Envelope::seal(&self.key, transport::nonce(), &Ballot { proposal, choice });
+        match self.request(&ClientRequest::Vote(envelope)).await? {
+            ClientResponse::Voted { .. } => Ok(()),
+            ClientResponse::Error(reason) => bail!("{reason}"),
+            other => bail!(unexpected(other)),
+        }
+    }
+
+    /// The coordinator's governance state now.
+    pub async fn governance(&self) -> anyhow::Result<Governance> {
+        serde_json::from_str(&self.json(&ClientRequest::Governance).await?)
+            .context("the coordinator's governance document does not parse")
+    }
+
+    pub async fn trace(&self, query: TraceQuery) -> anyhow::Result<Trace> {
+        serde_json::from_str(&self.json(&ClientRequest::Trace(query)).await?)
+            .context("the coordinator's trace document does not parse")
+    }
+
+    async fn json(&self, request: &ClientRequest) -> anyhow::Result<String> {
+        match self.request(request).await? {
+            ClientResponse::Json(json) => Ok(json),
             ClientResponse::Error(reason) => bail!("{reason}"),
             other => bail!(unexpected(other)),
         }

@@ -1,13 +1,11 @@
 //! The coordinator's configuration file.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use icn_coordinator::CoordinatorConfig;
-use icn_coordinator::core::{Admission, CoreConfig};
-use icn_protocol::PublicKey;
+use icn_coordinator::core::CoreConfig;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -25,25 +23,9 @@ pub struct ConfigFile {
     pub worker_timeout_ms: u64,
     #[serde(default = "default_attempts_max")]
     pub attempts_max: u32,
-    #[serde(default)]
-    pub workers: Vec<WorkerEntry>,
-    #[serde(default)]
-    pub members: Vec<MemberEntry>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WorkerEntry {
-    pub key: String,
-    /// The cooperative that owns the machine.
-    pub owner: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MemberEntry {
-    pub key: String,
-    pub name: String,
+    /// The founding document (scopes, members, workers, founding mandates). Read on
+    /// every start; after the first, it must match the journal's first entry.
+    pub genesis: PathBuf,
 }
 
 fn default_heartbeat_interval_ms() -> u64 {
@@ -84,17 +66,11 @@ impl ConfigFile {
         if !(1..=100).contains(&self.attempts_max) {
             anyhow::bail!("attempts_max is {}; use a value from 1 to 100", self.attempts_max);
         }
-        let mut admission = Admission { workers: HashMap::new(), submitters: HashMap::new() };
-        for worker in &self.workers {
-            let key: PublicKey =
-                worker.key.parse().with_context(|| format!("in [[workers]] owned by {}", worker.owner))?;
-            admission.workers.insert(key, worker.owner.clone());
-        }
-        for member in &self.members {
-            let key: PublicKey =
-                member.key.parse().with_context(|| format!("in [[members]] named {}", member.name))?;
-            admission.submitters.insert(key, member.name.clone());
-        }
+        let genesis_path = base.join(&self.genesis);
+        let text = std::fs::read_to_string(&genesis_path)
+            .with_context(|| format!("cannot read the genesis {}", genesis_path.display()))?;
+        let genesis = icn_governance::Genesis::parse(&text)
+            .with_context(|| format!("the genesis {} is not valid", genesis_path.display()))?;
         let core = CoreConfig {
             worker_timeout_ms: self.worker_timeout_ms,
             attempts_max: self.attempts_max,
@@ -105,7 +81,7 @@ impl ConfigFile {
             journal: base.join(&self.journal),
             heartbeat_interval_ms: self.heartbeat_interval_ms,
             core,
-            admission,
+            genesis,
         };
         Ok((base.join(&self.key), config))
     }

@@ -1,14 +1,18 @@
-//! `icn demo`: a coordinator and three workers on loopback run a handful of jobs from
-//! the WAT modules built into this binary, then show where they ran and the journal.
+//! `icn demo`: a federation of cooperatives decides a compute budget, then a coordinator
+//! and three workers on loopback run jobs under it from the WAT modules built into this
+//! binary, and one job is traced back to the decision and the members who made it.
 
 use std::time::Instant;
 
 use icn_coordinator::journal;
 use icn_coordinator::record::Record;
-use icn_protocol::wire::{JobState, JobView, Limits, Outcome, Submission};
-use icn_protocol::{Fuel, JobId};
+use icn_governance::Decision;
+use icn_protocol::governance::{Choice, Credits, Effect, Proposal};
+use icn_protocol::wire::{ExecutorKind, JobState, JobView, Limits, Outcome, Submission, TraceQuery};
+use icn_protocol::{ContentId, Fuel, JobId};
 
-use crate::local::{LocalCommons, LocalOptions};
+use crate::client::Client;
+use crate::local::{self, LocalCommons, LocalOptions};
 
 pub const HELLO_WAT: &str = include_str!("../../examples/wat/hello.wat");
 pub const UPPER_WAT: &str = include_str!("../../examples/wat/upper.wat");
@@ -36,39 +40,74 @@ pub async fn run() -> anyhow::Result<()> {
     let started = Instant::now();
     let dir = tempfile::tempdir()?;
     println!("ICN compute commons: demo on this machine, over QUIC on loopback\n");
-    let commons = LocalCommons::start(dir.path(), LocalOptions::default()).await?;
+    let options = LocalOptions { founding_budget: None, ..LocalOptions::default() };
+    let commons = LocalCommons::start(dir.path(), options).await?;
+    let federation = local::federation();
     println!("coordinator {} at {}", commons.coordinator.public_key().short(), commons.coordinator.addr());
     println!("journal     {}", commons.journal.display());
     for worker in &commons.workers {
-        println!("worker      {} donated by {}", worker.key.short(), worker.owner);
+        println!("worker      {} donated by cooperative {}", worker.key.short(), worker.owner);
     }
-    println!("member      {} ({})\n", commons.member.public().short(), commons.member_name);
+    for member in &commons.members {
+        println!(
+            "member      {} ({}), vote and submit standing in {federation}",
+            member.name,
+            member.key.public().short()
+        );
+    }
 
-    let client = commons.client().await?;
+    let ana = commons.client_for(commons.members[0].key.clone()).await?;
+    let ben = commons.client_for(commons.members[1].key.clone()).await?;
+    let modules = modules(&ana).await?;
+    let early = ana.submit(&submission(&modules[0], JOBS[0].input, JOBS[0].fuel)).await;
+    println!("\nbefore any decision, ana submits a job for {federation}:");
+    println!("  refused: {}", early.err().map(|e| e.to_string()).unwrap_or_else(|| "accepted?".into()));
+
+    let budget = Credits(5_000);
+    let proposal = Proposal {
+        scope: federation.clone(),
+        title: "Compute budget for this week's jobs".into(),
+        effect: Effect::Mandate(local::day_mandate(budget)),
+    };
+    let (id, _) = ana.propose(&proposal).await?;
+    println!("\nana proposes in {federation}: {:?}", proposal.title);
+    println!("  effect: {}", icn_governance::describe_effect(&federation, &proposal.effect, |k| k.short()));
+    ana.vote(id, Choice::Yes).await?;
+    ben.vote(id, Choice::Yes).await?;
+    println!("  ana votes yes; ben votes yes; voting stays open for the window of the rule");
+    let decision = wait_for_decision(&ana, id).await?;
+    println!("  decision #{}: {}", decision.seq, decision.record.reason);
+    anyhow::ensure!(decision.record.accepted, "the demo's budget proposal was rejected");
+
     let mut submitted = Vec::new();
-    for job in JOBS {
-        let bytes = wat::parse_str(job.wat)?;
-        let module = client.ensure_module(&bytes).await?;
-        let limits = Limits { fuel: Fuel(job.fuel), ..Limits::default() };
-        let submission = Submission { module, input: job.input.to_vec(), args: vec![], limits };
-        submitted.push((job.name, client.submit(&submission).await?));
+    for (job, module) in JOBS.iter().zip(&modules) {
+        submitted.push((job.name, ana.submit(&submission(module, job.input, job.fuel)).await?));
     }
+    println!("\njobs ana submitted under decision #{}:", decision.seq);
     println!("{:<14} {:<7} {:<22} {:<10} {:>10}  output", "job", "module", "ran on", "state", "fuel");
     let mut views = Vec::new();
     for (name, job) in &submitted {
-        let view = client.watch(*job, |_| {}).await?;
+        let view = ana.watch(*job, |_| {}).await?;
         println!("{}", row(&commons, name, &view));
         views.push(view);
     }
+
     let traced = submitted[1].1;
-    println!("\njournal entries of job {}:", traced.0.short());
-    for line in journal_lines(&commons.journal, traced)? {
-        println!("  {line}");
-    }
+    println!("\nicn trace {}:\n", traced.0.short());
+    print!("{}", ana.trace(TraceQuery::Job(traced)).await?);
+
+    let governance = ana.governance().await?;
+    let mandate = &governance.mandates[&decision.seq];
+    println!(
+        "\nmandate of {federation}: budget {}, {} spent by completed jobs, {} left",
+        mandate.mandate.budget,
+        mandate.spent.0,
+        mandate.left().0
+    );
     let verification = journal::verify(&commons.journal, Some(commons.coordinator.public_key()))?;
     match &verification.first_bad {
         None => println!(
-            "\njournal verified: {} entries, {} seals; every link, seal and signature holds",
+            "journal verified: {} entries, {} seals; every link, seal and signature holds",
             verification.entries, verification.seals
         ),
         Some((seq, reason)) => {
@@ -81,11 +120,44 @@ pub async fn run() -> anyhow::Result<()> {
         views.len(),
         started.elapsed().as_secs_f64()
     );
+    drop((ana, ben));
     commons.stop().await?;
     if completed != views.len() - 1 {
         anyhow::bail!("expected every job but the spinning one to complete");
     }
     Ok(())
+}
+
+async fn modules(client: &Client) -> anyhow::Result<Vec<ContentId>> {
+    let mut modules = Vec::new();
+    for job in JOBS {
+        modules.push(client.ensure_module(&wat::parse_str(job.wat)?).await?);
+    }
+    Ok(modules)
+}
+
+fn submission(module: &ContentId, input: &[u8], fuel: u64) -> Submission {
+    Submission {
+        scope: local::federation(),
+        executor: ExecutorKind::Wasm,
+        module: *module,
+        input: input.to_vec(),
+        args: vec![],
+        limits: Limits { fuel: Fuel(fuel), ..Limits::default() },
+    }
+}
+
+/// Waits for the proposal's voting window to close and its decision to be recorded.
+pub async fn wait_for_decision(client: &Client, proposal: ContentId) -> anyhow::Result<Decision> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let governance = client.governance().await?;
+        if let Some(seq) = governance.closed.get(&proposal) {
+            return Ok(governance.decisions[seq].clone());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "proposal {proposal} was not decided within a minute");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 fn row(commons: &LocalCommons, name: &str, view: &JobView) -> String {

@@ -1,12 +1,15 @@
 //! A whole commons on this machine: a coordinator and workers on loopback, in this
 //! process, over real QUIC. Used by `icn demo`, `icn bench` and the tests.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use icn_coordinator::core::{Admission, CoreConfig};
+use icn_coordinator::core::CoreConfig;
 use icn_coordinator::{Coordinator, CoordinatorConfig};
+use icn_governance::Genesis;
+use icn_governance::genesis::{GenesisMember, GenesisScope, GenesisWorker};
+use icn_protocol::governance::{Credits, Mandate, PriceSchedule, Rule, ScopeId, ScopeKind, Standing};
+use icn_protocol::wire::{ExecutorKind, Limits};
 use icn_protocol::{Keypair, PublicKey};
 use icn_worker::{WasmExecutor, WorkerConfig};
 use tokio::task::JoinHandle;
@@ -19,49 +22,165 @@ pub struct LocalWorker {
     pub task: JoinHandle<anyhow::Result<()>>,
 }
 
+/// The federation every local commons has; its members submit jobs for it.
+pub const FEDERATION: &str = "fed-north";
+
+pub struct LocalMember {
+    pub name: String,
+    pub key: Arc<Keypair>,
+}
+
 pub struct LocalCommons {
     pub coordinator: Coordinator,
     pub journal: PathBuf,
     pub workers: Vec<LocalWorker>,
+    /// The first member; see [`LocalCommons::members`] for all.
     pub member: Arc<Keypair>,
     pub member_name: String,
+    pub members: Vec<LocalMember>,
+    pub genesis: Genesis,
 }
 
 pub struct LocalOptions<'a> {
+    /// One cooperative of the federation per entry, each donating one worker.
     pub owners: &'a [&'a str],
+    /// Members of the federation with vote and submit standing; the i-th also votes
+    /// in the i-th cooperative.
+    pub members: &'a [&'a str],
     pub slots: u32,
     pub heartbeat_interval_ms: u64,
     pub worker_timeout_ms: u64,
+    pub voting_window_ms: u64,
+    /// A founding mandate for the federation with this budget, so jobs can run
+    /// without a vote first; `None` leaves the federation to decide one.
+    pub founding_budget: Option<Credits>,
 }
 
 impl Default for LocalOptions<'_> {
     fn default() -> Self {
         LocalOptions {
             owners: &["coop-a", "coop-b", "coop-c"],
+            members: &["ana", "ben"],
             slots: 2,
             heartbeat_interval_ms: 200,
             worker_timeout_ms: 2_000,
+            voting_window_ms: 1_000,
+            founding_budget: Some(Credits(1_000_000_000)),
         }
     }
+}
+
+/// The federation's scope id.
+pub fn federation() -> ScopeId {
+    FEDERATION.parse().expect("a valid scope name")
+}
+
+/// A mandate for the federation: `budget` for a day, wasm only, default limits.
+pub fn day_mandate(budget: Credits) -> Mandate {
+    Mandate {
+        scope: federation(),
+        budget,
+        period_ms: 24 * 3_600_000,
+        executors: vec![ExecutorKind::Wasm],
+        limits: Limits::default(),
+    }
+}
+
+/// A commons holding one federation whose cooperatives are `owners`.
+pub fn genesis(
+    options: &LocalOptions<'_>,
+    members: &[(String, PublicKey)],
+    workers: &[(PublicKey, String)],
+) -> anyhow::Result<Genesis> {
+    let rule = |voting_window_ms| Rule {
+        quorum: "1/2".parse().expect("valid"),
+        approval: "2/3".parse().expect("valid"),
+        voting_window_ms,
+    };
+    let mut scopes = vec![
+        GenesisScope {
+            id: "commons".parse()?,
+            kind: ScopeKind::Commons,
+            parent: None,
+            rule: rule(options.voting_window_ms),
+            prices: Some(PriceSchedule { credits_per_mega_fuel: 1 }),
+            policy: None,
+        },
+        GenesisScope {
+            id: federation(),
+            kind: ScopeKind::Federation,
+            parent: Some("commons".parse()?),
+            rule: rule(options.voting_window_ms),
+            prices: None,
+            policy: None,
+        },
+    ];
+    for owner in options.owners {
+        scopes.push(GenesisScope {
+            id: owner.parse()?,
+            kind: ScopeKind::Cooperative,
+            parent: Some(federation()),
+            rule: rule(options.voting_window_ms),
+            prices: None,
+            policy: None,
+        });
+    }
+    let members = members
+        .iter()
+        .enumerate()
+        .map(|(i, (name, key))| {
+            let mut standing =
+                std::collections::BTreeMap::from([(federation(), vec![Standing::Vote, Standing::Submit])]);
+            if let Some(owner) = options.owners.get(i) {
+                standing.insert(owner.parse()?, vec![Standing::Vote, Standing::Donate]);
+            }
+            Ok(GenesisMember { name: name.clone(), key: *key, standing })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let workers = workers
+        .iter()
+        .map(|(key, owner)| Ok(GenesisWorker { key: *key, owner: owner.parse()? }))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // The founding mandate lets tests and benchmarks ask for anything the sandbox allows.
+    let most = Limits {
+        fuel: icn_protocol::Fuel(icn_protocol::wire::FUEL_MAX),
+        memory_bytes: icn_protocol::wire::MEMORY_BYTES_MAX,
+        timeout_ms: icn_protocol::wire::TIMEOUT_MS_MAX,
+        output_bytes: icn_protocol::wire::OUTPUT_SIZE_BYTES_MAX,
+    };
+    let mandates = options
+        .founding_budget
+        .map(|budget| Mandate { limits: most, ..day_mandate(budget) })
+        .into_iter()
+        .collect();
+    let genesis = Genesis { scopes, members, workers, mandates };
+    genesis.validate()?;
+    Ok(genesis)
 }
 
 impl LocalCommons {
     pub async fn start(dir: &Path, options: LocalOptions<'_>) -> anyhow::Result<LocalCommons> {
         let coordinator_key = Arc::new(Keypair::generate());
-        let member = Arc::new(Keypair::generate());
+        anyhow::ensure!(!options.members.is_empty(), "a local commons needs at least one member");
+        let members: Vec<LocalMember> = options
+            .members
+            .iter()
+            .map(|name| LocalMember { name: name.to_string(), key: Arc::new(Keypair::generate()) })
+            .collect();
         let worker_keys: Vec<(Arc<Keypair>, String)> =
             options.owners.iter().map(|owner| (Arc::new(Keypair::generate()), owner.to_string())).collect();
-        let admission = Admission {
-            workers: worker_keys.iter().map(|(key, owner)| (key.public(), owner.clone())).collect(),
-            submitters: HashMap::from([(member.public(), "federation".to_string())]),
-        };
+        let genesis = genesis(
+            &options,
+            &members.iter().map(|m| (m.name.clone(), m.key.public())).collect::<Vec<_>>(),
+            &worker_keys.iter().map(|(key, owner)| (key.public(), owner.clone())).collect::<Vec<_>>(),
+        )?;
         let journal = dir.join("journal.db");
         let config = CoordinatorConfig {
             listen: "127.0.0.1:0".parse()?,
             journal: journal.clone(),
             heartbeat_interval_ms: options.heartbeat_interval_ms,
             core: CoreConfig { worker_timeout_ms: options.worker_timeout_ms, ..CoreConfig::default() },
-            admission,
+            genesis: genesis.clone(),
         };
         let coordinator = Coordinator::start(coordinator_key, config).await?;
         let mut workers = Vec::new();
@@ -78,8 +197,15 @@ impl LocalCommons {
             let task = tokio::spawn(icn_worker::run(config, executor));
             workers.push(LocalWorker { key: key.public(), owner, task });
         }
-        let commons =
-            LocalCommons { coordinator, journal, workers, member, member_name: "federation".into() };
+        let commons = LocalCommons {
+            coordinator,
+            journal,
+            workers,
+            member: members[0].key.clone(),
+            member_name: members[0].name.clone(),
+            members,
+            genesis,
+        };
         commons.wait_for_workers(commons.workers.len()).await?;
         Ok(commons)
     }
@@ -103,7 +229,11 @@ impl LocalCommons {
     }
 
     pub async fn client(&self) -> anyhow::Result<Client> {
-        Client::connect(self.coordinator.addr(), self.coordinator.public_key(), self.member.clone()).await
+        self.client_for(self.member.clone()).await
+    }
+
+    pub async fn client_for(&self, key: Arc<Keypair>) -> anyhow::Result<Client> {
+        Client::connect(self.coordinator.addr(), self.coordinator.public_key(), key).await
     }
 
     pub fn owner_of(&self, worker: &PublicKey) -> &str {

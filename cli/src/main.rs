@@ -12,8 +12,11 @@ use icn_cli::client::Client;
 use icn_cli::config::ConfigFile;
 use icn_coordinator::Coordinator;
 use icn_coordinator::journal;
-use icn_protocol::wire::{JobState, JobView, Limits, Outcome, Submission};
-use icn_protocol::{Fuel, JobId, Keypair, PublicKey};
+use icn_protocol::governance::{
+    Choice, Credits, Effect, Mandate, PlacementPolicy, PriceSchedule, Proposal, ScopeId, Standing,
+};
+use icn_protocol::wire::{ExecutorKind, JobState, JobView, Limits, Outcome, Submission, TraceQuery};
+use icn_protocol::{ContentId, Fuel, JobId, Keypair, PublicKey};
 
 #[derive(Parser)]
 #[command(name = "icn", version, about = "The ICN compute commons: governed, verified, settled compute")]
@@ -48,11 +51,16 @@ enum Command {
         #[arg(long, default_value_t = 256)]
         memory_mib: u64,
     },
-    /// Submit a wasm module (.wasm or .wat) as a job.
+    /// Submit a wasm module (.wasm or .wat) as a job, under your scope's mandate.
     Submit {
         #[command(flatten)]
         connect: Connect,
         module: PathBuf,
+        /// The scope the job is for; its mandate pays.
+        #[arg(long, env = "ICN_SCOPE")]
+        scope: ScopeId,
+        #[arg(long, default_value = "wasm")]
+        executor: ExecutorKind,
         /// A file whose bytes are the job's stdin.
         #[arg(long)]
         input: Option<PathBuf>,
@@ -79,6 +87,55 @@ enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// Ask a scope to decide on an effect; prints the proposal id and when voting closes.
+    Propose {
+        #[command(flatten)]
+        connect: Connect,
+        /// The scope that decides.
+        #[arg(long)]
+        scope: ScopeId,
+        /// One line saying what and why.
+        #[arg(long)]
+        title: String,
+        #[command(subcommand)]
+        effect: EffectArgs,
+    },
+    /// Vote yes, no or abstain on an open proposal (a later ballot replaces yours).
+    Vote {
+        #[command(flatten)]
+        connect: Connect,
+        proposal: ContentId,
+        choice: Choice,
+    },
+    /// Decisions taken and proposals open, in plain words.
+    Decisions {
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Members and the standing each holds, by scope.
+    Members {
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Scopes: their place, rule, members, mandate and workers.
+    Scope {
+        #[command(subcommand)]
+        command: ScopeCommand,
+    },
+    /// The provenance of a job (or, with --decision, of a decision and what it authorized).
+    Trace {
+        #[command(flatten)]
+        connect: Connect,
+        /// The job id.
+        #[arg(required_unless_present = "decision")]
+        job: Option<String>,
+        /// A decision's journal entry number, instead of a job.
+        #[arg(long, conflicts_with = "job")]
+        decision: Option<u64>,
+        /// The same as data.
+        #[arg(long)]
+        json: bool,
+    },
     /// Read and check the journal.
     Journal {
         #[command(subcommand)]
@@ -98,6 +155,107 @@ enum Command {
         #[arg(long, default_value_t = 16)]
         in_flight: usize,
     },
+}
+
+#[derive(Subcommand)]
+enum ScopeCommand {
+    List {
+        #[command(flatten)]
+        connect: Connect,
+    },
+    Show {
+        #[command(flatten)]
+        connect: Connect,
+        scope: ScopeId,
+    },
+}
+
+/// What an accepted decision does.
+#[derive(Subcommand)]
+enum EffectArgs {
+    /// Scope --for may run jobs up to --budget credits for --period-hours.
+    Mandate {
+        #[arg(long = "for")]
+        target: ScopeId,
+        #[arg(long)]
+        budget: i64,
+        #[arg(long, default_value_t = 24.0)]
+        period_hours: f64,
+        #[arg(long = "executor", default_values = ["wasm"])]
+        executors: Vec<ExecutorKind>,
+        /// The most fuel one job may ask for.
+        #[arg(long, default_value_t = Limits::default().fuel.0)]
+        fuel: u64,
+    },
+    /// A worker key owned by a cooperative joins the commons.
+    AdmitWorker {
+        #[arg(long)]
+        key: PublicKey,
+        #[arg(long)]
+        owner: ScopeId,
+    },
+    /// A worker leaves the commons; it is disconnected when the decision is taken.
+    RemoveWorker {
+        #[arg(long)]
+        key: PublicKey,
+    },
+    /// Give a member (new or known) standing in the deciding scope.
+    Grant {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        key: PublicKey,
+        #[arg(long, value_delimiter = ',', required = true)]
+        standing: Vec<Standing>,
+    },
+    /// Take standing away in the deciding scope; later actions only.
+    Revoke {
+        #[arg(long)]
+        key: PublicKey,
+        #[arg(long, value_delimiter = ',', required = true)]
+        standing: Vec<Standing>,
+    },
+    /// Replicas per task and how many must agree, for the deciding scope.
+    Policy {
+        #[arg(long)]
+        replicas: u32,
+        #[arg(long)]
+        quorum: u32,
+    },
+    /// What compute costs in the deciding scope.
+    Prices {
+        #[arg(long)]
+        credits_per_mega_fuel: u64,
+    },
+}
+
+impl EffectArgs {
+    fn effect(self) -> anyhow::Result<Effect> {
+        Ok(match self {
+            EffectArgs::Mandate { target, budget, period_hours, executors, fuel } => {
+                if !(period_hours > 0.0 && period_hours.is_finite()) {
+                    bail!("--period-hours is {period_hours}; give a positive number of hours");
+                }
+                Effect::Mandate(Mandate {
+                    scope: target,
+                    budget: Credits(budget),
+                    period_ms: (period_hours * 3_600_000.0) as u64,
+                    executors,
+                    limits: Limits { fuel: Fuel(fuel), ..Limits::default() },
+                })
+            }
+            EffectArgs::AdmitWorker { key, owner } => Effect::AdmitWorker { key, owner },
+            EffectArgs::RemoveWorker { key } => Effect::RemoveWorker { key },
+            EffectArgs::Grant { name, key, standing } => Effect::GrantStanding { name, key, standing },
+            EffectArgs::Revoke { key, standing } => Effect::RevokeStanding { key, standing },
+            EffectArgs::Policy { replicas, quorum } => {
+                Effect::PlacementPolicy(PlacementPolicy { replicas, quorum })
+            }
+            EffectArgs::Prices { credits_per_mega_fuel } => {
+                Effect::PriceSchedule(PriceSchedule { credits_per_mega_fuel })
+            }
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -194,6 +352,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Submit {
             connect,
             module,
+            scope,
+            executor,
             input,
             args,
             fuel,
@@ -215,7 +375,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 timeout_ms,
                 output_bytes,
             };
-            let submission = Submission { module: icn_protocol::ContentId::of(&bytes), input, args, limits };
+            let submission = Submission {
+                scope,
+                executor,
+                module: icn_protocol::ContentId::of(&bytes),
+                input,
+                args,
+                limits,
+            };
             submission.validate()?;
             let client = connect.client().await?;
             client.ensure_module(&bytes).await?;
@@ -234,6 +401,44 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             let view = client.status(job).await?;
             eprintln!("{}", describe(&view));
+        }
+        Command::Propose { connect, scope, title, effect } => {
+            let proposal = Proposal { scope, title, effect: effect.effect()? };
+            proposal.validate()?;
+            let (id, closes_ms) = connect.client().await?.propose(&proposal).await?;
+            let seconds = closes_ms.saturating_sub(icn_coordinator::server::now_ms()) as f64 / 1000.0;
+            eprintln!("proposal {} open; voting closes in {seconds:.1} s", id.short());
+            println!("{id}");
+        }
+        Command::Vote { connect, proposal, choice } => {
+            connect.client().await?.vote(proposal, choice).await?;
+            eprintln!("voted {choice} on proposal {}", proposal.short());
+        }
+        Command::Decisions { connect } => {
+            print!("{}", icn_cli::governance::decisions(&connect.client().await?.governance().await?));
+        }
+        Command::Members { connect } => {
+            print!("{}", icn_cli::governance::members(&connect.client().await?.governance().await?));
+        }
+        Command::Scope { command: ScopeCommand::List { connect } } => {
+            print!("{}", icn_cli::governance::scopes(&connect.client().await?.governance().await?));
+        }
+        Command::Scope { command: ScopeCommand::Show { connect, scope } } => {
+            let governance = connect.client().await?.governance().await?;
+            print!("{}", icn_cli::governance::scope(&governance, &scope, icn_coordinator::server::now_ms())?);
+        }
+        Command::Trace { connect, job, decision, json } => {
+            let query = match (job, decision) {
+                (_, Some(decision)) => TraceQuery::Decision(decision),
+                (Some(job), None) => TraceQuery::Job(job.parse()?),
+                (None, None) => bail!("name a job, or a decision with --decision"),
+            };
+            let trace = connect.client().await?.trace(query).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&trace)?);
+            } else {
+                print!("{trace}");
+            }
         }
         Command::Journal { command: JournalCommand::Verify { journal: path, coordinator_key } } => {
             let verification = journal::verify(&path, coordinator_key)?;
@@ -286,10 +491,11 @@ async fn run_coordinator(path: &Path) -> anyhow::Result<()> {
     let coordinator = Coordinator::start(key.clone(), config.clone()).await?;
     println!("coordinator {} listening on {}", key.public(), coordinator.addr());
     println!(
-        "journal {}; {} workers and {} members admitted",
+        "journal {}; genesis with {} scopes, {} members, {} workers",
         config.journal.display(),
-        config.admission.workers.len(),
-        config.admission.submitters.len()
+        config.genesis.scopes.len(),
+        config.genesis.members.len(),
+        config.genesis.workers.len()
     );
     let mut coordinator = coordinator;
     tokio::select! {

@@ -20,10 +20,21 @@ fn two_workers() -> LocalOptions<'static> {
     LocalOptions { owners: &["coop-a", "coop-b"], ..LocalOptions::default() }
 }
 
+fn job(module: ContentId, input: &[u8], limits: Limits) -> Submission {
+    Submission {
+        scope: icn_cli::local::federation(),
+        executor: ExecutorKind::Wasm,
+        module,
+        input: input.to_vec(),
+        args: vec![],
+        limits,
+    }
+}
+
 async fn submit_wat(client: &Client, wat: &str, input: &[u8], limits: Limits) -> JobId {
     let bytes = wat::parse_str(wat).unwrap();
     let module = client.ensure_module(&bytes).await.unwrap();
-    client.submit(&Submission { module, input: input.to_vec(), args: vec![], limits }).await.unwrap()
+    client.submit(&job(module, input, limits)).await.unwrap()
 }
 
 async fn run_wat(client: &Client, wat: &str, input: &[u8], limits: Limits) -> JobView {
@@ -180,7 +191,7 @@ async fn oversized_and_malformed_requests_are_refused_and_the_coordinator_serves
     // A submission whose signature does not match its contents.
     let client = commons.client().await.unwrap();
     let module = client.ensure_module(&wat::parse_str(HELLO_WAT).unwrap()).await.unwrap();
-    let submission = Submission { module, input: vec![], args: vec![], limits: Limits::default() };
+    let submission = job(module, b"", Limits::default());
     let mut forged = Envelope::seal(&commons.member, 1, &submission);
     forged.payload.push(0);
     let (mut send, mut recv) = session.connection.open_bi().await.unwrap();
@@ -250,22 +261,24 @@ async fn report_signed_by_the_wrong_key_is_refused_and_the_task_runs_elsewhere()
 }
 
 async fn start_with_rogue(dir: &std::path::Path, rogue: Arc<Keypair>) -> LocalCommons {
-    use icn_coordinator::core::{Admission, CoreConfig};
+    use icn_coordinator::core::CoreConfig;
     use icn_coordinator::{Coordinator, CoordinatorConfig};
     let coordinator_key = Arc::new(Keypair::generate());
     let member = Arc::new(Keypair::generate());
     let honest = Arc::new(Keypair::generate());
-    let admission = Admission {
-        workers: [(honest.public(), "coop-a".to_string()), (rogue.public(), "coop-r".to_string())].into(),
-        submitters: [(member.public(), "federation".to_string())].into(),
-    };
+    let genesis = icn_cli::local::genesis(
+        &LocalOptions { owners: &["coop-a", "coop-r"], ..LocalOptions::default() },
+        &[("ana".to_string(), member.public())],
+        &[(honest.public(), "coop-a".to_string()), (rogue.public(), "coop-r".to_string())],
+    )
+    .unwrap();
     let journal = dir.join("journal.db");
     let config = CoordinatorConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         journal: journal.clone(),
         heartbeat_interval_ms: 200,
         core: CoreConfig { worker_timeout_ms: 2_000, ..CoreConfig::default() },
-        admission,
+        genesis: genesis.clone(),
     };
     let coordinator = Coordinator::start(coordinator_key, config).await.unwrap();
     let worker = icn_worker::WorkerConfig {
@@ -281,8 +294,10 @@ async fn start_with_rogue(dir: &std::path::Path, rogue: Arc<Keypair>) -> LocalCo
         coordinator,
         journal,
         workers: vec![icn_cli::local::LocalWorker { key: honest.public(), owner: "coop-a".into(), task }],
-        member,
-        member_name: "federation".into(),
+        member: member.clone(),
+        member_name: "ana".into(),
+        members: vec![icn_cli::local::LocalMember { name: "ana".into(), key: member }],
+        genesis,
     };
     commons.wait_for_workers(1).await.unwrap();
     commons

@@ -42,20 +42,36 @@ impl Cluster {
             text(&out.stdout).trim().to_string()
         };
         let coordinator_key = keygen("coordinator");
-        let mut config = String::new();
         // A port that was free a moment ago; the coordinator binds it again after a restart.
         let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let addr = format!("127.0.0.1:{port}");
-        config.push_str(&format!(
+        let config = format!(
             "listen = \"{addr}\"\nkey = \"coordinator.key\"\njournal = \"journal.db\"\n\
-             heartbeat_interval_ms = 100\nworker_timeout_ms = 1000\n"
-        ));
+             genesis = \"genesis.toml\"\nheartbeat_interval_ms = 100\nworker_timeout_ms = 1000\n"
+        );
+        let rule = "rule = { quorum = \"1/2\", approval = \"1/2\", voting_window_ms = 1000 }";
+        let mut genesis = format!(
+            "[[scopes]]\nid = \"commons\"\nkind = \"commons\"\n{rule}\n\
+             prices = {{ credits_per_mega_fuel = 1 }}\n\
+             [[scopes]]\nid = \"fed-north\"\nkind = \"federation\"\nparent = \"commons\"\n{rule}\n"
+        );
+        for owner in owners {
+            genesis.push_str(&format!(
+                "[[scopes]]\nid = \"{owner}\"\nkind = \"cooperative\"\nparent = \"fed-north\"\n{rule}\n"
+            ));
+        }
         for owner in owners {
             let key = keygen(owner);
-            config.push_str(&format!("[[workers]]\nkey = \"{key}\"\nowner = \"{owner}\"\n"));
+            genesis.push_str(&format!("[[workers]]\nkey = \"{key}\"\nowner = \"{owner}\"\n"));
         }
         let member = keygen("member");
-        config.push_str(&format!("[[members]]\nkey = \"{member}\"\nname = \"federation-x\"\n"));
+        genesis.push_str(&format!(
+            "[[members]]\nname = \"ana\"\nkey = \"{member}\"\nstanding = {{ fed-north = [\"vote\", \"submit\"] }}\n\
+             [[mandates]]\nscope = \"fed-north\"\nbudget = 1000000000\nperiod_ms = 86400000\n\
+             executors = [\"wasm\"]\nlimits = {{ fuel = 100000000000, memory_bytes = 67108864, \
+             timeout_ms = 60000, output_bytes = 65536 }}\n"
+        ));
+        std::fs::write(dir.path().join("genesis.toml"), genesis).unwrap();
         let config_path = dir.path().join("coordinator.toml");
         std::fs::write(&config_path, config).unwrap();
         Cluster {
@@ -134,7 +150,7 @@ impl Cluster {
         let input_path = self.dir.path().join(format!("input-{}", self.inputs.get()));
         self.inputs.set(self.inputs.get() + 1);
         std::fs::write(&input_path, input).unwrap();
-        let mut args: Vec<String> = vec!["submit".into()];
+        let mut args: Vec<String> = vec!["submit".into(), "--scope".into(), "fed-north".into()];
         args.extend(self.member_args());
         args.extend([wat(module).to_str().unwrap().into(), "--input".into()]);
         args.push(input_path.to_str().unwrap().into());
@@ -249,7 +265,7 @@ fn submit_wait_prints_the_output_and_a_tampered_row_is_named_by_verify() {
     cluster.start_worker("coop-a");
     let input = cluster.dir.path().join("numbers");
     std::fs::write(&input, "19 23").unwrap();
-    let mut args: Vec<String> = vec!["submit".into()];
+    let mut args: Vec<String> = vec!["submit".into(), "--scope".into(), "fed-north".into()];
     args.extend(cluster.member_args());
     args.extend([wat("sum.wat").to_str().unwrap().into(), "--input".into(), input.to_str().unwrap().into()]);
     args.push("--wait".into());

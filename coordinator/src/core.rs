@@ -11,10 +11,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use icn_protocol::wire::{
-    Assignment, Capacity, ExecutionReport, ExecutorKind, JobState, JobView, Outcome, Submission,
-};
-use icn_protocol::{Envelope, JobId, Keypair, PublicKey, TaskId};
+use icn_governance::{Authorization, Event, Genesis, Governance};
+use icn_protocol::governance::{Ballot, Credits, Proposal};
+use icn_protocol::wire::{Assignment, Capacity, ExecutionReport, JobState, JobView, Outcome, Submission};
+use icn_protocol::{ContentId, Envelope, JobId, Keypair, PublicKey, TaskId};
 
 use crate::journal::{Entry, GENESIS_HASH, JournalError};
 use crate::record::Record;
@@ -41,15 +41,6 @@ impl Default for CoreConfig {
             jobs_open_max: 100_000,
         }
     }
-}
-
-/// Who may take part, until governance decides it (the admission list of the config).
-#[derive(Clone, Debug, Default)]
-pub struct Admission {
-    /// Admitted worker keys and the cooperative that owns each.
-    pub workers: HashMap<PublicKey, String>,
-    /// Keys allowed to submit jobs, with the member's name.
-    pub submitters: HashMap<PublicKey, String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,6 +71,7 @@ struct Placement {
 #[derive(Clone, Debug)]
 struct Job {
     submitter: PublicKey,
+    authorization: Authorization,
     submission: Submission,
     submitted_seq: u64,
     attempts: u32,
@@ -109,7 +101,9 @@ impl Worker {
 pub struct Core {
     key: Arc<Keypair>,
     config: CoreConfig,
-    admission: Admission,
+    governance: Governance,
+    /// The founding document the journal began with.
+    genesis: Option<Genesis>,
     next_seq: u64,
     last_hash: [u8; 32],
     jobs: HashMap<JobId, Job>,
@@ -125,11 +119,12 @@ pub struct Core {
 pub type Refusal = String;
 
 impl Core {
-    pub fn new(key: Arc<Keypair>, config: CoreConfig, admission: Admission) -> Self {
+    pub fn new(key: Arc<Keypair>, config: CoreConfig) -> Self {
         Core {
             key,
             config,
-            admission,
+            governance: Governance::default(),
+            genesis: None,
             next_seq: 0,
             last_hash: GENESIS_HASH,
             jobs: HashMap::new(),
@@ -163,8 +158,32 @@ impl Core {
         Ok(())
     }
 
-    pub fn admission(&self) -> &Admission {
-        &self.admission
+    pub fn governance(&self) -> &Governance {
+        &self.governance
+    }
+
+    /// Starts a new journal from `genesis`, or checks that the journal began from it:
+    /// after the first start, only decisions change what the genesis set.
+    pub fn found(&mut self, now_ms: u64, genesis: &Genesis) -> Result<(), Refusal> {
+        genesis.validate().map_err(|e| format!("the genesis is not valid: {e}"))?;
+        match &self.genesis {
+            None if self.next_seq == 0 => {
+                let signer = self.key.public();
+                self.record(now_ms, None, signer, Record::Governance(Event::Genesis(genesis.clone())));
+                Ok(())
+            }
+            None => Err("the journal holds entries but no genesis; it was not made by this version".into()),
+            Some(journaled) if journaled == genesis => Ok(()),
+            Some(_) => {
+                Err("the genesis file differs from the genesis this journal began with; after the first \
+                 start, change scopes, members and workers through decisions, not the file"
+                    .into())
+            }
+        }
+    }
+
+    pub fn is_member(&self, key: &PublicKey) -> bool {
+        self.governance.members.contains_key(key)
     }
 
     pub fn journal_len(&self) -> u64 {
@@ -197,22 +216,42 @@ impl Core {
         if self.jobs.contains_key(&job) {
             return Ok(job);
         }
-        if !self.admission.submitters.contains_key(&envelope.signer) {
-            return Err(format!(
-                "key {} may not submit jobs: it is not on the coordinator's list of submitters",
-                envelope.signer
-            ));
-        }
         submission.validate().map_err(|e| e.to_string())?;
+        let authorization =
+            self.governance.authorize(now_ms, &envelope.signer, &submission).map_err(|e| e.to_string())?;
         if self.jobs_open >= self.config.jobs_open_max {
             return Err(format!(
                 "the coordinator holds {} open jobs, its limit; try again when some have ended",
                 self.jobs_open
             ));
         }
-        self.record(now_ms, None, envelope.signer, Record::JobSubmitted { submission: envelope });
+        let record = Record::JobSubmitted { submission: envelope.clone(), authorization };
+        self.record(now_ms, Some(authorization.decision), envelope.signer, record);
         self.schedule(now_ms);
         Ok(job)
+    }
+
+    /// A member's proposal, already verified as signed by `envelope.signer`.
+    pub fn propose(
+        &mut self,
+        now_ms: u64,
+        envelope: Envelope,
+        proposal: Proposal,
+    ) -> Result<(ContentId, u64), Refusal> {
+        let event =
+            self.governance.check_proposal(now_ms, &envelope, &proposal).map_err(|e| e.to_string())?;
+        let Event::ProposalOpened { closes_ms, .. } = &event else { unreachable!("a proposal opens") };
+        let closes_ms = *closes_ms;
+        self.record(now_ms, None, envelope.signer, Record::Governance(event));
+        Ok((envelope.id(), closes_ms))
+    }
+
+    /// A member's ballot, already verified as signed by `envelope.signer`.
+    pub fn vote(&mut self, now_ms: u64, envelope: Envelope, ballot: Ballot) -> Result<(), Refusal> {
+        let event = self.governance.check_ballot(now_ms, &envelope, &ballot).map_err(|e| e.to_string())?;
+        let opened = self.governance.open[&ballot.proposal].seq;
+        self.record(now_ms, Some(opened), envelope.signer, Record::Governance(event));
+        Ok(())
     }
 
     pub fn worker_connected(
@@ -222,7 +261,7 @@ impl Core {
         session: u64,
         capacity: Capacity,
     ) -> Result<(), Refusal> {
-        let Some(owner) = self.admission.workers.get(&worker).cloned() else {
+        let Some(owner) = self.governance.workers.get(&worker).map(ToString::to_string) else {
             return Err(format!("worker key {worker} is not admitted to this commons"));
         };
         if let Some(previous) = self.workers.get(&worker) {
@@ -304,8 +343,27 @@ impl Core {
         self.schedule(now_ms);
     }
 
-    /// Time passes: silent workers are lost, overdue attempts are requeued.
+    /// Time passes: voting closes on proposals that are due, silent workers are lost,
+    /// overdue attempts are requeued.
     pub fn tick(&mut self, now_ms: u64) {
+        for proposal in self.governance.due(now_ms) {
+            let record = self.governance.decide(&proposal);
+            let opened = self.governance.open[&proposal].seq;
+            let signer = self.key.public();
+            self.record(now_ms, Some(opened), signer, Record::Governance(Event::DecisionMade(record)));
+        }
+        // A decision may have removed workers: they leave now.
+        let removed: Vec<(PublicKey, u64)> = self
+            .workers
+            .iter()
+            .filter(|(key, _)| !self.governance.workers.contains_key(key))
+            .map(|(key, w)| (*key, w.session))
+            .collect();
+        for (worker, session) in removed {
+            let reason = "a decision removed it from the commons".to_string();
+            self.commands.push(Command::Disconnect { worker, session, reason: reason.clone() });
+            self.worker_lost(now_ms, worker, session, reason);
+        }
         let silent: Vec<(PublicKey, u64)> = self
             .workers
             .iter()
@@ -381,13 +439,15 @@ impl Core {
     /// start, for every record in the journal.
     fn apply(&mut self, seq: u64, time_ms: u64, record: &Record) {
         match record {
-            Record::JobSubmitted { submission } => {
+            Record::JobSubmitted { submission, authorization } => {
                 let id = JobId(submission.id());
                 let decoded = submission.open_trusted::<Submission>().expect("journaled submissions decode");
+                self.governance.hold(authorization.decision, authorization.hold);
                 self.jobs.insert(
                     id,
                     Job {
                         submitter: submission.signer,
+                        authorization: *authorization,
                         submission: decoded,
                         submitted_seq: seq,
                         attempts: 0,
@@ -439,11 +499,24 @@ impl Core {
                 job.entries.push(seq);
                 job.result = Some((report.signer, decoded));
             }
-            Record::JobCompleted { job, .. } => {
+            Record::JobCompleted { job, fuel, .. } => {
+                let authorization = self.jobs[job].authorization;
+                // Fuel is within the job's limit (reports are validated), so the cost
+                // is within the hold; `min` keeps that true even for a price rounding edge.
+                let spent = authorization.price.cost(*fuel).min(authorization.hold);
+                self.governance.release(authorization.decision, authorization.hold, spent);
                 self.end(*job, seq, None);
             }
             Record::JobFailed { job, reason } => {
+                let authorization = self.jobs[job].authorization;
+                self.governance.release(authorization.decision, authorization.hold, Credits(0));
                 self.end(*job, seq, Some(reason.clone()));
+            }
+            Record::Governance(event) => {
+                if let Event::Genesis(genesis) = event {
+                    self.genesis = Some(genesis.clone());
+                }
+                self.governance.apply(seq, time_ms, event);
             }
         }
     }
@@ -502,14 +575,17 @@ impl Core {
     /// Places queued tasks on workers with free slots, the freest first.
     fn schedule(&mut self, now_ms: u64) {
         while let Some((&queued_seq, &job_id)) = self.queue.iter().next() {
-            let limits = self.jobs[&job_id].submission.limits;
+            let (limits, executor) = {
+                let submission = &self.jobs[&job_id].submission;
+                (submission.limits, submission.executor)
+            };
             let chosen = self
                 .workers
                 .iter()
                 .filter(|(_, w)| {
                     w.free_slots() > 0
                         && w.capacity.memory_bytes >= limits.memory_bytes
-                        && w.capacity.executors.contains(&ExecutorKind::Wasm)
+                        && w.capacity.executors.contains(&executor)
                 })
                 .max_by_key(|(key, w)| (w.free_slots(), std::cmp::Reverse(**key)))
                 .map(|(key, w)| (*key, w.owner.clone(), w.session));

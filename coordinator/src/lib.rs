@@ -6,5 +6,6 @@ pub mod journal;
 pub mod modules;
 pub mod record;
 pub mod server;
+pub mod trace;
 
 pub use server::{Coordinator, CoordinatorConfig};

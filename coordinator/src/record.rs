@@ -1,15 +1,19 @@
 //! What the journal records. Every change to a job's state is one of these, and the
 //! core's state is nothing but these records applied in order.
 
+use icn_governance::{Authorization, Event};
+use icn_protocol::governance::{Ballot, Proposal};
 use icn_protocol::wire::{ExecutionReport, Submission};
 use icn_protocol::{ContentId, Envelope, Fuel, JobId, PublicKey, TaskId};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Record {
-    /// A member's signed [`Submission`]; the job's id is the envelope's content id.
+    /// A member's signed [`Submission`], admitted under a mandate; the job's id is
+    /// the envelope's content id, and the entry's cause is the mandate's decision.
     JobSubmitted {
         submission: Envelope,
+        authorization: Authorization,
     },
     TaskPlaced {
         task: TaskId,
@@ -37,14 +41,18 @@ pub enum Record {
         job: JobId,
         reason: String,
     },
+    /// A change to governance: genesis, proposal, ballot or decision.
+    Governance(Event),
 }
 
 impl Record {
     /// The external signed statement this record carries, if any.
     pub fn evidence(&self) -> Option<&Envelope> {
         match self {
-            Record::JobSubmitted { submission } => Some(submission),
+            Record::JobSubmitted { submission, .. } => Some(submission),
             Record::ReportReceived { report } => Some(report),
+            Record::Governance(Event::ProposalOpened { proposal, .. }) => Some(proposal),
+            Record::Governance(Event::BallotCast { ballot, .. }) => Some(ballot),
             _ => None,
         }
     }
@@ -52,29 +60,35 @@ impl Record {
     /// The job this record is about.
     pub fn job(&self) -> Option<JobId> {
         match self {
-            Record::JobSubmitted { submission } => Some(JobId(submission.id())),
+            Record::JobSubmitted { submission, .. } => Some(JobId(submission.id())),
             Record::TaskPlaced { task, .. } | Record::TaskRequeued { task, .. } => Some(task.job),
             Record::ReportReceived { report } => {
                 report.open_trusted::<ExecutionReport>().ok().map(|r| r.task.job)
             }
             Record::JobCompleted { job, .. } | Record::JobFailed { job, .. } => Some(*job),
+            Record::Governance(_) => None,
         }
     }
 
     /// One line in plain words, for `icn status`, `icn demo` and logs.
     pub fn describe(&self) -> String {
         match self {
-            Record::JobSubmitted { submission } => match submission.open_trusted::<Submission>() {
-                Ok(s) => format!(
-                    "job {} submitted by {}: module {}, {} input bytes, up to {}",
-                    JobId(submission.id()).0.short(),
-                    submission.signer.short(),
-                    s.module.short(),
-                    s.input.len(),
-                    s.limits.fuel
-                ),
-                Err(_) => "job submitted (unreadable submission)".into(),
-            },
+            Record::JobSubmitted { submission, authorization } => {
+                match submission.open_trusted::<Submission>() {
+                    Ok(s) => format!(
+                        "job {} submitted by {} for {}: module {}, {} input bytes, up to {}; holds {} under decision #{}",
+                        JobId(submission.id()).0.short(),
+                        submission.signer.short(),
+                        s.scope,
+                        s.module.short(),
+                        s.input.len(),
+                        s.limits.fuel,
+                        authorization.hold,
+                        authorization.decision
+                    ),
+                    Err(_) => "job submitted (unreadable submission)".into(),
+                }
+            }
             Record::TaskPlaced { task, attempt, worker, owner } => {
                 format!("task {task} attempt {attempt} placed on worker {} of {owner}", worker.short())
             }
@@ -102,6 +116,7 @@ impl Record {
                 fuel
             ),
             Record::JobFailed { job, reason } => format!("job {} failed: {reason}", job.0.short()),
+            Record::Governance(event) => describe_event(event),
         }
     }
 }
@@ -110,5 +125,44 @@ pub fn describe_outcome(outcome: &icn_protocol::wire::Outcome) -> String {
     match outcome {
         icn_protocol::wire::Outcome::Exited { code } => format!("exited with code {code}"),
         icn_protocol::wire::Outcome::Failed { kind, detail } => format!("failed ({kind:?}): {detail}"),
+    }
+}
+
+fn describe_event(event: &Event) -> String {
+    match event {
+        Event::Genesis(genesis) => format!(
+            "genesis: {} scopes, {} members, {} workers, {} founding mandates",
+            genesis.scopes.len(),
+            genesis.members.len(),
+            genesis.workers.len(),
+            genesis.mandates.len()
+        ),
+        Event::ProposalOpened { proposal, closes_ms, electorate } => {
+            match proposal.open_trusted::<Proposal>() {
+                Ok(p) => format!(
+                    "proposal {} in {} by {}: {:?}: {}; {} may vote until {closes_ms} ms",
+                    proposal.id().short(),
+                    p.scope,
+                    proposal.signer.short(),
+                    p.title,
+                    icn_governance::describe_effect(&p.scope, &p.effect, |k| k.short()),
+                    electorate.len()
+                ),
+                Err(_) => "proposal (unreadable)".into(),
+            }
+        }
+        Event::BallotCast { ballot, standing } => match ballot.open_trusted::<Ballot>() {
+            Ok(b) => format!(
+                "{} voted {} on proposal {}, holding {} standing",
+                ballot.signer.short(),
+                b.choice,
+                b.proposal.short(),
+                standing.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            ),
+            Err(_) => "ballot (unreadable)".into(),
+        },
+        Event::DecisionMade(record) => {
+            format!("decision on proposal {}: {}", record.proposal.short(), record.reason)
+        }
     }
 }

@@ -23,7 +23,12 @@ use icn_protocol::{Envelope, JobId, Keypair, PublicKey};
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::core::{Admission, Command, Core, CoreConfig};
+use icn_governance::Genesis;
+use icn_protocol::ContentId;
+use icn_protocol::governance::{Ballot, Proposal};
+use icn_protocol::wire::TraceQuery;
+
+use crate::core::{Command, Core, CoreConfig};
 use crate::journal::Journal;
 use crate::modules::ModuleStore;
 
@@ -40,7 +45,9 @@ pub struct CoordinatorConfig {
     pub journal: PathBuf,
     pub heartbeat_interval_ms: u64,
     pub core: CoreConfig,
-    pub admission: Admission,
+    /// The founding document: written as the journal's first entry on the first start,
+    /// and checked against it on every later start.
+    pub genesis: Genesis,
 }
 
 enum Event {
@@ -78,6 +85,19 @@ enum Event {
     Status {
         job: JobId,
         reply: oneshot::Sender<Option<JobView>>,
+    },
+    Propose {
+        envelope: Envelope,
+        proposal: Proposal,
+        reply: oneshot::Sender<Result<(ContentId, u64), String>>,
+    },
+    Vote {
+        envelope: Envelope,
+        ballot: Ballot,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Governance {
+        reply: oneshot::Sender<String>,
     },
     Watch {
         job: JobId,
@@ -118,8 +138,9 @@ impl Coordinator {
     pub async fn start(key: Arc<Keypair>, config: CoordinatorConfig) -> anyhow::Result<Coordinator> {
         let mut journal = Journal::open(&config.journal, key.public())?;
         let entries = journal.load()?;
-        let mut core = Core::new(key.clone(), config.core.clone(), config.admission.clone());
+        let mut core = Core::new(key.clone(), config.core.clone());
         core.recover(&entries, now_ms())?;
+        core.found(now_ms(), &config.genesis).map_err(anyhow::Error::msg)?;
         journal.append(&core.take_entries())?;
         // Nothing is connected yet, so recovery commands have no one to go to.
         let _ = core.take_commands();
@@ -140,6 +161,7 @@ impl Coordinator {
             events: events.clone(),
             modules,
             heartbeat_interval_ms: config.heartbeat_interval_ms,
+            journal: config.journal.clone(),
         };
         tokio::spawn(accept_loop(endpoint.clone(), shell));
         let ticker = events.clone();
@@ -205,11 +227,11 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Replies held back until the batch they belong to is durable.
-enum Reply {
-    Hello(oneshot::Sender<Result<(), String>>, Result<(), String>),
-    Submitted(oneshot::Sender<Result<JobId, String>>, Result<JobId, String>),
-    Status(oneshot::Sender<Option<JobView>>, Option<Box<JobView>>),
+/// A reply held back until the batch it belongs to is durable.
+type Reply = Box<dyn FnOnce()>;
+
+fn later<T: 'static>(to: oneshot::Sender<T>, value: T) -> Reply {
+    Box::new(move || drop(to.send(value)))
 }
 
 struct CoreShell {
@@ -248,11 +270,7 @@ fn core_loop(
             return Err(anyhow::anyhow!("cannot write the journal: {e}"));
         }
         for reply in replies {
-            match reply {
-                Reply::Hello(to, result) => drop(to.send(result)),
-                Reply::Submitted(to, result) => drop(to.send(result)),
-                Reply::Status(to, view) => drop(to.send(view.map(|v| *v))),
-            }
+            reply();
         }
         for command in shell.core.take_commands() {
             shell.carry_out(command);
@@ -272,7 +290,7 @@ impl CoreShell {
                 if result.is_ok() {
                     self.workers.insert(worker, (session, commands));
                 }
-                replies.push(Reply::Hello(reply, result));
+                replies.push(later(reply, result));
             }
             Event::WorkerGone { worker, session, reason } => {
                 if self.workers.get(&worker).is_some_and(|(s, _)| *s == session) {
@@ -285,19 +303,29 @@ impl CoreShell {
                 self.core.report(now, worker, session, envelope, report)
             }
             Event::MemberHello { member, reply } => {
-                let result = if self.core.admission().submitters.contains_key(&member) {
+                let result = if self.core.is_member(&member) {
                     Ok(())
                 } else {
                     Err(format!("key {member} is not a member of this commons"))
                 };
-                replies.push(Reply::Hello(reply, result));
+                replies.push(later(reply, result));
             }
             Event::Submit { envelope, submission, reply } => {
                 let result = self.core.submit(now, envelope, submission);
-                replies.push(Reply::Submitted(reply, result));
+                replies.push(later(reply, result));
             }
-            Event::Status { job, reply } => {
-                replies.push(Reply::Status(reply, self.core.job(&job).map(Box::new)))
+            Event::Status { job, reply } => replies.push(later(reply, self.core.job(&job))),
+            Event::Propose { envelope, proposal, reply } => {
+                let result = self.core.propose(now, envelope, proposal);
+                replies.push(later(reply, result));
+            }
+            Event::Vote { envelope, ballot, reply } => {
+                let result = self.core.vote(now, envelope, ballot);
+                replies.push(later(reply, result));
+            }
+            Event::Governance { reply } => {
+                let json = serde_json::to_string(self.core.governance()).expect("governance encodes as JSON");
+                replies.push(later(reply, json));
             }
             Event::Watch { job, updates } => match self.core.job(&job) {
                 Some(view) => {
@@ -367,6 +395,7 @@ struct Shell {
     events: mpsc::UnboundedSender<Event>,
     modules: Arc<ModuleStore>,
     heartbeat_interval_ms: u64,
+    journal: PathBuf,
 }
 
 async fn accept_loop(endpoint: Endpoint, shell: Shell) {
@@ -537,6 +566,66 @@ impl Shell {
                 }
             }
             ClientRequest::Watch(_) => unreachable!("watch requests are answered by watch()"),
+            ClientRequest::Propose(envelope) => {
+                let proposal: Proposal = match envelope.open() {
+                    Ok(proposal) => proposal,
+                    Err(e) => return ClientResponse::Error(format!("proposal refused: {e}")),
+                };
+                let (reply, answer) = oneshot::channel();
+                if self.events.send(Event::Propose { envelope, proposal, reply }).is_err() {
+                    return ClientResponse::Error("the coordinator is stopping".into());
+                }
+                match answer.await {
+                    Ok(Ok((proposal, closes_ms))) => ClientResponse::Proposed { proposal, closes_ms },
+                    Ok(Err(reason)) => ClientResponse::Error(format!("proposal refused: {reason}")),
+                    Err(_) => ClientResponse::Error("the coordinator stopped".into()),
+                }
+            }
+            ClientRequest::Vote(envelope) => {
+                let ballot: Ballot = match envelope.open() {
+                    Ok(ballot) => ballot,
+                    Err(e) => return ClientResponse::Error(format!("ballot refused: {e}")),
+                };
+                let proposal = ballot.proposal;
+                let (reply, answer) = oneshot::channel();
+                if self.events.send(Event::Vote { envelope, ballot, reply }).is_err() {
+                    return ClientResponse::Error("the coordinator is stopping".into());
+                }
+                match answer.await {
+                    Ok(Ok(())) => ClientResponse::Voted { proposal },
+                    Ok(Err(reason)) => ClientResponse::Error(format!("ballot refused: {reason}")),
+                    Err(_) => ClientResponse::Error("the coordinator stopped".into()),
+                }
+            }
+            ClientRequest::Governance => {
+                let (reply, answer) = oneshot::channel();
+                if self.events.send(Event::Governance { reply }).is_err() {
+                    return ClientResponse::Error("the coordinator is stopping".into());
+                }
+                match answer.await {
+                    Ok(json) => ClientResponse::Json(json),
+                    Err(_) => ClientResponse::Error("the coordinator stopped".into()),
+                }
+            }
+            ClientRequest::Trace(query) => {
+                // The journal is the record: the trace is read from the file itself.
+                let path = self.journal.clone();
+                let traced = tokio::task::spawn_blocking(move || -> Result<String, String> {
+                    let entries = crate::journal::read(&path).map_err(|e| e.to_string())?;
+                    let provenance = crate::trace::Provenance::new(entries).map_err(|e| e.to_string())?;
+                    let trace = match query {
+                        TraceQuery::Job(job) => provenance.job(&job)?,
+                        TraceQuery::Decision(seq) => provenance.decision(seq)?,
+                    };
+                    Ok(serde_json::to_string(&trace).expect("a trace encodes as JSON"))
+                })
+                .await;
+                match traced {
+                    Ok(Ok(json)) => ClientResponse::Json(json),
+                    Ok(Err(reason)) => ClientResponse::Error(reason),
+                    Err(e) => ClientResponse::Error(e.to_string()),
+                }
+            }
         }
     }
 

@@ -24,6 +24,8 @@ pub enum Kind {
     Submission,
     ExecutionReport,
     JournalRecord,
+    Proposal,
+    Ballot,
 }
 
 /// A payload type that travels in an envelope.

@@ -94,8 +94,10 @@ impl fmt::Debug for Keypair {
 }
 
 /// An ed25519 public key: the identity of a member, worker or coordinator.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PublicKey(pub [u8; PUBLIC_KEY_LENGTH_BYTES]);
+
+crate::ids::serde_hex_or_bytes!(PublicKey);
 
 impl PublicKey {
     /// Checks `signature` over `message` with strict verification (no malleable

@@ -8,8 +8,38 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 
 /// The blake3 digest of some bytes: a module, an input, an output, a journal entry.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ContentId(pub [u8; 32]);
+
+/// Serde for a 32-byte value: raw bytes in binary encodings (the wire, the journal),
+/// hex text in text formats (TOML, JSON), where it can also be a map key.
+macro_rules! serde_hex_or_bytes {
+    ($type:ty) => {
+        impl serde::Serialize for $type {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                if serializer.is_human_readable() {
+                    serializer.collect_str(self)
+                } else {
+                    self.0.serialize(serializer)
+                }
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $type {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                if deserializer.is_human_readable() {
+                    let text = String::deserialize(deserializer)?;
+                    text.parse().map_err(serde::de::Error::custom)
+                } else {
+                    <[u8; 32]>::deserialize(deserializer).map(Self)
+                }
+            }
+        }
+    };
+}
+pub(crate) use serde_hex_or_bytes;
+
+serde_hex_or_bytes!(ContentId);
 
 impl ContentId {
     pub fn of(bytes: &[u8]) -> Self {

@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod envelope;
 pub mod frame;
+pub mod governance;
 pub mod identity;
 pub mod ids;
 pub mod transport;

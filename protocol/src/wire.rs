@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::envelope::{Envelope, Kind, Signed};
+use crate::governance::ScopeId;
 use crate::identity::PublicKey;
 use crate::ids::{ContentId, Fuel, JobId, TaskId};
 
@@ -35,9 +36,32 @@ pub enum Role {
     Member,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ExecutorKind {
     Wasm,
+    /// Docker containers; no worker runs them yet.
+    Container,
+}
+
+impl std::fmt::Display for ExecutorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ExecutorKind::Wasm => "wasm",
+            ExecutorKind::Container => "container",
+        })
+    }
+}
+
+impl std::str::FromStr for ExecutorKind {
+    type Err = Error;
+    fn from_str(text: &str) -> Result<Self, Error> {
+        match text {
+            "wasm" => Ok(ExecutorKind::Wasm),
+            "container" => Ok(ExecutorKind::Container),
+            _ => Err(Error::invalid(format!("executor {text:?} is not one of wasm, container"))),
+        }
+    }
 }
 
 /// What a worker offers.
@@ -133,6 +157,9 @@ impl Limits {
 /// content id of that signed envelope.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Submission {
+    /// The scope the job is submitted for; its mandate pays.
+    pub scope: ScopeId,
+    pub executor: ExecutorKind,
     pub module: ContentId,
     pub input: Vec<u8>,
     pub args: Vec<String>,
@@ -300,6 +327,21 @@ pub enum ClientRequest {
     Status(JobId),
     /// Status now and at every change, until the job ends.
     Watch(JobId),
+    /// A signed [`crate::governance::Proposal`].
+    Propose(Envelope),
+    /// A signed [`crate::governance::Ballot`].
+    Vote(Envelope),
+    /// The governance state: scopes, members, workers, open proposals, decisions.
+    Governance,
+    /// The provenance of a job, or of a decision and the jobs it authorized.
+    Trace(TraceQuery),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TraceQuery {
+    Job(JobId),
+    /// A decision, named by its journal entry.
+    Decision(u64),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -328,6 +370,15 @@ pub enum ClientResponse {
     ModuleStored(ContentId),
     Submitted(JobId),
     Job(Box<JobView>),
+    Proposed {
+        proposal: ContentId,
+        closes_ms: u64,
+    },
+    Voted {
+        proposal: ContentId,
+    },
+    /// A document for people and tools (governance state, a trace), as JSON.
+    Json(String),
     Error(String),
 }
 
@@ -347,6 +398,8 @@ mod tests {
 
     fn submission() -> Submission {
         Submission {
+            scope: "fed-north".parse().unwrap(),
+            executor: ExecutorKind::Wasm,
             module: ContentId::of(b"m"),
             input: vec![],
             args: vec!["a".into()],

@@ -1,0 +1,129 @@
+//! Governance state in plain words, for `icn decisions`, `icn members` and `icn scope`.
+
+use std::fmt::Write;
+
+use icn_governance::Governance;
+use icn_protocol::governance::ScopeId;
+
+fn standing_list<'a>(standing: impl IntoIterator<Item = &'a icn_protocol::governance::Standing>) -> String {
+    standing.into_iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+pub fn decisions(governance: &Governance) -> String {
+    let mut out = String::new();
+    if governance.decisions.is_empty() && governance.open.is_empty() {
+        out.push_str("no proposals yet\n");
+    }
+    for decision in governance.decisions.values() {
+        let p = &decision.proposal;
+        let _ = writeln!(
+            out,
+            "#{:<6} {} {:<8} {:?} by {}: {}\n        {}",
+            decision.seq,
+            p.scope,
+            if decision.record.accepted { "ACCEPTED" } else { "REJECTED" },
+            p.title,
+            governance.member_name(&decision.proposer).unwrap_or("?"),
+            governance.describe_effect(&p.scope, &p.effect),
+            decision.record.reason
+        );
+    }
+    for (id, open) in &governance.open {
+        let p = &open.proposal;
+        let _ = writeln!(
+            out,
+            "open    {} proposal {} {:?} by {}: {}\n        {} of {} have voted; voting closes {}",
+            p.scope,
+            id.short(),
+            p.title,
+            governance.member_name(&open.proposer).unwrap_or("?"),
+            governance.describe_effect(&p.scope, &p.effect),
+            open.ballots.len(),
+            open.electorate.len(),
+            icn_coordinator::trace::when(open.closes_ms)
+        );
+    }
+    out
+}
+
+pub fn members(governance: &Governance) -> String {
+    let mut out = String::new();
+    for (key, name) in &governance.members {
+        let _ = writeln!(out, "{name} ({})", key.short());
+        for (id, scope) in &governance.scopes {
+            if let Some(held) = scope.standing.get(key) {
+                let _ = writeln!(out, "    {id}: {}", standing_list(held));
+            }
+        }
+    }
+    out
+}
+
+pub fn scopes(governance: &Governance) -> String {
+    let mut out = String::new();
+    // Depth-first from the commons, so the tree reads top-down.
+    fn walk(governance: &Governance, id: &ScopeId, depth: usize, out: &mut String) {
+        let scope = &governance.scopes[id];
+        let members = scope.standing.len();
+        let _ =
+            writeln!(out, "{}{id} ({:?}, {members} members with standing)", "  ".repeat(depth), scope.kind);
+        for (child, c) in &governance.scopes {
+            if c.parent.as_ref() == Some(id) {
+                walk(governance, child, depth + 1, out);
+            }
+        }
+    }
+    for (id, scope) in &governance.scopes {
+        if scope.parent.is_none() {
+            walk(governance, id, 0, &mut out);
+        }
+    }
+    out
+}
+
+pub fn scope(governance: &Governance, id: &ScopeId, now_ms: u64) -> anyhow::Result<String> {
+    let scope = governance.scope(id)?;
+    let mut out = String::new();
+    let parent = scope.parent.as_ref().map_or("none".to_string(), ToString::to_string);
+    let _ = writeln!(out, "scope {id}: a {:?} inside {parent}", scope.kind);
+    let r = scope.rule;
+    let _ = writeln!(
+        out,
+        "rule: quorum {} of members with vote standing, approval {} of yes-or-no ballots, voting open {} s",
+        r.quorum,
+        r.approval,
+        r.voting_window_ms as f64 / 1000.0
+    );
+    let prices = governance.prices(id);
+    let _ = writeln!(out, "prices: {} credits per million fuel", prices.credits_per_mega_fuel);
+    if let Some(policy) = scope.policy {
+        let _ = writeln!(out, "placement: {} replicas, {} must agree", policy.replicas, policy.quorum);
+    }
+    match scope.mandate.map(|d| &governance.mandates[&d]) {
+        Some(m) => {
+            let state = if now_ms >= m.expires_ms { "expired" } else { "in force" };
+            let _ = writeln!(
+                out,
+                "mandate from entry #{} ({state}): budget {}, {} spent, {} held by running jobs, {} left; {} jobs",
+                m.decision,
+                m.mandate.budget,
+                m.spent.0,
+                m.held.0,
+                m.left().0,
+                m.jobs
+            );
+        }
+        None => out.push_str("mandate: none\n"),
+    }
+    out.push_str("members:\n");
+    for (key, held) in &scope.standing {
+        let name = governance.member_name(key).unwrap_or("?");
+        let _ = writeln!(out, "    {name} ({}): {}", key.short(), standing_list(held));
+    }
+    let workers: Vec<String> =
+        governance.workers.iter().filter(|(_, owner)| *owner == id).map(|(key, _)| key.short()).collect();
+    if !workers.is_empty() {
+        let _ = writeln!(out, "workers: {}", workers.join(", "));
+    }
+    Ok(out)
+}

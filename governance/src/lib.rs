@@ -1,0 +1,55 @@
+//! Governance of the commons, as a pure state machine: scopes and their rules,
+//! members and their standing, proposals, ballots, decisions and the effects of
+//! accepted decisions, and the authorization of jobs under mandates.
+//!
+//! No IO, no clock: time comes in as an argument. The coordinator checks an input
+//! with one of the `check_*`/`authorize` functions, journals the resulting [`Event`],
+//! and then calls [`Governance::apply`] — the same function that replays the journal
+//! at start, so the state after a restart is the state that was live.
+
+pub mod genesis;
+mod state;
+
+pub use genesis::Genesis;
+pub use state::{
+    Authorization, Decision, DecisionRecord, Event, Governance, MandateState, ProposalState, Scope, Tally,
+    describe_effect,
+};
+
+use icn_protocol::governance::{Credits, ScopeId, Standing};
+use icn_protocol::wire::ExecutorKind;
+use icn_protocol::{ContentId, PublicKey};
+
+/// Why governance said no, in words for the member; each reason is its own variant so
+/// callers and tests can tell them apart.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("key {key} is not a member of this commons")]
+    NotAMember { key: PublicKey },
+    #[error("scope {scope} does not exist")]
+    UnknownScope { scope: ScopeId },
+    #[error("member {member} holds no {standing} standing in scope {scope}")]
+    NoStanding { member: String, scope: ScopeId, standing: Standing },
+    #[error("scope {scope} holds no mandate to run jobs; a decision must grant one")]
+    NoMandate { scope: ScopeId },
+    #[error("the mandate of scope {scope} granted by decision #{decision} expired at {expired_ms} ms")]
+    MandateExpired { scope: ScopeId, decision: u64, expired_ms: u64 },
+    #[error(
+        "the mandate of scope {scope} (decision #{decision}) has {left} left; this job may cost up to {cost}"
+    )]
+    BudgetExhausted { scope: ScopeId, decision: u64, left: Credits, cost: Credits },
+    #[error("the mandate of scope {scope} does not allow the {executor} executor (it allows {allowed})")]
+    ExecutorNotAllowed { scope: ScopeId, executor: ExecutorKind, allowed: String },
+    #[error("{what} {asked} is over the mandate's per-job limit of {allowed} in scope {scope}")]
+    OverMandateLimit { scope: ScopeId, what: &'static str, asked: u64, allowed: u64 },
+    #[error("proposal {proposal} is not known")]
+    UnknownProposal { proposal: ContentId },
+    #[error("voting on proposal {proposal} closed at {closed_ms} ms")]
+    VotingClosed { proposal: ContentId, closed_ms: u64 },
+    #[error("member {member} was not in the electorate of proposal {proposal} when it opened")]
+    NotInElectorate { member: String, proposal: ContentId },
+    #[error("duplicate ballot: member {member} already voted {choice} on proposal {proposal}")]
+    DuplicateBallot { member: String, proposal: ContentId, choice: icn_protocol::governance::Choice },
+    #[error("{0}")]
+    Invalid(String),
+}

@@ -1,0 +1,618 @@
+//! The governance state, the checks that guard every change to it, and the one
+//! function, [`Governance::apply`], through which every change goes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use icn_protocol::governance::{
+    Ballot, Choice, Credits, Effect, Mandate, PlacementPolicy, PriceSchedule, Proposal, Rule, ScopeId,
+    ScopeKind, Standing,
+};
+use icn_protocol::wire::Submission;
+use icn_protocol::{ContentId, Envelope, PublicKey};
+use serde::{Deserialize, Serialize};
+
+use crate::Refusal;
+use crate::genesis::Genesis;
+
+/// Proposals open at once across the commons; more are refused until some close.
+pub const PROPOSALS_OPEN_MAX: usize = 10_000;
+
+/// What the coordinator journals for governance; each is applied by [`Governance::apply`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    Genesis(Genesis),
+    /// A member's signed proposal, when voting closes, and who may vote on it.
+    ProposalOpened {
+        proposal: Envelope,
+        closes_ms: u64,
+        electorate: Vec<PublicKey>,
+    },
+    /// A member's signed ballot and the standing the member held in the scope as it was cast.
+    BallotCast {
+        ballot: Envelope,
+        standing: Vec<Standing>,
+    },
+    DecisionMade(DecisionRecord),
+}
+
+/// The outcome of a proposal as the coordinator counted it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionRecord {
+    pub proposal: ContentId,
+    pub accepted: bool,
+    pub tally: Tally,
+    pub rule: Rule,
+    /// The journal entries of the ballots counted (each member's last), in member order.
+    pub ballots: Vec<u64>,
+    /// blake3 over the ids of the counted ballot envelopes, in the same order.
+    pub ballots_digest: ContentId,
+    pub reason: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    pub electorate: u64,
+    pub yes: u64,
+    pub no: u64,
+    pub abstain: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scope {
+    pub kind: ScopeKind,
+    pub parent: Option<ScopeId>,
+    pub rule: Rule,
+    pub standing: BTreeMap<PublicKey, BTreeSet<Standing>>,
+    pub policy: Option<PlacementPolicy>,
+    pub prices: Option<PriceSchedule>,
+    /// The decision whose mandate is in force for this scope, if any.
+    pub mandate: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MandateState {
+    pub mandate: Mandate,
+    /// The journal entry that granted it: a decision, or the genesis.
+    pub decision: u64,
+    pub granted_ms: u64,
+    pub expires_ms: u64,
+    /// Held by jobs admitted and not yet ended, at their most.
+    pub held: Credits,
+    /// Used by jobs that completed.
+    pub spent: Credits,
+    pub jobs: u64,
+}
+
+impl MandateState {
+    pub fn left(&self) -> Credits {
+        Credits(self.mandate.budget.0 - self.held.0 - self.spent.0)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposalState {
+    pub seq: u64,
+    pub proposal: Proposal,
+    pub proposer: PublicKey,
+    pub opened_ms: u64,
+    pub closes_ms: u64,
+    pub electorate: BTreeSet<PublicKey>,
+    /// Each voter's standing ballot: the choice, its journal entry, its envelope id.
+    pub ballots: BTreeMap<PublicKey, (Choice, u64, ContentId)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub seq: u64,
+    pub proposal_seq: u64,
+    pub proposal_id: ContentId,
+    pub proposal: Proposal,
+    pub proposer: PublicKey,
+    pub decided_ms: u64,
+    pub record: DecisionRecord,
+}
+
+/// A job's admission under a mandate: which decision pays, the most it may cost,
+/// and the price it was admitted at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Authorization {
+    pub decision: u64,
+    pub hold: Credits,
+    pub price: PriceSchedule,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Governance {
+    pub genesis: Option<u64>,
+    /// Every member's key and name.
+    pub members: BTreeMap<PublicKey, String>,
+    pub scopes: BTreeMap<ScopeId, Scope>,
+    /// Admitted workers and the cooperative that owns each.
+    pub workers: BTreeMap<PublicKey, ScopeId>,
+    /// Mandates by the entry that granted them, in force or not.
+    pub mandates: BTreeMap<u64, MandateState>,
+    pub open: BTreeMap<ContentId, ProposalState>,
+    pub decisions: BTreeMap<u64, Decision>,
+    /// Closed proposals and the decision entry that closed each.
+    pub closed: BTreeMap<ContentId, u64>,
+}
+
+impl Governance {
+    // ---- reading ---------------------------------------------------------------
+
+    pub fn member_name(&self, key: &PublicKey) -> Option<&str> {
+        self.members.get(key).map(String::as_str)
+    }
+
+    fn name_or_key(&self, key: &PublicKey) -> String {
+        self.member_name(key).map_or_else(|| key.short(), str::to_string)
+    }
+
+    pub fn scope(&self, id: &ScopeId) -> Result<&Scope, Refusal> {
+        self.scopes.get(id).ok_or_else(|| Refusal::UnknownScope { scope: id.clone() })
+    }
+
+    pub fn holds(&self, key: &PublicKey, scope: &ScopeId, standing: Standing) -> bool {
+        self.scopes.get(scope).and_then(|s| s.standing.get(key)).is_some_and(|held| held.contains(&standing))
+    }
+
+    /// `scope` itself and its ancestors, nearest first.
+    pub fn lineage(&self, scope: &ScopeId) -> Vec<ScopeId> {
+        let mut chain = vec![];
+        let mut at = Some(scope.clone());
+        while let Some(id) = at {
+            at = self.scopes.get(&id).and_then(|s| s.parent.clone());
+            chain.push(id);
+        }
+        chain
+    }
+
+    /// The price schedule in force for `scope`: its own, or its nearest ancestor's.
+    pub fn prices(&self, scope: &ScopeId) -> PriceSchedule {
+        self.lineage(scope)
+            .iter()
+            .find_map(|id| self.scopes.get(id).and_then(|s| s.prices))
+            .expect("the commons always has prices (checked at genesis)")
+    }
+
+    fn require_member(&self, key: &PublicKey) -> Result<String, Refusal> {
+        self.member_name(key).map(str::to_string).ok_or(Refusal::NotAMember { key: *key })
+    }
+
+    fn require_standing(&self, key: &PublicKey, scope: &ScopeId, standing: Standing) -> Result<(), Refusal> {
+        let member = self.require_member(key)?;
+        self.scope(scope)?;
+        if !self.holds(key, scope, standing) {
+            return Err(Refusal::NoStanding { member, scope: scope.clone(), standing });
+        }
+        Ok(())
+    }
+
+    // ---- checks: each returns what to journal, or why not -----------------------
+
+    /// Checks a signed proposal (signature already verified) made at `now_ms`.
+    pub fn check_proposal(
+        &self,
+        now_ms: u64,
+        envelope: &Envelope,
+        proposal: &Proposal,
+    ) -> Result<Event, Refusal> {
+        let id = envelope.id();
+        if self.open.contains_key(&id) || self.closed.contains_key(&id) {
+            return Err(Refusal::Invalid(format!("proposal {id} was already made")));
+        }
+        self.require_standing(&envelope.signer, &proposal.scope, Standing::Vote)?;
+        proposal.validate().map_err(|e| Refusal::Invalid(e.to_string()))?;
+        if self.open.len() >= PROPOSALS_OPEN_MAX {
+            return Err(Refusal::Invalid(format!(
+                "{PROPOSALS_OPEN_MAX} proposals are open, the limit; wait for some to close"
+            )));
+        }
+        self.check_effect(&proposal.scope, &proposal.effect)?;
+        let scope = self.scope(&proposal.scope)?;
+        let electorate = self.electorate(&proposal.scope);
+        Ok(Event::ProposalOpened {
+            proposal: envelope.clone(),
+            closes_ms: now_ms.saturating_add(scope.rule.voting_window_ms),
+            electorate: electorate.into_iter().collect(),
+        })
+    }
+
+    fn electorate(&self, scope: &ScopeId) -> BTreeSet<PublicKey> {
+        let scope = self.scopes.get(scope).expect("checked scope");
+        scope.standing.iter().filter(|(_, held)| held.contains(&Standing::Vote)).map(|(k, _)| *k).collect()
+    }
+
+    /// Whether `scope` may decide `effect`: it acts on itself or on scopes inside it.
+    fn check_effect(&self, scope: &ScopeId, effect: &Effect) -> Result<(), Refusal> {
+        let within = |target: &ScopeId| -> Result<(), Refusal> {
+            self.scope(target)?;
+            if !self.lineage(target).contains(scope) {
+                return Err(Refusal::Invalid(format!(
+                    "scope {scope} cannot decide for {target}: it is neither {target} nor contains it"
+                )));
+            }
+            Ok(())
+        };
+        match effect {
+            Effect::Mandate(mandate) => within(&mandate.scope),
+            Effect::AdmitWorker { key, owner } => {
+                within(owner)?;
+                if self.scope(owner)?.kind != ScopeKind::Cooperative {
+                    return Err(Refusal::Invalid(format!(
+                        "workers belong to cooperatives; {owner} is not one"
+                    )));
+                }
+                if let Some(current) = self.workers.get(key) {
+                    return Err(Refusal::Invalid(format!(
+                        "worker {key} is already admitted, owned by {current}"
+                    )));
+                }
+                Ok(())
+            }
+            Effect::RemoveWorker { key } => match self.workers.get(key) {
+                Some(owner) => within(owner),
+                None => Err(Refusal::Invalid(format!("worker {key} is not admitted"))),
+            },
+            Effect::GrantStanding { name, key, .. } => match self.member_name(key) {
+                Some(known) if known != name => {
+                    Err(Refusal::Invalid(format!("key {key} is already the member {known}, not {name}")))
+                }
+                _ => match self.members.iter().find(|(k, n)| *n == name && *k != key) {
+                    Some(_) => Err(Refusal::Invalid(format!("the name {name} belongs to another member"))),
+                    None => Ok(()),
+                },
+            },
+            Effect::RevokeStanding { key, standing } => {
+                let member = self.require_member(key)?;
+                if !standing.iter().any(|s| self.holds(key, scope, *s)) {
+                    return Err(Refusal::Invalid(format!(
+                        "member {member} holds none of that standing in {scope}"
+                    )));
+                }
+                Ok(())
+            }
+            Effect::PlacementPolicy(_) | Effect::PriceSchedule(_) => Ok(()),
+        }
+    }
+
+    /// Checks a signed ballot (signature already verified) cast at `now_ms`.
+    pub fn check_ballot(&self, now_ms: u64, envelope: &Envelope, ballot: &Ballot) -> Result<Event, Refusal> {
+        let voter = envelope.signer;
+        let member = self.require_member(&voter)?;
+        let Some(open) = self.open.get(&ballot.proposal) else {
+            if let Some(decision) = self.closed.get(&ballot.proposal) {
+                let closed_ms = self.decisions[decision].decided_ms;
+                return Err(Refusal::VotingClosed { proposal: ballot.proposal, closed_ms });
+            }
+            return Err(Refusal::UnknownProposal { proposal: ballot.proposal });
+        };
+        if now_ms >= open.closes_ms {
+            return Err(Refusal::VotingClosed { proposal: ballot.proposal, closed_ms: open.closes_ms });
+        }
+        if !open.electorate.contains(&voter) {
+            return Err(Refusal::NotInElectorate { member, proposal: ballot.proposal });
+        }
+        self.require_standing(&voter, &open.proposal.scope, Standing::Vote)?;
+        if let Some((choice, _, _)) = open.ballots.get(&voter)
+            && *choice == ballot.choice
+        {
+            return Err(Refusal::DuplicateBallot { member, proposal: ballot.proposal, choice: *choice });
+        }
+        let standing = self.scopes[&open.proposal.scope].standing[&voter].iter().copied().collect();
+        Ok(Event::BallotCast { ballot: envelope.clone(), standing })
+    }
+
+    /// Open proposals whose voting closed by `now_ms`, oldest first.
+    pub fn due(&self, now_ms: u64) -> Vec<ContentId> {
+        let mut due: Vec<(u64, u64, ContentId)> = self
+            .open
+            .iter()
+            .filter(|(_, p)| p.closes_ms <= now_ms)
+            .map(|(id, p)| (p.closes_ms, p.seq, *id))
+            .collect();
+        due.sort();
+        due.into_iter().map(|(_, _, id)| id).collect()
+    }
+
+    /// Counts an open proposal's ballots under its scope's rule.
+    pub fn decide(&self, proposal: &ContentId) -> DecisionRecord {
+        let open = &self.open[proposal];
+        let rule = self.scopes[&open.proposal.scope].rule;
+        let tally = count(open);
+        let cast = tally.yes + tally.no + tally.abstain;
+        let quorum_needed = rule.quorum.least_of(tally.electorate);
+        let approval_needed = rule.approval.least_of(tally.yes + tally.no);
+        let (accepted, reason) = if !rule.quorum.reached_by(cast, tally.electorate) {
+            (
+                false,
+                format!(
+                    "rejected: short of quorum: {cast} of {} members with vote standing cast a ballot; quorum {} needs {quorum_needed}",
+                    tally.electorate, rule.quorum
+                ),
+            )
+        } else if tally.yes + tally.no == 0 || !rule.approval.reached_by(tally.yes, tally.yes + tally.no) {
+            (
+                false,
+                format!(
+                    "rejected: {} yes, {} no, {} abstain; approval {} needs {approval_needed} yes",
+                    tally.yes, tally.no, tally.abstain, rule.approval
+                ),
+            )
+        } else {
+            (
+                true,
+                format!(
+                    "accepted: {cast} of {} voted (quorum {} needs {quorum_needed}); {} yes, {} no, {} abstain (approval {} needs {approval_needed})",
+                    tally.electorate, rule.quorum, tally.yes, tally.no, tally.abstain, rule.approval
+                ),
+            )
+        };
+        let ballots: Vec<u64> = open.ballots.values().map(|(_, seq, _)| *seq).collect();
+        let mut digest = Vec::with_capacity(open.ballots.len() * 32);
+        for (_, _, id) in open.ballots.values() {
+            digest.extend_from_slice(&id.0);
+        }
+        DecisionRecord {
+            proposal: *proposal,
+            accepted,
+            tally,
+            rule,
+            ballots,
+            ballots_digest: ContentId::of(&digest),
+            reason,
+        }
+    }
+
+    /// Whether `signer` may submit `submission` at `now_ms`, and under which mandate.
+    pub fn authorize(
+        &self,
+        now_ms: u64,
+        signer: &PublicKey,
+        submission: &Submission,
+    ) -> Result<Authorization, Refusal> {
+        let scope_id = &submission.scope;
+        self.require_standing(signer, scope_id, Standing::Submit)?;
+        let scope = self.scope(scope_id)?;
+        let Some(decision) = scope.mandate else {
+            return Err(Refusal::NoMandate { scope: scope_id.clone() });
+        };
+        let state = &self.mandates[&decision];
+        if now_ms >= state.expires_ms {
+            return Err(Refusal::MandateExpired {
+                scope: scope_id.clone(),
+                decision,
+                expired_ms: state.expires_ms,
+            });
+        }
+        let mandate = &state.mandate;
+        if !mandate.executors.contains(&submission.executor) {
+            let allowed: Vec<String> = mandate.executors.iter().map(ToString::to_string).collect();
+            return Err(Refusal::ExecutorNotAllowed {
+                scope: scope_id.clone(),
+                executor: submission.executor,
+                allowed: allowed.join(", "),
+            });
+        }
+        let (asked, allowed) = (submission.limits, mandate.limits);
+        for (what, asked, allowed) in [
+            ("fuel limit", asked.fuel.0, allowed.fuel.0),
+            ("memory limit (bytes)", asked.memory_bytes, allowed.memory_bytes),
+            ("timeout (ms)", asked.timeout_ms, allowed.timeout_ms),
+            ("output limit (bytes)", asked.output_bytes, allowed.output_bytes),
+        ] {
+            if asked > allowed {
+                return Err(Refusal::OverMandateLimit { scope: scope_id.clone(), what, asked, allowed });
+            }
+        }
+        let price = self.prices(scope_id);
+        let hold = price.cost(submission.limits.fuel);
+        if hold > state.left() {
+            return Err(Refusal::BudgetExhausted {
+                scope: scope_id.clone(),
+                decision,
+                left: state.left(),
+                cost: hold,
+            });
+        }
+        Ok(Authorization { decision, hold, price })
+    }
+
+    // ---- the one way state changes ------------------------------------------------
+
+    /// Applies a journaled event. Events reach here only after their check passed (live)
+    /// or from a verified journal (replay); an event that does not fit is a bug or a
+    /// forged journal, and stops the coordinator rather than diverge.
+    pub fn apply(&mut self, seq: u64, time_ms: u64, event: &Event) {
+        match event {
+            Event::Genesis(genesis) => self.apply_genesis(seq, time_ms, genesis),
+            Event::ProposalOpened { proposal, closes_ms, electorate } => {
+                let decoded: Proposal = proposal.open_trusted().expect("journaled proposals decode");
+                let live = self.electorate(&decoded.scope);
+                assert!(
+                    electorate.iter().copied().eq(live.iter().copied()),
+                    "entry {seq}: the journaled electorate differs from the standing in force"
+                );
+                let state = ProposalState {
+                    seq,
+                    proposal: decoded,
+                    proposer: proposal.signer,
+                    opened_ms: time_ms,
+                    closes_ms: *closes_ms,
+                    electorate: live,
+                    ballots: BTreeMap::new(),
+                };
+                self.open.insert(proposal.id(), state);
+            }
+            Event::BallotCast { ballot, .. } => {
+                let decoded: Ballot = ballot.open_trusted().expect("journaled ballots decode");
+                let open = self.open.get_mut(&decoded.proposal).expect("a ballot's proposal is open");
+                open.ballots.insert(ballot.signer, (decoded.choice, seq, ballot.id()));
+            }
+            Event::DecisionMade(record) => {
+                let recount = self.decide(&record.proposal);
+                assert_eq!(&recount, record, "entry {seq}: the journaled decision differs from a recount");
+                let open = self.open.remove(&record.proposal).expect("decided proposal was open");
+                if record.accepted {
+                    self.apply_effect(seq, time_ms, &open.proposal.scope, &open.proposal.effect);
+                }
+                self.closed.insert(record.proposal, seq);
+                self.decisions.insert(
+                    seq,
+                    Decision {
+                        seq,
+                        proposal_seq: open.seq,
+                        proposal_id: record.proposal,
+                        proposal: open.proposal,
+                        proposer: open.proposer,
+                        decided_ms: time_ms,
+                        record: record.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    fn apply_genesis(&mut self, seq: u64, time_ms: u64, genesis: &Genesis) {
+        assert!(self.genesis.is_none(), "entry {seq}: a journal has one genesis");
+        self.genesis = Some(seq);
+        for scope in &genesis.scopes {
+            let state = Scope {
+                kind: scope.kind,
+                parent: scope.parent.clone(),
+                rule: scope.rule,
+                standing: BTreeMap::new(),
+                policy: scope.policy,
+                prices: scope.prices,
+                mandate: None,
+            };
+            self.scopes.insert(scope.id.clone(), state);
+        }
+        for member in &genesis.members {
+            self.members.insert(member.key, member.name.clone());
+            for (scope, standing) in &member.standing {
+                let scope = self.scopes.get_mut(scope).expect("genesis was validated");
+                scope.standing.entry(member.key).or_default().extend(standing.iter().copied());
+            }
+        }
+        for worker in &genesis.workers {
+            self.workers.insert(worker.key, worker.owner.clone());
+        }
+        for mandate in &genesis.mandates {
+            self.grant_mandate(seq, time_ms, mandate);
+        }
+    }
+
+    fn grant_mandate(&mut self, seq: u64, time_ms: u64, mandate: &Mandate) {
+        let state = MandateState {
+            mandate: mandate.clone(),
+            decision: seq,
+            granted_ms: time_ms,
+            expires_ms: time_ms.saturating_add(mandate.period_ms),
+            held: Credits(0),
+            spent: Credits(0),
+            jobs: 0,
+        };
+        self.mandates.insert(seq, state);
+        self.scopes.get_mut(&mandate.scope).expect("mandate scope exists").mandate = Some(seq);
+    }
+
+    fn apply_effect(&mut self, seq: u64, time_ms: u64, scope: &ScopeId, effect: &Effect) {
+        match effect {
+            Effect::Mandate(mandate) => self.grant_mandate(seq, time_ms, mandate),
+            Effect::AdmitWorker { key, owner } => {
+                self.workers.insert(*key, owner.clone());
+            }
+            Effect::RemoveWorker { key } => {
+                self.workers.remove(key);
+            }
+            Effect::GrantStanding { name, key, standing } => {
+                self.members.entry(*key).or_insert_with(|| name.clone());
+                let scope = self.scopes.get_mut(scope).expect("decided scope exists");
+                scope.standing.entry(*key).or_default().extend(standing.iter().copied());
+            }
+            Effect::RevokeStanding { key, standing } => {
+                let scope = self.scopes.get_mut(scope).expect("decided scope exists");
+                if let Some(held) = scope.standing.get_mut(key) {
+                    for s in standing {
+                        held.remove(s);
+                    }
+                    if held.is_empty() {
+                        scope.standing.remove(key);
+                    }
+                }
+            }
+            Effect::PlacementPolicy(policy) => {
+                self.scopes.get_mut(scope).expect("decided scope exists").policy = Some(*policy);
+            }
+            Effect::PriceSchedule(prices) => {
+                self.scopes.get_mut(scope).expect("decided scope exists").prices = Some(*prices);
+            }
+        }
+    }
+
+    /// A job admitted under `decision` holds `hold` until it ends.
+    pub fn hold(&mut self, decision: u64, hold: Credits) {
+        let state = self.mandates.get_mut(&decision).expect("an authorizing mandate exists");
+        state.held.0 += hold.0;
+        state.jobs += 1;
+        assert!(state.left().0 >= 0, "a hold never passes the budget");
+    }
+
+    /// A job under `decision` ended: its hold is released and `spent` (at most the
+    /// hold) is used.
+    pub fn release(&mut self, decision: u64, hold: Credits, spent: Credits) {
+        assert!(spent <= hold && spent.0 >= 0, "a job spends at most what it held");
+        let state = self.mandates.get_mut(&decision).expect("an authorizing mandate exists");
+        state.held.0 -= hold.0;
+        state.spent.0 += spent.0;
+        assert!(state.held.0 >= 0, "holds are released once");
+    }
+
+    /// Describes an effect in plain words.
+    pub fn describe_effect(&self, scope: &ScopeId, effect: &Effect) -> String {
+        describe_effect(scope, effect, |key| self.name_or_key(key))
+    }
+}
+
+fn count(open: &ProposalState) -> Tally {
+    let mut tally = Tally { electorate: open.electorate.len() as u64, ..Tally::default() };
+    for (choice, _, _) in open.ballots.values() {
+        match choice {
+            Choice::Yes => tally.yes += 1,
+            Choice::No => tally.no += 1,
+            Choice::Abstain => tally.abstain += 1,
+        }
+    }
+    tally
+}
+
+/// An effect in plain words; `name` turns a key into the member's name.
+pub fn describe_effect(scope: &ScopeId, effect: &Effect, name: impl Fn(&PublicKey) -> String) -> String {
+    let list =
+        |standing: &[Standing]| standing.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    match effect {
+        Effect::Mandate(m) => format!(
+            "mandate: scope {} may run jobs costing up to {} over {} h on {}, each job up to {} fuel",
+            m.scope,
+            m.budget,
+            m.period_ms as f64 / 3_600_000.0,
+            m.executors.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+            m.limits.fuel.0
+        ),
+        Effect::AdmitWorker { key, owner } => format!("admit worker {} owned by {owner}", key.short()),
+        Effect::RemoveWorker { key } => format!("remove worker {}", key.short()),
+        Effect::GrantStanding { name, standing, .. } => {
+            format!("grant {name} {} standing in {scope}", list(standing))
+        }
+        Effect::RevokeStanding { key, standing } => {
+            format!("revoke {} standing of {} in {scope}", list(standing), name(key))
+        }
+        Effect::PlacementPolicy(p) => {
+            format!("placement policy for {scope}: {} replicas, {} must agree", p.replicas, p.quorum)
+        }
+        Effect::PriceSchedule(p) => {
+            format!("prices for {scope}: {} credits per million fuel", p.credits_per_mega_fuel)
+        }
+    }
+}

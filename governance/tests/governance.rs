@@ -1,0 +1,420 @@
+//! Governance as a pure state machine: every refusal reason, the count at close, the
+//! effects of decisions, and replay of the event log giving the live state.
+
+use icn_governance::genesis::{GenesisMember, GenesisScope};
+use icn_governance::{Event, Genesis, Governance, Refusal};
+use icn_protocol::governance::{
+    Ballot, Choice, Credits, Effect, Mandate, PriceSchedule, Proposal, Rule, ScopeId, ScopeKind, Standing,
+};
+use icn_protocol::wire::{ExecutorKind, Limits, Submission};
+use icn_protocol::{ContentId, Envelope, Fuel, Keypair};
+use proptest::prelude::*;
+
+const WINDOW_MS: u64 = 1_000;
+
+fn scope(id: &str) -> ScopeId {
+    id.parse().unwrap()
+}
+
+fn rule(quorum: &str, approval: &str) -> Rule {
+    Rule { quorum: quorum.parse().unwrap(), approval: approval.parse().unwrap(), voting_window_ms: WINDOW_MS }
+}
+
+/// A commons with federation `fed` holding cooperatives `coop-a` and `coop-b`.
+/// Members 0, 1 and 2 vote in `fed` (0 and 1 may also submit); member 3 only in `coop-a`.
+struct World {
+    governance: Governance,
+    keys: Vec<Keypair>,
+    log: Vec<(u64, u64, Event)>,
+    now_ms: u64,
+    nonce: u64,
+}
+
+impl World {
+    fn new() -> World {
+        let keys: Vec<Keypair> = (0..4).map(member_key).collect();
+        let in_fed = |standing: &[Standing]| [(scope("fed"), standing.to_vec())].into_iter().collect();
+        let genesis = Genesis {
+            scopes: vec![
+                GenesisScope {
+                    id: scope("commons"),
+                    kind: ScopeKind::Commons,
+                    parent: None,
+                    rule: rule("1/2", "1/2"),
+                    prices: Some(PriceSchedule { credits_per_mega_fuel: 1 }),
+                    policy: None,
+                },
+                GenesisScope {
+                    id: scope("fed"),
+                    kind: ScopeKind::Federation,
+                    parent: Some(scope("commons")),
+                    rule: rule("1/2", "2/3"),
+                    prices: None,
+                    policy: None,
+                },
+                GenesisScope {
+                    id: scope("coop-a"),
+                    kind: ScopeKind::Cooperative,
+                    parent: Some(scope("fed")),
+                    rule: rule("1/2", "1/2"),
+                    prices: None,
+                    policy: None,
+                },
+            ],
+            members: vec![
+                GenesisMember {
+                    name: "ana".into(),
+                    key: keys[0].public(),
+                    standing: in_fed(&[Standing::Vote, Standing::Submit]),
+                },
+                GenesisMember {
+                    name: "ben".into(),
+                    key: keys[1].public(),
+                    standing: in_fed(&[Standing::Vote, Standing::Submit]),
+                },
+                GenesisMember {
+                    name: "cy".into(),
+                    key: keys[2].public(),
+                    standing: in_fed(&[Standing::Vote]),
+                },
+                GenesisMember {
+                    name: "dee".into(),
+                    key: keys[3].public(),
+                    standing: [(scope("coop-a"), vec![Standing::Vote, Standing::Submit])]
+                        .into_iter()
+                        .collect(),
+                },
+            ],
+            workers: vec![],
+            mandates: vec![],
+        };
+        genesis.validate().unwrap();
+        let mut world =
+            World { governance: Governance::default(), keys, log: vec![], now_ms: 1_000, nonce: 0 };
+        world.record(Event::Genesis(genesis));
+        world
+    }
+
+    fn record(&mut self, event: Event) -> u64 {
+        let seq = self.log.len() as u64;
+        self.governance.apply(seq, self.now_ms, &event);
+        self.log.push((seq, self.now_ms, event));
+        seq
+    }
+
+    fn propose(&mut self, member: usize, scope_id: &str, effect: Effect) -> Result<ContentId, Refusal> {
+        let proposal = Proposal { scope: scope(scope_id), title: "a proposal".into(), effect };
+        self.nonce += 1;
+        let envelope = Envelope::seal(&self.keys[member], self.nonce, &proposal);
+        let event = self.governance.check_proposal(self.now_ms, &envelope, &proposal)?;
+        self.record(event);
+        Ok(envelope.id())
+    }
+
+    fn vote_as(&mut self, key: &Keypair, proposal: ContentId, choice: Choice) -> Result<u64, Refusal> {
+        let ballot = Ballot { proposal, choice };
+        self.nonce += 1;
+        let envelope = Envelope::seal(key, self.nonce, &ballot);
+        let event = self.governance.check_ballot(self.now_ms, &envelope, &ballot)?;
+        Ok(self.record(event))
+    }
+
+    fn vote(&mut self, member: usize, proposal: ContentId, choice: Choice) -> Result<u64, Refusal> {
+        self.vote_as(&member_key(member), proposal, choice)
+    }
+
+    /// Moves time on and closes every proposal due, as the coordinator's tick does.
+    fn advance(&mut self, ms: u64) -> Vec<u64> {
+        self.now_ms += ms;
+        let mut decisions = vec![];
+        for proposal in self.governance.due(self.now_ms) {
+            let record = self.governance.decide(&proposal);
+            decisions.push(self.record(Event::DecisionMade(record)));
+        }
+        decisions
+    }
+
+    /// Passes a mandate for `fed` with ana and ben voting yes; returns its decision entry.
+    fn pass_mandate(&mut self, budget: i64, period_ms: u64) -> u64 {
+        let mandate = Mandate {
+            scope: scope("fed"),
+            budget: Credits(budget),
+            period_ms,
+            executors: vec![ExecutorKind::Wasm],
+            limits: Limits::default(),
+        };
+        let proposal = self.propose(0, "fed", Effect::Mandate(mandate)).unwrap();
+        self.vote(0, proposal, Choice::Yes).unwrap();
+        self.vote(1, proposal, Choice::Yes).unwrap();
+        let decisions = self.advance(WINDOW_MS);
+        assert!(self.governance.decisions[&decisions[0]].record.accepted);
+        decisions[0]
+    }
+
+    fn replayed(&self) -> Governance {
+        let mut replay = Governance::default();
+        for (seq, time_ms, event) in &self.log {
+            replay.apply(*seq, *time_ms, event);
+        }
+        replay
+    }
+}
+
+fn member_key(index: usize) -> Keypair {
+    Keypair::from_seed([index as u8 + 1; 32])
+}
+
+fn job(scope_id: &str, fuel: u64) -> Submission {
+    Submission {
+        scope: scope(scope_id),
+        executor: ExecutorKind::Wasm,
+        module: ContentId::of(b"module"),
+        input: vec![],
+        args: vec![],
+        limits: Limits { fuel: Fuel(fuel), ..Limits::default() },
+    }
+}
+
+#[test]
+fn each_reason_to_refuse_a_submission_is_named() {
+    let mut world = World::new();
+    let g = |w: &World, key: &Keypair, s: &Submission| w.governance.authorize(w.now_ms, &key.public(), s);
+    let stranger = Keypair::generate();
+    assert!(matches!(g(&world, &stranger, &job("fed", 1_000_000)), Err(Refusal::NotAMember { .. })));
+    assert!(matches!(g(&world, &world.keys[0], &job("nowhere", 1)), Err(Refusal::UnknownScope { .. })));
+    let refusal = g(&world, &world.keys[3], &job("fed", 1)).unwrap_err();
+    assert_eq!(refusal.to_string(), "member dee holds no submit standing in scope fed");
+    let refusal = g(&world, &world.keys[2], &job("fed", 1)).unwrap_err();
+    assert!(matches!(refusal, Refusal::NoStanding { standing: Standing::Submit, .. }), "{refusal}");
+    assert!(matches!(g(&world, &world.keys[0], &job("fed", 1)), Err(Refusal::NoMandate { .. })));
+
+    // A mandate of 1500 credits for a day: a job of a billion fuel may cost 1000.
+    let decision = world.pass_mandate(1_500, 86_400_000);
+    let first = g(&world, &world.keys[0], &job("fed", 1_000_000_000)).unwrap();
+    assert_eq!((first.decision, first.hold), (decision, Credits(1_000)));
+    world.governance.hold(first.decision, first.hold);
+    let refusal = g(&world, &world.keys[1], &job("fed", 1_000_000_000)).unwrap_err();
+    assert_eq!(
+        refusal,
+        Refusal::BudgetExhausted { scope: scope("fed"), decision, left: Credits(500), cost: Credits(1_000) }
+    );
+    // Completing spends only what the job used; the rest comes back.
+    world.governance.release(first.decision, first.hold, Credits(300));
+    assert_eq!(world.governance.mandates[&decision].left(), Credits(1_200));
+    assert!(g(&world, &world.keys[1], &job("fed", 1_000_000_000)).is_ok());
+
+    let mut container = job("fed", 1);
+    container.executor = ExecutorKind::Container;
+    let refusal = g(&world, &world.keys[0], &container).unwrap_err();
+    assert!(matches!(refusal, Refusal::ExecutorNotAllowed { .. }), "{refusal}");
+    assert!(refusal.to_string().contains("allows wasm"), "{refusal}");
+    let refusal = g(&world, &world.keys[0], &job("fed", Limits::default().fuel.0 + 1)).unwrap_err();
+    assert!(matches!(refusal, Refusal::OverMandateLimit { what: "fuel limit", .. }), "{refusal}");
+
+    world.advance(86_400_000);
+    let refusal = g(&world, &world.keys[0], &job("fed", 1)).unwrap_err();
+    assert!(matches!(refusal, Refusal::MandateExpired { decision: d, .. } if d == decision), "{refusal}");
+}
+
+#[test]
+fn ballots_from_outsiders_twice_or_late_are_refused_and_a_changed_vote_counts_once() {
+    let mut world = World::new();
+    let proposal =
+        world.propose(0, "fed", Effect::PriceSchedule(PriceSchedule { credits_per_mega_fuel: 2 })).unwrap();
+    let stranger = Keypair::generate();
+    assert!(matches!(world.vote_as(&stranger, proposal, Choice::Yes), Err(Refusal::NotAMember { .. })));
+    assert!(matches!(world.vote(3, proposal, Choice::Yes), Err(Refusal::NotInElectorate { .. })));
+    assert!(matches!(
+        world.vote(0, ContentId::of(b"no such proposal"), Choice::Yes),
+        Err(Refusal::UnknownProposal { .. })
+    ));
+    world.vote(0, proposal, Choice::No).unwrap();
+    let refusal = world.vote(0, proposal, Choice::No).unwrap_err();
+    assert_eq!(
+        refusal.to_string(),
+        format!("duplicate ballot: member ana already voted no on proposal {proposal}")
+    );
+    world.vote(0, proposal, Choice::Yes).unwrap();
+    world.vote(1, proposal, Choice::Yes).unwrap();
+
+    world.now_ms += WINDOW_MS;
+    assert!(matches!(world.vote(2, proposal, Choice::No), Err(Refusal::VotingClosed { .. })), "window over");
+    let decisions = world.advance(0);
+    assert!(matches!(world.vote(2, proposal, Choice::No), Err(Refusal::VotingClosed { .. })), "decided");
+    let decision = &world.governance.decisions[&decisions[0]];
+    assert!(decision.record.accepted, "{}", decision.record.reason);
+    assert_eq!(
+        (decision.record.tally.yes, decision.record.tally.no),
+        (2, 0),
+        "ana's changed vote counts once"
+    );
+    assert_eq!(
+        world.governance.scopes[&scope("fed")].prices,
+        Some(PriceSchedule { credits_per_mega_fuel: 2 })
+    );
+}
+
+#[test]
+fn a_proposal_short_of_quorum_is_rejected_and_changes_nothing() {
+    let mut world = World::new();
+    let proposal =
+        world.propose(0, "fed", Effect::PriceSchedule(PriceSchedule { credits_per_mega_fuel: 9 })).unwrap();
+    world.vote(0, proposal, Choice::Yes).unwrap();
+    let decisions = world.advance(WINDOW_MS);
+    let record = &world.governance.decisions[&decisions[0]].record;
+    assert!(!record.accepted);
+    assert_eq!(
+        record.reason,
+        "rejected: short of quorum: 1 of 3 members with vote standing cast a ballot; quorum 1/2 needs 2"
+    );
+    assert_eq!(world.governance.scopes[&scope("fed")].prices, None);
+}
+
+#[test]
+fn revoked_standing_stops_later_submissions_only() {
+    let mut world = World::new();
+    let decision = world.pass_mandate(1_000_000, 86_400_000);
+    let before =
+        world.governance.authorize(world.now_ms, &world.keys[1].public(), &job("fed", 1_000_000)).unwrap();
+    world.governance.hold(before.decision, before.hold);
+
+    let revoke = Effect::RevokeStanding { key: world.keys[1].public(), standing: vec![Standing::Submit] };
+    let proposal = world.propose(0, "fed", revoke).unwrap();
+    world.vote(0, proposal, Choice::Yes).unwrap();
+    world.vote(2, proposal, Choice::Yes).unwrap();
+    world.advance(WINDOW_MS);
+
+    let after = world.governance.authorize(world.now_ms, &world.keys[1].public(), &job("fed", 1_000_000));
+    assert_eq!(after.unwrap_err().to_string(), "member ben holds no submit standing in scope fed");
+    assert!(
+        world.governance.holds(&world.keys[1].public(), &scope("fed"), Standing::Vote),
+        "only submit went"
+    );
+    // The job admitted before the decision keeps its hold and settles as usual.
+    world.governance.release(before.decision, before.hold, Credits(1));
+    assert_eq!(world.governance.mandates[&decision].spent, Credits(1));
+}
+
+#[test]
+fn a_scope_decides_only_for_itself_and_what_it_contains() {
+    let mut world = World::new();
+    let mandate = Mandate {
+        scope: scope("fed"),
+        budget: Credits(10),
+        period_ms: 1_000,
+        executors: vec![ExecutorKind::Wasm],
+        limits: Limits::default(),
+    };
+    let refusal = world.propose(3, "coop-a", Effect::Mandate(mandate)).unwrap_err();
+    assert_eq!(refusal.to_string(), "scope coop-a cannot decide for fed: it is neither fed nor contains it");
+    assert!(matches!(
+        world.propose(3, "fed", Effect::PriceSchedule(PriceSchedule { credits_per_mega_fuel: 1 })),
+        Err(Refusal::NoStanding { standing: Standing::Vote, .. })
+    ));
+}
+
+#[test]
+fn genesis_errors_name_the_bad_value() {
+    let text = r#"
+        [[scopes]]
+        id = "commons"
+        kind = "commons"
+        rule = { quorum = "1/2", approval = "1/2", voting_window_ms = 1000 }
+        prices = { credits_per_mega_fuel = 1 }
+
+        [[scopes]]
+        id = "coop-a"
+        kind = "cooperative"
+        parent = "fed-missing"
+        rule = { quorum = "1/2", approval = "1/2", voting_window_ms = 1000 }
+    "#;
+    let error = Genesis::parse(text).unwrap_err().to_string();
+    assert_eq!(error, "scope coop-a: parent fed-missing is not declared");
+    let error = Genesis::parse(&text.replace("\"1/2\", approval", "\"3/2\", approval")).unwrap_err();
+    assert!(error.to_string().contains("\"3/2\" is not a fraction"), "{error}");
+}
+
+// ---- replay ----------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+enum Op {
+    Propose { member: usize, effect: u8, value: u32 },
+    Vote { member: usize, proposal: usize, choice: u8 },
+    Advance { ms: u64 },
+    Submit { member: usize, fuel_mega: u64 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0..4usize, 0..4u8, 1..5u32).prop_map(|(member, effect, value)| Op::Propose {
+            member,
+            effect,
+            value
+        }),
+        (0..4usize, 0..8usize, 0..3u8).prop_map(|(member, proposal, choice)| Op::Vote {
+            member,
+            proposal,
+            choice
+        }),
+        (1..1_500u64).prop_map(|ms| Op::Advance { ms }),
+        (0..4usize, 1..2_000u64).prop_map(|(member, fuel_mega)| Op::Submit { member, fuel_mega }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever members propose, vote and submit, in any order, replaying the journaled
+    /// events from empty gives exactly the live state.
+    #[test]
+    fn replaying_the_events_gives_the_live_state(ops in proptest::collection::vec(op(), 1..80)) {
+        let mut world = World::new();
+        let mut proposals = vec![];
+        for op in ops {
+            match op {
+                Op::Propose { member, effect, value } => {
+                    let effect = match effect {
+                        0 => Effect::Mandate(Mandate {
+                            scope: scope("fed"),
+                            budget: Credits(i64::from(value) * 1_000),
+                            period_ms: u64::from(value) * 2_000,
+                            executors: vec![ExecutorKind::Wasm],
+                            limits: Limits::default(),
+                        }),
+                        1 => Effect::PriceSchedule(PriceSchedule { credits_per_mega_fuel: u64::from(value) }),
+                        2 => Effect::RevokeStanding { key: world.keys[value as usize % 4].public(), standing: vec![Standing::Submit] },
+                        _ => Effect::GrantStanding {
+                            name: ["ana", "ben", "cy", "dee"][value as usize % 4].into(),
+                            key: world.keys[value as usize % 4].public(),
+                            standing: vec![Standing::Vote, Standing::Submit],
+                        },
+                    };
+                    if let Ok(id) = world.propose(member, "fed", effect) {
+                        proposals.push(id);
+                    }
+                }
+                Op::Vote { member, proposal, choice } => {
+                    if let Some(id) = proposals.get(proposal).copied() {
+                        let choice = [Choice::Yes, Choice::No, Choice::Abstain][choice as usize];
+                        let _ = world.vote(member, id, choice);
+                    }
+                }
+                Op::Advance { ms } => { world.advance(ms); }
+                Op::Submit { member, fuel_mega } => {
+                    let key = world.keys[member].public();
+                    if let Ok(auth) = world.governance.authorize(world.now_ms, &key, &job("fed", fuel_mega * 1_000_000)) {
+                        world.governance.hold(auth.decision, auth.hold);
+                    }
+                }
+            }
+        }
+        // Holds are made by job records in the coordinator, not by governance events:
+        // compare with them cleared on both sides.
+        let mut live = world.governance.clone();
+        for mandate in live.mandates.values_mut() {
+            mandate.held = Credits(0);
+            mandate.jobs = 0;
+        }
+        prop_assert_eq!(live, world.replayed());
+    }
+}

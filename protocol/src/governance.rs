@@ -1,0 +1,472 @@
+//! The vocabulary of governance that crosses the wire and the journal: scopes,
+//! standing, rules, effects, proposals and ballots. What they mean and how they are
+//! counted lives in the `icn-governance` crate; here they are only data and limits.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::{Kind, Signed};
+use crate::identity::PublicKey;
+use crate::ids::ContentId;
+use crate::wire::{ExecutorKind, Limits, check_text};
+use crate::{Error, Fuel};
+
+pub const SCOPE_ID_LENGTH_MAX: usize = 64;
+pub const NAME_LENGTH_MAX: usize = 64;
+pub const TITLE_LENGTH_MAX: usize = 200;
+pub const VOTING_WINDOW_MS_MAX: u64 = 30 * 24 * 3600 * 1000;
+pub const MANDATE_PERIOD_MS_MAX: u64 = 366 * 24 * 3600 * 1000;
+pub const REPLICAS_MAX: u32 = 7;
+/// Credits per million fuel. Bounded so that the most fuel a job may ask for, priced,
+/// stays far inside an i64 of credits.
+pub const PRICE_PER_MEGA_FUEL_MAX: u64 = 1_000_000_000;
+pub const BUDGET_CREDITS_MAX: i64 = 1_000_000_000_000_000;
+
+/// Whole credits of the mutual-credit ledger. Signed: positions go below zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Credits(pub i64);
+
+impl fmt::Display for Credits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} credits", self.0)
+    }
+}
+
+/// A scope's name: lowercase letters, digits and dashes, e.g. `coop-a`, `fed-north`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ScopeId(String);
+
+impl ScopeId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for ScopeId {
+    type Err = Error;
+    fn from_str(text: &str) -> Result<Self, Error> {
+        check_name("scope", text)?;
+        Ok(ScopeId(text.to_string()))
+    }
+}
+
+impl TryFrom<String> for ScopeId {
+    type Error = Error;
+    fn try_from(text: String) -> Result<Self, Error> {
+        text.parse()
+    }
+}
+
+impl From<ScopeId> for String {
+    fn from(id: ScopeId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for ScopeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ScopeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ScopeId({})", self.0)
+    }
+}
+
+/// Checks a scope or member name: 1 to 64 of `a-z`, `0-9`, `-`, not starting with `-`.
+pub fn check_name(what: &str, text: &str) -> Result<(), Error> {
+    let ok = !text.is_empty()
+        && text.len() <= SCOPE_ID_LENGTH_MAX.min(NAME_LENGTH_MAX)
+        && !text.starts_with('-')
+        && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "{what} name {text:?} is not valid: use 1 to 64 lowercase letters, digits and dashes"
+        )))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScopeKind {
+    Member,
+    Cooperative,
+    Community,
+    Federation,
+    Commons,
+}
+
+impl ScopeKind {
+    /// A parent's rank is above its child's: a cooperative sits in a federation, a
+    /// federation in the commons.
+    pub fn rank(self) -> u8 {
+        match self {
+            ScopeKind::Member => 0,
+            ScopeKind::Cooperative | ScopeKind::Community => 1,
+            ScopeKind::Federation => 2,
+            ScopeKind::Commons => 3,
+        }
+    }
+}
+
+/// What a member may do in a scope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Standing {
+    /// Propose and vote.
+    Vote,
+    /// Submit jobs under the scope's mandate.
+    Submit,
+    /// Donate machines as workers.
+    Donate,
+    /// Operate the commons' infrastructure.
+    Operate,
+}
+
+impl fmt::Display for Standing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Standing::Vote => "vote",
+            Standing::Submit => "submit",
+            Standing::Donate => "donate",
+            Standing::Operate => "operate",
+        })
+    }
+}
+
+impl FromStr for Standing {
+    type Err = Error;
+    fn from_str(text: &str) -> Result<Self, Error> {
+        match text {
+            "vote" => Ok(Standing::Vote),
+            "submit" => Ok(Standing::Submit),
+            "donate" => Ok(Standing::Donate),
+            "operate" => Ok(Standing::Operate),
+            _ => {
+                Err(Error::invalid(format!("standing {text:?} is not one of vote, submit, donate, operate")))
+            }
+        }
+    }
+}
+
+/// An exact fraction from 0 to 1, written `"2/3"`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Fraction {
+    pub num: u32,
+    pub den: u32,
+}
+
+impl Fraction {
+    /// Whether `part` out of `whole` reaches this fraction (`part / whole >= num / den`).
+    pub fn reached_by(self, part: u64, whole: u64) -> bool {
+        u128::from(part) * u128::from(self.den) >= u128::from(self.num) * u128::from(whole)
+    }
+
+    /// The least `part` of `whole` that reaches this fraction.
+    pub fn least_of(self, whole: u64) -> u64 {
+        let needed = u128::from(self.num) * u128::from(whole);
+        needed.div_ceil(u128::from(self.den)) as u64
+    }
+}
+
+impl FromStr for Fraction {
+    type Err = Error;
+    fn from_str(text: &str) -> Result<Self, Error> {
+        let bad = || Error::invalid(format!("{text:?} is not a fraction from 0/1 to 1/1 such as \"2/3\""));
+        let (num, den) = text.split_once('/').ok_or_else(bad)?;
+        let num: u32 = num.trim().parse().map_err(|_| bad())?;
+        let den: u32 = den.trim().parse().map_err(|_| bad())?;
+        if den == 0 || num > den || den > 1_000_000 {
+            return Err(bad());
+        }
+        Ok(Fraction { num, den })
+    }
+}
+
+impl TryFrom<String> for Fraction {
+    type Error = Error;
+    fn try_from(text: String) -> Result<Self, Error> {
+        text.parse()
+    }
+}
+
+impl From<Fraction> for String {
+    fn from(f: Fraction) -> String {
+        f.to_string()
+    }
+}
+
+impl fmt::Display for Fraction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.num, self.den)
+    }
+}
+
+impl fmt::Debug for Fraction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+/// How a scope decides: at close, at least `quorum` of the members with vote standing
+/// must have cast a ballot, and at least `approval` of the yes-or-no ballots must be yes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub quorum: Fraction,
+    pub approval: Fraction,
+    pub voting_window_ms: u64,
+}
+
+impl Rule {
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.quorum.num == 0 {
+            return Err(Error::invalid(
+                "a quorum of 0 would let nobody decide for everybody; use at least 1/n",
+            ));
+        }
+        if self.approval.num == 0 {
+            return Err(Error::invalid("an approval threshold of 0 accepts everything; use at least 1/n"));
+        }
+        if self.voting_window_ms == 0 || self.voting_window_ms > VOTING_WINDOW_MS_MAX {
+            return Err(Error::invalid(format!(
+                "voting_window_ms is {}; it must be between 1 and {VOTING_WINDOW_MS_MAX}",
+                self.voting_window_ms
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A budget to run jobs: scope `scope` may submit jobs costing up to `budget` in
+/// total, for `period_ms` from the decision, on the listed executors, each job
+/// within `limits`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mandate {
+    pub scope: ScopeId,
+    pub budget: Credits,
+    pub period_ms: u64,
+    pub executors: Vec<ExecutorKind>,
+    /// The most one job may ask for.
+    pub limits: Limits,
+}
+
+impl Mandate {
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.budget.0 <= 0 || self.budget.0 > BUDGET_CREDITS_MAX {
+            return Err(Error::invalid(format!(
+                "budget is {}; it must be between 1 and {BUDGET_CREDITS_MAX} credits",
+                self.budget.0
+            )));
+        }
+        if self.period_ms == 0 || self.period_ms > MANDATE_PERIOD_MS_MAX {
+            return Err(Error::invalid(format!(
+                "period_ms is {}; it must be between 1 and {MANDATE_PERIOD_MS_MAX}",
+                self.period_ms
+            )));
+        }
+        if self.executors.is_empty() || self.executors.len() > 8 {
+            return Err(Error::invalid("a mandate allows 1 to 8 executor kinds"));
+        }
+        self.limits.validate()
+    }
+}
+
+/// Replicas per task and how many must agree; consumed by placement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementPolicy {
+    pub replicas: u32,
+    pub quorum: u32,
+}
+
+impl PlacementPolicy {
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.quorum == 0 || self.quorum > self.replicas || self.replicas > REPLICAS_MAX {
+            return Err(Error::invalid(format!(
+                "replicas {} and quorum {}: need 1 <= quorum <= replicas <= {REPLICAS_MAX}",
+                self.replicas, self.quorum
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What compute costs, consumed by the ledger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceSchedule {
+    /// Credits for a million units of wasm fuel.
+    pub credits_per_mega_fuel: u64,
+}
+
+impl PriceSchedule {
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.credits_per_mega_fuel > PRICE_PER_MEGA_FUEL_MAX {
+            return Err(Error::invalid(format!(
+                "credits_per_mega_fuel is {}; at most {PRICE_PER_MEGA_FUEL_MAX}",
+                self.credits_per_mega_fuel
+            )));
+        }
+        Ok(())
+    }
+
+    /// The price of `fuel`, rounded up to whole credits. Cannot overflow: fuel and
+    /// price are both bounded.
+    pub fn cost(&self, fuel: Fuel) -> Credits {
+        let micro = u128::from(fuel.0) * u128::from(self.credits_per_mega_fuel);
+        Credits(i64::try_from(micro.div_ceil(1_000_000)).expect("bounded fuel times bounded price fits"))
+    }
+}
+
+/// What an accepted decision changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Effect {
+    Mandate(Mandate),
+    AdmitWorker {
+        key: PublicKey,
+        owner: ScopeId,
+    },
+    RemoveWorker {
+        key: PublicKey,
+    },
+    /// In the proposal's scope; a key new to the commons joins under `name`.
+    GrantStanding {
+        name: String,
+        key: PublicKey,
+        standing: Vec<Standing>,
+    },
+    /// In the proposal's scope.
+    RevokeStanding {
+        key: PublicKey,
+        standing: Vec<Standing>,
+    },
+    /// For the proposal's scope.
+    PlacementPolicy(PlacementPolicy),
+    /// For the proposal's scope.
+    PriceSchedule(PriceSchedule),
+}
+
+/// A member asks its scope to decide on an effect.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub scope: ScopeId,
+    pub title: String,
+    pub effect: Effect,
+}
+
+impl Signed for Proposal {
+    const KIND: Kind = Kind::Proposal;
+}
+
+impl Proposal {
+    pub fn validate(&self) -> Result<(), Error> {
+        check_text("title", &self.title)?;
+        if self.title.trim().is_empty() || self.title.chars().count() > TITLE_LENGTH_MAX {
+            return Err(Error::invalid(format!("a title has 1 to {TITLE_LENGTH_MAX} characters")));
+        }
+        match &self.effect {
+            Effect::Mandate(mandate) => mandate.validate(),
+            Effect::GrantStanding { name, standing, .. } => {
+                check_name("member", name)?;
+                check_standing(standing)
+            }
+            Effect::RevokeStanding { standing, .. } => check_standing(standing),
+            Effect::PlacementPolicy(policy) => policy.validate(),
+            Effect::PriceSchedule(prices) => prices.validate(),
+            Effect::AdmitWorker { .. } | Effect::RemoveWorker { .. } => Ok(()),
+        }
+    }
+}
+
+fn check_standing(standing: &[Standing]) -> Result<(), Error> {
+    if standing.is_empty() || standing.len() > 4 {
+        return Err(Error::invalid("name 1 to 4 kinds of standing"));
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Choice {
+    Yes,
+    No,
+    Abstain,
+}
+
+impl fmt::Display for Choice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Choice::Yes => "yes",
+            Choice::No => "no",
+            Choice::Abstain => "abstain",
+        })
+    }
+}
+
+impl FromStr for Choice {
+    type Err = Error;
+    fn from_str(text: &str) -> Result<Self, Error> {
+        match text {
+            "yes" => Ok(Choice::Yes),
+            "no" => Ok(Choice::No),
+            "abstain" => Ok(Choice::Abstain),
+            _ => Err(Error::invalid(format!("choice {text:?} is not one of yes, no, abstain"))),
+        }
+    }
+}
+
+/// A member's vote on a proposal (named by the id of its signed envelope). A later
+/// ballot with another choice replaces the earlier one until the proposal closes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ballot {
+    pub proposal: ContentId,
+    pub choice: Choice,
+}
+
+impl Signed for Ballot {
+    const KIND: Kind = Kind::Ballot;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fractions_parse_compare_and_refuse_nonsense() {
+        let two_thirds: Fraction = "2/3".parse().unwrap();
+        assert!(two_thirds.reached_by(2, 3) && !two_thirds.reached_by(1, 2) && two_thirds.reached_by(3, 4));
+        assert_eq!(two_thirds.least_of(4), 3);
+        assert_eq!("1/2".parse::<Fraction>().unwrap().least_of(3), 2);
+        for bad in ["3/2", "1/0", "half", "-1/2", "1/2/3"] {
+            assert!(bad.parse::<Fraction>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn scope_names_are_checked_with_the_bad_value_named() {
+        assert!("fed-north".parse::<ScopeId>().is_ok());
+        let error = "Fed North".parse::<ScopeId>().unwrap_err().to_string();
+        assert!(error.contains("\"Fed North\""), "{error}");
+        assert!("-x".parse::<ScopeId>().is_err() && "".parse::<ScopeId>().is_err());
+    }
+
+    #[test]
+    fn price_rounds_up_and_cannot_overflow_at_the_bounds() {
+        let prices = PriceSchedule { credits_per_mega_fuel: 3 };
+        assert_eq!(prices.cost(Fuel(1)), Credits(1));
+        assert_eq!(prices.cost(Fuel(2_000_000)), Credits(6));
+        let most = PriceSchedule { credits_per_mega_fuel: PRICE_PER_MEGA_FUEL_MAX };
+        assert!(most.cost(Fuel(crate::wire::FUEL_MAX)).0 > 0);
+    }
+}
