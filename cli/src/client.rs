@@ -35,6 +35,11 @@ impl Client {
         Ok(Client { key, session, _endpoint: endpoint })
     }
 
+    /// The QUIC connection, for callers that speak the protocol directly.
+    pub fn connection(&self) -> &quinn::Connection {
+        &self.session.connection
+    }
+
     async fn request(&self, request: &ClientRequest) -> anyhow::Result<ClientResponse> {
         let (mut send, mut recv) = self.session.connection.open_bi().await?;
         write_frame(&mut send, request).await?;

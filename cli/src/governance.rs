@@ -85,7 +85,7 @@ pub fn scope(governance: &Governance, id: &ScopeId, now_ms: u64) -> anyhow::Resu
     let scope = governance.scope(id)?;
     let mut out = String::new();
     let parent = scope.parent.as_ref().map_or("none".to_string(), ToString::to_string);
-    let _ = writeln!(out, "scope {id}: a {:?} inside {parent}", scope.kind);
+    let _ = writeln!(out, "scope {id}: a {} inside {parent}", format!("{:?}", scope.kind).to_lowercase());
     let r = scope.rule;
     let _ = writeln!(
         out,

@@ -314,3 +314,17 @@ fn a_bad_config_or_key_is_named_in_the_error() {
     assert!(!out.status.success(), "keygen never overwrites a key");
     assert!(text(&out.stderr).contains(key.to_str().unwrap()), "{}", text(&out.stderr));
 }
+
+#[test]
+fn a_genesis_changed_after_the_first_start_is_refused_with_the_reason() {
+    let mut cluster = Cluster::new(&["coop-a"]);
+    cluster.start_coordinator();
+    cluster.kill_coordinator();
+    let genesis = cluster.dir.path().join("genesis.toml");
+    let founded = std::fs::read_to_string(&genesis).unwrap();
+    std::fs::write(&genesis, founded.replace("budget = 1000000000", "budget = 2000000000")).unwrap();
+    let out = icn(&["coordinator", "--config", cluster.config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("differs from the genesis this journal began with"), "{stderr}");
+}

@@ -140,13 +140,14 @@ fn describe_event(event: &Event) -> String {
         Event::ProposalOpened { proposal, closes_ms, electorate } => {
             match proposal.open_trusted::<Proposal>() {
                 Ok(p) => format!(
-                    "proposal {} in {} by {}: {:?}: {}; {} may vote until {closes_ms} ms",
+                    "proposal {} in {} by {}: {:?}: {}; {} may vote until {}",
                     proposal.id().short(),
                     p.scope,
                     proposal.signer.short(),
                     p.title,
                     icn_governance::describe_effect(&p.scope, &p.effect, |k| k.short()),
-                    electorate.len()
+                    electorate.len(),
+                    crate::trace::when(*closes_ms)
                 ),
                 Err(_) => "proposal (unreadable)".into(),
             }

@@ -310,8 +310,11 @@ impl fmt::Display for Trace {
         if let Some(p) = &a.proposal {
             writeln!(
                 f,
-                "  proposal #{} {:?} by {}, voting open until {} ms",
-                p.seq, p.title, p.proposer, p.closes_ms
+                "  proposal #{} {:?} by {}, voting open until {}",
+                p.seq,
+                p.title,
+                p.proposer,
+                when(p.closes_ms)
             )?;
             writeln!(
                 f,

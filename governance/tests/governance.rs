@@ -1,5 +1,6 @@
-//! Governance as a pure state machine: every refusal reason, the count at close, the
-//! effects of decisions, and replay of the event log giving the live state.
+//! Governance as a pure state machine: every refusal reason, the count at close and the
+//! effects of decisions. (Replay of the journal is proven through the coordinator core,
+//! in `coordinator/tests/replay.rs`.)
 
 use icn_governance::genesis::{GenesisMember, GenesisScope};
 use icn_governance::{Event, Genesis, Governance, Refusal};
@@ -8,7 +9,6 @@ use icn_protocol::governance::{
 };
 use icn_protocol::wire::{ExecutorKind, Limits, Submission};
 use icn_protocol::{ContentId, Envelope, Fuel, Keypair};
-use proptest::prelude::*;
 
 const WINDOW_MS: u64 = 1_000;
 
@@ -149,14 +149,6 @@ impl World {
         let decisions = self.advance(WINDOW_MS);
         assert!(self.governance.decisions[&decisions[0]].record.accepted);
         decisions[0]
-    }
-
-    fn replayed(&self) -> Governance {
-        let mut replay = Governance::default();
-        for (seq, time_ms, event) in &self.log {
-            replay.apply(*seq, *time_ms, event);
-        }
-        replay
     }
 }
 
@@ -332,89 +324,4 @@ fn genesis_errors_name_the_bad_value() {
     assert_eq!(error, "scope coop-a: parent fed-missing is not declared");
     let error = Genesis::parse(&text.replace("\"1/2\", approval", "\"3/2\", approval")).unwrap_err();
     assert!(error.to_string().contains("\"3/2\" is not a fraction"), "{error}");
-}
-
-// ---- replay ----------------------------------------------------------------------
-
-#[derive(Clone, Debug)]
-enum Op {
-    Propose { member: usize, effect: u8, value: u32 },
-    Vote { member: usize, proposal: usize, choice: u8 },
-    Advance { ms: u64 },
-    Submit { member: usize, fuel_mega: u64 },
-}
-
-fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        (0..4usize, 0..4u8, 1..5u32).prop_map(|(member, effect, value)| Op::Propose {
-            member,
-            effect,
-            value
-        }),
-        (0..4usize, 0..8usize, 0..3u8).prop_map(|(member, proposal, choice)| Op::Vote {
-            member,
-            proposal,
-            choice
-        }),
-        (1..1_500u64).prop_map(|ms| Op::Advance { ms }),
-        (0..4usize, 1..2_000u64).prop_map(|(member, fuel_mega)| Op::Submit { member, fuel_mega }),
-    ]
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
-
-    /// Whatever members propose, vote and submit, in any order, replaying the journaled
-    /// events from empty gives exactly the live state.
-    #[test]
-    fn replaying_the_events_gives_the_live_state(ops in proptest::collection::vec(op(), 1..80)) {
-        let mut world = World::new();
-        let mut proposals = vec![];
-        for op in ops {
-            match op {
-                Op::Propose { member, effect, value } => {
-                    let effect = match effect {
-                        0 => Effect::Mandate(Mandate {
-                            scope: scope("fed"),
-                            budget: Credits(i64::from(value) * 1_000),
-                            period_ms: u64::from(value) * 2_000,
-                            executors: vec![ExecutorKind::Wasm],
-                            limits: Limits::default(),
-                        }),
-                        1 => Effect::PriceSchedule(PriceSchedule { credits_per_mega_fuel: u64::from(value) }),
-                        2 => Effect::RevokeStanding { key: world.keys[value as usize % 4].public(), standing: vec![Standing::Submit] },
-                        _ => Effect::GrantStanding {
-                            name: ["ana", "ben", "cy", "dee"][value as usize % 4].into(),
-                            key: world.keys[value as usize % 4].public(),
-                            standing: vec![Standing::Vote, Standing::Submit],
-                        },
-                    };
-                    if let Ok(id) = world.propose(member, "fed", effect) {
-                        proposals.push(id);
-                    }
-                }
-                Op::Vote { member, proposal, choice } => {
-                    if let Some(id) = proposals.get(proposal).copied() {
-                        let choice = [Choice::Yes, Choice::No, Choice::Abstain][choice as usize];
-                        let _ = world.vote(member, id, choice);
-                    }
-                }
-                Op::Advance { ms } => { world.advance(ms); }
-                Op::Submit { member, fuel_mega } => {
-                    let key = world.keys[member].public();
-                    if let Ok(auth) = world.governance.authorize(world.now_ms, &key, &job("fed", fuel_mega * 1_000_000)) {
-                        world.governance.hold(auth.decision, auth.hold);
-                    }
-                }
-            }
-        }
-        // Holds are made by job records in the coordinator, not by governance events:
-        // compare with them cleared on both sides.
-        let mut live = world.governance.clone();
-        for mandate in live.mandates.values_mut() {
-            mandate.held = Credits(0);
-            mandate.jobs = 0;
-        }
-        prop_assert_eq!(live, world.replayed());
-    }
 }
