@@ -2,6 +2,7 @@
 //! ballots are checked, every job traces back to its decision, and the governance
 //! rows of the journal are as tamper-evident as the job rows.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use icn_cli::client::Client;
@@ -260,4 +261,43 @@ async fn changing_any_governance_row_is_caught_by_verify() {
         let verification = journal::verify(&copy, Some(coordinator)).unwrap();
         assert_eq!(verification.first_bad.map(|(bad, _)| bad as i64), Some(seq), "row {seq} was changed");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_admits_a_worker_and_another_removes_it_from_the_running_commons() {
+    let dir = tempfile::tempdir().unwrap();
+    let commons = commons(dir.path()).await;
+    let ana = commons.client().await.unwrap();
+    let ben = commons.client_for(commons.members[1].key.clone()).await.unwrap();
+    let newcomer = Arc::new(Keypair::generate());
+    let run_newcomer = || {
+        let config = icn_worker::WorkerConfig {
+            key: newcomer.clone(),
+            coordinator: commons.coordinator.addr(),
+            coordinator_key: commons.coordinator.public_key(),
+            slots: 1,
+            memory_bytes: 256 << 20,
+            agent: "newcomer".into(),
+        };
+        tokio::spawn(icn_worker::run(config, Arc::new(icn_worker::WasmExecutor::new().unwrap())))
+    };
+    let refused = run_newcomer().await.unwrap().unwrap_err().to_string();
+    assert!(refused.contains("is not admitted to this commons"), "{refused}");
+
+    let owner: icn_protocol::governance::ScopeId = "coop-b".parse().unwrap();
+    let admit = Effect::AdmitWorker { key: newcomer.public(), owner };
+    assert!(decide(&[&ana, &ben], "coop-b's new server", admit).await.record.accepted);
+    let running = run_newcomer();
+    commons.wait_for_workers(3).await.unwrap();
+    let connected = commons.coordinator.workers().await.unwrap();
+    assert!(connected.iter().any(|w| w.key == newcomer.public() && w.owner == "coop-b"), "{connected:?}");
+
+    let remove = Effect::RemoveWorker { key: newcomer.public() };
+    assert!(decide(&[&ana, &ben], "retire it", remove).await.record.accepted);
+    // Disconnected by the decision; its reconnection is refused, which stops the agent.
+    let ended = tokio::time::timeout(Duration::from_secs(20), running).await.unwrap().unwrap();
+    assert!(ended.unwrap_err().to_string().contains("is not admitted"));
+    let connected = commons.coordinator.workers().await.unwrap();
+    assert!(connected.iter().all(|w| w.key != newcomer.public()), "{connected:?}");
+    commons.stop().await.unwrap();
 }

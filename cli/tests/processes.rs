@@ -328,3 +328,61 @@ fn a_genesis_changed_after_the_first_start_is_refused_with_the_reason() {
     let stderr = text(&out.stderr);
     assert!(stderr.contains("differs from the genesis this journal began with"), "{stderr}");
 }
+
+#[test]
+fn members_propose_vote_and_trace_with_the_icn_command() {
+    let mut cluster = Cluster::new(&["coop-a"]);
+    cluster.start_coordinator();
+    cluster.start_worker("coop-a");
+    // Connection settings from the environment, as a member's shell would have them.
+    let member = |args: &[&str]| {
+        let out = Command::new(ICN)
+            .args(args)
+            .env("ICN_COORDINATOR", &cluster.addr)
+            .env("ICN_COORDINATOR_KEY", &cluster.coordinator_key)
+            .env("ICN_KEY", cluster.dir.path().join("member.key"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "icn {args:?}: {}", text(&out.stderr));
+        (text(&out.stdout), text(&out.stderr))
+    };
+    let (proposal, said) = member(&[
+        "propose",
+        "--scope",
+        "fed-north",
+        "--title",
+        "dearer",
+        "prices",
+        "--credits-per-mega-fuel",
+        "3",
+    ]);
+    assert!(said.contains("open; voting closes in"), "{said}");
+    let proposal = proposal.trim().to_string();
+    let (_, said) = member(&["vote", &proposal, "yes"]);
+    assert!(said.contains("voted yes on proposal"), "{said}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (decisions, _) = member(&["decisions"]);
+        if decisions.contains("ACCEPTED \"dearer\" by ana: prices for fed-north: 3 credits per million fuel")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never decided:\n{decisions}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (scope, _) = member(&["scope", "show", "fed-north"]);
+    assert!(scope.contains("prices: 3 credits per million fuel"), "{scope}");
+    assert!(scope.contains("ana ("), "{scope}");
+
+    let job = cluster.submit("hello.wat", b"", &[]);
+    cluster.wait_for(&job);
+    let (json, _) = member(&["trace", &job, "--json"]);
+    let trace: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(trace["authority"]["founding"], serde_json::Value::Bool(true), "{json}");
+    assert_eq!(trace["job"]["submitter"]["name"], "ana", "{json}");
+    // A billion fuel at 3 credits per million, held under the founding mandate.
+    assert_eq!(trace["job"]["hold"], 3_000, "{json}");
+    let (words, _) = member(&["trace", &job]);
+    assert!(words.contains("authorized by the genesis, entry #0: founding mandates"), "{words}");
+}
