@@ -4,10 +4,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use icn_coordinator::trace::Trace;
+use icn_coordinator::trace::{Statement, Trace};
 use icn_governance::Governance;
 use icn_protocol::frame::{read_frame, write_frame};
-use icn_protocol::governance::{Ballot, Choice, Proposal};
+use icn_protocol::governance::{Ballot, Choice, ClearRequest, Proposal, ScopeId};
 use icn_protocol::transport::{self, Session};
 use icn_protocol::wire::{
     ClientRequest, ClientResponse, Hello, JobView, MESSAGE_SIZE_BYTES_MAX, Role, Submission, TraceQuery,
@@ -103,6 +103,23 @@ impl Client {
     pub async fn trace(&self, query: TraceQuery) -> anyhow::Result<Trace> {
         serde_json::from_str(&self.json(&ClientRequest::Trace(query)).await?)
             .context("the coordinator's trace document does not parse")
+    }
+
+    pub async fn positions(&self) -> anyhow::Result<icn_ledger::Positions> {
+        serde_json::from_str(&self.json(&ClientRequest::Positions).await?)
+            .context("the coordinator's positions do not parse")
+    }
+
+    pub async fn statement(&self, scope: ScopeId) -> anyhow::Result<Statement> {
+        serde_json::from_str(&self.json(&ClientRequest::Statement(scope)).await?)
+            .context("the coordinator's statement does not parse")
+    }
+
+    /// Asks for the obligations within `federation` to be netted; signed by this member.
+    pub async fn clear(&self, federation: ScopeId) -> anyhow::Result<icn_ledger::Clearing> {
+        let envelope = Envelope::seal(&self.key, transport::nonce(), &ClearRequest { federation });
+        serde_json::from_str(&self.json(&ClientRequest::Clear(envelope)).await?)
+            .context("the coordinator's clearing does not parse")
     }
 
     async fn json(&self, request: &ClientRequest) -> anyhow::Result<String> {

@@ -40,7 +40,8 @@ pub async fn run() -> anyhow::Result<()> {
     let started = Instant::now();
     let dir = tempfile::tempdir()?;
     println!("ICN compute commons: demo on this machine, over QUIC on loopback\n");
-    let options = LocalOptions { founding_budget: None, ..LocalOptions::default() };
+    let options =
+        LocalOptions { founding_budget: None, credit_limit: Credits(10_000), ..LocalOptions::default() };
     let commons = LocalCommons::start(dir.path(), options).await?;
     let federation = local::federation();
     println!("coordinator {} at {}", commons.coordinator.public_key().short(), commons.coordinator.addr());
@@ -103,6 +104,22 @@ pub async fn run() -> anyhow::Result<()> {
         mandate.mandate.budget,
         mandate.spent.0,
         mandate.left().0
+    );
+    let positions = ana.positions().await?;
+    println!("\nicn ledger positions:");
+    print!("{}", crate::governance::positions(&positions));
+    println!("what moved them:");
+    for (scope, account) in &positions.accounts {
+        if account.position == 0 {
+            continue;
+        }
+        for line in ana.statement(scope.clone()).await?.lines.iter().filter(|l| l.change.0 != 0) {
+            println!("  {scope:<10} #{:<4} {:>+6}  {}", line.seq, line.change.0, line.text);
+        }
+    }
+    anyhow::ensure!(
+        positions.accounts.values().map(|a| a.position).sum::<i64>() == 0,
+        "positions do not sum to zero"
     );
     let verification = journal::verify(&commons.journal, Some(commons.coordinator.public_key()))?;
     match &verification.first_bad {

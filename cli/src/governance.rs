@@ -127,3 +127,29 @@ pub fn scope(governance: &Governance, id: &ScopeId, now_ms: u64) -> anyhow::Resu
     }
     Ok(out)
 }
+
+pub fn positions(positions: &icn_ledger::Positions) -> String {
+    let mut out = format!(
+        "{:<16} {:>12} {:>12} {:>12} {:>12}\n",
+        "scope", "position", "reserved", "credit line", "available"
+    );
+    for (scope, a) in &positions.accounts {
+        let _ = writeln!(
+            out,
+            "{scope:<16} {:>12} {:>12} {:>12} {:>12}",
+            a.position,
+            a.reserved,
+            a.limit,
+            a.available()
+        );
+    }
+    let sum: i64 = positions.accounts.values().map(|a| a.position).sum();
+    let _ = writeln!(out, "sum of positions: {sum}");
+    if !positions.obligations.is_empty() {
+        out.push_str("owed:\n");
+        for o in &positions.obligations {
+            let _ = writeln!(out, "  {} owes {} {}", o.debtor, o.creditor, o.amount);
+        }
+    }
+    out
+}

@@ -54,6 +54,8 @@ pub struct LocalOptions<'a> {
     /// A founding mandate for the federation with this budget, so jobs can run
     /// without a vote first; `None` leaves the federation to decide one.
     pub founding_budget: Option<Credits>,
+    /// The federation's founding credit line: how far below zero its account may go.
+    pub credit_limit: Credits,
 }
 
 impl Default for LocalOptions<'_> {
@@ -66,6 +68,7 @@ impl Default for LocalOptions<'_> {
             worker_timeout_ms: 2_000,
             voting_window_ms: 1_000,
             founding_budget: Some(Credits(1_000_000_000)),
+            credit_limit: Credits(1_000_000_000),
         }
     }
 }
@@ -105,6 +108,7 @@ pub fn genesis(
             rule: rule(options.voting_window_ms),
             prices: Some(PriceSchedule { credits_per_mega_fuel: 1 }),
             policy: None,
+            credit_limit: None,
         },
         GenesisScope {
             id: federation(),
@@ -113,6 +117,7 @@ pub fn genesis(
             rule: rule(options.voting_window_ms),
             prices: None,
             policy: None,
+            credit_limit: Some(options.credit_limit),
         },
     ];
     for owner in options.owners {
@@ -123,6 +128,7 @@ pub fn genesis(
             rule: rule(options.voting_window_ms),
             prices: None,
             policy: None,
+            credit_limit: None,
         });
     }
     let members = members

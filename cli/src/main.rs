@@ -136,6 +136,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The mutual-credit ledger: positions, statements, clearing.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
     /// Read and check the journal.
     Journal {
         #[command(subcommand)]
@@ -154,6 +159,29 @@ enum Command {
         /// Jobs submitted and not yet finished at any moment.
         #[arg(long, default_value_t = 16)]
         in_flight: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Every scope's position, holds and credit limit, and who owes whom.
+    Positions {
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Each entry that moved a scope's account, with the decision behind it.
+    Statement {
+        #[command(flatten)]
+        connect: Connect,
+        scope: ScopeId,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Net the obligations among a federation's scopes into the fewest transfers.
+    Clear {
+        #[command(flatten)]
+        connect: Connect,
+        federation: ScopeId,
     },
 }
 
@@ -222,6 +250,13 @@ enum EffectArgs {
         #[arg(long)]
         quorum: u32,
     },
+    /// How far below zero scope --for's account may go.
+    CreditLimit {
+        #[arg(long = "for")]
+        target: ScopeId,
+        #[arg(long)]
+        limit: i64,
+    },
     /// What compute costs in the deciding scope.
     Prices {
         #[arg(long)]
@@ -250,6 +285,9 @@ impl EffectArgs {
             EffectArgs::Revoke { key, standing } => Effect::RevokeStanding { key, standing },
             EffectArgs::Policy { replicas, quorum } => {
                 Effect::PlacementPolicy(PlacementPolicy { replicas, quorum })
+            }
+            EffectArgs::CreditLimit { target, limit } => {
+                Effect::CreditLimit { scope: target, limit: Credits(limit) }
             }
             EffectArgs::Prices { credits_per_mega_fuel } => {
                 Effect::PriceSchedule(PriceSchedule { credits_per_mega_fuel })
@@ -445,6 +483,28 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&trace)?);
             } else {
                 print!("{trace}");
+            }
+        }
+        Command::Ledger { command: LedgerCommand::Positions { connect } } => {
+            print!("{}", icn_cli::governance::positions(&connect.client().await?.positions().await?));
+        }
+        Command::Ledger { command: LedgerCommand::Statement { connect, scope, json } } => {
+            let statement = connect.client().await?.statement(scope).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&statement)?);
+            } else {
+                print!("{statement}");
+            }
+        }
+        Command::Ledger { command: LedgerCommand::Clear { connect, federation } } => {
+            let clearing = connect.client().await?.clear(federation.clone()).await?;
+            println!(
+                "cleared {federation}: {} obligations became {}; every net position is unchanged",
+                clearing.before.len(),
+                clearing.after.len()
+            );
+            for o in &clearing.after {
+                println!("  {} owes {} {}", o.debtor, o.creditor, o.amount);
             }
         }
         Command::Journal { command: JournalCommand::Verify { journal: path, coordinator_key } } => {

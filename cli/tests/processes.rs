@@ -53,7 +53,8 @@ impl Cluster {
         let mut genesis = format!(
             "[[scopes]]\nid = \"commons\"\nkind = \"commons\"\n{rule}\n\
              prices = {{ credits_per_mega_fuel = 1 }}\n\
-             [[scopes]]\nid = \"fed-north\"\nkind = \"federation\"\nparent = \"commons\"\n{rule}\n"
+             [[scopes]]\nid = \"fed-north\"\nkind = \"federation\"\nparent = \"commons\"\n{rule}\n\
+             credit_limit = 1000000000\n"
         );
         for owner in owners {
             genesis.push_str(&format!(

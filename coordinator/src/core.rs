@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use icn_governance::{Authorization, Event, Genesis, Governance};
-use icn_protocol::governance::{Ballot, Credits, Proposal};
+use icn_ledger::{Ledger, TransferId};
+use icn_protocol::governance::{Ballot, ClearRequest, Credits, Effect, Proposal, ScopeId};
 use icn_protocol::wire::{Assignment, Capacity, ExecutionReport, JobState, JobView, Outcome, Submission};
 use icn_protocol::{ContentId, Envelope, JobId, Keypair, PublicKey, TaskId};
 
@@ -72,6 +73,8 @@ struct Placement {
 struct Job {
     submitter: PublicKey,
     authorization: Authorization,
+    /// The owner of the worker the latest attempt was placed on.
+    owner: Option<ScopeId>,
     submission: Submission,
     submitted_seq: u64,
     attempts: u32,
@@ -85,7 +88,7 @@ struct Job {
 
 #[derive(Clone, Debug)]
 struct Worker {
-    owner: String,
+    owner: ScopeId,
     session: u64,
     capacity: Capacity,
     running: BTreeSet<TaskId>,
@@ -102,6 +105,7 @@ pub struct Core {
     key: Arc<Keypair>,
     config: CoreConfig,
     governance: Governance,
+    ledger: Ledger,
     /// The founding document the journal began with.
     genesis: Option<Genesis>,
     next_seq: u64,
@@ -124,6 +128,7 @@ impl Core {
             key,
             config,
             governance: Governance::default(),
+            ledger: Ledger::default(),
             genesis: None,
             next_seq: 0,
             last_hash: GENESIS_HASH,
@@ -182,6 +187,10 @@ impl Core {
         }
     }
 
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
     pub fn is_member(&self, key: &PublicKey) -> bool {
         self.governance.members.contains_key(key)
     }
@@ -219,6 +228,19 @@ impl Core {
         submission.validate().map_err(|e| e.to_string())?;
         let authorization =
             self.governance.authorize(now_ms, &envelope.signer, &submission).map_err(|e| e.to_string())?;
+        // The most the job may cost is held against the scope's credit as well as its mandate.
+        let account = self.ledger.account(&submission.scope).map_err(|e| e.to_string())?;
+        if authorization.hold.0 > account.available() {
+            return Err(format!(
+                "the account of scope {} can take on {} more credits (position {}, {} reserved, credit limit {}); this job may cost up to {}",
+                submission.scope,
+                account.available(),
+                account.position,
+                account.reserved,
+                account.limit,
+                authorization.hold
+            ));
+        }
         if self.jobs_open >= self.config.jobs_open_max {
             return Err(format!(
                 "the coordinator holds {} open jobs, its limit; try again when some have ended",
@@ -261,7 +283,7 @@ impl Core {
         session: u64,
         capacity: Capacity,
     ) -> Result<(), Refusal> {
-        let Some(owner) = self.governance.workers.get(&worker).map(ToString::to_string) else {
+        let Some(owner) = self.governance.workers.get(&worker).cloned() else {
             return Err(format!("worker key {worker} is not admitted to this commons"));
         };
         if let Some(previous) = self.workers.get(&worker) {
@@ -328,12 +350,17 @@ impl Core {
             self.requeue(now_ms, task, &placement, "the worker failed for a reason of its own".into());
         } else {
             let ended = match &report.outcome {
-                Outcome::Exited { .. } => Record::JobCompleted {
-                    job: task.job,
-                    output_digest: report.output_digest,
-                    fuel: report.fuel,
-                    worker,
-                },
+                Outcome::Exited { .. } => {
+                    let job = &self.jobs[&task.job];
+                    Record::JobCompleted {
+                        job: task.job,
+                        output_digest: report.output_digest,
+                        fuel: report.fuel,
+                        worker,
+                        payee: job.owner.clone().expect("a reported job was placed"),
+                        cost: cost(&job.authorization, report.fuel),
+                    }
+                }
                 Outcome::Failed { kind, detail } => {
                     Record::JobFailed { job: task.job, reason: format!("{kind:?}: {detail}") }
                 }
@@ -347,7 +374,16 @@ impl Core {
     /// overdue attempts are requeued.
     pub fn tick(&mut self, now_ms: u64) {
         for proposal in self.governance.due(now_ms) {
-            let record = self.governance.decide(&proposal);
+            let mut record = self.governance.decide(&proposal);
+            if record.accepted
+                && let Effect::CreditLimit { scope, limit } = &self.governance.open[&proposal].proposal.effect
+            {
+                // Known only at close: whether the account already uses more than the new limit.
+                let mut trial = self.ledger.clone();
+                if let Err(e) = trial.set_limit(scope, *limit) {
+                    record.effect_refused = Some(e.to_string());
+                }
+            }
             let opened = self.governance.open[&proposal].seq;
             let signer = self.key.public();
             self.record(now_ms, Some(opened), signer, Record::Governance(Event::DecisionMade(record)));
@@ -443,11 +479,17 @@ impl Core {
                 let id = JobId(submission.id());
                 let decoded = submission.open_trusted::<Submission>().expect("journaled submissions decode");
                 self.governance.hold(authorization.decision, authorization.hold);
+                if authorization.hold.0 > 0 {
+                    self.ledger
+                        .reserve(transfer(id), &decoded.scope, authorization.hold)
+                        .expect("a journaled admission fits the account (checked before it was recorded)");
+                }
                 self.jobs.insert(
                     id,
                     Job {
                         submitter: submission.signer,
                         authorization: *authorization,
+                        owner: None,
                         submission: decoded,
                         submitted_seq: seq,
                         attempts: 0,
@@ -461,9 +503,10 @@ impl Core {
                 self.queue.insert(seq, id);
                 self.jobs_open += 1;
             }
-            Record::TaskPlaced { task, attempt, worker, .. } => {
+            Record::TaskPlaced { task, attempt, worker, owner } => {
                 let grace_ms = self.config.deadline_grace_ms;
                 let job = self.jobs.get_mut(&task.job).expect("placed task's job exists");
+                job.owner = Some(owner.clone());
                 let timeout_ms = job.submission.limits.timeout_ms;
                 self.queue.remove(&job.submitted_seq);
                 job.attempts = *attempt;
@@ -499,24 +542,68 @@ impl Core {
                 job.entries.push(seq);
                 job.result = Some((report.signer, decoded));
             }
-            Record::JobCompleted { job, fuel, .. } => {
+            Record::JobCompleted { job, fuel, payee, cost: posted, .. } => {
                 let authorization = self.jobs[job].authorization;
-                // Fuel is within the job's limit (reports are validated), so the cost
-                // is within the hold; `min` keeps that true even for a price rounding edge.
-                let spent = authorization.price.cost(*fuel).min(authorization.hold);
+                let spent = cost(&authorization, *fuel);
+                assert_eq!(
+                    spent, *posted,
+                    "entry {seq}: the journaled cost differs from fuel times the price"
+                );
                 self.governance.release(authorization.decision, authorization.hold, spent);
+                if authorization.hold.0 > 0 {
+                    self.ledger
+                        .post(transfer(*job), &[(payee.clone(), spent)])
+                        .expect("a completed job's reservation posts");
+                }
                 self.end(*job, seq, None);
             }
             Record::JobFailed { job, reason } => {
                 let authorization = self.jobs[job].authorization;
                 self.governance.release(authorization.decision, authorization.hold, Credits(0));
+                if authorization.hold.0 > 0 {
+                    self.ledger.void(transfer(*job)).expect("a failed job's reservation voids");
+                }
                 self.end(*job, seq, Some(reason.clone()));
             }
             Record::Governance(event) => {
                 if let Event::Genesis(genesis) = event {
                     self.genesis = Some(genesis.clone());
+                    for scope in &genesis.scopes {
+                        self.ledger.open(scope.id.clone());
+                        if let Some(limit) = scope.credit_limit {
+                            self.ledger
+                                .set_limit(&scope.id, limit)
+                                .expect("a new account takes any valid limit");
+                        }
+                    }
                 }
+                let credit = match event {
+                    Event::DecisionMade(record) if record.accepted && record.effect_refused.is_none() => {
+                        match &self.governance.open[&record.proposal].proposal.effect {
+                            Effect::CreditLimit { scope, limit } => Some((scope.clone(), *limit)),
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                };
                 self.governance.apply(seq, time_ms, event);
+                if let Some((scope, limit)) = credit {
+                    self.ledger
+                        .set_limit(&scope, limit)
+                        .expect("checked at close (else effect_refused is set)");
+                }
+            }
+            Record::Cleared { request, clearing } => {
+                let federation =
+                    request.open_trusted::<ClearRequest>().expect("journaled requests decode").federation;
+                let done = self
+                    .ledger
+                    .clear(&self.governance.descendants(&federation))
+                    .expect("cleared scopes exist");
+                assert_eq!(
+                    &done, clearing,
+                    "entry {seq}: the journaled clearing differs from a recomputation"
+                );
             }
         }
     }
@@ -615,8 +702,55 @@ impl Core {
         }
     }
 
+    /// A member's request to clear the obligations within a federation.
+    pub fn clear(
+        &mut self,
+        now_ms: u64,
+        envelope: Envelope,
+        request: ClearRequest,
+    ) -> Result<icn_ledger::Clearing, Refusal> {
+        let federation = &request.federation;
+        let scope = self.governance.scope(federation).map_err(|e| e.to_string())?;
+        if scope.kind != icn_protocol::governance::ScopeKind::Federation {
+            return Err(format!(
+                "{federation} is not a federation; clearing nets the obligations inside one"
+            ));
+        }
+        let name = self.governance.member_name(&envelope.signer).map(str::to_string);
+        let may =
+            self.governance.holds(&envelope.signer, federation, icn_protocol::governance::Standing::Vote)
+                || self.governance.holds(
+                    &envelope.signer,
+                    federation,
+                    icn_protocol::governance::Standing::Operate,
+                );
+        if !may {
+            return Err(format!(
+                "{} holds neither vote nor operate standing in {federation}",
+                name.unwrap_or_else(|| envelope.signer.to_string())
+            ));
+        }
+        let clearing =
+            self.ledger.clone().clear(&self.governance.descendants(federation)).map_err(|e| e.to_string())?;
+        let signer = envelope.signer;
+        self.record(now_ms, None, signer, Record::Cleared { request: envelope, clearing: clearing.clone() });
+        Ok(clearing)
+    }
+
     /// Who submitted a job; for the shell's access checks.
     pub fn submitter(&self, id: &JobId) -> Option<PublicKey> {
         self.jobs.get(id).map(|j| j.submitter)
     }
+}
+
+/// A job's one transfer: reserved at admission, posted at completion or voided at failure.
+pub fn transfer(job: JobId) -> TransferId {
+    TransferId::derive("job", &job.0.0)
+}
+
+/// What a job that used `fuel` costs, at the price it was admitted at. Reports are
+/// checked to stay within the fuel limit, so this stays within the hold; `min` keeps
+/// that true at a rounding edge.
+fn cost(authorization: &Authorization, fuel: icn_protocol::Fuel) -> Credits {
+    authorization.price.cost(fuel).min(authorization.hold)
 }

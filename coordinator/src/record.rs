@@ -2,7 +2,8 @@
 //! core's state is nothing but these records applied in order.
 
 use icn_governance::{Authorization, Event};
-use icn_protocol::governance::{Ballot, Proposal};
+use icn_ledger::Clearing;
+use icn_protocol::governance::{Ballot, ClearRequest, Credits, Proposal, ScopeId};
 use icn_protocol::wire::{ExecutionReport, Submission};
 use icn_protocol::{ContentId, Envelope, Fuel, JobId, PublicKey, TaskId};
 use serde::{Deserialize, Serialize};
@@ -19,7 +20,8 @@ pub enum Record {
         task: TaskId,
         attempt: u32,
         worker: PublicKey,
-        owner: String,
+        /// The cooperative that owns the worker; it is paid if the result is accepted.
+        owner: ScopeId,
     },
     /// The task goes back to the queue; the attempt it was on is over.
     TaskRequeued {
@@ -31,11 +33,16 @@ pub enum Record {
     ReportReceived {
         report: Envelope,
     },
+    /// The job's result is accepted, and its cost posted: the submitting scope pays
+    /// `cost` (its fuel at the price it was admitted at) to the worker's owner `payee`,
+    /// and the rest of its hold is released.
     JobCompleted {
         job: JobId,
         output_digest: ContentId,
         fuel: Fuel,
         worker: PublicKey,
+        payee: ScopeId,
+        cost: Credits,
     },
     JobFailed {
         job: JobId,
@@ -43,6 +50,12 @@ pub enum Record {
     },
     /// A change to governance: genesis, proposal, ballot or decision.
     Governance(Event),
+    /// A member asked to clear the obligations among a federation's scopes; what
+    /// clearing did. Positions do not move.
+    Cleared {
+        request: Envelope,
+        clearing: Clearing,
+    },
 }
 
 impl Record {
@@ -53,6 +66,7 @@ impl Record {
             Record::ReportReceived { report } => Some(report),
             Record::Governance(Event::ProposalOpened { proposal, .. }) => Some(proposal),
             Record::Governance(Event::BallotCast { ballot, .. }) => Some(ballot),
+            Record::Cleared { request, .. } => Some(request),
             _ => None,
         }
     }
@@ -66,7 +80,7 @@ impl Record {
                 report.open_trusted::<ExecutionReport>().ok().map(|r| r.task.job)
             }
             Record::JobCompleted { job, .. } | Record::JobFailed { job, .. } => Some(*job),
-            Record::Governance(_) => None,
+            Record::Governance(_) | Record::Cleared { .. } => None,
         }
     }
 
@@ -108,8 +122,8 @@ impl Record {
                 ),
                 Err(_) => "report received (unreadable report)".into(),
             },
-            Record::JobCompleted { job, output_digest, fuel, worker } => format!(
-                "job {} completed on worker {}: output {}, {}",
+            Record::JobCompleted { job, output_digest, fuel, worker, payee, cost } => format!(
+                "job {} completed on worker {}: output {}, {}; {cost} posted to {payee}",
                 job.0.short(),
                 worker.short(),
                 output_digest.short(),
@@ -117,6 +131,16 @@ impl Record {
             ),
             Record::JobFailed { job, reason } => format!("job {} failed: {reason}", job.0.short()),
             Record::Governance(event) => describe_event(event),
+            Record::Cleared { request, clearing } => match request.open_trusted::<ClearRequest>() {
+                Ok(r) => format!(
+                    "obligations in {} cleared at the request of {}: {} became {}",
+                    r.federation,
+                    request.signer.short(),
+                    clearing.before.len(),
+                    clearing.after.len()
+                ),
+                Err(_) => "clearing (unreadable request)".into(),
+            },
         }
     }
 }

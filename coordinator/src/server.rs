@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use icn_governance::Genesis;
 use icn_protocol::ContentId;
-use icn_protocol::governance::{Ballot, Proposal};
+use icn_protocol::governance::{Ballot, ClearRequest, Proposal};
 use icn_protocol::wire::TraceQuery;
 
 use crate::core::{Command, Core, CoreConfig};
@@ -98,6 +98,14 @@ enum Event {
     },
     Governance {
         reply: oneshot::Sender<String>,
+    },
+    Positions {
+        reply: oneshot::Sender<String>,
+    },
+    Clear {
+        envelope: Envelope,
+        request: ClearRequest,
+        reply: oneshot::Sender<Result<String, String>>,
     },
     Watch {
         job: JobId,
@@ -321,6 +329,18 @@ impl CoreShell {
             }
             Event::Vote { envelope, ballot, reply } => {
                 let result = self.core.vote(now, envelope, ballot);
+                replies.push(later(reply, result));
+            }
+            Event::Positions { reply } => {
+                let json =
+                    serde_json::to_string(&self.core.ledger().positions()).expect("positions encode as JSON");
+                replies.push(later(reply, json));
+            }
+            Event::Clear { envelope, request, reply } => {
+                let result = self
+                    .core
+                    .clear(now, envelope, request)
+                    .map(|clearing| serde_json::to_string(&clearing).expect("a clearing encodes as JSON"));
                 replies.push(later(reply, result));
             }
             Event::Governance { reply } => {
@@ -597,35 +617,69 @@ impl Shell {
                     Err(_) => ClientResponse::Error("the coordinator stopped".into()),
                 }
             }
-            ClientRequest::Governance => {
+            ClientRequest::Governance => self.json_from_core(|reply| Event::Governance { reply }).await,
+            ClientRequest::Positions => self.json_from_core(|reply| Event::Positions { reply }).await,
+            ClientRequest::Trace(query) => {
+                self.json_from_journal(move |provenance| match query {
+                    TraceQuery::Job(job) => Ok(serde_json::to_string(&provenance.job(&job)?)),
+                    TraceQuery::Decision(seq) => Ok(serde_json::to_string(&provenance.decision(seq)?)),
+                })
+                .await
+            }
+            ClientRequest::Statement(scope) => {
+                self.json_from_journal(move |provenance| {
+                    Ok(serde_json::to_string(&provenance.statement(&scope)?))
+                })
+                .await
+            }
+            ClientRequest::Clear(envelope) => {
+                let request: ClearRequest = match envelope.open() {
+                    Ok(request) => request,
+                    Err(e) => return ClientResponse::Error(format!("clearing refused: {e}")),
+                };
                 let (reply, answer) = oneshot::channel();
-                if self.events.send(Event::Governance { reply }).is_err() {
+                if self.events.send(Event::Clear { envelope, request, reply }).is_err() {
                     return ClientResponse::Error("the coordinator is stopping".into());
                 }
                 match answer.await {
-                    Ok(json) => ClientResponse::Json(json),
+                    Ok(Ok(json)) => ClientResponse::Json(json),
+                    Ok(Err(reason)) => ClientResponse::Error(format!("clearing refused: {reason}")),
                     Err(_) => ClientResponse::Error("the coordinator stopped".into()),
                 }
             }
-            ClientRequest::Trace(query) => {
-                // The journal is the record: the trace is read from the file itself.
-                let path = self.journal.clone();
-                let traced = tokio::task::spawn_blocking(move || -> Result<String, String> {
-                    let entries = crate::journal::read(&path).map_err(|e| e.to_string())?;
-                    let provenance = crate::trace::Provenance::new(entries).map_err(|e| e.to_string())?;
-                    let trace = match query {
-                        TraceQuery::Job(job) => provenance.job(&job)?,
-                        TraceQuery::Decision(seq) => provenance.decision(seq)?,
-                    };
-                    Ok(serde_json::to_string(&trace).expect("a trace encodes as JSON"))
-                })
-                .await;
-                match traced {
-                    Ok(Ok(json)) => ClientResponse::Json(json),
-                    Ok(Err(reason)) => ClientResponse::Error(reason),
-                    Err(e) => ClientResponse::Error(e.to_string()),
-                }
-            }
+        }
+    }
+
+    /// A JSON document the core thread writes.
+    async fn json_from_core(&self, event: impl FnOnce(oneshot::Sender<String>) -> Event) -> ClientResponse {
+        let (reply, answer) = oneshot::channel();
+        if self.events.send(event(reply)).is_err() {
+            return ClientResponse::Error("the coordinator is stopping".into());
+        }
+        match answer.await {
+            Ok(json) => ClientResponse::Json(json),
+            Err(_) => ClientResponse::Error("the coordinator stopped".into()),
+        }
+    }
+
+    /// A JSON document read from the journal file itself: the journal is the record.
+    async fn json_from_journal(
+        &self,
+        build: impl FnOnce(&crate::trace::Provenance) -> Result<serde_json::Result<String>, String>
+        + Send
+        + 'static,
+    ) -> ClientResponse {
+        let path = self.journal.clone();
+        let built = tokio::task::spawn_blocking(move || -> Result<String, String> {
+            let entries = crate::journal::read(&path).map_err(|e| e.to_string())?;
+            let provenance = crate::trace::Provenance::new(entries).map_err(|e| e.to_string())?;
+            build(&provenance)?.map_err(|e| e.to_string())
+        })
+        .await;
+        match built {
+            Ok(Ok(json)) => ClientResponse::Json(json),
+            Ok(Err(reason)) => ClientResponse::Error(reason),
+            Err(e) => ClientResponse::Error(e.to_string()),
         }
     }
 

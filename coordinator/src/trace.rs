@@ -46,6 +46,47 @@ pub struct JobTrace {
     pub submitter: Person,
     pub hold: Credits,
     pub entries: Vec<Line>,
+    /// What moved in the ledger for this job, in words, each naming its entry.
+    pub money: Vec<String>,
+}
+
+/// One entry of a scope's account statement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatementLine {
+    pub seq: u64,
+    pub time_ms: u64,
+    /// How the posted position moved (0 for holds, releases and clearing).
+    pub change: Credits,
+    /// The position after this entry.
+    pub position: Credits,
+    pub text: String,
+    /// The decision that authorized what moved, if any.
+    pub decision: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Statement {
+    pub scope: ScopeId,
+    pub lines: Vec<StatementLine>,
+}
+
+impl fmt::Display for Statement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "statement of {}", self.scope)?;
+        for line in &self.lines {
+            let decision = line.decision.map_or(String::new(), |d| format!(" (under decision #{d})"));
+            writeln!(
+                f,
+                "  #{:<6} {} {:>+10} -> {:>10}  {}{decision}",
+                line.seq,
+                when(line.time_ms),
+                line.change.0,
+                line.position.0,
+                line.text
+            )?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,6 +205,25 @@ impl Provenance {
             return Err(format!("job {job} is not in this journal"));
         };
         let submission: Submission = envelope.open_trusted().map_err(|e| e.to_string())?;
+        let mut money = vec![];
+        for line in &lines {
+            match &self.records[line.seq as usize] {
+                Record::JobSubmitted { .. } if authorization.hold.0 > 0 => money.push(format!(
+                    "#{}: reserved up to {} of {}'s credit",
+                    line.seq, authorization.hold, submission.scope
+                )),
+                Record::JobCompleted { payee, cost, .. } => money.push(format!(
+                    "#{} (caused by the accepted report #{}): {} paid {cost} to {payee}; the rest of the hold was released",
+                    line.seq,
+                    line.cause.unwrap_or_default(),
+                    submission.scope
+                )),
+                Record::JobFailed { .. } if authorization.hold.0 > 0 => {
+                    money.push(format!("#{}: the reservation was voided; nobody paid", line.seq))
+                }
+                _ => {}
+            }
+        }
         Ok(Trace {
             job: Some(JobTrace {
                 job: *job,
@@ -171,10 +231,96 @@ impl Provenance {
                 submitter: self.person(&envelope.signer),
                 hold: authorization.hold,
                 entries: lines,
+                money,
             }),
             authority: self.authority(authorization.decision)?,
             authorized_jobs: vec![],
         })
+    }
+
+    /// Every entry that moved or held `scope`'s account, with the decision behind it.
+    pub fn statement(&self, scope: &ScopeId) -> Result<Statement, String> {
+        if !self.governance.scopes.contains_key(scope) {
+            return Err(format!("scope {scope} does not exist"));
+        }
+        let mut jobs: std::collections::HashMap<JobId, (ScopeId, icn_governance::Authorization)> =
+            std::collections::HashMap::new();
+        let mut position = 0i64;
+        let mut lines = vec![];
+        for (seq, record) in self.records.iter().enumerate() {
+            let (change, text, decision) = match record {
+                Record::JobSubmitted { submission, authorization } => {
+                    let Ok(s) = submission.open_trusted::<Submission>() else { continue };
+                    let job = JobId(submission.id());
+                    jobs.insert(job, (s.scope.clone(), *authorization));
+                    if s.scope != *scope || authorization.hold.0 == 0 {
+                        continue;
+                    }
+                    (
+                        0,
+                        format!("held up to {} for job {}", authorization.hold, job.0.short()),
+                        Some(authorization.decision),
+                    )
+                }
+                Record::JobCompleted { job, payee, cost, .. } => {
+                    let Some((payer, authorization)) = jobs.get(job) else { continue };
+                    let text = |other: &str| format!("job {}: {other}", job.0.short());
+                    if payer == scope && payee == scope {
+                        (0, text("paid its own cooperative"), Some(authorization.decision))
+                    } else if payer == scope {
+                        (
+                            -cost.0,
+                            text(&format!("paid {payee} for the accepted result")),
+                            Some(authorization.decision),
+                        )
+                    } else if payee == scope {
+                        (
+                            cost.0,
+                            text(&format!("earned from {payer} for an accepted result")),
+                            Some(authorization.decision),
+                        )
+                    } else {
+                        continue;
+                    }
+                }
+                Record::JobFailed { job, .. } => match jobs.get(job) {
+                    Some((payer, a)) if payer == scope && a.hold.0 > 0 => {
+                        (0, format!("job {}: failed; its hold was released", job.0.short()), Some(a.decision))
+                    }
+                    _ => continue,
+                },
+                Record::Cleared { clearing, .. } => {
+                    let touches = |o: &icn_ledger::Obligation| o.debtor == *scope || o.creditor == *scope;
+                    if !clearing.before.iter().chain(&clearing.after).any(touches) {
+                        continue;
+                    }
+                    let owed = |list: &[icn_ledger::Obligation]| -> String {
+                        let mine: Vec<String> = list
+                            .iter()
+                            .filter(|o| touches(o))
+                            .map(|o| format!("{} owes {} {}", o.debtor, o.creditor, o.amount.0))
+                            .collect();
+                        if mine.is_empty() { "nothing".into() } else { mine.join(", ") }
+                    };
+                    (
+                        0,
+                        format!("clearing: {} became {}", owed(&clearing.before), owed(&clearing.after)),
+                        None,
+                    )
+                }
+                _ => continue,
+            };
+            position += change;
+            lines.push(StatementLine {
+                seq: seq as u64,
+                time_ms: self.entries[seq].time_ms,
+                change: Credits(change),
+                position: Credits(position),
+                text,
+                decision,
+            });
+        }
+        Ok(Statement { scope: scope.clone(), lines })
     }
 
     pub fn decision(&self, decision: u64) -> Result<Trace, String> {
@@ -337,6 +483,14 @@ impl fmt::Display for Trace {
             }
             writeln!(f, "  {}", p.reason)?;
             writeln!(f, "  ballots digest {}", p.ballots_digest)?;
+        }
+        if let Some(job) = &self.job
+            && !job.money.is_empty()
+        {
+            writeln!(f, "what it cost:")?;
+            for line in &job.money {
+                writeln!(f, "  {line}")?;
+            }
         }
         if self.job.is_none() {
             writeln!(f, "jobs authorized: {}", self.authorized_jobs.len())?;

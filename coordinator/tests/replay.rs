@@ -1,17 +1,21 @@
-//! The coordinator core's governance after any sequence of proposals, ballots,
-//! submissions and passing time equals what replaying its journal from empty gives.
+//! The coordinator core's governance and ledger after any sequence of proposals,
+//! ballots, submissions, results and passing time equal what replaying its journal
+//! from empty gives.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use icn_coordinator::core::{Core, CoreConfig};
+use icn_coordinator::core::{Command, Core, CoreConfig};
 use icn_coordinator::journal::Entry;
 use icn_governance::Genesis;
+use icn_governance::genesis::GenesisWorker;
 use icn_governance::genesis::{GenesisMember, GenesisScope};
 use icn_protocol::governance::{
     Choice, Credits, Effect, Mandate, PriceSchedule, Proposal, Rule, ScopeId, ScopeKind, Standing,
 };
-use icn_protocol::wire::{ExecutorKind, Limits, Submission};
+use icn_protocol::wire::{
+    Assignment, Capacity, ExecutionReport, ExecutorKind, FailureKind, Limits, Outcome, Submission,
+};
 use icn_protocol::{ContentId, Envelope, Fuel, Keypair};
 use proptest::prelude::*;
 
@@ -41,6 +45,16 @@ fn genesis() -> Genesis {
                 rule: rule("1/2"),
                 prices: Some(PriceSchedule { credits_per_mega_fuel: 1 }),
                 policy: None,
+                credit_limit: None,
+            },
+            GenesisScope {
+                id: scope("coop-a"),
+                kind: ScopeKind::Cooperative,
+                parent: Some(scope("fed")),
+                rule: rule("1/2"),
+                prices: None,
+                policy: None,
+                credit_limit: None,
             },
             GenesisScope {
                 id: scope("fed"),
@@ -49,6 +63,7 @@ fn genesis() -> Genesis {
                 rule: rule("2/3"),
                 prices: None,
                 policy: None,
+                credit_limit: Some(Credits(1_000_000_000)),
             },
         ],
         members: (0..MEMBERS)
@@ -58,33 +73,52 @@ fn genesis() -> Genesis {
                 standing: BTreeMap::from([(scope("fed"), vec![Standing::Vote, Standing::Submit])]),
             })
             .collect(),
-        workers: vec![],
+        workers: vec![GenesisWorker { key: worker().public(), owner: scope("coop-a") }],
         mandates: vec![],
     }
 }
 
+fn worker() -> Keypair {
+    Keypair::from_seed([77; 32])
+}
+
 #[derive(Clone, Debug)]
 enum Op {
-    Propose { member: usize, effect: u8, value: u32 },
-    Vote { member: usize, proposal: usize, choice: u8 },
-    Submit { member: usize, fuel_mega: u64 },
-    Advance { ms: u64 },
+    Propose {
+        member: usize,
+        effect: u8,
+        value: u32,
+    },
+    Vote {
+        member: usize,
+        proposal: usize,
+        choice: u8,
+    },
+    Submit {
+        member: usize,
+        fuel_mega: u64,
+    },
+    Advance {
+        ms: u64,
+    },
+    /// The worker reports on one of the tasks it runs: exited, or out of fuel.
+    Finish {
+        task: usize,
+        ok: bool,
+        fuel_percent: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
+    // Weighted so that many proposals gather enough ballots to pass, jobs then run
+    // against the mandates they grant, and the worker reports on them.
     prop_oneof![
-        (0..MEMBERS, 0..4u8, 1..6u32).prop_map(|(member, effect, value)| Op::Propose {
-            member,
-            effect,
-            value
-        }),
-        (0..MEMBERS, 0..6usize, 0..3u8).prop_map(|(member, proposal, choice)| Op::Vote {
-            member,
-            proposal,
-            choice
-        }),
-        (0..MEMBERS, 1..3_000u64).prop_map(|(member, fuel_mega)| Op::Submit { member, fuel_mega }),
-        (1..1_500u64).prop_map(|ms| Op::Advance { ms }),
+        2 => (0..MEMBERS, 0..6u8, 1..6u32).prop_map(|(member, effect, value)| Op::Propose { member, effect, value }),
+        6 => (0..MEMBERS, 0..2usize, 0..10u8).prop_map(|(member, proposal, choice)| Op::Vote { member, proposal, choice }),
+        3 => (0..MEMBERS, 1..3_000u64).prop_map(|(member, fuel_mega)| Op::Submit { member, fuel_mega }),
+        2 => (1..800u64).prop_map(|ms| Op::Advance { ms }),
+        3 => (0..4usize, proptest::bool::weighted(0.8), 0..=100u64)
+            .prop_map(|(task, ok, fuel_percent)| Op::Finish { task, ok, fuel_percent }),
     ]
 }
 
@@ -112,11 +146,14 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
     #[test]
-    fn replaying_the_journal_from_empty_gives_the_live_governance(ops in proptest::collection::vec(op(), 20..120)) {
+    fn replaying_the_journal_from_empty_gives_the_live_governance_and_ledger(ops in proptest::collection::vec(op(), 20..120)) {
         let coordinator = Arc::new(Keypair::from_seed([99; 32]));
         let mut live = Core::new(coordinator.clone(), CoreConfig::default());
         let mut now_ms = 1_000_000;
         live.found(now_ms, &genesis()).unwrap();
+        let capacity = Capacity { slots: 2, memory_bytes: 1 << 30, executors: vec![ExecutorKind::Wasm] };
+        live.worker_connected(now_ms, worker().public(), 1, capacity).unwrap();
+        let mut running: Vec<Assignment> = vec![];
         let mut journal: Vec<Entry> = live.take_entries();
         let mut proposals: Vec<ContentId> = vec![];
                 for (nonce, op) in ops.into_iter().enumerate() {
@@ -156,7 +193,35 @@ proptest! {
                 }
                 Op::Advance { ms } => {
                     now_ms += ms;
+                    live.heartbeat(now_ms, worker().public(), 1);
                     live.tick(now_ms);
+                }
+                Op::Finish { task, ok, fuel_percent } => {
+                    if !running.is_empty() {
+                        let assignment = running.remove(task % running.len());
+                        let fuel = Fuel(assignment.limits.fuel.0 / 100 * fuel_percent);
+                        let outcome = if ok {
+                            Outcome::Exited { code: 0 }
+                        } else {
+                            Outcome::Failed { kind: FailureKind::OutOfFuel, detail: "out of fuel".into() }
+                        };
+                        let report = ExecutionReport {
+                            task: assignment.task,
+                            attempt: assignment.attempt,
+                            outcome,
+                            output: vec![],
+                            output_digest: ContentId::of(b""),
+                            stderr: vec![],
+                            fuel,
+                        };
+                        let envelope = Envelope::seal(&worker(), nonce, &report);
+                        live.report(now_ms, worker().public(), 1, envelope, report);
+                    }
+                }
+            }
+            for command in live.take_commands() {
+                if let Command::Dispatch { assignment, .. } = command {
+                    running.push(assignment);
                 }
             }
             journal.extend(live.take_entries());
@@ -165,5 +230,7 @@ proptest! {
         replayed.recover(&journal, now_ms).unwrap();
         replayed.found(now_ms, &genesis()).unwrap();
         prop_assert_eq!(live.governance(), replayed.governance());
+        prop_assert_eq!(live.ledger(), replayed.ledger());
+        prop_assert_eq!(live.ledger().check(), Ok(()));
     }
 }

@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use icn_protocol::PublicKey;
 use icn_protocol::governance::{
-    Mandate, PlacementPolicy, PriceSchedule, Rule, ScopeId, ScopeKind, Standing, check_name,
+    BUDGET_CREDITS_MAX, Credits, Mandate, PlacementPolicy, PriceSchedule, Rule, ScopeId, ScopeKind, Standing,
+    check_name,
 };
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +41,9 @@ pub struct GenesisScope {
     pub prices: Option<PriceSchedule>,
     #[serde(default)]
     pub policy: Option<PlacementPolicy>,
+    /// How far below zero the scope's ledger account may go (default 0).
+    #[serde(default)]
+    pub credit_limit: Option<Credits>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +87,14 @@ impl Genesis {
             scope.rule.validate().map_err(|e| Refusal::Invalid(format!("scope {}: {e}", scope.id)))?;
             if let Some(prices) = &scope.prices {
                 prices.validate().map_err(|e| Refusal::Invalid(format!("scope {}: {e}", scope.id)))?;
+            }
+            if let Some(limit) = scope.credit_limit
+                && !(0..=BUDGET_CREDITS_MAX).contains(&limit.0)
+            {
+                return invalid(format!(
+                    "scope {}: credit_limit {} is not from 0 to {BUDGET_CREDITS_MAX}",
+                    scope.id, limit.0
+                ));
             }
             if let Some(policy) = &scope.policy {
                 policy.validate().map_err(|e| Refusal::Invalid(format!("scope {}: {e}", scope.id)))?;

@@ -47,6 +47,9 @@ pub struct DecisionRecord {
     /// blake3 over the ids of the counted ballot envelopes, in the same order.
     pub ballots_digest: ContentId,
     pub reason: String,
+    /// Set when the decision was accepted but its effect could not apply at close (for
+    /// example a credit limit below what the account already uses); nothing changed.
+    pub effect_refused: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,6 +170,11 @@ impl Governance {
         chain
     }
 
+    /// `scope` and every scope inside it.
+    pub fn descendants(&self, scope: &ScopeId) -> BTreeSet<ScopeId> {
+        self.scopes.keys().filter(|id| self.lineage(id).contains(scope)).cloned().collect()
+    }
+
     /// The price schedule in force for `scope`: its own, or its nearest ancestor's.
     pub fn prices(&self, scope: &ScopeId) -> PriceSchedule {
         self.lineage(scope)
@@ -272,6 +280,7 @@ impl Governance {
                 }
                 Ok(())
             }
+            Effect::CreditLimit { scope: target, .. } => within(target),
             Effect::PlacementPolicy(_) | Effect::PriceSchedule(_) => Ok(()),
         }
     }
@@ -361,6 +370,7 @@ impl Governance {
             ballots,
             ballots_digest: ContentId::of(&digest),
             reason,
+            effect_refused: None,
         }
     }
 
@@ -450,10 +460,13 @@ impl Governance {
                 open.ballots.insert(ballot.signer, (decoded.choice, seq, ballot.id()));
             }
             Event::DecisionMade(record) => {
-                let recount = self.decide(&record.proposal);
+                let recount = DecisionRecord {
+                    effect_refused: record.effect_refused.clone(),
+                    ..self.decide(&record.proposal)
+                };
                 assert_eq!(&recount, record, "entry {seq}: the journaled decision differs from a recount");
                 let open = self.open.remove(&record.proposal).expect("decided proposal was open");
-                if record.accepted {
+                if record.accepted && record.effect_refused.is_none() {
                     self.apply_effect(seq, time_ms, &open.proposal.scope, &open.proposal.effect);
                 }
                 self.closed.insert(record.proposal, seq);
@@ -548,6 +561,8 @@ impl Governance {
             Effect::PriceSchedule(prices) => {
                 self.scopes.get_mut(scope).expect("decided scope exists").prices = Some(*prices);
             }
+            // The ledger holds credit limits; the coordinator applies this to it.
+            Effect::CreditLimit { .. } => {}
         }
     }
 
@@ -613,6 +628,9 @@ pub fn describe_effect(scope: &ScopeId, effect: &Effect, name: impl Fn(&PublicKe
         }
         Effect::PriceSchedule(p) => {
             format!("prices for {scope}: {} credits per million fuel", p.credits_per_mega_fuel)
+        }
+        Effect::CreditLimit { scope: target, limit } => {
+            format!("credit line for {target}: its account may go down to -{}", limit.0)
         }
     }
 }

@@ -43,6 +43,7 @@ impl World {
                     rule: rule("1/2", "1/2"),
                     prices: Some(PriceSchedule { credits_per_mega_fuel: 1 }),
                     policy: None,
+                    credit_limit: None,
                 },
                 GenesisScope {
                     id: scope("fed"),
@@ -51,6 +52,7 @@ impl World {
                     rule: rule("1/2", "2/3"),
                     prices: None,
                     policy: None,
+                    credit_limit: None,
                 },
                 GenesisScope {
                     id: scope("coop-a"),
@@ -59,6 +61,7 @@ impl World {
                     rule: rule("1/2", "1/2"),
                     prices: None,
                     policy: None,
+                    credit_limit: None,
                 },
             ],
             members: vec![

@@ -128,6 +128,13 @@ pub struct Clearing {
     pub after: Vec<Obligation>,
 }
 
+/// Every account and the obligations between them, for people and tools.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Positions {
+    pub accounts: BTreeMap<ScopeId, Account>,
+    pub obligations: Vec<Obligation>,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ledger {
     accounts: BTreeMap<ScopeId, Account>,
@@ -150,6 +157,10 @@ impl Ledger {
 
     pub fn account(&self, scope: &ScopeId) -> Result<&Account, LedgerError> {
         self.accounts.get(scope).ok_or_else(|| LedgerError::UnknownAccount(scope.clone()))
+    }
+
+    pub fn positions(&self) -> Positions {
+        Positions { accounts: self.accounts.clone(), obligations: self.obligations().collect() }
     }
 
     pub fn reservation(&self, id: &TransferId) -> Option<&Reservation> {

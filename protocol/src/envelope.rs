@@ -26,6 +26,7 @@ pub enum Kind {
     JournalRecord,
     Proposal,
     Ballot,
+    ClearRequest,
 }
 
 /// A payload type that travels in an envelope.

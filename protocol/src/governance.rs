@@ -68,7 +68,7 @@ impl From<ScopeId> for String {
 
 impl fmt::Display for ScopeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.pad(&self.0)
     }
 }
 
@@ -355,6 +355,11 @@ pub enum Effect {
     PlacementPolicy(PlacementPolicy),
     /// For the proposal's scope.
     PriceSchedule(PriceSchedule),
+    /// How far below zero `scope`'s ledger account may go.
+    CreditLimit {
+        scope: ScopeId,
+        limit: Credits,
+    },
 }
 
 /// A member asks its scope to decide on an effect.
@@ -384,6 +389,15 @@ impl Proposal {
             Effect::RevokeStanding { standing, .. } => check_standing(standing),
             Effect::PlacementPolicy(policy) => policy.validate(),
             Effect::PriceSchedule(prices) => prices.validate(),
+            Effect::CreditLimit { limit, .. } => {
+                if limit.0 < 0 || limit.0 > BUDGET_CREDITS_MAX {
+                    return Err(Error::invalid(format!(
+                        "credit limit {} is not allowed: use 0 to {BUDGET_CREDITS_MAX} credits",
+                        limit.0
+                    )));
+                }
+                Ok(())
+            }
             Effect::AdmitWorker { .. } | Effect::RemoveWorker { .. } => Ok(()),
         }
     }
@@ -394,6 +408,17 @@ fn check_standing(standing: &[Standing]) -> Result<(), Error> {
         return Err(Error::invalid("name 1 to 4 kinds of standing"));
     }
     Ok(())
+}
+
+/// A member asks the coordinator to clear the obligations among the scopes of a
+/// federation (the federation and every scope inside it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClearRequest {
+    pub federation: ScopeId,
+}
+
+impl Signed for ClearRequest {
+    const KIND: Kind = Kind::ClearRequest;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -335,6 +335,12 @@ pub enum ClientRequest {
     Governance,
     /// The provenance of a job, or of a decision and the jobs it authorized.
     Trace(TraceQuery),
+    /// Every account's position, reservations held and credit limit.
+    Positions,
+    /// One scope's account entries with the decision behind each.
+    Statement(ScopeId),
+    /// A signed [`crate::governance::ClearRequest`].
+    Clear(Envelope),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
