@@ -135,3 +135,132 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         options,
     })
 }
+
+// ---- the ledger ----------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+pub struct LedgerBenchReport {
+    pub postings: usize,
+    pub batch: usize,
+    pub pure_postings_per_s: f64,
+    pub durable_postings_per_s: f64,
+    pub sqlite_inserts_per_s: f64,
+}
+
+impl LedgerBenchReport {
+    pub fn print(&self) {
+        println!(
+            "icn bench --ledger: {} postings (each a reserve then a post), {} per commit, fsync on every commit",
+            self.postings, self.batch
+        );
+        println!(
+            "pure ledger, one thread:                         {:>12.0} postings/s",
+            self.pure_postings_per_s
+        );
+        println!(
+            "durable: journal entries, group commit, applied:  {:>12.0} postings/s",
+            self.durable_postings_per_s
+        );
+        println!(
+            "baseline, raw SQLite inserts of the same count and batch: {:>12.0} rows/s",
+            self.sqlite_inserts_per_s
+        );
+        println!("ratio pure / raw SQLite:    {:.2}", self.pure_postings_per_s / self.sqlite_inserts_per_s);
+        println!(
+            "ratio durable / raw SQLite: {:.2}",
+            self.durable_postings_per_s / self.sqlite_inserts_per_s
+        );
+    }
+}
+
+/// Postings through the pure ledger; through the journal (signed records, hash chain,
+/// one sealed commit per batch) and the ledger; and, as the baseline, plain SQLite
+/// inserts with the journal's settings and the same batch size.
+pub fn ledger(postings: usize, batch: usize) -> anyhow::Result<LedgerBenchReport> {
+    use icn_coordinator::journal::{Entry, GENESIS_HASH, Journal, open_connection};
+    use icn_coordinator::record::Record;
+    use icn_ledger::{Ledger, TransferId};
+    use icn_protocol::governance::{Credits, ScopeId};
+
+    anyhow::ensure!(postings > 0 && batch > 0, "postings and batch must be at least 1");
+    let payer: ScopeId = "fed-north".parse()?;
+    let payees: Vec<ScopeId> = (0..20).map(|i| format!("coop-{i}").parse()).collect::<Result<_, _>>()?;
+    let fresh = || -> anyhow::Result<Ledger> {
+        let mut ledger = Ledger::default();
+        ledger.open(payer.clone());
+        for payee in &payees {
+            ledger.open(payee.clone());
+        }
+        ledger.set_limit(&payer, Credits(icn_ledger::AMOUNT_MAX))?;
+        Ok(ledger)
+    };
+    let ids: Vec<TransferId> =
+        (0..postings).map(|i| TransferId::derive("bench", &(i as u64).to_le_bytes())).collect();
+
+    let mut pure = fresh()?;
+    let started = Instant::now();
+    for (i, id) in ids.iter().enumerate() {
+        pure.reserve(*id, &payer, Credits(100))?;
+        pure.post(*id, &[(payees[i % payees.len()].clone(), Credits(37))])?;
+    }
+    let pure_postings_per_s = postings as f64 / started.elapsed().as_secs_f64();
+    pure.check().map_err(anyhow::Error::msg)?;
+
+    let dir = tempfile::tempdir()?;
+    let key = icn_protocol::Keypair::generate();
+    let mut journal = Journal::open(&dir.path().join("journal.db"), key.public())?;
+    let mut durable = fresh()?;
+    let (mut prev, mut seq) = (GENESIS_HASH, 0u64);
+    let started = Instant::now();
+    for (chunk_index, chunk) in ids.chunks(batch).enumerate() {
+        let mut entries = Vec::with_capacity(chunk.len());
+        for (i, id) in chunk.iter().enumerate() {
+            let payee = payees[(chunk_index * batch + i) % payees.len()].clone();
+            let record = Record::JobCompleted {
+                job: icn_protocol::JobId(id.0),
+                output_digest: icn_protocol::ContentId::of(b""),
+                fuel: icn_protocol::Fuel(37_000_000),
+                worker: key.public(),
+                payee: payee.clone(),
+                cost: Credits(37),
+            };
+            let entry = Entry::new(seq, prev, None, 0, key.public(), &record);
+            durable.reserve(*id, &payer, Credits(100))?;
+            durable.post(*id, &[(payee, Credits(37))])?;
+            prev = entry.hash;
+            seq += 1;
+            entries.push(entry);
+        }
+        entries.last_mut().expect("chunks are not empty").seal_with(&key);
+        journal.append(&entries)?;
+    }
+    let durable_postings_per_s = postings as f64 / started.elapsed().as_secs_f64();
+
+    let connection = open_connection(&dir.path().join("baseline.db"))?;
+    connection.execute_batch(
+        // Rows appended in key order, like the journal's: the cheapest honest insert.
+        "CREATE TABLE postings (seq INTEGER PRIMARY KEY, id BLOB NOT NULL, payer TEXT NOT NULL, payee TEXT NOT NULL, amount INTEGER NOT NULL)",
+    )?;
+    let started = Instant::now();
+    for (chunk_index, chunk) in ids.chunks(batch).enumerate() {
+        let transaction = connection.unchecked_transaction()?;
+        {
+            let mut insert =
+                transaction.prepare_cached("INSERT INTO postings VALUES (?1, ?2, ?3, ?4, ?5)")?;
+            for (i, id) in chunk.iter().enumerate() {
+                let n = chunk_index * batch + i;
+                let payee = payees[n % payees.len()].as_str();
+                insert.execute(rusqlite::params![n as i64, id.0.0.as_slice(), payer.as_str(), payee, 37])?;
+            }
+        }
+        transaction.commit()?;
+    }
+    let sqlite_inserts_per_s = postings as f64 / started.elapsed().as_secs_f64();
+    Ok(LedgerBenchReport {
+        postings,
+        batch,
+        pure_postings_per_s,
+        durable_postings_per_s,
+        sqlite_inserts_per_s,
+    })
+}

@@ -8,7 +8,7 @@ use icn_coordinator::journal;
 use icn_coordinator::record::Record;
 use icn_governance::Decision;
 use icn_protocol::governance::{Choice, Credits, Effect, Proposal};
-use icn_protocol::wire::{ExecutorKind, JobState, JobView, Limits, Outcome, Submission, TraceQuery};
+use icn_protocol::wire::{JobState, JobView, Limits, Outcome, Submission, TraceQuery};
 use icn_protocol::{ContentId, Fuel, JobId};
 
 use crate::client::Client;
@@ -154,14 +154,7 @@ async fn modules(client: &Client) -> anyhow::Result<Vec<ContentId>> {
 }
 
 fn submission(module: &ContentId, input: &[u8], fuel: u64) -> Submission {
-    Submission {
-        scope: local::federation(),
-        executor: ExecutorKind::Wasm,
-        module: *module,
-        input: input.to_vec(),
-        args: vec![],
-        limits: Limits { fuel: Fuel(fuel), ..Limits::default() },
-    }
+    local::submission(*module, input, Limits { fuel: Fuel(fuel), ..Limits::default() })
 }
 
 /// Waits for the proposal's voting window to close and its decision to be recorded.

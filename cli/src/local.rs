@@ -78,6 +78,22 @@ pub fn federation() -> ScopeId {
     FEDERATION.parse().expect("a valid scope name")
 }
 
+/// A wasm job for the federation, under whatever mandate it holds.
+pub fn submission(
+    module: icn_protocol::ContentId,
+    input: &[u8],
+    limits: Limits,
+) -> icn_protocol::wire::Submission {
+    icn_protocol::wire::Submission {
+        scope: federation(),
+        executor: ExecutorKind::Wasm,
+        module,
+        input: input.to_vec(),
+        args: vec![],
+        limits,
+    }
+}
+
 /// A mandate for the federation: `budget` for a day, wasm only, default limits.
 pub fn day_mandate(budget: Credits) -> Mandate {
     Mandate {

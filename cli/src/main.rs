@@ -159,6 +159,15 @@ enum Command {
         /// Jobs submitted and not yet finished at any moment.
         #[arg(long, default_value_t = 16)]
         in_flight: usize,
+        /// Measure the ledger instead: pure and durable postings/s beside raw SQLite.
+        #[arg(long)]
+        ledger: bool,
+        /// With --ledger: how many postings.
+        #[arg(long, default_value_t = 200_000)]
+        postings: usize,
+        /// With --ledger: postings per journal commit.
+        #[arg(long, default_value_t = 1_000)]
+        batch: usize,
     },
 }
 
@@ -542,7 +551,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Demo => icn_cli::demo::run().await?,
-        Command::Bench { jobs, workers, slots, in_flight } => {
+        Command::Bench { ledger: true, postings, batch, .. } => {
+            tokio::task::spawn_blocking(move || icn_cli::bench::ledger(postings, batch)).await??.print();
+        }
+        Command::Bench { jobs, workers, slots, in_flight, .. } => {
             let report =
                 icn_cli::bench::run(icn_cli::bench::BenchOptions { jobs, workers, slots, in_flight }).await?;
             report.print();

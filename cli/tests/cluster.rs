@@ -21,14 +21,7 @@ fn two_workers() -> LocalOptions<'static> {
 }
 
 fn job(module: ContentId, input: &[u8], limits: Limits) -> Submission {
-    Submission {
-        scope: icn_cli::local::federation(),
-        executor: ExecutorKind::Wasm,
-        module,
-        input: input.to_vec(),
-        args: vec![],
-        limits,
-    }
+    icn_cli::local::submission(module, input, limits)
 }
 
 async fn submit_wat(client: &Client, wat: &str, input: &[u8], limits: Limits) -> JobId {

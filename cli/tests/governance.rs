@@ -32,14 +32,7 @@ async fn commons(dir: &std::path::Path) -> LocalCommons {
 }
 
 fn hello(module: ContentId, fuel: u64) -> Submission {
-    Submission {
-        scope: local::federation(),
-        executor: ExecutorKind::Wasm,
-        module,
-        input: vec![],
-        args: vec![],
-        limits: Limits { fuel: Fuel(fuel), ..Limits::default() },
-    }
+    local::submission(module, b"", Limits { fuel: Fuel(fuel), ..Limits::default() })
 }
 
 /// Proposes `effect` in the federation as the first client, has every client vote yes,

@@ -191,6 +191,21 @@ impl Cluster {
         }
     }
 
+    /// Runs `icn ARGS` as the member, with the connection settings in the environment
+    /// as a member's shell would have them; returns stdout and stderr.
+    fn member(&self, args: &[&str]) -> (String, String) {
+        let out = Command::new(ICN)
+            .args(args)
+            .env("ICN_COORDINATOR", &self.addr)
+            .env("ICN_COORDINATOR_KEY", &self.coordinator_key)
+            .env("ICN_KEY", self.dir.path().join("member.key"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "icn {args:?}: {}", text(&out.stderr));
+        (text(&out.stdout), text(&out.stderr))
+    }
+
     fn verify(&self) -> Output {
         icn(&["journal", "verify", "--journal", self.journal().to_str().unwrap()])
     }
@@ -257,6 +272,26 @@ fn a_coordinator_killed_and_restarted_loses_nothing_and_runs_each_job_once() {
     assert_eq!(lines.matches("completed on worker").count(), 1, "{lines}");
     let verified = cluster.verify();
     assert!(verified.status.success(), "{}", text(&verified.stdout));
+
+    // Each completion posted exactly once, across the crash: one payment per job out of
+    // the federation, one into the cooperative, nothing left held, positions sum to zero.
+    for (scope, sign) in [("fed-north", -1), ("coop-a", 1)] {
+        let statement: serde_json::Value =
+            serde_json::from_str(&cluster.member(&["ledger", "statement", scope, "--json"]).0).unwrap();
+        let moved: Vec<i64> = statement["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["change"].as_i64().unwrap())
+            .filter(|c| *c != 0)
+            .collect();
+        assert_eq!(moved.len(), 2, "{scope}: {statement}");
+        assert!(moved.iter().all(|c| c.signum() == sign), "{scope}: {statement}");
+    }
+    let (positions, _) = cluster.member(&["ledger", "positions"]);
+    assert!(positions.contains("sum of positions: 0"), "{positions}");
+    let fed = positions.lines().find(|l| l.starts_with("fed-north")).unwrap();
+    assert_eq!(fed.split_whitespace().nth(2), Some("0"), "nothing still reserved: {positions}");
 }
 
 #[test]
@@ -335,19 +370,7 @@ fn members_propose_vote_and_trace_with_the_icn_command() {
     let mut cluster = Cluster::new(&["coop-a"]);
     cluster.start_coordinator();
     cluster.start_worker("coop-a");
-    // Connection settings from the environment, as a member's shell would have them.
-    let member = |args: &[&str]| {
-        let out = Command::new(ICN)
-            .args(args)
-            .env("ICN_COORDINATOR", &cluster.addr)
-            .env("ICN_COORDINATOR_KEY", &cluster.coordinator_key)
-            .env("ICN_KEY", cluster.dir.path().join("member.key"))
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "icn {args:?}: {}", text(&out.stderr));
-        (text(&out.stdout), text(&out.stderr))
-    };
+    let member = |args: &[&str]| cluster.member(args);
     let (proposal, said) = member(&[
         "propose",
         "--scope",

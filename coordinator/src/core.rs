@@ -31,6 +31,9 @@ pub struct CoreConfig {
     pub deadline_grace_ms: u64,
     /// Jobs the core holds that have not ended; a submission beyond it is refused.
     pub jobs_open_max: usize,
+    /// A job without a final result this long after submission fails, and its
+    /// reservation is voided, so credit is never held by a job that cannot end.
+    pub job_expiry_ms: u64,
 }
 
 impl Default for CoreConfig {
@@ -40,6 +43,7 @@ impl Default for CoreConfig {
             attempts_max: 5,
             deadline_grace_ms: 5_000,
             jobs_open_max: 100_000,
+            job_expiry_ms: 24 * 3_600_000,
         }
     }
 }
@@ -77,6 +81,7 @@ struct Job {
     owner: Option<ScopeId>,
     submission: Submission,
     submitted_seq: u64,
+    submitted_ms: u64,
     attempts: u32,
     placement: Option<Placement>,
     result: Option<(PublicKey, ExecutionReport)>,
@@ -421,6 +426,23 @@ impl Core {
             let reason = format!("worker {} missed the deadline", placement.worker.short());
             self.requeue(now_ms, task, &placement, reason);
         }
+        let mut expired: Vec<(u64, JobId)> = self
+            .jobs
+            .iter()
+            .filter(|(_, job)| {
+                !job.ended && job.submitted_ms.saturating_add(self.config.job_expiry_ms) <= now_ms
+            })
+            .map(|(id, job)| (job.submitted_seq, *id))
+            .collect();
+        expired.sort();
+        for (submitted_seq, job) in expired {
+            let reason = format!(
+                "expired: no accepted result within {} ms of submission; its reservation is voided",
+                self.config.job_expiry_ms
+            );
+            let signer = self.key.public();
+            self.record(now_ms, Some(submitted_seq), signer, Record::JobFailed { job, reason });
+        }
         self.schedule(now_ms);
     }
 
@@ -492,6 +514,7 @@ impl Core {
                         owner: None,
                         submission: decoded,
                         submitted_seq: seq,
+                        submitted_ms: time_ms,
                         attempts: 0,
                         placement: None,
                         result: None,

@@ -78,6 +78,17 @@ fn genesis() -> Genesis {
     }
 }
 
+fn submission(fuel: u64) -> Submission {
+    Submission {
+        scope: scope("fed"),
+        executor: ExecutorKind::Wasm,
+        module: ContentId::of(b"m"),
+        input: vec![],
+        args: vec![],
+        limits: Limits { fuel: Fuel(fuel), ..Limits::default() },
+    }
+}
+
 fn worker() -> Keypair {
     Keypair::from_seed([77; 32])
 }
@@ -180,14 +191,7 @@ proptest! {
                     }
                 }
                 Op::Submit { member, fuel_mega } => {
-                    let submission = Submission {
-                        scope: scope("fed"),
-                        executor: ExecutorKind::Wasm,
-                        module: ContentId::of(b"m"),
-                        input: vec![],
-                        args: vec![],
-                        limits: Limits { fuel: Fuel(fuel_mega * 1_000_000), ..Limits::default() },
-                    };
+                    let submission = submission(fuel_mega * 1_000_000);
                     let envelope = Envelope::seal(&key(member), nonce, &submission);
                     let _ = live.submit(now_ms, envelope, submission);
                 }
@@ -233,4 +237,35 @@ proptest! {
         prop_assert_eq!(live.ledger(), replayed.ledger());
         prop_assert_eq!(live.ledger().check(), Ok(()));
     }
+}
+
+#[test]
+fn a_job_that_cannot_end_expires_and_its_reservation_is_voided() {
+    let coordinator = Arc::new(Keypair::from_seed([99; 32]));
+    let config = CoreConfig { job_expiry_ms: 60_000, ..CoreConfig::default() };
+    let mut core = Core::new(coordinator, config);
+    let mut now_ms = 1_000_000;
+    let mut genesis = genesis();
+    genesis.mandates.push(Mandate {
+        scope: scope("fed"),
+        budget: Credits(1_000_000),
+        period_ms: 3_600_000,
+        executors: vec![ExecutorKind::Wasm],
+        limits: Limits::default(),
+    });
+    core.found(now_ms, &genesis).unwrap();
+    // No worker ever connects: the job can only wait.
+    let submission = submission(Limits::default().fuel.0);
+    let job = core.submit(now_ms, Envelope::seal(&key(0), 1, &submission), submission).unwrap();
+    assert_eq!(core.ledger().account(&scope("fed")).unwrap().reserved, 1_000);
+    now_ms += 59_999;
+    core.tick(now_ms);
+    assert_eq!(core.job(&job).unwrap().state, icn_protocol::wire::JobState::Queued);
+    now_ms += 1;
+    core.tick(now_ms);
+    let view = core.job(&job).unwrap();
+    assert_eq!(view.state, icn_protocol::wire::JobState::Failed);
+    assert!(view.failure.unwrap().starts_with("expired: no accepted result within 60000 ms"));
+    assert_eq!(core.ledger().account(&scope("fed")).unwrap().reserved, 0);
+    assert_eq!(core.governance().mandates[&0].held, Credits(0));
 }
