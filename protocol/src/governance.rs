@@ -493,5 +493,11 @@ mod tests {
         assert_eq!(prices.cost(Fuel(2_000_000)), Credits(6));
         let most = PriceSchedule { credits_per_mega_fuel: PRICE_PER_MEGA_FUEL_MAX };
         assert!(most.cost(Fuel(crate::wire::FUEL_MAX)).0 > 0);
+        // A price that could overflow a job's cost is refused, naming it.
+        let error = PriceSchedule { credits_per_mega_fuel: u64::MAX }.validate().unwrap_err().to_string();
+        assert!(error.contains(&u64::MAX.to_string()), "{error}");
+        let limit = Effect::CreditLimit { scope: "fed".parse().unwrap(), limit: Credits(-1) };
+        let proposal = Proposal { scope: "fed".parse().unwrap(), title: "t".into(), effect: limit };
+        assert!(proposal.validate().unwrap_err().to_string().contains("credit limit -1 is not allowed"));
     }
 }
