@@ -264,3 +264,115 @@ pub fn ledger(postings: usize, batch: usize) -> anyhow::Result<LedgerBenchReport
         sqlite_inserts_per_s,
     })
 }
+
+// ---- placement -------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+pub struct PlacementBenchReport {
+    pub workers: usize,
+    pub placements: usize,
+    pub indexed_per_s: f64,
+    pub naive_per_s: f64,
+}
+
+impl PlacementBenchReport {
+    pub fn print(&self) {
+        println!(
+            "icn bench --placement: {} placements of 2 replicas among {} workers of {} cooperatives, one thread",
+            self.placements,
+            self.workers,
+            self.workers / 10
+        );
+        println!("indexed pool:                 {:>12.0} placements/s", self.indexed_per_s);
+        println!("baseline, scan and sort all:  {:>12.0} placements/s", self.naive_per_s);
+        println!("ratio indexed / scan:         {:.1}", self.indexed_per_s / self.naive_per_s);
+    }
+}
+
+/// Placements among `workers` registered workers (ten per cooperative, mixed trust,
+/// some busy or quarantined): the indexed pool against scoring and sorting every worker.
+/// Each placement takes its workers' slots and a later one gives them back, as tasks do.
+pub fn placement(workers: usize, placements: usize) -> anyhow::Result<PlacementBenchReport> {
+    use icn_placement::{Candidate, Pool, Request, Trust, Weights, naive_place};
+    use icn_protocol::wire::ExecutorKind;
+
+    anyhow::ensure!(workers >= 20 && placements > 0, "at least 20 workers and 1 placement");
+    let weights = Weights::default();
+    let mut pool = Pool::new(weights);
+    let mut all = Vec::with_capacity(workers);
+    for i in 0..workers {
+        let mut key = [0u8; 32];
+        key[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        let candidate = Candidate {
+            key: icn_protocol::PublicKey(key),
+            owner: format!("coop-{}", i / 10).parse()?,
+            slots: 4,
+            free_slots: (i % 5) as u32,
+            memory_bytes: 1 << 30,
+            executors: vec![ExecutorKind::Wasm],
+            quarantined: i % 97 == 0,
+            trust: Trust { agreements: (i % 50) as u64, disagreements: (i % 7 == 0) as u64, missed: 0 },
+        };
+        pool.insert(candidate.clone());
+        all.push(candidate);
+    }
+    let request = Request::new(ExecutorKind::Wasm, 64 << 20, 2);
+    let mut held = std::collections::VecDeque::new();
+    let started = Instant::now();
+    for _ in 0..placements {
+        let chosen = pool.place(&request);
+        anyhow::ensure!(chosen.len() == 2, "the pool ran out of free workers");
+        for (key, _) in &chosen {
+            pool.update(key, |c| c.free_slots -= 1);
+            held.push_back(*key);
+        }
+        while held.len() > 1_000 {
+            let key = held.pop_front().expect("non-empty");
+            pool.update(&key, |c| c.free_slots += 1);
+        }
+    }
+    let indexed_per_s = placements as f64 / started.elapsed().as_secs_f64();
+
+    // The baseline sees the same workers; it does not change them, so it always finds some.
+    let naive_runs = (placements / 100).max(10);
+    let earned = |_: &icn_protocol::governance::ScopeId| 0;
+    let started = Instant::now();
+    for _ in 0..naive_runs {
+        let chosen = naive_place(&all, &earned, &weights, &request);
+        anyhow::ensure!(chosen.len() == 2, "no two free workers of distinct owners");
+    }
+    let naive_per_s = naive_runs as f64 / started.elapsed().as_secs_f64();
+    Ok(PlacementBenchReport { workers, placements, indexed_per_s, naive_per_s })
+}
+
+/// The seeded simulation: trust-aware placement against fixed two-fold replication.
+pub fn simulate(config: &icn_placement::sim::SimConfig) {
+    use icn_placement::sim;
+    println!(
+        "icn bench --simulate: {} workers in {} cooperatives, {} independent Byzantine workers, {} colluding cooperative, {} tasks, seed {}",
+        config.workers,
+        config.cooperatives,
+        config.byzantine,
+        usize::from(config.colluding_cooperative),
+        config.tasks,
+        config.seed
+    );
+    for report in [sim::trust_aware(config), sim::fixed_two_fold(config)] {
+        println!(
+            "{:<15} accepted {:>5}  wrong {:>3} (byzantine {}, colluders {})  replicas/accepted {:.2}  replicas/task late {:.2}  disputes unresolved {}  quarantined: byzantine {} colluders {} honest {}  earnings max/min {:.2} gini {:.3}",
+            report.strategy,
+            report.accepted,
+            report.wrong_accepted,
+            report.wrong_from_byzantine,
+            report.wrong_from_colluders,
+            report.replicas_per_accepted,
+            report.replicas_per_task_late,
+            report.tasks - report.accepted,
+            report.quarantined_byzantine,
+            report.quarantined_colluders,
+            report.quarantined_honest,
+            report.earnings_max_over_min,
+            report.earnings_gini
+        );
+    }
+}

@@ -168,6 +168,18 @@ enum Command {
         /// With --ledger: postings per journal commit.
         #[arg(long, default_value_t = 1_000)]
         batch: usize,
+        /// Measure placement instead: placements/s among --pool workers beside a full scan.
+        #[arg(long)]
+        placement: bool,
+        #[arg(long, default_value_t = 10_000)]
+        pool: usize,
+        /// Run the seeded trust simulation against fixed two-fold replication.
+        #[arg(long)]
+        simulate: bool,
+        #[arg(long, default_value_t = 5_000)]
+        tasks: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
     },
 }
 
@@ -551,6 +563,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Demo => icn_cli::demo::run().await?,
+        Command::Bench { placement: true, pool, jobs, .. } => {
+            let placements = jobs.max(100) * 50;
+            tokio::task::spawn_blocking(move || icn_cli::bench::placement(pool, placements)).await??.print();
+        }
+        Command::Bench { simulate: true, tasks, seed, .. } => {
+            let config = icn_placement::sim::SimConfig { tasks, seed, ..Default::default() };
+            tokio::task::spawn_blocking(move || icn_cli::bench::simulate(&config)).await?;
+        }
         Command::Bench { ledger: true, postings, batch, .. } => {
             tokio::task::spawn_blocking(move || icn_cli::bench::ledger(postings, batch)).await??.print();
         }
