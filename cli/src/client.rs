@@ -105,6 +105,11 @@ impl Client {
             .context("the coordinator's trace document does not parse")
     }
 
+    pub async fn workers(&self) -> anyhow::Result<Vec<icn_coordinator::core::WorkerView>> {
+        serde_json::from_str(&self.json(&ClientRequest::Workers).await?)
+            .context("the coordinator's workers do not parse")
+    }
+
     pub async fn positions(&self) -> anyhow::Result<icn_ledger::Positions> {
         serde_json::from_str(&self.json(&ClientRequest::Positions).await?)
             .context("the coordinator's positions do not parse")

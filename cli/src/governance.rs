@@ -153,3 +153,27 @@ pub fn positions(positions: &icn_ledger::Positions) -> String {
     }
     out
 }
+
+pub fn workers(workers: &[icn_coordinator::core::WorkerView]) -> String {
+    let mut out = format!(
+        "{:<10} {:<12} {:<10} {:>6} {:>7} {:>6} {:>8} {:>6}  state\n",
+        "worker", "owner", "connected", "slots", "agreed", "wrong", "missed", "trust"
+    );
+    for w in workers {
+        let owner = w.owner.as_ref().map_or("(removed)".to_string(), ToString::to_string);
+        let state = if w.quarantined { "quarantined until a decision readmits it" } else { "" };
+        let _ = writeln!(
+            out,
+            "{:<10} {:<12} {:<10} {:>6} {:>7} {:>6} {:>8} {:>6.3}  {state}",
+            w.key.short(),
+            owner,
+            if w.connected { "yes" } else { "no" },
+            format!("{}/{}", w.free_slots, w.slots),
+            w.trust.agreements,
+            w.trust.disagreements,
+            w.trust.missed,
+            w.trust_lower_bound
+        );
+    }
+    out
+}

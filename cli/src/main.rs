@@ -136,6 +136,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Workers: owner, connection, free slots, trust, agreements, disagreements, quarantine.
+    Workers {
+        #[command(flatten)]
+        connect: Connect,
+    },
     /// The mutual-credit ledger: positions, statements, clearing.
     Ledger {
         #[command(subcommand)]
@@ -271,6 +276,11 @@ enum EffectArgs {
         #[arg(long)]
         quorum: u32,
     },
+    /// A quarantined worker may take tasks again, its trust starting over.
+    Readmit {
+        #[arg(long)]
+        key: PublicKey,
+    },
     /// How far below zero scope --for's account may go.
     CreditLimit {
         #[arg(long = "for")]
@@ -307,6 +317,7 @@ impl EffectArgs {
             EffectArgs::Policy { replicas, quorum } => {
                 Effect::PlacementPolicy(PlacementPolicy { replicas, quorum })
             }
+            EffectArgs::Readmit { key } => Effect::Readmit { key },
             EffectArgs::CreditLimit { target, limit } => {
                 Effect::CreditLimit { scope: target, limit: Credits(limit) }
             }
@@ -505,6 +516,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{trace}");
             }
+        }
+        Command::Workers { connect } => {
+            print!("{}", icn_cli::governance::workers(&connect.client().await?.workers().await?));
         }
         Command::Ledger { command: LedgerCommand::Positions { connect } } => {
             print!("{}", icn_cli::governance::positions(&connect.client().await?.positions().await?));

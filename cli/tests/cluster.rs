@@ -206,6 +206,10 @@ async fn report_signed_by_the_wrong_key_is_refused_and_the_task_runs_elsewhere()
     let rogue_key = Arc::new(Keypair::generate());
     let commons = start_with_rogue(dir.path(), rogue_key.clone()).await;
     let client = commons.client().await.unwrap();
+    // A first job, on the honest worker alone: its cooperative has now earned, so the
+    // rogue's, which has not, scores higher on donor fairness and gets the next task.
+    let first = run_wat(&client, SUM_WAT, b"1 1", Limits::default()).await;
+    assert_eq!(output(&first), b"2\n");
     let endpoint = transport::client_endpoint().unwrap();
     let hello = Hello {
         role: Role::Worker,
@@ -222,7 +226,6 @@ async fn report_signed_by_the_wrong_key_is_refused_and_the_task_runs_elsewhere()
     )
     .await
     .unwrap();
-    // The rogue has the most free slots, so it gets the next task.
     let job = submit_wat(&client, SUM_WAT, b"2 2", Limits::default()).await;
     let (mut send, mut recv) = session.connection.accept_bi().await.unwrap();
     let Some(CoordinatorMessage::Assign(assignment)) = read_frame(&mut recv, 1 << 20).await.unwrap() else {
@@ -250,6 +253,9 @@ async fn report_signed_by_the_wrong_key_is_refused_and_the_task_runs_elsewhere()
     assert_ne!(view.result.unwrap().0, rogue_key.public());
     let signers: Vec<_> = journal::read(&commons.journal).unwrap().iter().map(|e| e.signer).collect();
     assert!(!signers.contains(&someone_else.public()), "the forged report never entered the journal");
+    let workers = client.workers().await.unwrap();
+    let rogue = workers.iter().find(|w| w.key == rogue_key.public()).unwrap();
+    assert_eq!((rogue.trust.missed, rogue.connected), (1, false), "the rogue lost trust: {rogue:?}");
     commons.stop().await.unwrap();
 }
 

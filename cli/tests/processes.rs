@@ -244,6 +244,11 @@ fn a_worker_killed_mid_task_loses_the_task_to_another_worker() {
     assert!(lines.lines().any(|l| l.contains("attempt 2 placed") && l.contains(survivor)), "{lines}");
     assert_eq!(lines.matches("completed on worker").count(), 1, "{lines}");
     assert!(cluster.verify().status.success());
+    // The silent worker lost trust for the task it dropped.
+    let (workers, _) = cluster.member(&["workers"]);
+    let row: Vec<&str> =
+        workers.lines().find(|l| l.split_whitespace().nth(1) == Some(victim)).unwrap().split_whitespace().collect();
+    assert_eq!((row[2], row[6]), ("no", "1"), "connected no, missed 1:\n{workers}");
 }
 
 #[test]

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use icn_governance::{Authorization, Event, Genesis, Governance};
 use icn_ledger::{Ledger, TransferId};
+use icn_placement::{Candidate, Policy, Pool, Request, Trust, Weights};
 use icn_protocol::governance::{Ballot, ClearRequest, Credits, Effect, Proposal, ScopeId};
 use icn_protocol::wire::{Assignment, Capacity, ExecutionReport, JobState, JobView, Outcome, Submission};
 use icn_protocol::{ContentId, Envelope, JobId, Keypair, PublicKey, TaskId};
@@ -111,6 +112,13 @@ pub struct Core {
     config: CoreConfig,
     governance: Governance,
     ledger: Ledger,
+    /// Connected workers, indexed for placement; rebuilt from connections, not journaled.
+    pool: Pool,
+    /// Trust earned and lost by every worker that ever ran a task; derived from the journal.
+    trust: BTreeMap<PublicKey, Trust>,
+    /// Workers whose trust fell below the floor; they get no tasks until a decision readmits them.
+    quarantined: BTreeSet<PublicKey>,
+    policy: Policy,
     /// The founding document the journal began with.
     genesis: Option<Genesis>,
     next_seq: u64,
@@ -134,6 +142,10 @@ impl Core {
             config,
             governance: Governance::default(),
             ledger: Ledger::default(),
+            pool: Pool::new(Weights::default()),
+            trust: BTreeMap::new(),
+            quarantined: BTreeSet::new(),
+            policy: Policy::default(),
             genesis: None,
             next_seq: 0,
             last_hash: GENESIS_HASH,
@@ -163,7 +175,7 @@ impl Core {
             .filter_map(|(id, job)| job.placement.clone().map(|p| (TaskId { job: *id, index: 0 }, p)))
             .collect();
         for (task, placement) in interrupted {
-            self.requeue(now_ms, task, &placement, "the coordinator restarted while it ran".into());
+            self.requeue(now_ms, task, &placement, "the coordinator restarted while it ran".into(), false);
         }
         Ok(())
     }
@@ -190,6 +202,28 @@ impl Core {
                     .into())
             }
         }
+    }
+
+    /// Every worker the coordinator knows of: admitted, connected or with a history.
+    pub fn workers_view(&self) -> Vec<WorkerView> {
+        let mut keys: BTreeSet<PublicKey> = self.governance.workers.keys().copied().collect();
+        keys.extend(self.trust.keys().copied());
+        keys.into_iter()
+            .map(|key| {
+                let trust = self.trust.get(&key).copied().unwrap_or_default();
+                let connected = self.workers.get(&key);
+                WorkerView {
+                    key,
+                    owner: self.governance.workers.get(&key).cloned(),
+                    connected: connected.is_some(),
+                    slots: connected.map_or(0, |w| w.capacity.slots),
+                    free_slots: connected.map_or(0, |w| w.free_slots()),
+                    trust,
+                    trust_lower_bound: trust.lower_bound(),
+                    quarantined: self.quarantined.contains(&key),
+                }
+            })
+            .collect()
     }
 
     pub fn ledger(&self) -> &Ledger {
@@ -298,6 +332,7 @@ impl Core {
         }
         let state = Worker { owner, session, capacity, running: BTreeSet::new(), last_seen_ms: now_ms };
         self.workers.insert(worker, state);
+        self.refresh(&worker);
         self.schedule(now_ms);
         Ok(())
     }
@@ -341,6 +376,7 @@ impl Core {
                 task,
                 &placement,
                 format!("worker {} sent an invalid report", worker.short()),
+                true,
             );
             return self.misbehaved(worker, session, e.to_string());
         }
@@ -352,7 +388,7 @@ impl Core {
             Record::ReportReceived { report: envelope },
         );
         if retry {
-            self.requeue(now_ms, task, &placement, "the worker failed for a reason of its own".into());
+            self.requeue(now_ms, task, &placement, "the worker failed for a reason of its own".into(), false);
         } else {
             let ended = match &report.outcome {
                 Outcome::Exited { .. } => {
@@ -424,7 +460,7 @@ impl Core {
             .collect();
         for (task, placement) in overdue {
             let reason = format!("worker {} missed the deadline", placement.worker.short());
-            self.requeue(now_ms, task, &placement, reason);
+            self.requeue(now_ms, task, &placement, reason, true);
         }
         let mut expired: Vec<(u64, JobId)> = self
             .jobs
@@ -526,7 +562,7 @@ impl Core {
                 self.queue.insert(seq, id);
                 self.jobs_open += 1;
             }
-            Record::TaskPlaced { task, attempt, worker, owner } => {
+            Record::TaskPlaced { task, attempt, worker, owner, .. } => {
                 let grace_ms = self.config.deadline_grace_ms;
                 let job = self.jobs.get_mut(&task.job).expect("placed task's job exists");
                 job.owner = Some(owner.clone());
@@ -543,25 +579,21 @@ impl Core {
                 if let Some(state) = self.workers.get_mut(worker) {
                     state.running.insert(*task);
                 }
+                self.refresh(worker);
             }
-            Record::TaskRequeued { task, .. } => {
-                let job = self.jobs.get_mut(&task.job).expect("requeued task's job exists");
-                if let Some(placement) = job.placement.take()
-                    && let Some(state) = self.workers.get_mut(&placement.worker)
-                {
-                    state.running.remove(task);
+            Record::TaskRequeued { task, fault, .. } => {
+                let placement = self.release(task.job);
+                if *fault && let Some(placement) = placement {
+                    self.lose_trust(&placement.worker, seq);
                 }
+                let job = self.jobs.get_mut(&task.job).expect("requeued task's job exists");
                 self.queue.insert(job.submitted_seq, task.job);
                 job.entries.push(seq);
             }
             Record::ReportReceived { report } => {
                 let decoded = report.open_trusted::<ExecutionReport>().expect("journaled reports decode");
+                self.release(decoded.task.job);
                 let job = self.jobs.get_mut(&decoded.task.job).expect("reported task's job exists");
-                if let Some(placement) = job.placement.take()
-                    && let Some(state) = self.workers.get_mut(&placement.worker)
-                {
-                    state.running.remove(&decoded.task);
-                }
                 job.entries.push(seq);
                 job.result = Some((report.signer, decoded));
             }
@@ -578,6 +610,7 @@ impl Core {
                         .post(transfer(*job), &[(payee.clone(), spent)])
                         .expect("a completed job's reservation posts");
                 }
+                self.pool.earn(payee, spent.0.max(0) as u64);
                 self.end(*job, seq, None);
             }
             Record::JobFailed { job, reason } => {
@@ -599,6 +632,20 @@ impl Core {
                                 .expect("a new account takes any valid limit");
                         }
                     }
+                }
+                let readmit = match event {
+                    Event::DecisionMade(record) if record.accepted && record.effect_refused.is_none() => {
+                        match &self.governance.open[&record.proposal].proposal.effect {
+                            Effect::Readmit { key } => Some(*key),
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                };
+                if let Some(key) = readmit {
+                    self.quarantined.remove(&key);
+                    self.trust.remove(&key);
+                    self.refresh(&key);
                 }
                 let credit = match event {
                     Event::DecisionMade(record) if record.accepted && record.effect_refused.is_none() => {
@@ -631,14 +678,48 @@ impl Core {
         }
     }
 
-    fn end(&mut self, id: JobId, seq: u64, failure: Option<String>) {
-        let job = self.jobs.get_mut(&id).expect("ended job exists");
-        debug_assert!(!job.ended, "a job ends once");
-        if let Some(placement) = job.placement.take()
-            && let Some(state) = self.workers.get_mut(&placement.worker)
-        {
+    /// The job's current attempt is over: its worker's slot comes free.
+    fn release(&mut self, id: JobId) -> Option<Placement> {
+        let placement = self.jobs.get_mut(&id).expect("a released job exists").placement.take()?;
+        if let Some(state) = self.workers.get_mut(&placement.worker) {
             state.running.remove(&TaskId { job: id, index: 0 });
         }
+        self.refresh(&placement.worker);
+        Some(placement)
+    }
+
+    /// The worker was lost, late or broke the protocol while it held a task.
+    fn lose_trust(&mut self, worker: &PublicKey, seq: u64) {
+        let trust = self.trust.entry(*worker).or_default();
+        trust.missed += 1;
+        if self.policy.quarantines(trust) && self.quarantined.insert(*worker) {
+            tracing::warn!(worker = %worker.short(), entry = seq, ?trust, "worker quarantined: trust below the floor");
+        }
+        self.refresh(worker);
+    }
+
+    /// Puts a connected worker's current state into the placement pool.
+    fn refresh(&mut self, key: &PublicKey) {
+        let Some(state) = self.workers.get(key) else {
+            self.pool.remove(key);
+            return;
+        };
+        self.pool.insert(Candidate {
+            key: *key,
+            owner: state.owner.clone(),
+            slots: state.capacity.slots,
+            free_slots: state.free_slots(),
+            memory_bytes: state.capacity.memory_bytes,
+            executors: state.capacity.executors.clone(),
+            quarantined: self.quarantined.contains(key),
+            trust: self.trust.get(key).copied().unwrap_or_default(),
+        });
+    }
+
+    fn end(&mut self, id: JobId, seq: u64, failure: Option<String>) {
+        self.release(id);
+        let job = self.jobs.get_mut(&id).expect("ended job exists");
+        debug_assert!(!job.ended, "a job ends once");
         self.queue.remove(&job.submitted_seq);
         job.ended = true;
         job.failure = failure;
@@ -648,8 +729,8 @@ impl Core {
         self.jobs_open -= 1;
     }
 
-    fn requeue(&mut self, now_ms: u64, task: TaskId, placement: &Placement, reason: String) {
-        let record = Record::TaskRequeued { task, attempt: placement.attempt, reason };
+    fn requeue(&mut self, now_ms: u64, task: TaskId, placement: &Placement, reason: String, fault: bool) {
+        let record = Record::TaskRequeued { task, attempt: placement.attempt, reason, fault };
         let requeued = self.record(now_ms, Some(placement.placed_seq), self.key.public(), record);
         if self.jobs[&task.job].attempts >= self.config.attempts_max {
             let reason = format!("the task was lost on {} attempts", self.config.attempts_max);
@@ -670,10 +751,11 @@ impl Core {
         for task in running {
             if let Some(placement) = self.jobs.get(&task.job).and_then(|j| j.placement.clone()) {
                 let why = format!("worker {} was lost: {reason}", worker.short());
-                self.requeue(now_ms, task, &placement, why);
+                self.requeue(now_ms, task, &placement, why, true);
             }
         }
         self.workers.remove(&worker);
+        self.pool.remove(&worker);
         self.schedule(now_ms);
     }
 
@@ -689,19 +771,13 @@ impl Core {
                 let submission = &self.jobs[&job_id].submission;
                 (submission.limits, submission.executor)
             };
-            let chosen = self
-                .workers
-                .iter()
-                .filter(|(_, w)| {
-                    w.free_slots() > 0
-                        && w.capacity.memory_bytes >= limits.memory_bytes
-                        && w.capacity.executors.contains(&executor)
-                })
-                .max_by_key(|(key, w)| (w.free_slots(), std::cmp::Reverse(**key)))
-                .map(|(key, w)| (*key, w.owner.clone(), w.session));
-            let Some((worker, owner, session)) = chosen else {
+            let request = Request::new(executor, limits.memory_bytes, 1);
+            let Some((worker, score)) = self.pool.place(&request).first().copied() else {
                 return;
             };
+            let state = &self.workers[&worker];
+            let (owner, session) = (state.owner.clone(), state.session);
+            let scores = crate::record::Scores::of(&score);
             let task = TaskId { job: job_id, index: 0 };
             let job = &self.jobs[&job_id];
             let attempt = job.attempts + 1;
@@ -718,7 +794,7 @@ impl Core {
                 now_ms,
                 Some(cause),
                 self.key.public(),
-                Record::TaskPlaced { task, attempt, worker, owner },
+                Record::TaskPlaced { task, attempt, worker, owner, scores },
             );
             debug_assert!(!self.queue.contains_key(&queued_seq), "a placed job leaves the queue");
             self.commands.push(Command::Dispatch { worker, session, assignment });
@@ -764,6 +840,20 @@ impl Core {
     pub fn submitter(&self, id: &JobId) -> Option<PublicKey> {
         self.jobs.get(id).map(|j| j.submitter)
     }
+}
+
+/// A worker as `icn workers` shows it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WorkerView {
+    pub key: PublicKey,
+    /// None once a decision removed it.
+    pub owner: Option<ScopeId>,
+    pub connected: bool,
+    pub slots: u32,
+    pub free_slots: u32,
+    pub trust: Trust,
+    pub trust_lower_bound: f64,
+    pub quarantined: bool,
 }
 
 /// A job's one transfer: reserved at admission, posted at completion or voided at failure.

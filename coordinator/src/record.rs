@@ -8,6 +8,41 @@ use icn_protocol::wire::{ExecutionReport, Submission};
 use icn_protocol::{ContentId, Envelope, Fuel, JobId, PublicKey, TaskId};
 use serde::{Deserialize, Serialize};
 
+/// A placement's scores in thousandths, as journaled (exact, so replay compares equal).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scores {
+    pub trust: u16,
+    pub capacity: u16,
+    pub fairness: u16,
+    pub total: u16,
+}
+
+impl Scores {
+    pub fn of(score: &icn_placement::Score) -> Scores {
+        let milli = |x: f64| (x * 1000.0).round().clamp(0.0, 65_535.0) as u16;
+        Scores {
+            trust: milli(score.trust),
+            capacity: milli(score.capacity),
+            fairness: milli(score.fairness),
+            total: milli(score.total),
+        }
+    }
+}
+
+impl std::fmt::Display for Scores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let x = |v: u16| f64::from(v) / 1000.0;
+        write!(
+            f,
+            "score {:.3}: trust {:.3}, free capacity {:.3}, donor fairness {:.3}",
+            x(self.total),
+            x(self.trust),
+            x(self.capacity),
+            x(self.fairness)
+        )
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Record {
     /// A member's signed [`Submission`], admitted under a mandate; the job's id is
@@ -22,12 +57,16 @@ pub enum Record {
         worker: PublicKey,
         /// The cooperative that owns the worker; it is paid if the result is accepted.
         owner: ScopeId,
+        /// Why this worker: its scores when it was chosen.
+        scores: Scores,
     },
     /// The task goes back to the queue; the attempt it was on is over.
     TaskRequeued {
         task: TaskId,
         attempt: u32,
         reason: String,
+        /// Whether the worker is to blame (lost, late, broke the protocol): it loses trust.
+        fault: bool,
     },
     /// A worker's signed [`ExecutionReport`], accepted as the outcome of its attempt.
     ReportReceived {
@@ -103,11 +142,13 @@ impl Record {
                     Err(_) => "job submitted (unreadable submission)".into(),
                 }
             }
-            Record::TaskPlaced { task, attempt, worker, owner } => {
-                format!("task {task} attempt {attempt} placed on worker {} of {owner}", worker.short())
-            }
-            Record::TaskRequeued { task, attempt, reason } => {
-                format!("task {task} attempt {attempt} requeued: {reason}")
+            Record::TaskPlaced { task, attempt, worker, owner, scores } => format!(
+                "task {task} attempt {attempt} placed on worker {} of {owner} ({scores})",
+                worker.short()
+            ),
+            Record::TaskRequeued { task, attempt, reason, fault } => {
+                let blame = if *fault { "; the worker loses trust" } else { "" };
+                format!("task {task} attempt {attempt} requeued: {reason}{blame}")
             }
             Record::ReportReceived { report } => match report.open_trusted::<ExecutionReport>() {
                 Ok(r) => format!(

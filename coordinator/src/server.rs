@@ -102,6 +102,9 @@ enum Event {
     Positions {
         reply: oneshot::Sender<String>,
     },
+    WorkersView {
+        reply: oneshot::Sender<String>,
+    },
     Clear {
         envelope: Envelope,
         request: ClearRequest,
@@ -330,6 +333,10 @@ impl CoreShell {
             Event::Vote { envelope, ballot, reply } => {
                 let result = self.core.vote(now, envelope, ballot);
                 replies.push(later(reply, result));
+            }
+            Event::WorkersView { reply } => {
+                let json = serde_json::to_string(&self.core.workers_view()).expect("workers encode as JSON");
+                replies.push(later(reply, json));
             }
             Event::Positions { reply } => {
                 let json =
@@ -619,6 +626,7 @@ impl Shell {
             }
             ClientRequest::Governance => self.json_from_core(|reply| Event::Governance { reply }).await,
             ClientRequest::Positions => self.json_from_core(|reply| Event::Positions { reply }).await,
+            ClientRequest::Workers => self.json_from_core(|reply| Event::WorkersView { reply }).await,
             ClientRequest::Trace(query) => {
                 self.json_from_journal(move |provenance| match query {
                     TraceQuery::Job(job) => Ok(serde_json::to_string(&provenance.job(&job)?)),

@@ -258,7 +258,7 @@ impl Governance {
                 }
                 Ok(())
             }
-            Effect::RemoveWorker { key } => match self.workers.get(key) {
+            Effect::RemoveWorker { key } | Effect::Readmit { key } => match self.workers.get(key) {
                 Some(owner) => within(owner),
                 None => Err(Refusal::Invalid(format!("worker {key} is not admitted"))),
             },
@@ -561,8 +561,8 @@ impl Governance {
             Effect::PriceSchedule(prices) => {
                 self.scopes.get_mut(scope).expect("decided scope exists").prices = Some(*prices);
             }
-            // The ledger holds credit limits; the coordinator applies this to it.
-            Effect::CreditLimit { .. } => {}
+            // The ledger holds credit limits and the coordinator trust; it applies these.
+            Effect::CreditLimit { .. } | Effect::Readmit { .. } => {}
         }
     }
 
@@ -628,6 +628,9 @@ pub fn describe_effect(scope: &ScopeId, effect: &Effect, name: impl Fn(&PublicKe
         }
         Effect::PriceSchedule(p) => {
             format!("prices for {scope}: {} credits per million fuel", p.credits_per_mega_fuel)
+        }
+        Effect::Readmit { key } => {
+            format!("readmit quarantined worker {}, starting its trust over", key.short())
         }
         Effect::CreditLimit { scope: target, limit } => {
             format!("credit line for {target}: its account may go down to -{}", limit.0)

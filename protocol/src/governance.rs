@@ -360,6 +360,10 @@ pub enum Effect {
         scope: ScopeId,
         limit: Credits,
     },
+    /// A quarantined worker may take tasks again, starting over as a new worker.
+    Readmit {
+        key: PublicKey,
+    },
 }
 
 /// A member asks its scope to decide on an effect.
@@ -398,7 +402,7 @@ impl Proposal {
                 }
                 Ok(())
             }
-            Effect::AdmitWorker { .. } | Effect::RemoveWorker { .. } => Ok(()),
+            Effect::AdmitWorker { .. } | Effect::RemoveWorker { .. } | Effect::Readmit { .. } => Ok(()),
         }
     }
 }

@@ -341,6 +341,8 @@ pub enum ClientRequest {
     Statement(ScopeId),
     /// A signed [`crate::governance::ClearRequest`].
     Clear(Envelope),
+    /// Every worker: owner, connection, slots, trust, quarantine.
+    Workers,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
