@@ -221,8 +221,7 @@ pub fn ledger(postings: usize, batch: usize) -> anyhow::Result<LedgerBenchReport
                 output_digest: icn_protocol::ContentId::of(b""),
                 fuel: icn_protocol::Fuel(37_000_000),
                 worker: key.public(),
-                payee: payee.clone(),
-                cost: Credits(37),
+                payees: vec![(payee.clone(), Credits(37))],
             };
             let entry = Entry::new(seq, prev, None, 0, key.public(), &record);
             durable.reserve(*id, &payer, Credits(100))?;

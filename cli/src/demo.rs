@@ -176,6 +176,7 @@ fn row(commons: &LocalCommons, name: &str, view: &JobView) -> String {
         JobState::Failed => "failed",
         JobState::Queued => "queued",
         JobState::Running { .. } => "running",
+        JobState::Disputed => "disputed",
     };
     let (ran_on, fuel, output) = match &view.result {
         Some((worker, report)) => {

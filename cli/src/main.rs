@@ -672,5 +672,8 @@ fn describe(view: &JobView) -> String {
             )
         }
         (JobState::Completed, None) => format!("job {id}: completed"),
+        (JobState::Disputed, _) => {
+            format!("job {id}: disputed: its replicas disagree; a decision of the commons will settle it")
+        }
     }
 }

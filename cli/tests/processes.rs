@@ -246,8 +246,12 @@ fn a_worker_killed_mid_task_loses_the_task_to_another_worker() {
     assert!(cluster.verify().status.success());
     // The silent worker lost trust for the task it dropped.
     let (workers, _) = cluster.member(&["workers"]);
-    let row: Vec<&str> =
-        workers.lines().find(|l| l.split_whitespace().nth(1) == Some(victim)).unwrap().split_whitespace().collect();
+    let row: Vec<&str> = workers
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(victim))
+        .unwrap()
+        .split_whitespace()
+        .collect();
     assert_eq!((row[2], row[6]), ("no", "1"), "connected no, missed 1:\n{workers}");
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use icn_governance::{Authorization, Event, Genesis, Governance};
 use icn_ledger::{Ledger, TransferId};
-use icn_placement::{Candidate, Policy, Pool, Request, Trust, Weights};
+use icn_placement::{Candidate, Plan, Policy, Pool, Request, Trust, Verdict, Weights};
 use icn_protocol::governance::{Ballot, ClearRequest, Credits, Effect, Proposal, ScopeId};
 use icn_protocol::wire::{Assignment, Capacity, ExecutionReport, JobState, JobView, Outcome, Submission};
 use icn_protocol::{ContentId, Envelope, JobId, Keypair, PublicKey, TaskId};
@@ -69,22 +69,44 @@ pub enum Command {
 #[derive(Clone, Debug)]
 struct Placement {
     worker: PublicKey,
+    owner: ScopeId,
     attempt: u32,
     placed_seq: u64,
     deadline_ms: u64,
+}
+
+/// A replica's final result, kept for verification.
+#[derive(Clone, Debug)]
+struct Received {
+    worker: PublicKey,
+    owner: ScopeId,
+    report: ExecutionReport,
 }
 
 #[derive(Clone, Debug)]
 struct Job {
     submitter: PublicKey,
     authorization: Authorization,
-    /// The owner of the worker the latest attempt was placed on.
-    owner: Option<ScopeId>,
     submission: Submission,
     submitted_seq: u64,
     submitted_ms: u64,
+    /// Replicas placed, replacements included; each placement's attempt number.
     attempts: u32,
-    placement: Option<Placement>,
+    /// Replicas lost, late or failed for their own reasons, which were placed again.
+    requeues: u32,
+    /// Replicas in flight, by replica index.
+    placements: BTreeMap<u32, Placement>,
+    /// Replica indexes used so far; the next new replica gets this one.
+    replicas_placed: u32,
+    /// Replica indexes whose attempt was requeued and wait for a worker.
+    vacant: BTreeSet<u32>,
+    /// New replicas wanted to settle a disagreement.
+    extra: u32,
+    /// Results that must agree.
+    quorum: u32,
+    reports: Vec<Received>,
+    disputed: bool,
+    /// The accepted result, and the worker whose report it is.
     result: Option<(PublicKey, ExecutionReport)>,
     failure: Option<String>,
     ended: bool,
@@ -169,11 +191,7 @@ impl Core {
             self.next_seq = entry.seq + 1;
             self.last_hash = entry.hash;
         }
-        let interrupted: Vec<(TaskId, Placement)> = self
-            .jobs
-            .iter()
-            .filter_map(|(id, job)| job.placement.clone().map(|p| (TaskId { job: *id, index: 0 }, p)))
-            .collect();
+        let interrupted: Vec<(TaskId, Placement)> = self.in_flight().collect();
         for (task, placement) in interrupted {
             self.requeue(now_ms, task, &placement, "the coordinator restarted while it ran".into(), false);
         }
@@ -299,6 +317,11 @@ impl Core {
         envelope: Envelope,
         proposal: Proposal,
     ) -> Result<(ContentId, u64), Refusal> {
+        if let Effect::ResolveDispute { job, .. } = &proposal.effect
+            && !self.jobs.get(job).is_some_and(|j| j.disputed && !j.ended)
+        {
+            return Err(format!("job {job} is not in dispute"));
+        }
         let event =
             self.governance.check_proposal(now_ms, &envelope, &proposal).map_err(|e| e.to_string())?;
         let Event::ProposalOpened { closes_ms, .. } = &event else { unreachable!("a proposal opens") };
@@ -360,10 +383,11 @@ impl Core {
         let Some(job) = self.jobs.get(&task.job) else {
             return self.misbehaved(worker, session, format!("it reported on unknown task {task}"));
         };
-        let current = job.placement.as_ref().filter(|p| p.worker == worker && p.attempt == report.attempt);
+        let current =
+            job.placements.get(&task.index).filter(|p| p.worker == worker && p.attempt == report.attempt);
         let Some(placement) = current.cloned() else {
-            // A late report for an attempt that was already requeued: not evidence of
-            // anything wrong, and not the outcome either.
+            // A late report for an attempt that was already requeued, or for a job already
+            // decided: not evidence of anything wrong, and not a result either.
             tracing::debug!(%task, attempt = report.attempt, worker = %worker.short(), "stale report ignored");
             return;
         };
@@ -371,13 +395,8 @@ impl Core {
             state.last_seen_ms = now_ms;
         }
         if let Err(e) = report.validate(&job.submission.limits) {
-            self.requeue(
-                now_ms,
-                task,
-                &placement,
-                format!("worker {} sent an invalid report", worker.short()),
-                true,
-            );
+            let reason = format!("worker {} sent an invalid report", worker.short());
+            self.requeue(now_ms, task, &placement, reason, true);
             return self.misbehaved(worker, session, e.to_string());
         }
         let retry = matches!(&report.outcome, Outcome::Failed { kind, .. } if !kind.is_final());
@@ -390,25 +409,142 @@ impl Core {
         if retry {
             self.requeue(now_ms, task, &placement, "the worker failed for a reason of its own".into(), false);
         } else {
-            let ended = match &report.outcome {
-                Outcome::Exited { .. } => {
-                    let job = &self.jobs[&task.job];
-                    Record::JobCompleted {
-                        job: task.job,
-                        output_digest: report.output_digest,
-                        fuel: report.fuel,
-                        worker,
-                        payee: job.owner.clone().expect("a reported job was placed"),
-                        cost: cost(&job.authorization, report.fuel),
-                    }
-                }
-                Outcome::Failed { kind, detail } => {
-                    Record::JobFailed { job: task.job, reason: format!("{kind:?}: {detail}") }
-                }
-            };
-            self.record(now_ms, Some(received), self.key.public(), ended);
+            self.verify(now_ms, task.job, received);
         }
         self.schedule(now_ms);
+    }
+
+    /// Compares the results in hand: accept, wait, add a replica, or open a dispute.
+    fn verify(&mut self, now_ms: u64, id: JobId, cause: u64) {
+        let job = &self.jobs[&id];
+        let reports: Vec<icn_placement::Report> = job
+            .reports
+            .iter()
+            .map(|r| icn_placement::Report {
+                worker: r.worker,
+                owner: r.owner.clone(),
+                digest: result_key(&r.report),
+                fuel: r.report.fuel.0,
+            })
+            .collect();
+        let outstanding = (job.placements.len() + job.vacant.len()) as u32 + job.extra;
+        let replicas_max = self.policy_for(&job.submission.scope).replicas_max.max(job.replicas_placed);
+        let signer = self.key.public();
+        match icn_placement::judge(&reports, job.quorum, outstanding, job.replicas_placed, replicas_max) {
+            Verdict::Pending => {}
+            Verdict::Accepted(judged) => self.accept(now_ms, id, &judged.agreeing, &judged.dissenting, cause),
+            Verdict::NeedMore => {
+                let reason = format!("{} results disagree", reports.len());
+                self.record(
+                    now_ms,
+                    Some(cause),
+                    signer,
+                    Record::ReplicasWanted { job: id, count: 1, reason },
+                );
+            }
+            Verdict::Dispute => {
+                let reason = format!(
+                    "{} results disagree and {replicas_max} replicas is the most allowed",
+                    reports.len()
+                );
+                self.record(now_ms, Some(cause), signer, Record::DisputeOpened { job: id, reason });
+            }
+        }
+    }
+
+    /// The result the `agreeing` workers reported stands: trust follows, the job ends,
+    /// and if it completed, the owners of the agreeing workers are paid.
+    fn accept(
+        &mut self,
+        now_ms: u64,
+        id: JobId,
+        agreeing: &[PublicKey],
+        dissenting: &[PublicKey],
+        cause: u64,
+    ) {
+        let signer = self.key.public();
+        let mut cause = cause;
+        if agreeing.len() >= 2 || !dissenting.is_empty() {
+            let verified =
+                Record::Verified { job: id, agreeing: agreeing.to_vec(), dissenting: dissenting.to_vec() };
+            cause = self.record(now_ms, Some(cause), signer, verified);
+        }
+        let job = &self.jobs[&id];
+        let accepted =
+            job.reports.iter().find(|r| r.worker == agreeing[0]).expect("an agreeing worker reported");
+        let ended = match &accepted.report.outcome {
+            Outcome::Exited { .. } => {
+                let each = cost(&job.authorization, accepted.report.fuel);
+                let payees = agreeing
+                    .iter()
+                    .map(|w| {
+                        let owner = &job.reports.iter().find(|r| r.worker == *w).expect("reported").owner;
+                        (owner.clone(), each)
+                    })
+                    .collect();
+                Record::JobCompleted {
+                    job: id,
+                    output_digest: accepted.report.output_digest,
+                    fuel: accepted.report.fuel,
+                    worker: accepted.worker,
+                    payees,
+                }
+            }
+            Outcome::Failed { kind, detail } => {
+                Record::JobFailed { job: id, reason: format!("{kind:?}: {detail}") }
+            }
+        };
+        self.record(now_ms, Some(cause), signer, ended);
+    }
+
+    /// A decision settled a dispute: the reports with the decided result win, the others
+    /// lose trust, and the winners' owners are paid.
+    fn resolve(
+        &mut self,
+        now_ms: u64,
+        id: JobId,
+        output_digest: ContentId,
+        fuel: icn_protocol::Fuel,
+        decided: u64,
+    ) {
+        let Some(job) = self.jobs.get(&id).filter(|j| j.disputed && !j.ended) else {
+            tracing::warn!(job = %id, "a dispute decision for a job that is not in dispute changes nothing");
+            return;
+        };
+        let (winners, losers): (Vec<&Received>, Vec<&Received>) = job
+            .reports
+            .iter()
+            .partition(|r| r.report.output_digest == output_digest && r.report.fuel == fuel);
+        let (winners, losers): (Vec<PublicKey>, Vec<PublicKey>) =
+            (winners.iter().map(|r| r.worker).collect(), losers.iter().map(|r| r.worker).collect());
+        if winners.is_empty() {
+            let reason =
+                format!("the decided result (output {}, {fuel}) matches no report", output_digest.short());
+            let signer = self.key.public();
+            self.record(now_ms, Some(decided), signer, Record::JobFailed { job: id, reason });
+            return;
+        }
+        self.accept(now_ms, id, &winners, &losers, decided);
+    }
+
+    /// The placement policy for jobs of `scope`: replication when a decision asked for it.
+    fn policy_for(&self, scope: &ScopeId) -> Policy {
+        match self.governance.placement_policy(scope) {
+            Some(p) => Policy {
+                replicas: p.replicas,
+                quorum: p.quorum,
+                replicas_max: p.replicas_max(),
+                ..self.policy
+            },
+            None => Policy { replicas: 1, quorum: 1, replicas_max: 1, ..self.policy },
+        }
+    }
+
+    /// Every replica in flight.
+    fn in_flight(&self) -> impl Iterator<Item = (TaskId, Placement)> + '_ {
+        self.jobs.iter().flat_map(|(id, job)| {
+            job.placements.iter().map(|(index, p)| (TaskId { job: *id, index: *index }, p.clone()))
+        })
     }
 
     /// Time passes: voting closes on proposals that are due, silent workers are lost,
@@ -426,8 +562,14 @@ impl Core {
                 }
             }
             let opened = self.governance.open[&proposal].seq;
+            let effect = self.governance.open[&proposal].proposal.effect.clone();
+            let accepted = record.accepted;
             let signer = self.key.public();
-            self.record(now_ms, Some(opened), signer, Record::Governance(Event::DecisionMade(record)));
+            let decided =
+                self.record(now_ms, Some(opened), signer, Record::Governance(Event::DecisionMade(record)));
+            if accepted && let Effect::ResolveDispute { job, output_digest, fuel } = effect {
+                self.resolve(now_ms, job, output_digest, fuel, decided);
+            }
         }
         // A decision may have removed workers: they leave now.
         let removed: Vec<(PublicKey, u64)> = self
@@ -452,12 +594,8 @@ impl Core {
             self.commands.push(Command::Disconnect { worker, session, reason: reason.clone() });
             self.worker_lost(now_ms, worker, session, reason);
         }
-        let overdue: Vec<(TaskId, Placement)> = self
-            .jobs
-            .iter()
-            .filter_map(|(id, job)| job.placement.clone().map(|p| (TaskId { job: *id, index: 0 }, p)))
-            .filter(|(_, p)| p.deadline_ms < now_ms)
-            .collect();
+        let overdue: Vec<(TaskId, Placement)> =
+            self.in_flight().filter(|(_, p)| p.deadline_ms < now_ms).collect();
         for (task, placement) in overdue {
             let reason = format!("worker {} missed the deadline", placement.worker.short());
             self.requeue(now_ms, task, &placement, reason, true);
@@ -486,10 +624,11 @@ impl Core {
 
     pub fn job(&self, id: &JobId) -> Option<JobView> {
         let job = self.jobs.get(id)?;
-        let state = match (&job.placement, job.ended, &job.failure) {
-            (Some(p), _, _) => JobState::Running { worker: p.worker, attempt: p.attempt },
-            (None, true, None) => JobState::Completed,
-            (None, true, Some(_)) => JobState::Failed,
+        let state = match (job.placements.values().next(), job.ended, &job.failure) {
+            (_, true, None) => JobState::Completed,
+            (_, true, Some(_)) => JobState::Failed,
+            _ if job.disputed => JobState::Disputed,
+            (Some(p), false, _) => JobState::Running { worker: p.worker, attempt: p.attempt },
             (None, false, _) => JobState::Queued,
         };
         Some(JobView {
@@ -547,12 +686,18 @@ impl Core {
                     Job {
                         submitter: submission.signer,
                         authorization: *authorization,
-                        owner: None,
                         submission: decoded,
                         submitted_seq: seq,
                         submitted_ms: time_ms,
                         attempts: 0,
-                        placement: None,
+                        requeues: 0,
+                        placements: BTreeMap::new(),
+                        replicas_placed: 0,
+                        vacant: BTreeSet::new(),
+                        extra: 0,
+                        quorum: 1,
+                        reports: vec![],
+                        disputed: false,
                         result: None,
                         failure: None,
                         ended: false,
@@ -562,19 +707,33 @@ impl Core {
                 self.queue.insert(seq, id);
                 self.jobs_open += 1;
             }
-            Record::TaskPlaced { task, attempt, worker, owner, .. } => {
+            Record::TaskPlaced { task, attempt, worker, owner, quorum, .. } => {
                 let grace_ms = self.config.deadline_grace_ms;
                 let job = self.jobs.get_mut(&task.job).expect("placed task's job exists");
-                job.owner = Some(owner.clone());
                 let timeout_ms = job.submission.limits.timeout_ms;
-                self.queue.remove(&job.submitted_seq);
+                if !job.vacant.remove(&task.index) {
+                    assert_eq!(
+                        task.index, job.replicas_placed,
+                        "entry {seq}: a new replica takes the next index"
+                    );
+                    job.replicas_placed += 1;
+                    job.extra = job.extra.saturating_sub(1);
+                }
+                job.quorum = *quorum;
                 job.attempts = *attempt;
-                job.placement = Some(Placement {
-                    worker: *worker,
-                    attempt: *attempt,
-                    placed_seq: seq,
-                    deadline_ms: time_ms.saturating_add(timeout_ms).saturating_add(grace_ms),
-                });
+                job.placements.insert(
+                    task.index,
+                    Placement {
+                        worker: *worker,
+                        owner: owner.clone(),
+                        attempt: *attempt,
+                        placed_seq: seq,
+                        deadline_ms: time_ms.saturating_add(timeout_ms).saturating_add(grace_ms),
+                    },
+                );
+                if job.vacant.is_empty() && job.extra == 0 {
+                    self.queue.remove(&job.submitted_seq);
+                }
                 job.entries.push(seq);
                 if let Some(state) = self.workers.get_mut(worker) {
                     state.running.insert(*task);
@@ -582,35 +741,80 @@ impl Core {
                 self.refresh(worker);
             }
             Record::TaskRequeued { task, fault, .. } => {
-                let placement = self.release(task.job);
+                let placement = self.release(*task);
                 if *fault && let Some(placement) = placement {
                     self.lose_trust(&placement.worker, seq);
                 }
                 let job = self.jobs.get_mut(&task.job).expect("requeued task's job exists");
+                job.vacant.insert(task.index);
+                job.requeues += 1;
                 self.queue.insert(job.submitted_seq, task.job);
                 job.entries.push(seq);
             }
             Record::ReportReceived { report } => {
                 let decoded = report.open_trusted::<ExecutionReport>().expect("journaled reports decode");
-                self.release(decoded.task.job);
+                let placement = self.release(decoded.task).expect("a journaled report answers a placement");
                 let job = self.jobs.get_mut(&decoded.task.job).expect("reported task's job exists");
                 job.entries.push(seq);
-                job.result = Some((report.signer, decoded));
+                let retry = matches!(&decoded.outcome, Outcome::Failed { kind, .. } if !kind.is_final());
+                if !retry {
+                    job.reports.push(Received {
+                        worker: report.signer,
+                        owner: placement.owner,
+                        report: decoded,
+                    });
+                }
             }
-            Record::JobCompleted { job, fuel, payee, cost: posted, .. } => {
-                let authorization = self.jobs[job].authorization;
-                let spent = cost(&authorization, *fuel);
-                assert_eq!(
-                    spent, *posted,
-                    "entry {seq}: the journaled cost differs from fuel times the price"
+            Record::Verified { job, agreeing, dissenting } => {
+                // Only independent results agreeing is evidence of honesty.
+                if agreeing.len() >= 2 {
+                    for worker in agreeing {
+                        self.trust.entry(*worker).or_default().agreements += 1;
+                        self.refresh(worker);
+                    }
+                }
+                for worker in dissenting {
+                    let trust = self.trust.entry(*worker).or_default();
+                    trust.disagreements += 1;
+                    if self.policy.quarantines(trust) && self.quarantined.insert(*worker) {
+                        tracing::warn!(worker = %worker.short(), entry = seq, "worker quarantined: trust below the floor");
+                    }
+                    self.refresh(worker);
+                }
+                self.jobs.get_mut(job).expect("verified job exists").entries.push(seq);
+            }
+            Record::ReplicasWanted { job, count, .. } => {
+                let state = self.jobs.get_mut(job).expect("job wanting replicas exists");
+                state.extra += count;
+                state.entries.push(seq);
+                self.queue.insert(state.submitted_seq, *job);
+            }
+            Record::DisputeOpened { job, .. } => {
+                let state = self.jobs.get_mut(job).expect("disputed job exists");
+                state.disputed = true;
+                state.entries.push(seq);
+                self.queue.remove(&state.submitted_seq);
+            }
+            Record::JobCompleted { job, fuel, worker, payees, .. } => {
+                let state = &self.jobs[job];
+                let authorization = state.authorization;
+                let each = cost(&authorization, *fuel);
+                assert!(
+                    payees.iter().all(|(_, paid)| *paid == each),
+                    "entry {seq}: a journaled payment differs from fuel times the price"
                 );
+                let spent = Credits(payees.iter().map(|(_, paid)| paid.0).sum());
+                assert!(spent <= authorization.hold, "entry {seq}: payments exceed the hold");
+                let accepted = state.reports.iter().find(|r| r.worker == *worker).map(|r| r.report.clone());
                 self.governance.release(authorization.decision, authorization.hold, spent);
                 if authorization.hold.0 > 0 {
-                    self.ledger
-                        .post(transfer(*job), &[(payee.clone(), spent)])
-                        .expect("a completed job's reservation posts");
+                    self.ledger.post(transfer(*job), payees).expect("a completed job's reservation posts");
                 }
-                self.pool.earn(payee, spent.0.max(0) as u64);
+                for (payee, paid) in payees {
+                    self.pool.earn(payee, paid.0.max(0) as u64);
+                }
+                let state = self.jobs.get_mut(job).expect("completed job exists");
+                state.result = accepted.map(|report| (*worker, report));
                 self.end(*job, seq, None);
             }
             Record::JobFailed { job, reason } => {
@@ -618,6 +822,10 @@ impl Core {
                 self.governance.release(authorization.decision, authorization.hold, Credits(0));
                 if authorization.hold.0 > 0 {
                     self.ledger.void(transfer(*job)).expect("a failed job's reservation voids");
+                }
+                let state = self.jobs.get_mut(job).expect("failed job exists");
+                if state.result.is_none() {
+                    state.result = state.reports.last().map(|r| (r.worker, r.report.clone()));
                 }
                 self.end(*job, seq, Some(reason.clone()));
             }
@@ -678,11 +886,12 @@ impl Core {
         }
     }
 
-    /// The job's current attempt is over: its worker's slot comes free.
-    fn release(&mut self, id: JobId) -> Option<Placement> {
-        let placement = self.jobs.get_mut(&id).expect("a released job exists").placement.take()?;
+    /// A replica's attempt is over: its worker's slot comes free.
+    fn release(&mut self, task: TaskId) -> Option<Placement> {
+        let placement =
+            self.jobs.get_mut(&task.job).expect("a released job exists").placements.remove(&task.index)?;
         if let Some(state) = self.workers.get_mut(&placement.worker) {
-            state.running.remove(&TaskId { job: id, index: 0 });
+            state.running.remove(&task);
         }
         self.refresh(&placement.worker);
         Some(placement)
@@ -717,7 +926,10 @@ impl Core {
     }
 
     fn end(&mut self, id: JobId, seq: u64, failure: Option<String>) {
-        self.release(id);
+        let replicas: Vec<u32> = self.jobs[&id].placements.keys().copied().collect();
+        for index in replicas {
+            self.release(TaskId { job: id, index });
+        }
         let job = self.jobs.get_mut(&id).expect("ended job exists");
         debug_assert!(!job.ended, "a job ends once");
         self.queue.remove(&job.submitted_seq);
@@ -732,8 +944,8 @@ impl Core {
     fn requeue(&mut self, now_ms: u64, task: TaskId, placement: &Placement, reason: String, fault: bool) {
         let record = Record::TaskRequeued { task, attempt: placement.attempt, reason, fault };
         let requeued = self.record(now_ms, Some(placement.placed_seq), self.key.public(), record);
-        if self.jobs[&task.job].attempts >= self.config.attempts_max {
-            let reason = format!("the task was lost on {} attempts", self.config.attempts_max);
+        if self.jobs[&task.job].requeues >= self.config.attempts_max {
+            let reason = format!("replicas were lost {} times, the limit", self.config.attempts_max);
             self.record(
                 now_ms,
                 Some(requeued),
@@ -749,7 +961,9 @@ impl Core {
         };
         let running: Vec<TaskId> = state.running.iter().copied().collect();
         for task in running {
-            if let Some(placement) = self.jobs.get(&task.job).and_then(|j| j.placement.clone()) {
+            if let Some(placement) =
+                self.jobs.get(&task.job).and_then(|j| j.placements.get(&task.index).cloned())
+            {
                 let why = format!("worker {} was lost: {reason}", worker.short());
                 self.requeue(now_ms, task, &placement, why, true);
             }
@@ -764,41 +978,102 @@ impl Core {
         self.commands.push(Command::Disconnect { worker, session, reason });
     }
 
-    /// Places queued tasks on workers with free slots, the freest first.
+    /// Places queued jobs in submission order: a job's first replicas by the policy's
+    /// plan, then replacements for lost replicas and the extra replicas a disagreement
+    /// asked for. Stops at the first job that cannot be placed, so none is overtaken.
     fn schedule(&mut self, now_ms: u64) {
-        while let Some((&queued_seq, &job_id)) = self.queue.iter().next() {
-            let (limits, executor) = {
-                let submission = &self.jobs[&job_id].submission;
-                (submission.limits, submission.executor)
-            };
-            let request = Request::new(executor, limits.memory_bytes, 1);
-            let Some((worker, score)) = self.pool.place(&request).first().copied() else {
+        while let Some((_, &id)) = self.queue.iter().next() {
+            if !self.place(now_ms, id) {
                 return;
-            };
-            let state = &self.workers[&worker];
-            let (owner, session) = (state.owner.clone(), state.session);
-            let scores = crate::record::Scores::of(&score);
-            let task = TaskId { job: job_id, index: 0 };
-            let job = &self.jobs[&job_id];
-            let attempt = job.attempts + 1;
-            let cause = *job.entries.last().expect("a job has its submission entry");
-            let assignment = Assignment {
-                task,
-                attempt,
-                module: job.submission.module,
-                input: job.submission.input.clone(),
-                args: job.submission.args.clone(),
-                limits,
-            };
-            self.record(
-                now_ms,
-                Some(cause),
-                self.key.public(),
-                Record::TaskPlaced { task, attempt, worker, owner, scores },
-            );
-            debug_assert!(!self.queue.contains_key(&queued_seq), "a placed job leaves the queue");
-            self.commands.push(Command::Dispatch { worker, session, assignment });
+            }
         }
+    }
+
+    /// Places what `id` waits for; whether it got all of it.
+    fn place(&mut self, now_ms: u64, id: JobId) -> bool {
+        let job = &self.jobs[&id];
+        let policy = self.policy_for(&job.submission.scope);
+        let mut request = Request::new(job.submission.executor, job.submission.limits.memory_bytes, 1);
+        if job.replicas_placed == 0 && job.vacant.is_empty() && job.extra == 0 {
+            let plan = if policy.replicas <= 1 {
+                self.pool.place(&request).first().map(|chosen| Plan {
+                    chosen: vec![*chosen],
+                    quorum: 1,
+                    spot_check: false,
+                })
+            } else {
+                icn_placement::plan(&self.pool, &request, &policy, draw(id))
+            };
+            let Some(plan) = plan else { return false };
+            for (index, (worker, score)) in plan.chosen.iter().enumerate() {
+                self.place_replica(
+                    now_ms,
+                    TaskId { job: id, index: index as u32 },
+                    *worker,
+                    score,
+                    plan.quorum,
+                );
+            }
+            return true;
+        }
+        // Replicas of this job already in flight or reported keep their owners off it.
+        for p in job.placements.values() {
+            request.exclude_workers.insert(p.worker);
+            request.exclude_owners.insert(p.owner.clone());
+        }
+        for r in &job.reports {
+            request.exclude_workers.insert(r.worker);
+            request.exclude_owners.insert(r.owner.clone());
+        }
+        let wanted: Vec<(u32, bool)> = job
+            .vacant
+            .iter()
+            .map(|index| (*index, false))
+            .chain((0..job.extra).map(|n| (job.replicas_placed + n, true)))
+            .collect();
+        let quorum = job.quorum;
+        for (index, settling) in wanted {
+            // A replica that settles a disagreement goes to the most trusted worker free.
+            let chosen =
+                if settling { self.pool.place_most_trusted(&request) } else { self.pool.place(&request) };
+            let Some((worker, score)) = chosen.first().copied() else { return false };
+            request.exclude_workers.insert(worker);
+            request.exclude_owners.insert(self.workers[&worker].owner.clone());
+            self.place_replica(now_ms, TaskId { job: id, index }, worker, &score, quorum);
+        }
+        true
+    }
+
+    fn place_replica(
+        &mut self,
+        now_ms: u64,
+        task: TaskId,
+        worker: PublicKey,
+        score: &icn_placement::Score,
+        quorum: u32,
+    ) {
+        let job = &self.jobs[&task.job];
+        let attempt = job.attempts + 1;
+        let cause = *job.entries.last().expect("a job has its submission entry");
+        let assignment = Assignment {
+            task,
+            attempt,
+            module: job.submission.module,
+            input: job.submission.input.clone(),
+            args: job.submission.args.clone(),
+            limits: job.submission.limits,
+        };
+        let state = &self.workers[&worker];
+        let (owner, session) = (state.owner.clone(), state.session);
+        let scores = crate::record::Scores::of(score);
+        let signer = self.key.public();
+        self.record(
+            now_ms,
+            Some(cause),
+            signer,
+            Record::TaskPlaced { task, attempt, worker, owner, scores, quorum },
+        );
+        self.commands.push(Command::Dispatch { worker, session, assignment });
     }
 
     /// A member's request to clear the obligations within a federation.
@@ -866,4 +1141,22 @@ pub fn transfer(job: JobId) -> TransferId {
 /// that true at a rounding edge.
 fn cost(authorization: &Authorization, fuel: icn_protocol::Fuel) -> Credits {
     authorization.price.cost(fuel).min(authorization.hold)
+}
+
+/// What replicas must match on to agree: how the run ended and what it printed.
+fn result_key(report: &ExecutionReport) -> ContentId {
+    let ending = match &report.outcome {
+        Outcome::Exited { code } => format!("exited {code}"),
+        Outcome::Failed { kind, .. } => format!("failed {kind:?}"),
+    };
+    let mut bytes = ending.into_bytes();
+    bytes.extend_from_slice(&report.output_digest.0);
+    ContentId::of(&bytes)
+}
+
+/// A number in [0, 1) fixed by the job's id: the spot-check draw, reproducible on replay
+/// and not chosen by anyone.
+fn draw(job: JobId) -> f64 {
+    let bytes: [u8; 8] = job.0.0[..8].try_into().expect("an id has eight bytes");
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }

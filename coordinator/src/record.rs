@@ -59,6 +59,8 @@ pub enum Record {
         owner: ScopeId,
         /// Why this worker: its scores when it was chosen.
         scores: Scores,
+        /// Results that must agree for the round this replica belongs to.
+        quorum: u32,
     },
     /// The task goes back to the queue; the attempt it was on is over.
     TaskRequeued {
@@ -73,15 +75,33 @@ pub enum Record {
         report: Envelope,
     },
     /// The job's result is accepted, and its cost posted: the submitting scope pays
-    /// `cost` (its fuel at the price it was admitted at) to the worker's owner `payee`,
-    /// and the rest of its hold is released.
+    /// each cooperative whose worker's result was accepted its fuel at the price the job
+    /// was admitted at, and the rest of its hold is released.
     JobCompleted {
         job: JobId,
         output_digest: ContentId,
         fuel: Fuel,
         worker: PublicKey,
-        payee: ScopeId,
-        cost: Credits,
+        payees: Vec<(ScopeId, Credits)>,
+    },
+    /// Replicas' results were compared: who agreed with the accepted result, who did not.
+    /// Trust follows from this record.
+    Verified {
+        job: JobId,
+        agreeing: Vec<PublicKey>,
+        dissenting: Vec<PublicKey>,
+    },
+    /// Results disagree: more replicas, on trusted workers of owners not yet involved.
+    ReplicasWanted {
+        job: JobId,
+        count: u32,
+        reason: String,
+    },
+    /// Results disagree and more replicas cannot settle it: a decision of the commons
+    /// (`ResolveDispute`) will, looking at the signed reports in the journal.
+    DisputeOpened {
+        job: JobId,
+        reason: String,
     },
     JobFailed {
         job: JobId,
@@ -118,7 +138,11 @@ impl Record {
             Record::ReportReceived { report } => {
                 report.open_trusted::<ExecutionReport>().ok().map(|r| r.task.job)
             }
-            Record::JobCompleted { job, .. } | Record::JobFailed { job, .. } => Some(*job),
+            Record::JobCompleted { job, .. }
+            | Record::JobFailed { job, .. }
+            | Record::Verified { job, .. }
+            | Record::ReplicasWanted { job, .. }
+            | Record::DisputeOpened { job, .. } => Some(*job),
             Record::Governance(_) | Record::Cleared { .. } => None,
         }
     }
@@ -142,10 +166,30 @@ impl Record {
                     Err(_) => "job submitted (unreadable submission)".into(),
                 }
             }
-            Record::TaskPlaced { task, attempt, worker, owner, scores } => format!(
-                "task {task} attempt {attempt} placed on worker {} of {owner} ({scores})",
+            Record::TaskPlaced { task, attempt, worker, owner, scores, quorum } => format!(
+                "task {task} attempt {attempt} placed on worker {} of {owner} ({scores}; quorum {quorum})",
                 worker.short()
             ),
+            Record::Verified { job, agreeing, dissenting } => {
+                let list = |keys: &[PublicKey]| keys.iter().map(|k| k.short()).collect::<Vec<_>>().join(", ");
+                format!(
+                    "job {} verified: {} agreed ({}){}",
+                    job.0.short(),
+                    agreeing.len(),
+                    list(agreeing),
+                    if dissenting.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {} disagreed ({}) and lose trust", dissenting.len(), list(dissenting))
+                    }
+                )
+            }
+            Record::ReplicasWanted { job, count, reason } => {
+                format!("job {}: {count} more replica(s) wanted: {reason}", job.0.short())
+            }
+            Record::DisputeOpened { job, reason } => {
+                format!("job {} disputed: {reason}; a decision of the commons will settle it", job.0.short())
+            }
             Record::TaskRequeued { task, attempt, reason, fault } => {
                 let blame = if *fault { "; the worker loses trust" } else { "" };
                 format!("task {task} attempt {attempt} requeued: {reason}{blame}")
@@ -163,13 +207,17 @@ impl Record {
                 ),
                 Err(_) => "report received (unreadable report)".into(),
             },
-            Record::JobCompleted { job, output_digest, fuel, worker, payee, cost } => format!(
-                "job {} completed on worker {}: output {}, {}; {cost} posted to {payee}",
-                job.0.short(),
-                worker.short(),
-                output_digest.short(),
-                fuel
-            ),
+            Record::JobCompleted { job, output_digest, fuel, worker, payees } => {
+                let paid: Vec<String> = payees.iter().map(|(p, c)| format!("{c} to {p}")).collect();
+                format!(
+                    "job {} completed on worker {}: output {}, {}; posted {}",
+                    job.0.short(),
+                    worker.short(),
+                    output_digest.short(),
+                    fuel,
+                    if paid.is_empty() { "nothing".to_string() } else { paid.join(", ") }
+                )
+            }
             Record::JobFailed { job, reason } => format!("job {} failed: {reason}", job.0.short()),
             Record::Governance(event) => describe_event(event),
             Record::Cleared { request, clearing } => match request.open_trusted::<ClearRequest>() {

@@ -212,12 +212,16 @@ impl Provenance {
                     "#{}: reserved up to {} of {}'s credit",
                     line.seq, authorization.hold, submission.scope
                 )),
-                Record::JobCompleted { payee, cost, .. } => money.push(format!(
-                    "#{} (caused by the accepted report #{}): {} paid {cost} to {payee}; the rest of the hold was released",
-                    line.seq,
-                    line.cause.unwrap_or_default(),
-                    submission.scope
-                )),
+                Record::JobCompleted { payees, .. } => {
+                    let paid: Vec<String> = payees.iter().map(|(p, c)| format!("{c} to {p}")).collect();
+                    money.push(format!(
+                        "#{} (caused by entry #{}, which accepted the result): {} paid {}; the rest of the hold was released",
+                        line.seq,
+                        line.cause.unwrap_or_default(),
+                        submission.scope,
+                        if paid.is_empty() { "nothing".to_string() } else { paid.join(", ") }
+                    ))
+                }
                 Record::JobFailed { .. } if authorization.hold.0 > 0 => {
                     money.push(format!("#{}: the reservation was voided; nobody paid", line.seq))
                 }
@@ -262,20 +266,28 @@ impl Provenance {
                         Some(authorization.decision),
                     )
                 }
-                Record::JobCompleted { job, payee, cost, .. } => {
+                Record::JobCompleted { job, payees, .. } => {
                     let Some((payer, authorization)) = jobs.get(job) else { continue };
+                    let paid_out: i64 = payees.iter().filter(|(p, _)| p != payer).map(|(_, c)| c.0).sum();
+                    let earned: i64 = payees.iter().filter(|(p, _)| p == scope).map(|(_, c)| c.0).sum();
+                    let others: Vec<String> = payees
+                        .iter()
+                        .filter(|(p, _)| p != payer)
+                        .map(|(p, c)| format!("{} to {p}", c.0))
+                        .collect();
                     let text = |other: &str| format!("job {}: {other}", job.0.short());
-                    if payer == scope && payee == scope {
-                        (0, text("paid its own cooperative"), Some(authorization.decision))
-                    } else if payer == scope {
+                    if payer == scope {
+                        // Paying its own cooperative moves nothing.
+                        let change = -paid_out;
+                        let what = if others.is_empty() {
+                            "paid its own cooperative".to_string()
+                        } else {
+                            format!("paid {} for the accepted result", others.join(", "))
+                        };
+                        (change, text(&what), Some(authorization.decision))
+                    } else if earned > 0 {
                         (
-                            -cost.0,
-                            text(&format!("paid {payee} for the accepted result")),
-                            Some(authorization.decision),
-                        )
-                    } else if payee == scope {
-                        (
-                            cost.0,
+                            earned,
                             text(&format!("earned from {payer} for an accepted result")),
                             Some(authorization.decision),
                         )

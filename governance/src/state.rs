@@ -175,6 +175,11 @@ impl Governance {
         self.scopes.keys().filter(|id| self.lineage(id).contains(scope)).cloned().collect()
     }
 
+    /// The placement policy in force for `scope`: its own, or its nearest ancestor's.
+    pub fn placement_policy(&self, scope: &ScopeId) -> Option<PlacementPolicy> {
+        self.lineage(scope).iter().find_map(|id| self.scopes.get(id).and_then(|s| s.policy))
+    }
+
     /// The price schedule in force for `scope`: its own, or its nearest ancestor's.
     pub fn prices(&self, scope: &ScopeId) -> PriceSchedule {
         self.lineage(scope)
@@ -281,6 +286,14 @@ impl Governance {
                 Ok(())
             }
             Effect::CreditLimit { scope: target, .. } => within(target),
+            Effect::ResolveDispute { .. } => {
+                if self.scope(scope)?.kind != ScopeKind::Commons {
+                    return Err(Refusal::Invalid(format!(
+                        "disputes are decided in the commons scope, not in {scope}"
+                    )));
+                }
+                Ok(())
+            }
             Effect::PlacementPolicy(_) | Effect::PriceSchedule(_) => Ok(()),
         }
     }
@@ -416,7 +429,9 @@ impl Governance {
             }
         }
         let price = self.prices(scope_id);
-        let hold = price.cost(submission.limits.fuel);
+        // Every replica a disagreement could grow to may be paid for.
+        let replicas = self.placement_policy(scope_id).map_or(1, |p| p.replicas_max());
+        let hold = Credits(price.cost(submission.limits.fuel).0 * i64::from(replicas));
         if hold > state.left() {
             return Err(Refusal::BudgetExhausted {
                 scope: scope_id.clone(),
@@ -562,7 +577,7 @@ impl Governance {
                 self.scopes.get_mut(scope).expect("decided scope exists").prices = Some(*prices);
             }
             // The ledger holds credit limits and the coordinator trust; it applies these.
-            Effect::CreditLimit { .. } | Effect::Readmit { .. } => {}
+            Effect::CreditLimit { .. } | Effect::Readmit { .. } | Effect::ResolveDispute { .. } => {}
         }
     }
 
@@ -629,6 +644,11 @@ pub fn describe_effect(scope: &ScopeId, effect: &Effect, name: impl Fn(&PublicKe
         Effect::PriceSchedule(p) => {
             format!("prices for {scope}: {} credits per million fuel", p.credits_per_mega_fuel)
         }
+        Effect::ResolveDispute { job, output_digest, fuel } => format!(
+            "resolve the dispute over job {}: the result with output {} and {fuel} stands",
+            job.0.short(),
+            output_digest.short()
+        ),
         Effect::Readmit { key } => {
             format!("readmit quarantined worker {}, starting its trust over", key.short())
         }

@@ -11,7 +11,7 @@ use crate::envelope::{Kind, Signed};
 use crate::identity::PublicKey;
 use crate::ids::ContentId;
 use crate::wire::{ExecutorKind, Limits, check_text};
-use crate::{Error, Fuel};
+use crate::{Error, Fuel, JobId};
 
 pub const SCOPE_ID_LENGTH_MAX: usize = 64;
 pub const NAME_LENGTH_MAX: usize = 64;
@@ -290,6 +290,12 @@ pub struct PlacementPolicy {
 }
 
 impl PlacementPolicy {
+    /// Replicas a task may grow to when its results disagree: two more than it starts
+    /// with, for replicated tasks; a task that runs once is never replicated.
+    pub fn replicas_max(&self) -> u32 {
+        if self.replicas <= 1 { 1 } else { (self.replicas + 2).min(REPLICAS_MAX) }
+    }
+
     pub fn validate(&self) -> Result<(), Error> {
         if self.quorum == 0 || self.quorum > self.replicas || self.replicas > REPLICAS_MAX {
             return Err(Error::invalid(format!(
@@ -364,6 +370,13 @@ pub enum Effect {
     Readmit {
         key: PublicKey,
     },
+    /// The verdict on a disputed job: the result (output digest and fuel) that stands.
+    /// Decided in the commons scope.
+    ResolveDispute {
+        job: JobId,
+        output_digest: ContentId,
+        fuel: Fuel,
+    },
 }
 
 /// A member asks its scope to decide on an effect.
@@ -402,7 +415,10 @@ impl Proposal {
                 }
                 Ok(())
             }
-            Effect::AdmitWorker { .. } | Effect::RemoveWorker { .. } | Effect::Readmit { .. } => Ok(()),
+            Effect::AdmitWorker { .. }
+            | Effect::RemoveWorker { .. }
+            | Effect::Readmit { .. }
+            | Effect::ResolveDispute { .. } => Ok(()),
         }
     }
 }

@@ -355,9 +355,14 @@ pub enum TraceQuery {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JobState {
     Queued,
-    Running { worker: PublicKey, attempt: u32 },
+    Running {
+        worker: PublicKey,
+        attempt: u32,
+    },
     Completed,
     Failed,
+    /// Replicas disagreed and more could not settle it: a decision of the commons will.
+    Disputed,
 }
 
 /// What a member sees of a job.
