@@ -56,6 +56,8 @@ pub struct LocalOptions<'a> {
     pub founding_budget: Option<Credits>,
     /// The federation's founding credit line: how far below zero its account may go.
     pub credit_limit: Credits,
+    /// More admitted worker keys (with their cooperative) that the caller runs itself.
+    pub extra_workers: &'a [(PublicKey, &'a str)],
 }
 
 impl Default for LocalOptions<'_> {
@@ -69,6 +71,7 @@ impl Default for LocalOptions<'_> {
             voting_window_ms: 1_000,
             founding_budget: Some(Credits(1_000_000_000)),
             credit_limit: Credits(1_000_000_000),
+            extra_workers: &[],
         }
     }
 }
@@ -136,7 +139,11 @@ pub fn genesis(
             credit_limit: Some(options.credit_limit),
         },
     ];
-    for owner in options.owners {
+    let extra_owners =
+        options.extra_workers.iter().map(|(_, owner)| *owner).filter(|o| !options.owners.contains(o));
+    let owners: std::collections::BTreeSet<&str> =
+        options.owners.iter().copied().chain(extra_owners).collect();
+    for owner in owners {
         scopes.push(GenesisScope {
             id: owner.parse()?,
             kind: ScopeKind::Cooperative,
@@ -151,8 +158,11 @@ pub fn genesis(
         .iter()
         .enumerate()
         .map(|(i, (name, key))| {
-            let mut standing =
-                std::collections::BTreeMap::from([(federation(), vec![Standing::Vote, Standing::Submit])]);
+            // Every member also votes in the commons, which settles disputes.
+            let mut standing = std::collections::BTreeMap::from([
+                (federation(), vec![Standing::Vote, Standing::Submit]),
+                ("commons".parse()?, vec![Standing::Vote]),
+            ]);
             if let Some(owner) = options.owners.get(i) {
                 standing.insert(owner.parse()?, vec![Standing::Vote, Standing::Donate]);
             }
@@ -194,7 +204,11 @@ impl LocalCommons {
         let genesis = genesis(
             &options,
             &members.iter().map(|m| (m.name.clone(), m.key.public())).collect::<Vec<_>>(),
-            &worker_keys.iter().map(|(key, owner)| (key.public(), owner.clone())).collect::<Vec<_>>(),
+            &worker_keys
+                .iter()
+                .map(|(key, owner)| (key.public(), owner.clone()))
+                .chain(options.extra_workers.iter().map(|(key, owner)| (*key, owner.to_string())))
+                .collect::<Vec<_>>(),
         )?;
         let journal = dir.join("journal.db");
         let config = CoordinatorConfig {

@@ -432,7 +432,16 @@ impl Core {
         let signer = self.key.public();
         match icn_placement::judge(&reports, job.quorum, outstanding, job.replicas_placed, replicas_max) {
             Verdict::Pending => {}
-            Verdict::Accepted(judged) => self.accept(now_ms, id, &judged.agreeing, &judged.dissenting, cause),
+            Verdict::Accepted(judged) => {
+                self.accept(now_ms, id, &judged.agreeing, &judged.dissenting, cause, None)
+            }
+            Verdict::NeedMore if !self.another_owner_admitted(id) => {
+                let reason = format!(
+                    "{} results disagree and no admitted worker of another cooperative can break the tie",
+                    reports.len()
+                );
+                self.record(now_ms, Some(cause), signer, Record::DisputeOpened { job: id, reason });
+            }
             Verdict::NeedMore => {
                 let reason = format!("{} results disagree", reports.len());
                 self.record(
@@ -461,12 +470,17 @@ impl Core {
         agreeing: &[PublicKey],
         dissenting: &[PublicKey],
         cause: u64,
+        by_decision: Option<u64>,
     ) {
         let signer = self.key.public();
         let mut cause = cause;
-        if agreeing.len() >= 2 || !dissenting.is_empty() {
-            let verified =
-                Record::Verified { job: id, agreeing: agreeing.to_vec(), dissenting: dissenting.to_vec() };
+        if agreeing.len() >= 2 || !dissenting.is_empty() || by_decision.is_some() {
+            let verified = Record::Verified {
+                job: id,
+                agreeing: agreeing.to_vec(),
+                dissenting: dissenting.to_vec(),
+                by_decision,
+            };
             cause = self.record(now_ms, Some(cause), signer, verified);
         }
         let job = &self.jobs[&id];
@@ -524,7 +538,18 @@ impl Core {
             self.record(now_ms, Some(decided), signer, Record::JobFailed { job: id, reason });
             return;
         }
-        self.accept(now_ms, id, &winners, &losers, decided);
+        self.accept(now_ms, id, &winners, &losers, decided, Some(decided));
+    }
+
+    /// Whether any admitted worker belongs to a cooperative not yet involved in `id`.
+    fn another_owner_admitted(&self, id: JobId) -> bool {
+        let job = &self.jobs[&id];
+        let involved: BTreeSet<&ScopeId> =
+            job.reports.iter().map(|r| &r.owner).chain(job.placements.values().map(|p| &p.owner)).collect();
+        self.governance
+            .workers
+            .iter()
+            .any(|(key, owner)| !involved.contains(owner) && !self.quarantined.contains(key))
     }
 
     /// The placement policy for jobs of `scope`: replication when a decision asked for it.
@@ -765,9 +790,9 @@ impl Core {
                     });
                 }
             }
-            Record::Verified { job, agreeing, dissenting } => {
-                // Only independent results agreeing is evidence of honesty.
-                if agreeing.len() >= 2 {
+            Record::Verified { job, agreeing, dissenting, by_decision } => {
+                // Evidence of honesty: independent results agreeing, or a verdict.
+                if agreeing.len() >= 2 || by_decision.is_some() {
                     for worker in agreeing {
                         self.trust.entry(*worker).or_default().agreements += 1;
                         self.refresh(worker);

@@ -90,6 +90,8 @@ pub enum Record {
         job: JobId,
         agreeing: Vec<PublicKey>,
         dissenting: Vec<PublicKey>,
+        /// The decision that settled a dispute, when the verdict came from governance.
+        by_decision: Option<u64>,
     },
     /// Results disagree: more replicas, on trusted workers of owners not yet involved.
     ReplicasWanted {
@@ -170,10 +172,11 @@ impl Record {
                 "task {task} attempt {attempt} placed on worker {} of {owner} ({scores}; quorum {quorum})",
                 worker.short()
             ),
-            Record::Verified { job, agreeing, dissenting } => {
+            Record::Verified { job, agreeing, dissenting, by_decision } => {
                 let list = |keys: &[PublicKey]| keys.iter().map(|k| k.short()).collect::<Vec<_>>().join(", ");
+                let by = by_decision.map_or(String::new(), |d| format!(" by decision #{d}"));
                 format!(
-                    "job {} verified: {} agreed ({}){}",
+                    "job {} verified{by}: {} agreed ({}){}",
                     job.0.short(),
                     agreeing.len(),
                     list(agreeing),

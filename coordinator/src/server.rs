@@ -356,10 +356,12 @@ impl CoreShell {
             }
             Event::Watch { job, updates } => match self.core.job(&job) {
                 Some(view) => {
-                    let ended = is_final(&view.state);
-                    if updates.send(view).is_ok() && !ended {
-                        self.watchers.entry(job).or_default().push(updates);
+                    // Like every answer, the first view waits for this batch to be durable:
+                    // a member never hears of a state the journal could still lose.
+                    if !is_final(&view.state) {
+                        self.watchers.entry(job).or_default().push(updates.clone());
                     }
+                    replies.push(Box::new(move || drop(updates.send(view))));
                 }
                 None => drop(updates),
             },
