@@ -272,6 +272,32 @@ impl LocalCommons {
         Client::connect(self.coordinator.addr(), self.coordinator.public_key(), key).await
     }
 
+    /// Connects as a worker with `key` without running the agent, for callers that speak
+    /// the worker protocol themselves (to test what a misbehaving worker can do).
+    pub async fn connect_worker(
+        &self,
+        key: &Keypair,
+        slots: u32,
+    ) -> anyhow::Result<(quinn::Endpoint, icn_protocol::transport::Session)> {
+        use icn_protocol::wire::{Capacity, ExecutorKind, Hello, Role};
+        let endpoint = icn_protocol::transport::client_endpoint()?;
+        let hello = Hello {
+            role: Role::Worker,
+            channel_binding: [0; 32],
+            agent: "hand-made".into(),
+            capacity: Some(Capacity { slots, memory_bytes: 1 << 30, executors: vec![ExecutorKind::Wasm] }),
+        };
+        let session = icn_protocol::transport::connect(
+            &endpoint,
+            self.coordinator.addr(),
+            self.coordinator.public_key(),
+            key,
+            hello,
+        )
+        .await?;
+        Ok((endpoint, session))
+    }
+
     pub fn owner_of(&self, worker: &PublicKey) -> &str {
         self.workers.iter().find(|w| w.key == *worker).map_or("?", |w| w.owner.as_str())
     }

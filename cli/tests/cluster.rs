@@ -11,8 +11,8 @@ use icn_coordinator::record::Record;
 use icn_protocol::frame::{read_frame, write_frame};
 use icn_protocol::transport;
 use icn_protocol::wire::{
-    Capacity, ClientResponse, CoordinatorMessage, ExecutionReport, ExecutorKind, FailureKind, Hello,
-    JobState, JobView, Limits, Outcome, Role, Submission, WorkerMessage,
+    ClientResponse, CoordinatorMessage, ExecutionReport, FailureKind, Hello, JobState, JobView, Limits,
+    Outcome, Role, Submission, WorkerMessage,
 };
 use icn_protocol::{ContentId, Envelope, Fuel, JobId, Keypair};
 
@@ -210,22 +210,7 @@ async fn report_signed_by_the_wrong_key_is_refused_and_the_task_runs_elsewhere()
     // rogue's, which has not, scores higher on donor fairness and gets the next task.
     let first = run_wat(&client, SUM_WAT, b"1 1", Limits::default()).await;
     assert_eq!(output(&first), b"2\n");
-    let endpoint = transport::client_endpoint().unwrap();
-    let hello = Hello {
-        role: Role::Worker,
-        channel_binding: [0; 32],
-        agent: "rogue".into(),
-        capacity: Some(Capacity { slots: 4, memory_bytes: 1 << 30, executors: vec![ExecutorKind::Wasm] }),
-    };
-    let session = transport::connect(
-        &endpoint,
-        commons.coordinator.addr(),
-        commons.coordinator.public_key(),
-        &rogue_key,
-        hello,
-    )
-    .await
-    .unwrap();
+    let (_endpoint, session) = commons.connect_worker(&rogue_key, 4).await.unwrap();
     let job = submit_wat(&client, SUM_WAT, b"2 2", Limits::default()).await;
     let (mut send, mut recv) = session.connection.accept_bi().await.unwrap();
     let Some(CoordinatorMessage::Assign(assignment)) = read_frame(&mut recv, 1 << 20).await.unwrap() else {

@@ -13,10 +13,8 @@ use icn_coordinator::record::Record;
 use icn_governance::Decision;
 use icn_protocol::frame::{read_frame, write_frame};
 use icn_protocol::governance::{Choice, Effect, PlacementPolicy, Proposal, ScopeId};
-use icn_protocol::transport;
 use icn_protocol::wire::{
-    Capacity, CoordinatorMessage, ExecutionReport, ExecutorKind, Hello, JobState, JobView, Limits, Outcome,
-    Role, WorkerMessage,
+    CoordinatorMessage, ExecutionReport, JobState, JobView, Limits, Outcome, WorkerMessage,
 };
 use icn_protocol::{ContentId, Envelope, Fuel, JobId, Keypair, PublicKey};
 
@@ -75,22 +73,7 @@ fn records_of(commons: &LocalCommons, job: JobId) -> Vec<Record> {
 
 /// A worker that signs honestly what it claims, and claims a wrong output for every task.
 async fn rogue(commons: &LocalCommons, key: Arc<Keypair>) -> tokio::task::JoinHandle<()> {
-    let endpoint = transport::client_endpoint().unwrap();
-    let hello = Hello {
-        role: Role::Worker,
-        channel_binding: [0; 32],
-        agent: "rogue".into(),
-        capacity: Some(Capacity { slots: 4, memory_bytes: 1 << 30, executors: vec![ExecutorKind::Wasm] }),
-    };
-    let session = transport::connect(
-        &endpoint,
-        commons.coordinator.addr(),
-        commons.coordinator.public_key(),
-        &key,
-        hello,
-    )
-    .await
-    .unwrap();
+    let (endpoint, session) = commons.connect_worker(&key, 4).await.unwrap();
     tokio::spawn(async move {
         let _endpoint = endpoint;
         let mut control = session.control.0;
