@@ -276,6 +276,15 @@ enum EffectArgs {
         #[arg(long)]
         quorum: u32,
     },
+    /// In the commons: the result (output digest and fuel) that stands for a disputed job.
+    ResolveDispute {
+        #[arg(long)]
+        job: String,
+        #[arg(long)]
+        output_digest: ContentId,
+        #[arg(long)]
+        fuel: u64,
+    },
     /// A quarantined worker may take tasks again, its trust starting over.
     Readmit {
         #[arg(long)]
@@ -318,6 +327,9 @@ impl EffectArgs {
                 Effect::PlacementPolicy(PlacementPolicy { replicas, quorum })
             }
             EffectArgs::Readmit { key } => Effect::Readmit { key },
+            EffectArgs::ResolveDispute { job, output_digest, fuel } => {
+                Effect::ResolveDispute { job: job.parse()?, output_digest, fuel: Fuel(fuel) }
+            }
             EffectArgs::CreditLimit { target, limit } => {
                 Effect::CreditLimit { scope: target, limit: Credits(limit) }
             }
