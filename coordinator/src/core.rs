@@ -768,7 +768,7 @@ impl Core {
             Record::TaskRequeued { task, fault, .. } => {
                 let placement = self.release(*task);
                 if *fault && let Some(placement) = placement {
-                    self.lose_trust(&placement.worker, seq);
+                    self.lose_trust(&placement.worker, seq, |trust| trust.missed += 1);
                 }
                 let job = self.jobs.get_mut(&task.job).expect("requeued task's job exists");
                 job.vacant.insert(task.index);
@@ -799,12 +799,7 @@ impl Core {
                     }
                 }
                 for worker in dissenting {
-                    let trust = self.trust.entry(*worker).or_default();
-                    trust.disagreements += 1;
-                    if self.policy.quarantines(trust) && self.quarantined.insert(*worker) {
-                        tracing::warn!(worker = %worker.short(), entry = seq, "worker quarantined: trust below the floor");
-                    }
-                    self.refresh(worker);
+                    self.lose_trust(worker, seq, |trust| trust.disagreements += 1);
                 }
                 self.jobs.get_mut(job).expect("verified job exists").entries.push(seq);
             }
@@ -866,34 +861,27 @@ impl Core {
                         }
                     }
                 }
-                let readmit = match event {
+                // The effects governance leaves to the coordinator: read before `apply`
+                // closes the proposal.
+                let effect = match event {
                     Event::DecisionMade(record) if record.accepted && record.effect_refused.is_none() => {
-                        match &self.governance.open[&record.proposal].proposal.effect {
-                            Effect::Readmit { key } => Some(*key),
-                            _ => None,
-                        }
-                    }
-                    _ => None,
-                };
-                if let Some(key) = readmit {
-                    self.quarantined.remove(&key);
-                    self.trust.remove(&key);
-                    self.refresh(&key);
-                }
-                let credit = match event {
-                    Event::DecisionMade(record) if record.accepted && record.effect_refused.is_none() => {
-                        match &self.governance.open[&record.proposal].proposal.effect {
-                            Effect::CreditLimit { scope, limit } => Some((scope.clone(), *limit)),
-                            _ => None,
-                        }
+                        Some(self.governance.open[&record.proposal].proposal.effect.clone())
                     }
                     _ => None,
                 };
                 self.governance.apply(seq, time_ms, event);
-                if let Some((scope, limit)) = credit {
-                    self.ledger
-                        .set_limit(&scope, limit)
-                        .expect("checked at close (else effect_refused is set)");
+                match effect {
+                    Some(Effect::Readmit { key }) => {
+                        self.quarantined.remove(&key);
+                        self.trust.remove(&key);
+                        self.refresh(&key);
+                    }
+                    Some(Effect::CreditLimit { scope, limit }) => {
+                        self.ledger
+                            .set_limit(&scope, limit)
+                            .expect("checked at close (else effect_refused is set)");
+                    }
+                    _ => {}
                 }
             }
             Record::Cleared { request, clearing } => {
@@ -922,10 +910,11 @@ impl Core {
         Some(placement)
     }
 
-    /// The worker was lost, late or broke the protocol while it held a task.
-    fn lose_trust(&mut self, worker: &PublicKey, seq: u64) {
+    /// The worker failed: `failure` counts it (a missed task, a result that disagreed).
+    /// Below the floor, it is quarantined.
+    fn lose_trust(&mut self, worker: &PublicKey, seq: u64, failure: impl FnOnce(&mut Trust)) {
         let trust = self.trust.entry(*worker).or_default();
-        trust.missed += 1;
+        failure(trust);
         if self.policy.quarantines(trust) && self.quarantined.insert(*worker) {
             tracing::warn!(worker = %worker.short(), entry = seq, ?trust, "worker quarantined: trust below the floor");
         }

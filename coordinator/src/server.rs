@@ -600,14 +600,13 @@ impl Shell {
                     Ok(proposal) => proposal,
                     Err(e) => return ClientResponse::Error(format!("proposal refused: {e}")),
                 };
-                let (reply, answer) = oneshot::channel();
-                if self.events.send(Event::Propose { envelope, proposal, reply }).is_err() {
-                    return ClientResponse::Error("the coordinator is stopping".into());
-                }
-                match answer.await {
+                match self
+                    .ask(|reply| Event::Propose { envelope, proposal, reply }, "the coordinator stopped")
+                    .await
+                {
                     Ok(Ok((proposal, closes_ms))) => ClientResponse::Proposed { proposal, closes_ms },
                     Ok(Err(reason)) => ClientResponse::Error(format!("proposal refused: {reason}")),
-                    Err(_) => ClientResponse::Error("the coordinator stopped".into()),
+                    Err(stopped) => stopped,
                 }
             }
             ClientRequest::Vote(envelope) => {
@@ -616,14 +615,13 @@ impl Shell {
                     Err(e) => return ClientResponse::Error(format!("ballot refused: {e}")),
                 };
                 let proposal = ballot.proposal;
-                let (reply, answer) = oneshot::channel();
-                if self.events.send(Event::Vote { envelope, ballot, reply }).is_err() {
-                    return ClientResponse::Error("the coordinator is stopping".into());
-                }
-                match answer.await {
+                match self
+                    .ask(|reply| Event::Vote { envelope, ballot, reply }, "the coordinator stopped")
+                    .await
+                {
                     Ok(Ok(())) => ClientResponse::Voted { proposal },
                     Ok(Err(reason)) => ClientResponse::Error(format!("ballot refused: {reason}")),
-                    Err(_) => ClientResponse::Error("the coordinator stopped".into()),
+                    Err(stopped) => stopped,
                 }
             }
             ClientRequest::Governance => self.json_from_core(|reply| Event::Governance { reply }).await,
@@ -647,29 +645,35 @@ impl Shell {
                     Ok(request) => request,
                     Err(e) => return ClientResponse::Error(format!("clearing refused: {e}")),
                 };
-                let (reply, answer) = oneshot::channel();
-                if self.events.send(Event::Clear { envelope, request, reply }).is_err() {
-                    return ClientResponse::Error("the coordinator is stopping".into());
-                }
-                match answer.await {
+                match self
+                    .ask(|reply| Event::Clear { envelope, request, reply }, "the coordinator stopped")
+                    .await
+                {
                     Ok(Ok(json)) => ClientResponse::Json(json),
                     Ok(Err(reason)) => ClientResponse::Error(format!("clearing refused: {reason}")),
-                    Err(_) => ClientResponse::Error("the coordinator stopped".into()),
+                    Err(stopped) => stopped,
                 }
             }
         }
     }
 
-    /// A JSON document the core thread writes.
-    async fn json_from_core(&self, event: impl FnOnce(oneshot::Sender<String>) -> Event) -> ClientResponse {
+    /// Sends an event to the core thread and waits for its answer; the error is the
+    /// answer for the member when the core is stopping, or stopped (`stopped`) first.
+    async fn ask<T>(
+        &self,
+        event: impl FnOnce(oneshot::Sender<T>) -> Event,
+        stopped: &str,
+    ) -> Result<T, ClientResponse> {
         let (reply, answer) = oneshot::channel();
         if self.events.send(event(reply)).is_err() {
-            return ClientResponse::Error("the coordinator is stopping".into());
+            return Err(ClientResponse::Error("the coordinator is stopping".into()));
         }
-        match answer.await {
-            Ok(json) => ClientResponse::Json(json),
-            Err(_) => ClientResponse::Error("the coordinator stopped".into()),
-        }
+        answer.await.map_err(|_| ClientResponse::Error(stopped.into()))
+    }
+
+    /// A JSON document the core thread writes.
+    async fn json_from_core(&self, event: impl FnOnce(oneshot::Sender<String>) -> Event) -> ClientResponse {
+        self.ask(event, "the coordinator stopped").await.map_or_else(|stopped| stopped, ClientResponse::Json)
     }
 
     /// A JSON document read from the journal file itself: the journal is the record.
@@ -713,14 +717,11 @@ impl Shell {
             Ok(Err(e)) => return ClientResponse::Error(e.to_string()),
             Err(e) => return ClientResponse::Error(e.to_string()),
         }
-        let (reply, answer) = oneshot::channel();
-        if self.events.send(Event::Submit { envelope, submission, reply }).is_err() {
-            return ClientResponse::Error("the coordinator is stopping".into());
-        }
-        match answer.await {
+        let stopped = "the coordinator stopped before the job was recorded";
+        match self.ask(|reply| Event::Submit { envelope, submission, reply }, stopped).await {
             Ok(Ok(job)) => ClientResponse::Submitted(job),
             Ok(Err(reason)) => ClientResponse::Error(format!("submission refused: {reason}")),
-            Err(_) => ClientResponse::Error("the coordinator stopped before the job was recorded".into()),
+            Err(stopped) => stopped,
         }
     }
 

@@ -239,18 +239,23 @@ impl Pool {
         feasible_now.sort_by(|a, b| {
             b.1.trust.total_cmp(&a.1.trust).then(b.1.total.total_cmp(&a.1.total)).then(a.0.key.cmp(&b.0.key))
         });
-        let mut owners = BTreeSet::new();
-        let mut chosen = vec![];
-        for (c, s) in feasible_now {
-            if chosen.len() >= request.replicas as usize {
-                break;
-            }
-            if owners.insert(c.owner.clone()) {
-                chosen.push((c.key, s));
-            }
-        }
-        chosen
+        first_of_distinct_owners(feasible_now, request.replicas)
     }
+}
+
+/// Takes candidates in the order given, skipping any whose owner was already taken,
+/// until `replicas` are chosen.
+fn first_of_distinct_owners<'a>(
+    ordered: impl IntoIterator<Item = (&'a Candidate, Score)>,
+    replicas: u32,
+) -> Vec<(PublicKey, Score)> {
+    let mut owners = BTreeSet::new();
+    ordered
+        .into_iter()
+        .filter(|(c, _)| owners.insert(c.owner.clone()))
+        .take(replicas as usize)
+        .map(|(c, s)| (c.key, s))
+        .collect()
 }
 
 /// The same choice without an index: score every worker, sort, take distinct owners.
@@ -261,24 +266,11 @@ pub fn naive_place(
     weights: &Weights,
     request: &Request,
 ) -> Vec<(PublicKey, Score)> {
-    let mut scored: Vec<(Reverse<u64>, PublicKey, Score, &Candidate)> = candidates
+    let mut scored: Vec<(&Candidate, Score)> = candidates
         .iter()
         .filter(|c| feasible(c, request, &BTreeSet::new()).is_ok())
-        .map(|c| {
-            let s = score(c, earned(&c.owner), weights);
-            (rank(&s), c.key, s, c)
-        })
+        .map(|c| (c, score(c, earned(&c.owner), weights)))
         .collect();
-    scored.sort_by_key(|a| (a.0, a.1));
-    let mut owners = BTreeSet::new();
-    let mut chosen = vec![];
-    for (_, key, s, c) in scored {
-        if chosen.len() >= request.replicas as usize {
-            break;
-        }
-        if owners.insert(c.owner.clone()) {
-            chosen.push((key, s));
-        }
-    }
-    chosen
+    scored.sort_by_key(|(c, s)| (rank(s), c.key));
+    first_of_distinct_owners(scored, request.replicas)
 }
