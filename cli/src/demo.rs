@@ -5,11 +5,10 @@
 use std::time::Instant;
 
 use icn_coordinator::journal;
-use icn_coordinator::record::Record;
 use icn_governance::Decision;
 use icn_protocol::governance::{Choice, Credits, Effect, Proposal};
 use icn_protocol::wire::{JobState, JobView, Limits, Outcome, Submission, TraceQuery};
-use icn_protocol::{ContentId, Fuel, JobId};
+use icn_protocol::{ContentId, Fuel};
 
 use crate::client::Client;
 use crate::local::{self, LocalCommons, LocalOptions};
@@ -189,24 +188,4 @@ fn row(commons: &LocalCommons, name: &str, view: &JobView) -> String {
         None => ("-".into(), "-".into(), view.failure.clone().unwrap_or_default()),
     };
     format!("{:<14} {:<7} {:<22} {:<10} {:>10}  {}", view.job.0.short(), name, ran_on, state, fuel, output)
-}
-
-/// The journal entries about `job`, one line each, in plain words.
-pub fn journal_lines(path: &std::path::Path, job: JobId) -> anyhow::Result<Vec<String>> {
-    let mut lines = Vec::new();
-    for entry in journal::read(path)? {
-        let record: Record = entry.decode_record()?;
-        if record.job() != Some(job) {
-            continue;
-        }
-        let cause = entry.cause.map_or("-".to_string(), |c| format!("#{c}"));
-        lines.push(format!(
-            "#{:<4} cause {:<5} signer {}  {}",
-            entry.seq,
-            cause,
-            entry.signer.short(),
-            record.describe()
-        ));
-    }
-    Ok(lines)
 }

@@ -182,8 +182,7 @@ impl Provenance {
 
     /// A record in words, with members' names where the journal knows them.
     fn describe(&self, record: &Record) -> String {
-        let text = record.describe();
-        let mut named = text.clone();
+        let mut named = record.describe();
         for (key, name) in &self.governance.members {
             named = named.replace(&key.short(), name);
         }
