@@ -1,7 +1,8 @@
 //! A member's client: uploads modules, submits signed jobs and follows them.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
 use icn_coordinator::trace::{Statement, Trace};
@@ -10,29 +11,100 @@ use icn_protocol::frame::{read_frame, write_frame};
 use icn_protocol::governance::{Ballot, Choice, ClearRequest, Proposal, ScopeId};
 use icn_protocol::transport::{self, Session};
 use icn_protocol::wire::{
-    ClientRequest, ClientResponse, Hello, JobView, MESSAGE_SIZE_BYTES_MAX, Role, Submission, TraceQuery,
+    Answer, ClientRequest, ClientResponse, Hello, JobView, MESSAGE_SIZE_BYTES_MAX, Role, Submission,
+    TraceQuery,
 };
-use icn_protocol::{ContentId, Envelope, JobId, Keypair, PublicKey};
+use icn_protocol::{ContentId, Envelope, JobId, Keypair, PublicKey, Seal, SealKeeper};
 use quinn::Endpoint;
 
 pub struct Client {
     key: Arc<Keypair>,
     session: Session,
     _endpoint: Endpoint,
+    /// The highest journal seal this member has seen from the coordinator.
+    seals: Mutex<SealKeeper>,
+    /// Where the seal outlives this process, if anywhere.
+    seal_file: Option<PathBuf>,
 }
 
 impl Client {
+    /// Connects with a seal kept in memory only.
     pub async fn connect(
         addr: SocketAddr,
         coordinator: PublicKey,
         key: Arc<Keypair>,
     ) -> anyhow::Result<Client> {
+        Self::connect_keeping(addr, coordinator, key, None).await
+    }
+
+    /// Connects, checking the coordinator against the seal kept in `seal_file` (if any)
+    /// and keeping the highest seal it shows there.
+    pub async fn connect_keeping(
+        addr: SocketAddr,
+        coordinator: PublicKey,
+        key: Arc<Keypair>,
+        seal_file: Option<PathBuf>,
+    ) -> anyhow::Result<Client> {
+        let kept = match &seal_file {
+            Some(path) => read_seal(path)?,
+            None => None,
+        };
+        let mut seals = SealKeeper::new(coordinator, kept).map_err(|e| {
+            anyhow::anyhow!(
+                "{e} (in {})",
+                seal_file.as_ref().map_or("memory".into(), |p| p.display().to_string())
+            )
+        })?;
         let endpoint = transport::client_endpoint()?;
-        let hello = Hello { role: Role::Member, channel_binding: [0; 32], agent: agent(), capacity: None };
-        let session = transport::connect(&endpoint, addr, coordinator, &key, hello)
+        let hello = Hello {
+            role: Role::Member,
+            channel_binding: [0; 32],
+            agent: agent(),
+            capacity: None,
+            seen: None,
+            running: vec![],
+        };
+        let session = transport::connect(&endpoint, addr, coordinator, &key, hello, &mut seals)
             .await
-            .with_context(|| format!("cannot reach the coordinator at {addr}"))?;
-        Ok(Client { key, session, _endpoint: endpoint })
+            .map_err(|e| refuse_history(e.into(), seal_file.as_ref()))
+            .with_context(|| format!("cannot use the coordinator at {addr}"))?;
+        let client = Client { key, session, _endpoint: endpoint, seals: Mutex::new(seals), seal_file };
+        client.save_seal();
+        Ok(client)
+    }
+
+    /// The highest seal this client has seen: what a member can check a journal
+    /// against (`icn journal verify --expect`).
+    pub fn seal(&self) -> Option<Seal> {
+        self.seals.lock().expect("seal lock").kept()
+    }
+
+    /// Checks the seal an answer carries and keeps it if it is the highest yet.
+    fn observe(&self, seal: &Seal) -> anyhow::Result<()> {
+        let raised =
+            self.seals.lock().expect("seal lock").check(seal).map_err(|e| {
+                refuse_history(icn_protocol::Error::History(e).into(), self.seal_file.as_ref())
+            })?;
+        if raised {
+            self.save_seal();
+        }
+        Ok(())
+    }
+
+    fn save_seal(&self) {
+        let (Some(path), Some(seal)) = (&self.seal_file, self.seal()) else { return };
+        if let Err(e) = write_seal(path, &seal) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot keep the coordinator's seal");
+        }
+    }
+
+    /// Reads one answer frame; `None` when the stream ended.
+    async fn read_answer(&self, recv: &mut quinn::RecvStream) -> anyhow::Result<Option<ClientResponse>> {
+        let Some(answer) = read_frame::<_, Answer>(recv, MESSAGE_SIZE_BYTES_MAX).await? else {
+            return Ok(None);
+        };
+        self.observe(&answer.seal)?;
+        Ok(Some(answer.response))
     }
 
     /// The QUIC connection, for callers that speak the protocol directly.
@@ -44,9 +116,7 @@ impl Client {
         let (mut send, mut recv) = self.session.connection.open_bi().await?;
         write_frame(&mut send, request).await?;
         send.finish()?;
-        read_frame(&mut recv, MESSAGE_SIZE_BYTES_MAX)
-            .await?
-            .context("the coordinator closed the request without an answer")
+        self.read_answer(&mut recv).await?.context("the coordinator closed the request without an answer")
     }
 
     /// Makes sure the coordinator holds the module; returns its content id.
@@ -149,7 +219,7 @@ impl Client {
         write_frame(&mut send, &ClientRequest::Watch(job)).await?;
         send.finish()?;
         let mut last = None;
-        while let Some(response) = read_frame::<_, ClientResponse>(&mut recv, MESSAGE_SIZE_BYTES_MAX).await? {
+        while let Some(response) = self.read_answer(&mut recv).await? {
             match response {
                 ClientResponse::Job(view) => {
                     on_update(&view);
@@ -161,6 +231,57 @@ impl Client {
         }
         last.context("the coordinator ended the watch without a final state")
     }
+}
+
+/// Where a member's kept seal of coordinator `coordinator` lives: `$ICN_STATE_DIR`, else
+/// `$XDG_STATE_HOME/icn`, else `~/.local/state/icn`.
+pub fn seal_file(coordinator: &PublicKey) -> Option<PathBuf> {
+    let dir = std::env::var_os("ICN_STATE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_STATE_HOME").map(|d| PathBuf::from(d).join("icn")))
+        .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".local/state/icn")))?;
+    Some(dir.join(format!("seal-{coordinator}")))
+}
+
+pub fn read_seal(path: &std::path::Path) -> anyhow::Result<Option<Seal>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(icn_protocol::decode(&bytes).with_context(|| {
+            format!("the kept seal {} does not read; remove it to start over", path.display())
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read the kept seal {}", path.display())),
+    }
+}
+
+/// Writes the kept seal to a temporary file and renames it into place, so a crash
+/// leaves the old seal or the new one.
+fn write_seal(path: &std::path::Path, seal: &Seal) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, icn_protocol::encode(seal))?;
+    std::fs::rename(&temporary, path)
+}
+
+/// A history error, with what the member can do about it.
+fn refuse_history(error: anyhow::Error, seal_file: Option<&PathBuf>) -> anyhow::Error {
+    let is_history = error
+        .downcast_ref::<icn_protocol::Error>()
+        .is_some_and(|e| matches!(e, icn_protocol::Error::History(_)));
+    if !is_history {
+        return error;
+    }
+    let forget = seal_file.map_or(String::new(), |path| {
+        format!(
+            " If the operator confirms those entries are lost for good, remove {} to accept this history.",
+            path.display()
+        )
+    });
+    anyhow::anyhow!(
+        "{error}. This client refuses it: jobs, payments or decisions it showed you are no longer in its record. \
+         Tell the operator.{forget}"
+    )
 }
 
 fn unexpected(response: ClientResponse) -> String {

@@ -82,6 +82,7 @@ impl ConfigFile {
             heartbeat_interval_ms: self.heartbeat_interval_ms,
             core,
             genesis,
+            accept_journal_end: false,
         };
         Ok((base.join(&self.key), config))
     }

@@ -185,7 +185,7 @@ pub fn genesis(
         .map(|budget| Mandate { limits: most, ..day_mandate(budget) })
         .into_iter()
         .collect();
-    let genesis = Genesis { scopes, members, workers, mandates };
+    let genesis = Genesis { scopes, members, workers, mandates, free_compute: false };
     genesis.validate()?;
     Ok(genesis)
 }
@@ -217,6 +217,7 @@ impl LocalCommons {
             heartbeat_interval_ms: options.heartbeat_interval_ms,
             core: CoreConfig { worker_timeout_ms: options.worker_timeout_ms, ..CoreConfig::default() },
             genesis: genesis.clone(),
+            accept_journal_end: false,
         };
         let coordinator = Coordinator::start(coordinator_key, config).await?;
         let mut workers = Vec::new();
@@ -286,13 +287,17 @@ impl LocalCommons {
             channel_binding: [0; 32],
             agent: "hand-made".into(),
             capacity: Some(Capacity { slots, memory_bytes: 1 << 30, executors: vec![ExecutorKind::Wasm] }),
+            seen: None,
+            running: vec![],
         };
+        let mut seals = icn_protocol::SealKeeper::new(self.coordinator.public_key(), None)?;
         let session = icn_protocol::transport::connect(
             &endpoint,
             self.coordinator.addr(),
             self.coordinator.public_key(),
             key,
             hello,
+            &mut seals,
         )
         .await?;
         Ok((endpoint, session))

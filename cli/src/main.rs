@@ -16,7 +16,7 @@ use icn_protocol::governance::{
     Choice, Credits, Effect, Mandate, PlacementPolicy, PriceSchedule, Proposal, ScopeId, Standing,
 };
 use icn_protocol::wire::{ExecutorKind, JobState, JobView, Limits, Outcome, Submission, TraceQuery};
-use icn_protocol::{ContentId, Fuel, JobId, Keypair, PublicKey};
+use icn_protocol::{ContentId, Fuel, JobId, Keypair, PublicKey, SealPoint};
 
 #[derive(Parser)]
 #[command(name = "icn", version, about = "The ICN compute commons: governed, verified, settled compute")]
@@ -39,6 +39,10 @@ enum Command {
     Coordinator {
         #[arg(long)]
         config: PathBuf,
+        /// Start even though the journal's anchor shows entries missing from its end,
+        /// accepting that they are lost (after restoring an old backup on purpose).
+        #[arg(long)]
+        accept_journal_end: bool,
     },
     /// Run a worker that donates this machine to the commons.
     Worker {
@@ -342,13 +346,33 @@ impl EffectArgs {
 
 #[derive(Subcommand)]
 enum JournalCommand {
-    /// Re-check every link, seal and signature; name the first bad entry.
+    /// Re-check every link, seal, signature and stored module; name the first bad one.
     Verify {
         #[arg(long)]
         journal: PathBuf,
         /// The coordinator key the journal must belong to (default: the one it names).
         #[arg(long)]
         coordinator_key: Option<PublicKey>,
+        /// A seal you kept (`icn journal seal` prints it): the journal must still hold
+        /// that entry with that hash.
+        #[arg(long, value_name = "SEQ:HASH")]
+        expect: Option<SealPoint>,
+    },
+    /// Print the highest journal seal this machine has seen from the coordinator, as
+    /// SEQ:HASH for `icn journal verify --expect`.
+    Seal {
+        /// The coordinator's public key.
+        #[arg(long, env = "ICN_COORDINATOR_KEY")]
+        coordinator_key: PublicKey,
+    },
+    /// Drop entries after the last seal, which no coordinator wrote (it seals every
+    /// batch it commits). Sealed history is never removed.
+    Truncate {
+        #[arg(long)]
+        journal: PathBuf,
+        /// Required: says what is removed.
+        #[arg(long, required = true)]
+        unsealed_tail: bool,
     },
     /// Print the entries in plain words, all or those of one job.
     Show {
@@ -377,8 +401,10 @@ impl Connect {
         Ok(Arc::new(Keypair::read(&self.key)?))
     }
 
+    /// Connects, holding the coordinator to the history it showed this machine before.
     async fn client(&self) -> anyhow::Result<Client> {
-        Client::connect(self.coordinator, self.coordinator_key, self.key()?).await
+        let seals = icn_cli::client::seal_file(&self.coordinator_key);
+        Client::connect_keeping(self.coordinator, self.coordinator_key, self.key()?, seals).await
     }
 }
 
@@ -421,7 +447,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", key.public());
         }
         Command::Pubkey { key } => println!("{}", Keypair::read(&key)?.public()),
-        Command::Coordinator { config } => run_coordinator(&config).await?,
+        Command::Coordinator { config, accept_journal_end } => {
+            run_coordinator(&config, accept_journal_end).await?
+        }
         Command::Worker { connect, slots, memory_mib } => {
             let config = icn_worker::WorkerConfig {
                 key: connect.key()?,
@@ -554,22 +582,24 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 println!("  {} owes {} {}", o.debtor, o.creditor, o.amount);
             }
         }
-        Command::Journal { command: JournalCommand::Verify { journal: path, coordinator_key } } => {
-            let verification = journal::verify(&path, coordinator_key)?;
-            match verification.first_bad {
-                None => println!(
-                    "journal {} verified: {} entries, {} seals by coordinator {}; every link, seal and signature holds",
-                    path.display(),
-                    verification.entries,
-                    verification.seals,
-                    verification.coordinator
+        Command::Journal { command: JournalCommand::Verify { journal: path, coordinator_key, expect } } => {
+            return verify_journal(&path, coordinator_key, expect);
+        }
+        Command::Journal { command: JournalCommand::Seal { coordinator_key } } => {
+            let file = icn_cli::client::seal_file(&coordinator_key)
+                .context("no state folder: set ICN_STATE_DIR or HOME")?;
+            match icn_cli::client::read_seal(&file)? {
+                Some(seal) => println!("{}", seal.point()),
+                None => bail!(
+                    "no seal of coordinator {} is kept here yet ({})",
+                    coordinator_key.short(),
+                    file.display()
                 ),
-                Some((seq, reason)) => {
-                    println!("journal {}: entry {seq} is bad: {reason}", path.display());
-                    println!("{} entries before it verified", verification.entries);
-                    return Ok(ExitCode::from(2));
-                }
             }
+        }
+        Command::Journal { command: JournalCommand::Truncate { journal: path, .. } } => {
+            let removed = journal::truncate_unsealed_tail(&path)?;
+            println!("removed {removed} unsealed entries from the end of journal {}", path.display());
         }
         Command::Journal { command: JournalCommand::Show { journal: path, job } } => {
             let job: Option<JobId> = job.map(|j| j.parse()).transpose()?;
@@ -609,9 +639,70 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run_coordinator(path: &Path) -> anyhow::Result<()> {
+/// `icn journal verify`: exit status 0 when everything holds, 2 naming the first bad entry,
+/// module or unmet expectation.
+fn verify_journal(
+    path: &Path,
+    coordinator: Option<PublicKey>,
+    expect: Option<SealPoint>,
+) -> anyhow::Result<ExitCode> {
+    let verification = journal::verify(path, coordinator)?;
+    let mut bad = false;
+    if let Some((seq, reason)) = &verification.first_bad {
+        println!("journal {}: entry {seq} is bad: {reason}", path.display());
+        println!("{} entries before it verified", verification.entries);
+        bad = true;
+    }
+    if let Some((cid, reason)) = &verification.bad_module {
+        println!("journal {}: module {cid} is bad: {reason}", path.display());
+        bad = true;
+    }
+    if let Some(point) = expect {
+        match journal::read(path)?.get(point.seq as usize) {
+            Some(entry) if ContentId(entry.hash) == point.hash && point.seq < verification.entries => {}
+            Some(entry) => {
+                println!(
+                    "journal {}: entry {} has hash {}, not the {} you kept: this is not the history you saw",
+                    path.display(),
+                    point.seq,
+                    ContentId(entry.hash),
+                    point.hash
+                );
+                bad = true;
+            }
+            None => {
+                println!(
+                    "journal {}: it holds no entry {}, which you kept a seal of: its end was cut",
+                    path.display(),
+                    point.seq
+                );
+                bad = true;
+            }
+        }
+    }
+    if bad {
+        return Ok(ExitCode::from(2));
+    }
+    println!(
+        "journal {} verified: {} entries, {} seals by coordinator {}; every link, seal, signature and module holds",
+        path.display(),
+        verification.entries,
+        verification.seals,
+        verification.coordinator
+    );
+    if let Some(point) = expect {
+        println!("it holds entry {} with the hash you kept", point.seq);
+    }
+    if let Some(seal) = verification.last_seal {
+        println!("latest seal: {}", seal.point());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_coordinator(path: &Path, accept_journal_end: bool) -> anyhow::Result<()> {
     let (file, base) = ConfigFile::read(path)?;
-    let (key_path, config) = file.resolve(&base)?;
+    let (key_path, mut config) = file.resolve(&base)?;
+    config.accept_journal_end = accept_journal_end;
     let key = Arc::new(Keypair::read(&key_path)?);
     let coordinator = Coordinator::start(key.clone(), config.clone()).await?;
     println!("coordinator {} listening on {}", key.public(), coordinator.addr());
@@ -651,6 +742,7 @@ async fn follow(client: &Client, job: JobId) -> anyhow::Result<ExitCode> {
     progress.finish_and_clear();
     eprintln!("{}", describe(&view));
     match (&view.state, &view.result) {
+        (JobState::Disputed, _) => Ok(ExitCode::from(EXIT_DISPUTED)),
         (JobState::Completed, Some((_, report))) => {
             use std::io::Write;
             std::io::stdout().write_all(&report.output)?;
@@ -662,6 +754,10 @@ async fn follow(client: &Client, job: JobId) -> anyhow::Result<ExitCode> {
         _ => Ok(ExitCode::from(1)),
     }
 }
+
+/// `--wait` on a job in dispute: its result waits for a decision of the commons (75 is
+/// the conventional "temporary failure, try again later").
+const EXIT_DISPUTED: u8 = 75;
 
 fn describe(view: &JobView) -> String {
     let id = view.job.0.short();
@@ -684,8 +780,10 @@ fn describe(view: &JobView) -> String {
             )
         }
         (JobState::Completed, None) => format!("job {id}: completed"),
-        (JobState::Disputed, _) => {
-            format!("job {id}: disputed: its replicas disagree; a decision of the commons will settle it")
-        }
+        (JobState::Disputed, _) => format!(
+            "job {id}: in dispute: its replicas disagree and more could not settle it; a decision of the commons \
+             will (`icn decisions`, then `icn status {}` once it is taken)",
+            view.job
+        ),
     }
 }

@@ -11,10 +11,10 @@ use icn_coordinator::record::Record;
 use icn_protocol::frame::{read_frame, write_frame};
 use icn_protocol::transport;
 use icn_protocol::wire::{
-    ClientResponse, CoordinatorMessage, ExecutionReport, FailureKind, Hello, JobState, JobView, Limits,
-    Outcome, Role, Submission, WorkerMessage,
+    Answer, ClientResponse, CoordinatorMessage, ExecutionReport, FailureKind, Hello, JobState, JobView,
+    Limits, Outcome, Role, Submission, WorkerMessage,
 };
-use icn_protocol::{ContentId, Envelope, Fuel, JobId, Keypair};
+use icn_protocol::{ContentId, Envelope, Fuel, JobId, Keypair, SealKeeper};
 
 fn two_workers() -> LocalOptions<'static> {
     LocalOptions { owners: &["coop-a", "coop-b"], ..LocalOptions::default() }
@@ -145,9 +145,24 @@ async fn worker_and_member_keys_never_admitted_are_refused_with_the_reason() {
     // A coordinator that is not the one the worker pinned is not trusted either.
     let impostor_key = Keypair::generate().public();
     let endpoint = transport::client_endpoint().unwrap();
-    let hello = Hello { role: Role::Member, channel_binding: [0; 32], agent: "t".into(), capacity: None };
-    let wrong =
-        transport::connect(&endpoint, commons.coordinator.addr(), impostor_key, &commons.member, hello).await;
+    let hello = Hello {
+        role: Role::Member,
+        channel_binding: [0; 32],
+        agent: "t".into(),
+        capacity: None,
+        seen: None,
+        running: vec![],
+    };
+    let mut seals = SealKeeper::new(impostor_key, None).unwrap();
+    let wrong = transport::connect(
+        &endpoint,
+        commons.coordinator.addr(),
+        impostor_key,
+        &commons.member,
+        hello,
+        &mut seals,
+    )
+    .await;
     assert!(wrong.err().unwrap().to_string().contains("not the expected"));
     commons.stop().await.unwrap();
 }
@@ -157,13 +172,22 @@ async fn oversized_and_malformed_requests_are_refused_and_the_coordinator_serves
     let dir = tempfile::tempdir().unwrap();
     let commons = LocalCommons::start(dir.path(), two_workers()).await.unwrap();
     let endpoint = transport::client_endpoint().unwrap();
-    let hello = Hello { role: Role::Member, channel_binding: [0; 32], agent: "t".into(), capacity: None };
+    let hello = Hello {
+        role: Role::Member,
+        channel_binding: [0; 32],
+        agent: "t".into(),
+        capacity: None,
+        seen: None,
+        running: vec![],
+    };
+    let mut seals = SealKeeper::new(commons.coordinator.public_key(), None).unwrap();
     let session = transport::connect(
         &endpoint,
         commons.coordinator.addr(),
         commons.coordinator.public_key(),
         &commons.member,
         hello,
+        &mut seals,
     )
     .await
     .unwrap();
@@ -171,14 +195,14 @@ async fn oversized_and_malformed_requests_are_refused_and_the_coordinator_serves
     // A frame that claims to be 100 MiB: refused from its length prefix alone.
     let (mut send, mut recv) = session.connection.open_bi().await.unwrap();
     send.write_all(&(100u32 << 20).to_be_bytes()).await.unwrap();
-    let answer: ClientResponse = read_frame(&mut recv, 1 << 20).await.unwrap().unwrap();
+    let answer = read_frame::<_, Answer>(&mut recv, 1 << 20).await.unwrap().unwrap().response;
     assert!(matches!(&answer, ClientResponse::Error(e) if e.contains("over the limit")), "{answer:?}");
 
     // Bytes that are no message at all.
     let (mut send, mut recv) = session.connection.open_bi().await.unwrap();
     send.write_all(&[0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff]).await.unwrap();
     send.finish().unwrap();
-    let answer: ClientResponse = read_frame(&mut recv, 1 << 20).await.unwrap().unwrap();
+    let answer = read_frame::<_, Answer>(&mut recv, 1 << 20).await.unwrap().unwrap().response;
     assert!(matches!(&answer, ClientResponse::Error(e) if e.contains("malformed")), "{answer:?}");
 
     // A submission whose signature does not match its contents.
@@ -190,7 +214,7 @@ async fn oversized_and_malformed_requests_are_refused_and_the_coordinator_serves
     let (mut send, mut recv) = session.connection.open_bi().await.unwrap();
     write_frame(&mut send, &icn_protocol::wire::ClientRequest::Submit(forged)).await.unwrap();
     send.finish().unwrap();
-    let answer: ClientResponse = read_frame(&mut recv, 1 << 20).await.unwrap().unwrap();
+    let answer = read_frame::<_, Answer>(&mut recv, 1 << 20).await.unwrap().unwrap().response;
     assert!(matches!(&answer, ClientResponse::Error(e) if e.contains("signature")), "{answer:?}");
 
     let view = run_wat(&client, HELLO_WAT, b"", Limits::default()).await;
@@ -213,7 +237,8 @@ async fn report_signed_by_the_wrong_key_is_refused_and_the_task_runs_elsewhere()
     let (_endpoint, session) = commons.connect_worker(&rogue_key, 4).await.unwrap();
     let job = submit_wat(&client, SUM_WAT, b"2 2", Limits::default()).await;
     let (mut send, mut recv) = session.connection.accept_bi().await.unwrap();
-    let Some(CoordinatorMessage::Assign(assignment)) = read_frame(&mut recv, 1 << 20).await.unwrap() else {
+    let Some(CoordinatorMessage::Assign { assignment, .. }) = read_frame(&mut recv, 1 << 20).await.unwrap()
+    else {
         panic!("expected an assignment");
     };
     let lie = b"5\n".to_vec();
@@ -263,6 +288,7 @@ async fn start_with_rogue(dir: &std::path::Path, rogue: Arc<Keypair>) -> LocalCo
         heartbeat_interval_ms: 200,
         core: CoreConfig { worker_timeout_ms: 2_000, ..CoreConfig::default() },
         genesis: genesis.clone(),
+        accept_journal_end: false,
     };
     let coordinator = Coordinator::start(coordinator_key, config).await.unwrap();
     let worker = icn_worker::WorkerConfig {

@@ -88,7 +88,8 @@ async fn rogue(commons: &LocalCommons, key: Arc<Keypair>) -> tokio::task::JoinHa
         };
         let lie = async {
             while let Ok((mut send, mut recv)) = session.connection.accept_bi().await {
-                let Ok(Some(CoordinatorMessage::Assign(assignment))) = read_frame(&mut recv, 1 << 20).await
+                let Ok(Some(CoordinatorMessage::Assign { assignment, .. })) =
+                    read_frame(&mut recv, 1 << 20).await
                 else {
                     continue;
                 };

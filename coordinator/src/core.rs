@@ -8,18 +8,36 @@
 //! replays the journal at start, so the state rebuilt after a crash is by construction
 //! the state that was live.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use icn_governance::{Authorization, Event, Genesis, Governance};
 use icn_ledger::{Ledger, TransferId};
 use icn_placement::{Candidate, Plan, Policy, Pool, Request, Trust, Verdict, Weights};
 use icn_protocol::governance::{Ballot, ClearRequest, Credits, Effect, Proposal, ScopeId};
-use icn_protocol::wire::{Assignment, Capacity, ExecutionReport, JobState, JobView, Outcome, Submission};
+use icn_protocol::wire::{
+    Assignment, Capacity, ExecutionReport, FailureKind, JobState, JobView, Outcome, Submission,
+};
 use icn_protocol::{ContentId, Envelope, JobId, Keypair, PublicKey, TaskId};
 
 use crate::journal::{Entry, GENESIS_HASH, JournalError};
 use crate::record::Record;
+
+/// When an input arrives: wall-clock time, which records carry and governance reads
+/// (voting windows, mandate periods), and monotonic time, which every timeout reads, so
+/// that a jump of the wall clock never declares a live worker lost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Now {
+    pub wall_ms: u64,
+    pub mono_ms: u64,
+}
+
+impl Now {
+    /// Both clocks at `ms`: for tests and simulations, where they cannot drift apart.
+    pub fn at(ms: u64) -> Now {
+        Now { wall_ms: ms, mono_ms: ms }
+    }
+}
 
 /// Tunables of the core, each with its unit.
 #[derive(Clone, Debug)]
@@ -72,7 +90,8 @@ struct Placement {
     owner: ScopeId,
     attempt: u32,
     placed_seq: u64,
-    deadline_ms: u64,
+    /// On the monotonic clock.
+    deadline_mono_ms: u64,
 }
 
 /// A replica's final result, kept for verification.
@@ -120,12 +139,19 @@ struct Worker {
     session: u64,
     capacity: Capacity,
     running: BTreeSet<TaskId>,
-    last_seen_ms: u64,
+    /// Tasks the worker says it runs that are not placed on it here (attempts this
+    /// coordinator already gave up on): they hold slots until they end.
+    foreign: u32,
+    /// On the monotonic clock: the last time the worker was heard from.
+    last_seen_mono_ms: u64,
+    /// Its connection dropped: no new tasks, but the ones it runs stay placed on it
+    /// until it has been silent for the worker timeout, so it can reconnect and resume.
+    away: bool,
 }
 
 impl Worker {
     fn free_slots(&self) -> u32 {
-        self.capacity.slots.saturating_sub(self.running.len() as u32)
+        self.capacity.slots.saturating_sub(self.running.len() as u32).saturating_sub(self.foreign)
     }
 }
 
@@ -145,7 +171,9 @@ pub struct Core {
     genesis: Option<Genesis>,
     next_seq: u64,
     last_hash: [u8; 32],
-    jobs: HashMap<JobId, Job>,
+    /// The time of the input being handled.
+    clock: Now,
+    jobs: BTreeMap<JobId, Job>,
     /// Jobs waiting for a worker, in submission order (keyed by their submission entry).
     queue: BTreeMap<u64, JobId>,
     workers: BTreeMap<PublicKey, Worker>,
@@ -171,7 +199,8 @@ impl Core {
             genesis: None,
             next_seq: 0,
             last_hash: GENESIS_HASH,
-            jobs: HashMap::new(),
+            clock: Now::default(),
+            jobs: BTreeMap::new(),
             queue: BTreeMap::new(),
             workers: BTreeMap::new(),
             jobs_open: 0,
@@ -180,10 +209,11 @@ impl Core {
         }
     }
 
-    /// Rebuilds the state from journal entries already checked for links. Tasks that
-    /// were placed when the coordinator stopped are requeued (and that is journaled),
-    /// since no worker is connected yet.
-    pub fn recover(&mut self, entries: &[Entry], now_ms: u64) -> Result<(), JournalError> {
+    /// Rebuilds the state from journal entries already checked. Tasks that were placed
+    /// when the coordinator stopped are requeued (and that is journaled), since no
+    /// worker is connected yet.
+    pub fn recover(&mut self, entries: &[Entry], now: Now) -> Result<(), JournalError> {
+        self.clock = now;
         for entry in entries {
             assert_eq!(entry.seq, self.next_seq, "journal entries arrive in order");
             let record = entry.decode_record()?;
@@ -191,9 +221,8 @@ impl Core {
             self.next_seq = entry.seq + 1;
             self.last_hash = entry.hash;
         }
-        let interrupted: Vec<(TaskId, Placement)> = self.in_flight().collect();
-        for (task, placement) in interrupted {
-            self.requeue(now_ms, task, &placement, "the coordinator restarted while it ran".into(), false);
+        for (task, attempt) in self.in_flight() {
+            self.requeue(task, attempt, "the coordinator restarted while it ran".into(), false);
         }
         Ok(())
     }
@@ -204,12 +233,13 @@ impl Core {
 
     /// Starts a new journal from `genesis`, or checks that the journal began from it:
     /// after the first start, only decisions change what the genesis set.
-    pub fn found(&mut self, now_ms: u64, genesis: &Genesis) -> Result<(), Refusal> {
+    pub fn found(&mut self, now: Now, genesis: &Genesis) -> Result<(), Refusal> {
+        self.clock = now;
         genesis.validate().map_err(|e| format!("the genesis is not valid: {e}"))?;
         match &self.genesis {
             None if self.next_seq == 0 => {
                 let signer = self.key.public();
-                self.record(now_ms, None, signer, Record::Governance(Event::Genesis(genesis.clone())));
+                self.record(None, signer, Record::Governance(Event::Genesis(genesis.clone())));
                 Ok(())
             }
             None => Err("the journal holds entries but no genesis; it was not made by this version".into()),
@@ -272,19 +302,17 @@ impl Core {
     // ---- inputs ------------------------------------------------------------------
 
     /// A member's submission, already verified as signed by `envelope.signer`.
-    pub fn submit(
-        &mut self,
-        now_ms: u64,
-        envelope: Envelope,
-        submission: Submission,
-    ) -> Result<JobId, Refusal> {
+    pub fn submit(&mut self, now: Now, envelope: Envelope, submission: Submission) -> Result<JobId, Refusal> {
+        self.clock = now;
         let job = JobId(envelope.id());
         if self.jobs.contains_key(&job) {
             return Ok(job);
         }
         submission.validate().map_err(|e| e.to_string())?;
-        let authorization =
-            self.governance.authorize(now_ms, &envelope.signer, &submission).map_err(|e| e.to_string())?;
+        let authorization = self
+            .governance
+            .authorize(now.wall_ms, &envelope.signer, &submission)
+            .map_err(|e| e.to_string())?;
         // The most the job may cost is held against the scope's credit as well as its mandate.
         let account = self.ledger.account(&submission.scope).map_err(|e| e.to_string())?;
         if authorization.hold.0 > account.available() {
@@ -305,80 +333,127 @@ impl Core {
             ));
         }
         let record = Record::JobSubmitted { submission: envelope.clone(), authorization };
-        self.record(now_ms, Some(authorization.decision), envelope.signer, record);
-        self.schedule(now_ms);
+        self.record(Some(authorization.decision), envelope.signer, record);
+        self.schedule();
         Ok(job)
     }
 
     /// A member's proposal, already verified as signed by `envelope.signer`.
     pub fn propose(
         &mut self,
-        now_ms: u64,
+        now: Now,
         envelope: Envelope,
         proposal: Proposal,
     ) -> Result<(ContentId, u64), Refusal> {
+        self.clock = now;
         if let Effect::ResolveDispute { job, .. } = &proposal.effect
             && !self.jobs.get(job).is_some_and(|j| j.disputed && !j.ended)
         {
             return Err(format!("job {job} is not in dispute"));
         }
         let event =
-            self.governance.check_proposal(now_ms, &envelope, &proposal).map_err(|e| e.to_string())?;
+            self.governance.check_proposal(now.wall_ms, &envelope, &proposal).map_err(|e| e.to_string())?;
         let Event::ProposalOpened { closes_ms, .. } = &event else { unreachable!("a proposal opens") };
         let closes_ms = *closes_ms;
-        self.record(now_ms, None, envelope.signer, Record::Governance(event));
+        self.record(None, envelope.signer, Record::Governance(event));
         Ok((envelope.id(), closes_ms))
     }
 
     /// A member's ballot, already verified as signed by `envelope.signer`.
-    pub fn vote(&mut self, now_ms: u64, envelope: Envelope, ballot: Ballot) -> Result<(), Refusal> {
-        let event = self.governance.check_ballot(now_ms, &envelope, &ballot).map_err(|e| e.to_string())?;
+    pub fn vote(&mut self, now: Now, envelope: Envelope, ballot: Ballot) -> Result<(), Refusal> {
+        self.clock = now;
+        let event =
+            self.governance.check_ballot(now.wall_ms, &envelope, &ballot).map_err(|e| e.to_string())?;
         let opened = self.governance.open[&ballot.proposal].seq;
-        self.record(now_ms, Some(opened), envelope.signer, Record::Governance(event));
+        self.record(Some(opened), envelope.signer, Record::Governance(event));
         Ok(())
     }
 
+    /// A worker connected and proved its key; `running` is what it says it still runs
+    /// from an earlier connection. Reconnecting resumes: the tasks it still runs stay
+    /// placed on it, and only those it no longer has are lost.
     pub fn worker_connected(
         &mut self,
-        now_ms: u64,
+        now: Now,
         worker: PublicKey,
         session: u64,
         capacity: Capacity,
+        running: &[(TaskId, u32)],
     ) -> Result<(), Refusal> {
+        self.clock = now;
         let Some(owner) = self.governance.workers.get(&worker).cloned() else {
             return Err(format!("worker key {worker} is not admitted to this commons"));
         };
-        if let Some(previous) = self.workers.get(&worker) {
-            // The same key connected again: the old connection is gone or stale.
-            let previous_session = previous.session;
-            self.worker_lost(now_ms, worker, previous_session, "it connected again".into());
+        let still: BTreeSet<(TaskId, u32)> = running.iter().copied().collect();
+        let dropped: Vec<(TaskId, u32)> = self
+            .workers
+            .get(&worker)
+            .map(|previous| {
+                previous.running.iter().map(|task| (*task, self.attempt_of(task))).collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|placed| !still.contains(placed))
+            .collect();
+        for (task, attempt) in dropped {
+            let reason = format!("worker {} reconnected without it", worker.short());
+            self.requeue(task, attempt, reason, true);
         }
-        let state = Worker { owner, session, capacity, running: BTreeSet::new(), last_seen_ms: now_ms };
+        let placed = self.workers.remove(&worker).map(|previous| previous.running).unwrap_or_default();
+        let foreign = still.iter().filter(|(task, _)| !placed.contains(task)).count() as u32;
+        let state = Worker {
+            owner,
+            session,
+            capacity,
+            running: placed,
+            foreign,
+            last_seen_mono_ms: now.mono_ms,
+            away: false,
+        };
         self.workers.insert(worker, state);
         self.refresh(&worker);
-        self.schedule(now_ms);
+        self.schedule();
         Ok(())
     }
 
-    pub fn worker_disconnected(&mut self, now_ms: u64, worker: PublicKey, session: u64, reason: String) {
-        self.worker_lost(now_ms, worker, session, reason);
+    /// A worker's connection ended. Its tasks stay placed on it until it has been silent
+    /// for the worker timeout ([`Core::tick`]): a worker that reconnects in time resumes.
+    pub fn worker_disconnected(&mut self, now: Now, worker: PublicKey, session: u64, reason: String) {
+        self.clock = now;
+        if let Some(state) = self.workers.get_mut(&worker).filter(|w| w.session == session) {
+            tracing::info!(worker = %worker.short(), %reason, "worker disconnected; its tasks wait for it to return");
+            state.away = true;
+            self.pool.remove(&worker);
+        }
     }
 
-    pub fn heartbeat(&mut self, now_ms: u64, worker: PublicKey, session: u64) {
-        if let Some(state) = self.workers.get_mut(&worker).filter(|w| w.session == session) {
-            state.last_seen_ms = now_ms;
+    /// A worker's heartbeat, with the tasks it runs now.
+    pub fn heartbeat(&mut self, now: Now, worker: PublicKey, session: u64, running: &[(TaskId, u32)]) {
+        self.clock = now;
+        let Some(state) = self.workers.get_mut(&worker).filter(|w| w.session == session) else { return };
+        state.last_seen_mono_ms = now.mono_ms;
+        let foreign = running.iter().filter(|(task, _)| !state.running.contains(task)).count() as u32;
+        if foreign != state.foreign {
+            state.foreign = foreign;
+            self.refresh(&worker);
         }
+    }
+
+    /// The attempt a replica in flight is on.
+    fn attempt_of(&self, task: &TaskId) -> u32 {
+        self.jobs[&task.job].placements[&task.index].attempt
     }
 
     /// A report already verified as signed by `worker`, the key its connection proved.
     pub fn report(
         &mut self,
-        now_ms: u64,
+        now: Now,
         worker: PublicKey,
         session: u64,
         envelope: Envelope,
         report: ExecutionReport,
     ) {
+        self.clock = now;
         let task = report.task;
         let Some(job) = self.jobs.get(&task.job) else {
             return self.misbehaved(worker, session, format!("it reported on unknown task {task}"));
@@ -392,30 +467,26 @@ impl Core {
             return;
         };
         if let Some(state) = self.workers.get_mut(&worker) {
-            state.last_seen_ms = now_ms;
+            state.last_seen_mono_ms = now.mono_ms;
         }
         if let Err(e) = report.validate(&job.submission.limits) {
             let reason = format!("worker {} sent an invalid report", worker.short());
-            self.requeue(now_ms, task, &placement, reason, true);
+            self.requeue(task, placement.attempt, reason, true);
             return self.misbehaved(worker, session, e.to_string());
         }
         let retry = matches!(&report.outcome, Outcome::Failed { kind, .. } if !kind.is_final());
-        let received = self.record(
-            now_ms,
-            Some(placement.placed_seq),
-            worker,
-            Record::ReportReceived { report: envelope },
-        );
+        let received =
+            self.record(Some(placement.placed_seq), worker, Record::ReportReceived { report: envelope });
         if retry {
-            self.requeue(now_ms, task, &placement, "the worker failed for a reason of its own".into(), false);
+            self.requeue(task, placement.attempt, "the worker failed for a reason of its own".into(), false);
         } else {
-            self.verify(now_ms, task.job, received);
+            self.verify(task.job, received);
         }
-        self.schedule(now_ms);
+        self.schedule();
     }
 
     /// Compares the results in hand: accept, wait, add a replica, or open a dispute.
-    fn verify(&mut self, now_ms: u64, id: JobId, cause: u64) {
+    fn verify(&mut self, id: JobId, cause: u64) {
         let job = &self.jobs[&id];
         let reports: Vec<icn_placement::Report> = job
             .reports
@@ -424,7 +495,7 @@ impl Core {
                 worker: r.worker,
                 owner: r.owner.clone(),
                 digest: result_key(&r.report),
-                fuel: r.report.fuel.0,
+                fuel: comparable_fuel(&r.report),
             })
             .collect();
         let outstanding = (job.placements.len() + job.vacant.len()) as u32 + job.extra;
@@ -432,31 +503,24 @@ impl Core {
         let signer = self.key.public();
         match icn_placement::judge(&reports, job.quorum, outstanding, job.replicas_placed, replicas_max) {
             Verdict::Pending => {}
-            Verdict::Accepted(judged) => {
-                self.accept(now_ms, id, &judged.agreeing, &judged.dissenting, cause, None)
-            }
+            Verdict::Accepted(judged) => self.accept(id, &judged.agreeing, &judged.dissenting, cause, None),
             Verdict::NeedMore if !self.another_owner_admitted(id) => {
                 let reason = format!(
                     "{} results disagree and no admitted worker of another cooperative can break the tie",
                     reports.len()
                 );
-                self.record(now_ms, Some(cause), signer, Record::DisputeOpened { job: id, reason });
+                self.record(Some(cause), signer, Record::DisputeOpened { job: id, reason });
             }
             Verdict::NeedMore => {
                 let reason = format!("{} results disagree", reports.len());
-                self.record(
-                    now_ms,
-                    Some(cause),
-                    signer,
-                    Record::ReplicasWanted { job: id, count: 1, reason },
-                );
+                self.record(Some(cause), signer, Record::ReplicasWanted { job: id, count: 1, reason });
             }
             Verdict::Dispute => {
                 let reason = format!(
                     "{} results disagree and {replicas_max} replicas is the most allowed",
                     reports.len()
                 );
-                self.record(now_ms, Some(cause), signer, Record::DisputeOpened { job: id, reason });
+                self.record(Some(cause), signer, Record::DisputeOpened { job: id, reason });
             }
         }
     }
@@ -465,7 +529,6 @@ impl Core {
     /// and if it completed, the owners of the agreeing workers are paid.
     fn accept(
         &mut self,
-        now_ms: u64,
         id: JobId,
         agreeing: &[PublicKey],
         dissenting: &[PublicKey],
@@ -481,7 +544,7 @@ impl Core {
                 dissenting: dissenting.to_vec(),
                 by_decision,
             };
-            cause = self.record(now_ms, Some(cause), signer, verified);
+            cause = self.record(Some(cause), signer, verified);
         }
         let job = &self.jobs[&id];
         let accepted =
@@ -508,19 +571,12 @@ impl Core {
                 Record::JobFailed { job: id, reason: format!("{kind:?}: {detail}") }
             }
         };
-        self.record(now_ms, Some(cause), signer, ended);
+        self.record(Some(cause), signer, ended);
     }
 
     /// A decision settled a dispute: the reports with the decided result win, the others
     /// lose trust, and the winners' owners are paid.
-    fn resolve(
-        &mut self,
-        now_ms: u64,
-        id: JobId,
-        output_digest: ContentId,
-        fuel: icn_protocol::Fuel,
-        decided: u64,
-    ) {
+    fn resolve(&mut self, id: JobId, output_digest: ContentId, fuel: icn_protocol::Fuel, decided: u64) {
         let Some(job) = self.jobs.get(&id).filter(|j| j.disputed && !j.ended) else {
             tracing::warn!(job = %id, "a dispute decision for a job that is not in dispute changes nothing");
             return;
@@ -535,10 +591,10 @@ impl Core {
             let reason =
                 format!("the decided result (output {}, {fuel}) matches no report", output_digest.short());
             let signer = self.key.public();
-            self.record(now_ms, Some(decided), signer, Record::JobFailed { job: id, reason });
+            self.record(Some(decided), signer, Record::JobFailed { job: id, reason });
             return;
         }
-        self.accept(now_ms, id, &winners, &losers, decided, Some(decided));
+        self.accept(id, &winners, &losers, decided, Some(decided));
     }
 
     /// Whether any admitted worker belongs to a cooperative not yet involved in `id`.
@@ -565,17 +621,70 @@ impl Core {
         }
     }
 
-    /// Every replica in flight.
-    fn in_flight(&self) -> impl Iterator<Item = (TaskId, Placement)> + '_ {
-        self.jobs.iter().flat_map(|(id, job)| {
-            job.placements.iter().map(|(index, p)| (TaskId { job: *id, index: *index }, p.clone()))
-        })
+    /// Every replica in flight and its attempt, in job order.
+    fn in_flight(&self) -> Vec<(TaskId, u32)> {
+        self.jobs
+            .iter()
+            .flat_map(|(id, job)| {
+                job.placements.iter().map(|(index, p)| (TaskId { job: *id, index: *index }, p.attempt))
+            })
+            .collect()
     }
 
-    /// Time passes: voting closes on proposals that are due, silent workers are lost,
-    /// overdue attempts are requeued.
-    pub fn tick(&mut self, now_ms: u64) {
-        for proposal in self.governance.due(now_ms) {
+    /// Time passes: voting closes on proposals that are due, workers removed by a
+    /// decision leave, silent workers are lost, overdue attempts are requeued and jobs
+    /// past their expiry fail.
+    pub fn tick(&mut self, now: Now) {
+        self.clock = now;
+        self.close_due_proposals();
+        // A decision may have removed workers: they leave now, through no fault of theirs.
+        let removed: Vec<(PublicKey, u64)> = self
+            .workers
+            .iter()
+            .filter(|(key, _)| !self.governance.workers.contains_key(key))
+            .map(|(key, w)| (*key, w.session))
+            .collect();
+        for (worker, session) in removed {
+            let reason = "a decision removed it from the commons".to_string();
+            self.commands.push(Command::Disconnect { worker, session, reason: reason.clone() });
+            self.worker_lost(worker, session, reason, false);
+        }
+        let timeout_ms = self.config.worker_timeout_ms;
+        let silent: Vec<(PublicKey, u64, bool)> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| now.mono_ms.saturating_sub(w.last_seen_mono_ms) > timeout_ms)
+            .map(|(key, w)| (*key, w.session, w.away))
+            .collect();
+        for (worker, session, away) in silent {
+            let reason = if away {
+                format!("it disconnected and did not come back within {timeout_ms} ms")
+            } else {
+                format!("no heartbeat for {timeout_ms} ms")
+            };
+            self.commands.push(Command::Disconnect { worker, session, reason: reason.clone() });
+            self.worker_lost(worker, session, reason, true);
+        }
+        let overdue: Vec<(TaskId, u32, PublicKey)> = self
+            .jobs
+            .iter()
+            .flat_map(|(id, job)| {
+                job.placements
+                    .iter()
+                    .filter(|(_, p)| p.deadline_mono_ms < now.mono_ms)
+                    .map(|(index, p)| (TaskId { job: *id, index: *index }, p.attempt, p.worker))
+            })
+            .collect();
+        for (task, attempt, worker) in overdue {
+            let reason = format!("worker {} missed the deadline", worker.short());
+            self.requeue(task, attempt, reason, true);
+        }
+        self.expire();
+        self.schedule();
+    }
+
+    fn close_due_proposals(&mut self) {
+        for proposal in self.governance.due(self.clock.wall_ms) {
             let mut record = self.governance.decide(&proposal);
             if record.accepted
                 && let Effect::CreditLimit { scope, limit } = &self.governance.open[&proposal].proposal.effect
@@ -590,41 +699,16 @@ impl Core {
             let effect = self.governance.open[&proposal].proposal.effect.clone();
             let accepted = record.accepted;
             let signer = self.key.public();
-            let decided =
-                self.record(now_ms, Some(opened), signer, Record::Governance(Event::DecisionMade(record)));
+            let decided = self.record(Some(opened), signer, Record::Governance(Event::DecisionMade(record)));
             if accepted && let Effect::ResolveDispute { job, output_digest, fuel } = effect {
-                self.resolve(now_ms, job, output_digest, fuel, decided);
+                self.resolve(job, output_digest, fuel, decided);
             }
         }
-        // A decision may have removed workers: they leave now.
-        let removed: Vec<(PublicKey, u64)> = self
-            .workers
-            .iter()
-            .filter(|(key, _)| !self.governance.workers.contains_key(key))
-            .map(|(key, w)| (*key, w.session))
-            .collect();
-        for (worker, session) in removed {
-            let reason = "a decision removed it from the commons".to_string();
-            self.commands.push(Command::Disconnect { worker, session, reason: reason.clone() });
-            self.worker_lost(now_ms, worker, session, reason);
-        }
-        let silent: Vec<(PublicKey, u64)> = self
-            .workers
-            .iter()
-            .filter(|(_, w)| now_ms.saturating_sub(w.last_seen_ms) > self.config.worker_timeout_ms)
-            .map(|(key, w)| (*key, w.session))
-            .collect();
-        for (worker, session) in silent {
-            let reason = format!("no heartbeat for {} ms", self.config.worker_timeout_ms);
-            self.commands.push(Command::Disconnect { worker, session, reason: reason.clone() });
-            self.worker_lost(now_ms, worker, session, reason);
-        }
-        let overdue: Vec<(TaskId, Placement)> =
-            self.in_flight().filter(|(_, p)| p.deadline_ms < now_ms).collect();
-        for (task, placement) in overdue {
-            let reason = format!("worker {} missed the deadline", placement.worker.short());
-            self.requeue(now_ms, task, &placement, reason, true);
-        }
+    }
+
+    /// Jobs without a final result `job_expiry_ms` after submission fail, voiding their hold.
+    fn expire(&mut self) {
+        let now_ms = self.clock.wall_ms;
         let mut expired: Vec<(u64, JobId)> = self
             .jobs
             .iter()
@@ -633,16 +717,15 @@ impl Core {
             })
             .map(|(id, job)| (job.submitted_seq, *id))
             .collect();
-        expired.sort();
+        expired.sort_unstable();
         for (submitted_seq, job) in expired {
             let reason = format!(
                 "expired: no accepted result within {} ms of submission; its reservation is voided",
                 self.config.job_expiry_ms
             );
             let signer = self.key.public();
-            self.record(now_ms, Some(submitted_seq), signer, Record::JobFailed { job, reason });
+            self.record(Some(submitted_seq), signer, Record::JobFailed { job, reason });
         }
-        self.schedule(now_ms);
     }
 
     // ---- queries -----------------------------------------------------------------
@@ -680,8 +763,9 @@ impl Core {
 
     // ---- internals ---------------------------------------------------------------
 
-    fn record(&mut self, now_ms: u64, cause: Option<u64>, signer: PublicKey, record: Record) -> u64 {
+    fn record(&mut self, cause: Option<u64>, signer: PublicKey, record: Record) -> u64 {
         let seq = self.next_seq;
+        let now_ms = self.clock.wall_ms;
         let entry = Entry::new(seq, self.last_hash, cause, now_ms, signer, &record);
         self.apply(seq, now_ms, &record);
         self.next_seq += 1;
@@ -753,7 +837,11 @@ impl Core {
                         owner: owner.clone(),
                         attempt: *attempt,
                         placed_seq: seq,
-                        deadline_ms: time_ms.saturating_add(timeout_ms).saturating_add(grace_ms),
+                        deadline_mono_ms: self
+                            .clock
+                            .mono_ms
+                            .saturating_add(timeout_ms)
+                            .saturating_add(grace_ms),
                     },
                 );
                 if job.vacant.is_empty() && job.extra == 0 {
@@ -766,6 +854,7 @@ impl Core {
                 self.refresh(worker);
             }
             Record::TaskRequeued { task, fault, .. } => {
+                assert!(!self.jobs[&task.job].ended, "entry {seq}: task {task} of an ended job is requeued");
                 let placement = self.release(*task);
                 if *fault && let Some(placement) = placement {
                     self.lose_trust(&placement.worker, seq, |trust| trust.missed += 1);
@@ -817,6 +906,7 @@ impl Core {
             }
             Record::JobCompleted { job, fuel, worker, payees, .. } => {
                 let state = &self.jobs[job];
+                assert!(!state.ended, "entry {seq}: job {job} completes after it ended");
                 let authorization = state.authorization;
                 let each = cost(&authorization, *fuel);
                 assert!(
@@ -838,6 +928,7 @@ impl Core {
                 self.end(*job, seq, None);
             }
             Record::JobFailed { job, reason } => {
+                assert!(!self.jobs[job].ended, "entry {seq}: job {job} fails after it ended");
                 let authorization = self.jobs[job].authorization;
                 self.governance.release(authorization.decision, authorization.hold, Credits(0));
                 if authorization.hold.0 > 0 {
@@ -945,7 +1036,8 @@ impl Core {
             self.release(TaskId { job: id, index });
         }
         let job = self.jobs.get_mut(&id).expect("ended job exists");
-        debug_assert!(!job.ended, "a job ends once");
+        // Ending twice would release the hold twice: money and history would go wrong.
+        assert!(!job.ended, "entry {seq}: job {id} ends once");
         self.queue.remove(&job.submitted_seq);
         job.ended = true;
         job.failure = failure;
@@ -955,56 +1047,67 @@ impl Core {
         self.jobs_open -= 1;
     }
 
-    fn requeue(&mut self, now_ms: u64, task: TaskId, placement: &Placement, reason: String, fault: bool) {
-        let record = Record::TaskRequeued { task, attempt: placement.attempt, reason, fault };
-        let requeued = self.record(now_ms, Some(placement.placed_seq), self.key.public(), record);
+    /// Puts a replica back in the queue, if `attempt` is still the one in flight: an
+    /// earlier requeue in the same pass may have failed the job and released it.
+    /// A job whose replicas were requeued `attempts_max` times fails.
+    fn requeue(&mut self, task: TaskId, attempt: u32, reason: String, fault: bool) {
+        let Some(placement) = self
+            .jobs
+            .get(&task.job)
+            .filter(|job| !job.ended)
+            .and_then(|job| job.placements.get(&task.index))
+            .filter(|p| p.attempt == attempt)
+        else {
+            return;
+        };
+        let cause = placement.placed_seq;
+        let signer = self.key.public();
+        let requeued =
+            self.record(Some(cause), signer, Record::TaskRequeued { task, attempt, reason, fault });
         if self.jobs[&task.job].requeues >= self.config.attempts_max {
             let reason = format!("replicas were lost {} times, the limit", self.config.attempts_max);
-            self.record(
-                now_ms,
-                Some(requeued),
-                self.key.public(),
-                Record::JobFailed { job: task.job, reason },
-            );
+            self.record(Some(requeued), signer, Record::JobFailed { job: task.job, reason });
         }
     }
 
-    fn worker_lost(&mut self, now_ms: u64, worker: PublicKey, session: u64, reason: String) {
+    /// A worker is gone for good: every task it held goes back to the queue, and it
+    /// loses trust for them when `fault`.
+    fn worker_lost(&mut self, worker: PublicKey, session: u64, reason: String, fault: bool) {
         let Some(state) = self.workers.get(&worker).filter(|w| w.session == session) else {
             return;
         };
         let running: Vec<TaskId> = state.running.iter().copied().collect();
         for task in running {
-            if let Some(placement) =
-                self.jobs.get(&task.job).and_then(|j| j.placements.get(&task.index).cloned())
-            {
-                let why = format!("worker {} was lost: {reason}", worker.short());
-                self.requeue(now_ms, task, &placement, why, true);
-            }
+            let attempt = self.attempt_of(&task);
+            let why = format!("worker {} was lost: {reason}", worker.short());
+            self.requeue(task, attempt, why, fault);
         }
         self.workers.remove(&worker);
         self.pool.remove(&worker);
-        self.schedule(now_ms);
+        self.schedule();
     }
 
+    /// The worker broke the protocol: it is disconnected and its tasks go elsewhere now,
+    /// without waiting for it to come back.
     fn misbehaved(&mut self, worker: PublicKey, session: u64, reason: String) {
         tracing::warn!(worker = %worker, %reason, "worker broke the protocol; disconnecting it");
-        self.commands.push(Command::Disconnect { worker, session, reason });
+        self.commands.push(Command::Disconnect { worker, session, reason: reason.clone() });
+        self.worker_lost(worker, session, format!("it broke the protocol: {reason}"), true);
     }
 
     /// Places queued jobs in submission order: a job's first replicas by the policy's
     /// plan, then replacements for lost replicas and the extra replicas a disagreement
     /// asked for. Stops at the first job that cannot be placed, so none is overtaken.
-    fn schedule(&mut self, now_ms: u64) {
+    fn schedule(&mut self) {
         while let Some((_, &id)) = self.queue.iter().next() {
-            if !self.place(now_ms, id) {
+            if !self.place(id) {
                 return;
             }
         }
     }
 
     /// Places what `id` waits for; whether it got all of it.
-    fn place(&mut self, now_ms: u64, id: JobId) -> bool {
+    fn place(&mut self, id: JobId) -> bool {
         let job = &self.jobs[&id];
         let policy = self.policy_for(&job.submission.scope);
         let mut request = Request::new(job.submission.executor, job.submission.limits.memory_bytes, 1);
@@ -1020,13 +1123,7 @@ impl Core {
             };
             let Some(plan) = plan else { return false };
             for (index, (worker, score)) in plan.chosen.iter().enumerate() {
-                self.place_replica(
-                    now_ms,
-                    TaskId { job: id, index: index as u32 },
-                    *worker,
-                    score,
-                    plan.quorum,
-                );
+                self.place_replica(TaskId { job: id, index: index as u32 }, *worker, score, plan.quorum);
             }
             return true;
         }
@@ -1053,19 +1150,12 @@ impl Core {
             let Some((worker, score)) = chosen.first().copied() else { return false };
             request.exclude_workers.insert(worker);
             request.exclude_owners.insert(self.workers[&worker].owner.clone());
-            self.place_replica(now_ms, TaskId { job: id, index }, worker, &score, quorum);
+            self.place_replica(TaskId { job: id, index }, worker, &score, quorum);
         }
         true
     }
 
-    fn place_replica(
-        &mut self,
-        now_ms: u64,
-        task: TaskId,
-        worker: PublicKey,
-        score: &icn_placement::Score,
-        quorum: u32,
-    ) {
+    fn place_replica(&mut self, task: TaskId, worker: PublicKey, score: &icn_placement::Score, quorum: u32) {
         let job = &self.jobs[&task.job];
         let attempt = job.attempts + 1;
         let cause = *job.entries.last().expect("a job has its submission entry");
@@ -1081,22 +1171,18 @@ impl Core {
         let (owner, session) = (state.owner.clone(), state.session);
         let scores = crate::record::Scores::of(score);
         let signer = self.key.public();
-        self.record(
-            now_ms,
-            Some(cause),
-            signer,
-            Record::TaskPlaced { task, attempt, worker, owner, scores, quorum },
-        );
+        self.record(Some(cause), signer, Record::TaskPlaced { task, attempt, worker, owner, scores, quorum });
         self.commands.push(Command::Dispatch { worker, session, assignment });
     }
 
     /// A member's request to clear the obligations within a federation.
     pub fn clear(
         &mut self,
-        now_ms: u64,
+        now: Now,
         envelope: Envelope,
         request: ClearRequest,
     ) -> Result<icn_ledger::Clearing, Refusal> {
+        self.clock = now;
         let federation = &request.federation;
         let scope = self.governance.scope(federation).map_err(|e| e.to_string())?;
         if scope.kind != icn_protocol::governance::ScopeKind::Federation {
@@ -1121,7 +1207,7 @@ impl Core {
         let clearing =
             self.ledger.clone().clear(&self.governance.descendants(federation)).map_err(|e| e.to_string())?;
         let signer = envelope.signer;
-        self.record(now_ms, None, signer, Record::Cleared { request: envelope, clearing: clearing.clone() });
+        self.record(None, signer, Record::Cleared { request: envelope, clearing: clearing.clone() });
         Ok(clearing)
     }
 
@@ -1155,6 +1241,16 @@ pub fn transfer(job: JobId) -> TransferId {
 /// that true at a rounding edge.
 fn cost(authorization: &Authorization, fuel: icn_protocol::Fuel) -> Credits {
     authorization.price.cost(fuel).min(authorization.hold)
+}
+
+/// The fuel replicas must match on: all of it where the ending makes it the same on every
+/// honest worker, none where it depends on the worker's clock (a timeout stops a module
+/// wherever it happens to be).
+fn comparable_fuel(report: &ExecutionReport) -> u64 {
+    match &report.outcome {
+        Outcome::Failed { kind: FailureKind::Timeout, .. } => 0,
+        _ => report.fuel.0,
+    }
 }
 
 /// What replicas must match on to agree: how the run ended and what it printed.

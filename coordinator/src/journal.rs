@@ -10,12 +10,13 @@
 //!
 //! Storage holds modules too (by content id), so one file is the whole state.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use icn_protocol::{ContentId, Keypair, PublicKey, Signature};
+use icn_protocol::{ContentId, Keypair, PublicKey, Seal, Signature};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
+use crate::anchor::{self, AnchorWriter};
 use crate::record::Record;
 
 pub const GENESIS_HASH: [u8; 32] = [0; 32];
@@ -29,7 +30,8 @@ pub struct Entry {
     pub signer: PublicKey,
     pub record: Vec<u8>,
     pub hash: [u8; 32],
-    /// The coordinator's signature over `hash`, on the last entry of each batch.
+    /// The coordinator's [`Seal`] signature over `seq` and `hash`, on the last entry
+    /// of each batch.
     pub seal: Option<Signature>,
 }
 
@@ -86,7 +88,12 @@ impl Entry {
     }
 
     pub fn seal_with(&mut self, key: &Keypair) {
-        self.seal = Some(key.sign(&self.hash));
+        self.seal = Some(Seal::sign(key, self.seq, ContentId(self.hash)).signature);
+    }
+
+    /// The entry's seal as clients receive it, when the entry is sealed.
+    pub fn sealed(&self) -> Option<Seal> {
+        self.seal.map(|signature| Seal { seq: self.seq, hash: ContentId(self.hash), signature })
     }
 }
 
@@ -98,10 +105,33 @@ pub enum JournalError {
     Corrupt { seq: u64, reason: String },
     #[error("journal {path} belongs to coordinator {found}, not to this coordinator's key {ours}")]
     WrongOwner { path: String, found: PublicKey, ours: PublicKey },
+    #[error(
+        "journal {path} is in use by another coordinator ({holder}); two coordinators must never write one journal"
+    )]
+    InUse { path: String, holder: String },
+    #[error(
+        "journal entries {from} to {last} are not sealed by the coordinator. A batch and its seal are committed \
+         together, so no crash leaves such a tail: something else appended them. Restore the journal from a \
+         backup, or drop them with `icn journal truncate --journal {path} --unsealed-tail` if you accept losing them"
+    )]
+    UnsealedTail { path: String, from: u64, last: u64 },
+    #[error("module {cid} in the journal's module store is bad: {reason}")]
+    BadModule { cid: ContentId, reason: String },
+    #[error("{0}")]
+    Anchor(String),
+    #[error("journal file: {0}")]
+    Io(#[from] std::io::Error),
 }
 
+/// The journal's storage: one SQLite file, locked by the one coordinator that writes it,
+/// with an anchor file beside it that remembers the latest seal (see [`crate::anchor`]).
 pub struct Journal {
     connection: Connection,
+    path: PathBuf,
+    owner: PublicKey,
+    anchor: AnchorWriter,
+    /// Held for the journal's lifetime: the lock that keeps a second coordinator out.
+    _lock: std::fs::File,
 }
 
 const SCHEMA: &str = "
@@ -131,9 +161,45 @@ pub fn open_connection(path: &Path) -> Result<Connection, JournalError> {
     Ok(connection)
 }
 
+/// The lock file beside a journal.
+pub fn lock_path(journal: &Path) -> PathBuf {
+    with_suffix(journal, ".lock")
+}
+
+pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Takes the journal's exclusive lock, or says who holds it.
+fn lock(journal: &Path) -> Result<std::fs::File, JournalError> {
+    use std::io::{Read, Seek, Write};
+    let path = lock_path(journal);
+    let mut file =
+        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0)?;
+            file.seek(std::io::SeekFrom::Start(0))?;
+            write!(file, "pid {}", std::process::id())?;
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = if holder.is_empty() { "a process that holds its lock".to_string() } else { holder };
+            Err(JournalError::InUse { path: journal.display().to_string(), holder })
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(JournalError::Io(e)),
+    }
+}
+
 impl Journal {
-    /// Opens (or creates) the journal at `path` for the coordinator holding `owner`.
+    /// Opens (or creates) the journal at `path` for the coordinator holding `owner`,
+    /// taking its exclusive lock.
     pub fn open(path: &Path, owner: PublicKey) -> Result<Self, JournalError> {
+        let lock = lock(path)?;
         let connection = open_connection(path)?;
         let found: Option<Vec<u8>> = connection
             .query_row("SELECT value FROM meta WHERE name = 'coordinator'", [], |row| row.get(0))
@@ -156,15 +222,19 @@ impl Journal {
                 }
             }
         }
-        Ok(Journal { connection })
+        // An empty journal gets an empty anchor before its first entry, so that a
+        // journal with entries and no anchor always means the two were separated.
+        let empty: bool =
+            connection.query_row("SELECT NOT EXISTS (SELECT 1 FROM journal)", [], |row| row.get(0))?;
+        let anchor = AnchorWriter::start(anchor::path(path), empty)?;
+        Ok(Journal { connection, path: path.to_path_buf(), owner, anchor, _lock: lock })
     }
 
-    /// Appends a batch in one transaction: one fsync for all of it.
+    /// Appends a batch in one transaction: one fsync for all of it. The batch ends with
+    /// its seal, so what commits is always sealed; the anchor follows once it has.
     pub fn append(&mut self, entries: &[Entry]) -> Result<(), JournalError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        debug_assert!(entries.last().is_some_and(|e| e.seal.is_some()), "a batch ends sealed");
+        let Some(last) = entries.last() else { return Ok(()) };
+        let seal = last.sealed().expect("a batch ends with its seal");
         let transaction = self.connection.transaction()?;
         {
             let mut insert = transaction.prepare_cached(
@@ -185,41 +255,122 @@ impl Journal {
             }
         }
         transaction.commit()?;
+        self.anchor.update(seal);
         Ok(())
     }
 
-    /// Every entry in order, with each hash link checked on the way: a journal that
-    /// does not chain is not loaded. Signatures are checked by [`verify`].
+    /// Every entry in order, each checked as `icn journal verify` checks it: links,
+    /// hashes, causes, seals and the signatures of the statements entries carry, a
+    /// sealed tail, and every stored module against its content id. A journal that
+    /// fails any check is not loaded; the error names the first bad entry.
     pub fn load(&self) -> Result<Vec<Entry>, JournalError> {
-        load_entries(&self.connection)
+        let (entries, unreadable) = read_entries(&self.connection)?;
+        if let Some((seq, reason)) = first_bad(&entries, &self.owner, unreadable) {
+            return Err(JournalError::Corrupt { seq, reason });
+        }
+        if let Some((from, last)) = unsealed_tail(&entries) {
+            return Err(JournalError::UnsealedTail { path: self.path.display().to_string(), from, last });
+        }
+        if let Some((cid, reason)) = first_bad_module(&self.connection)? {
+            return Err(JournalError::BadModule { cid, reason });
+        }
+        Ok(entries)
+    }
+
+    /// Checks the loaded journal against its anchor: the journal must still hold the
+    /// entry the anchor names, with the same hash. With `accept_end`, a journal that
+    /// falls short is taken as it is and the anchor moved back to its last seal.
+    pub fn check_anchor(&mut self, entries: &[Entry], accept_end: bool) -> Result<(), JournalError> {
+        let last = entries.iter().rev().find_map(Entry::sealed);
+        match anchor::check(&self.path, &self.owner, entries, last.as_ref()) {
+            Ok(()) => Ok(()),
+            Err(problem) if accept_end => {
+                tracing::warn!(%problem, "continuing from the journal as it is, by the operator's choice");
+                if let Some(last) = last {
+                    self.anchor.update(last);
+                    self.anchor.flush()?;
+                }
+                Ok(())
+            }
+            Err(problem) => Err(JournalError::Anchor(problem)),
+        }
+    }
+
+    /// This coordinator's seal at entry `seq`, if the journal holds that entry sealed.
+    pub fn seal_at(&self, seq: u64) -> Result<Option<Seal>, JournalError> {
+        seal_at(&self.connection, seq)
+    }
+
+    /// Waits until the anchor holds the latest seal appended.
+    pub fn flush_anchor(&self) -> Result<(), JournalError> {
+        self.anchor.flush()
     }
 }
 
-/// Reads the journal at `path` without writing to it, links checked; for reading
-/// while a coordinator runs (WAL lets readers in beside the writer).
-pub fn read(path: &Path) -> Result<Vec<Entry>, JournalError> {
+/// The seal stored at entry `seq`, if that entry is sealed.
+pub fn seal_at(connection: &Connection, seq: u64) -> Result<Option<Seal>, JournalError> {
+    let Ok(position) = i64::try_from(seq) else { return Ok(None) };
+    let found: Option<(Vec<u8>, Option<Vec<u8>>)> = connection
+        .query_row("SELECT hash, seal FROM journal WHERE seq = ?1", params![position], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .optional()?;
+    let Some((hash, Some(signature))) = found else { return Ok(None) };
+    let bad = || JournalError::Corrupt { seq, reason: "its hash or seal has the wrong length".into() };
+    Ok(Some(Seal {
+        seq,
+        hash: ContentId(hash.try_into().map_err(|_| bad())?),
+        signature: Signature(signature.try_into().map_err(|_| bad())?),
+    }))
+}
+
+/// Opens a journal file read-only, for reading beside a running coordinator (WAL lets
+/// readers in beside the writer).
+pub fn open_read_only(path: &Path) -> Result<Connection, JournalError> {
     if !path.exists() {
         return Err(JournalError::Corrupt { seq: 0, reason: format!("no journal at {}", path.display()) });
     }
     let connection = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     connection.busy_timeout(std::time::Duration::from_secs(10))?;
-    load_entries(&connection)
+    Ok(connection)
 }
 
-fn load_entries(connection: &Connection) -> Result<Vec<Entry>, JournalError> {
+/// Reads the journal at `path` without writing to it, hash links checked; for showing
+/// entries while a coordinator runs. Seals and signatures are checked by [`verify`]
+/// and at every start.
+pub fn read(path: &Path) -> Result<Vec<Entry>, JournalError> {
+    let connection = open_read_only(path)?;
+    let (entries, unreadable) = read_entries(&connection)?;
+    if let Some((seq, reason)) = unreadable {
+        return Err(JournalError::Corrupt { seq, reason });
+    }
+    let mut prev = GENESIS_HASH;
+    for (position, entry) in entries.iter().enumerate() {
+        check_link(entry, position as u64, &prev)
+            .map_err(|reason| JournalError::Corrupt { seq: entry.seq, reason })?;
+        prev = entry.hash;
+    }
+    Ok(entries)
+}
+
+/// Every row that reads as an entry, in order, and the first that does not.
+/// An entry that failed a check: its sequence number and why.
+pub type BadEntry = (u64, String);
+
+fn read_entries(connection: &Connection) -> Result<(Vec<Entry>, Option<BadEntry>), JournalError> {
     let mut statement = connection.prepare(
         "SELECT seq, prev_hash, cause, time_ms, signer, record, hash, seal FROM journal ORDER BY seq",
     )?;
     let rows = statement.query_map([], read_row)?;
     let mut entries = Vec::new();
-    let mut prev = GENESIS_HASH;
     for row in rows {
-        let entry = row??;
-        check_link(&entry, entries.len() as u64, &prev)?;
-        prev = entry.hash;
-        entries.push(entry);
+        match row? {
+            Ok(entry) => entries.push(entry),
+            Err(JournalError::Corrupt { seq, reason }) => return Ok((entries, Some((seq, reason)))),
+            Err(other) => return Err(other),
+        }
     }
-    Ok(entries)
+    Ok((entries, None))
 }
 
 type RowResult = Result<Entry, JournalError>;
@@ -268,23 +419,82 @@ fn public_key(bytes: &[u8], seq: u64) -> Result<PublicKey, JournalError> {
     Ok(PublicKey(bytes))
 }
 
-fn check_link(entry: &Entry, expected_seq: u64, prev: &[u8; 32]) -> Result<(), JournalError> {
-    let bad = |reason: String| Err(JournalError::Corrupt { seq: entry.seq, reason });
+fn check_link(entry: &Entry, expected_seq: u64, prev: &[u8; 32]) -> Result<(), String> {
     if entry.seq != expected_seq {
-        return bad(format!("expected entry {expected_seq} here; the chain has a gap or a reordering"));
+        return Err(format!("expected entry {expected_seq} here; the chain has a gap or a reordering"));
     }
     if entry.prev_hash != *prev {
-        return bad("its previous-hash link does not match the entry before it".into());
+        return Err("its previous-hash link does not match the entry before it".into());
     }
     let hash =
         entry_hash(entry.seq, &entry.prev_hash, entry.cause, entry.time_ms, &entry.signer, &entry.record);
     if hash != entry.hash {
-        return bad("its contents do not match its hash (the row was changed)".into());
+        return Err("its contents do not match its hash (the row was changed)".into());
     }
     if entry.cause.is_some_and(|cause| cause >= entry.seq) {
-        return bad(format!("its cause {} is not an earlier entry", entry.cause.unwrap_or_default()));
+        return Err(format!("its cause {} is not an earlier entry", entry.cause.unwrap_or_default()));
     }
     Ok(())
+}
+
+/// The first entry that fails a check, and why: links and hashes in order, then seals
+/// and carried signatures (checked on every core, as they cost most of the time).
+/// `unreadable` is the first row that did not read as an entry, if any.
+fn first_bad(entries: &[Entry], coordinator: &PublicKey, unreadable: Option<BadEntry>) -> Option<BadEntry> {
+    let mut bad = unreadable;
+    let mut prev = GENESIS_HASH;
+    for (position, entry) in entries.iter().enumerate() {
+        if let Err(reason) = check_link(entry, position as u64, &prev) {
+            bad = Some((entry.seq, reason));
+            break;
+        }
+        prev = entry.hash;
+    }
+    let linked = bad.as_ref().map_or(entries.len(), |(seq, _)| (*seq as usize).min(entries.len()));
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let chunk = linked.div_ceil(threads).max(1);
+    let signature_bad = std::thread::scope(|scope| {
+        let checks: Vec<_> = entries[..linked]
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter().find_map(|e| check_signatures(e, coordinator).err().map(|r| (e.seq, r)))
+                })
+            })
+            .collect();
+        checks.into_iter().filter_map(|c| c.join().expect("a signature check does not panic")).next()
+    });
+    match (bad, signature_bad) {
+        (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The entries after the last seal, if the journal does not end sealed.
+fn unsealed_tail(entries: &[Entry]) -> Option<(u64, u64)> {
+    let last = entries.last()?;
+    if last.seal.is_some() {
+        return None;
+    }
+    let from = entries.iter().rev().find(|e| e.seal.is_some()).map_or(0, |e| e.seq + 1);
+    Some((from, last.seq))
+}
+
+/// The first stored module whose bytes do not hash to its content id.
+fn first_bad_module(connection: &Connection) -> Result<Option<(ContentId, String)>, JournalError> {
+    let mut statement = connection.prepare("SELECT cid, bytes FROM modules ORDER BY cid")?;
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        let cid: Vec<u8> = row.get(0)?;
+        let bytes: Vec<u8> = row.get(1)?;
+        let Ok(cid) = <[u8; 32]>::try_from(cid.as_slice()).map(ContentId) else {
+            return Ok(Some((ContentId::of(&cid), "its content id is not 32 bytes".into())));
+        };
+        if ContentId::of(&bytes) != cid {
+            return Ok(Some((cid, "its bytes do not hash to its content id (the row was changed)".into())));
+        }
+    }
+    Ok(None)
 }
 
 /// What `icn journal verify` found.
@@ -293,81 +503,86 @@ pub struct Verification {
     pub coordinator: PublicKey,
     pub entries: u64,
     pub seals: u64,
+    /// The latest seal, which a member can keep and check a later copy against.
+    pub last_seal: Option<Seal>,
     /// The first entry that fails a check, and why.
-    pub first_bad: Option<(u64, String)>,
+    pub first_bad: Option<BadEntry>,
+    /// The first stored module that fails its content id.
+    pub bad_module: Option<(ContentId, String)>,
 }
 
-/// Re-checks every link, hash, seal and carried signature of the journal at `path`.
+/// Re-checks every link, hash, seal and carried signature of the journal at `path`, that
+/// it ends sealed, and every stored module against its content id.
 pub fn verify(path: &Path, coordinator: Option<PublicKey>) -> Result<Verification, JournalError> {
-    if !path.exists() {
-        return Err(JournalError::Corrupt { seq: 0, reason: format!("no journal at {}", path.display()) });
-    }
-    let connection = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let connection = open_read_only(path)?;
     let stored: Vec<u8> =
         connection.query_row("SELECT value FROM meta WHERE name = 'coordinator'", [], |row| row.get(0))?;
     let stored = public_key(&stored, 0)?;
     let coordinator = coordinator.unwrap_or(stored);
-    let mut verification = Verification { coordinator, entries: 0, seals: 0, first_bad: None };
+    let mut verification = Verification {
+        coordinator,
+        entries: 0,
+        seals: 0,
+        last_seal: None,
+        first_bad: None,
+        bad_module: None,
+    };
     if stored != coordinator {
         verification.first_bad =
             Some((0, format!("the journal names coordinator {stored}, not the expected {coordinator}")));
         return Ok(verification);
     }
-    let mut statement = connection.prepare(
-        "SELECT seq, prev_hash, cause, time_ms, signer, record, hash, seal FROM journal ORDER BY seq",
-    )?;
-    let rows = statement.query_map([], read_row)?;
-    let mut prev = GENESIS_HASH;
-    let mut last_sealed = true;
-    for row in rows {
-        let checked = row?.and_then(|entry| {
-            check_link(&entry, verification.entries, &prev)?;
-            check_signatures(&entry, &coordinator)?;
-            Ok(entry)
-        });
-        match checked {
-            Ok(entry) => {
-                prev = entry.hash;
-                last_sealed = entry.seal.is_some();
-                verification.seals += u64::from(last_sealed);
-                verification.entries += 1;
-            }
-            Err(JournalError::Corrupt { seq, reason }) => {
-                verification.first_bad = Some((seq, reason));
-                return Ok(verification);
-            }
-            Err(other) => return Err(other),
-        }
-    }
-    if !last_sealed {
+    let (entries, unreadable) = read_entries(&connection)?;
+    verification.first_bad = first_bad(&entries, &coordinator, unreadable);
+    let good = verification.first_bad.as_ref().map_or(entries.len(), |(seq, _)| *seq as usize);
+    let good = &entries[..good.min(entries.len())];
+    verification.entries = good.len() as u64;
+    verification.seals = good.iter().filter(|e| e.seal.is_some()).count() as u64;
+    verification.last_seal = good.iter().rev().find_map(Entry::sealed);
+    if verification.first_bad.is_none()
+        && let Some((from, last)) = unsealed_tail(&entries)
+    {
         verification.first_bad = Some((
-            verification.entries.saturating_sub(1),
-            "the last entry is not sealed by the coordinator (entries were appended by someone else)".into(),
+            from,
+            format!(
+                "entries {from} to {last} are not sealed by the coordinator (they were appended by something else)"
+            ),
         ));
     }
+    verification.bad_module = first_bad_module(&connection)?;
     Ok(verification)
 }
 
-fn check_signatures(entry: &Entry, coordinator: &PublicKey) -> Result<(), JournalError> {
-    let bad = |reason: String| JournalError::Corrupt { seq: entry.seq, reason };
-    if let Some(seal) = &entry.seal {
-        coordinator
-            .verify(&entry.hash, seal)
-            .map_err(|e| bad(format!("its seal is not the coordinator's: {e}")))?;
+/// Deletes the entries after the last seal: what an operator does, once warned, to start
+/// from a journal whose tail something other than the coordinator appended. Sealed
+/// history is never removed. Returns how many entries went.
+pub fn truncate_unsealed_tail(path: &Path) -> Result<u64, JournalError> {
+    let _lock = lock(path)?;
+    let connection = open_connection(path)?;
+    let last_sealed: Option<i64> =
+        connection.query_row("SELECT MAX(seq) FROM journal WHERE seal IS NOT NULL", [], |row| row.get(0))?;
+    let removed =
+        connection.execute("DELETE FROM journal WHERE seq > ?1", params![last_sealed.unwrap_or(-1)])?;
+    Ok(removed as u64)
+}
+
+fn check_signatures(entry: &Entry, coordinator: &PublicKey) -> Result<(), String> {
+    if let Some(seal) = entry.sealed() {
+        seal.verify(coordinator).map_err(|e| format!("its seal is not the coordinator's: {e}"))?;
     }
-    let record = entry.decode_record()?;
+    let record = entry.decode_record().map_err(|e| e.to_string())?;
     match record.evidence() {
         Some(envelope) => {
-            envelope.verify().map_err(|e| bad(format!("the signed statement it carries is forged: {e}")))?;
+            envelope.verify().map_err(|e| format!("the signed statement it carries is forged: {e}"))?;
             if envelope.signer != entry.signer {
-                return Err(bad(format!(
+                return Err(format!(
                     "it names {} as signer but carries a statement signed by {}",
                     entry.signer, envelope.signer
-                )));
+                ));
             }
         }
         None if entry.signer != *coordinator => {
-            return Err(bad(format!("a coordinator record signed by {}", entry.signer)));
+            return Err(format!("a coordinator record signed by {}", entry.signer));
         }
         None => {}
     }

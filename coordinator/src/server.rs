@@ -11,24 +11,24 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use icn_protocol::frame::{read_frame, write_frame};
 use icn_protocol::transport;
 use icn_protocol::wire::{
-    Assignment, Capacity, ClientRequest, ClientResponse, CoordinatorMessage, ExecutionReport, JobState,
-    JobView, MESSAGE_SIZE_BYTES_MAX, Role, Submission, WorkerMessage,
+    Answer, Assignment, Capacity, ClientRequest, ClientResponse, CoordinatorMessage, ExecutionReport,
+    JobState, JobView, MESSAGE_SIZE_BYTES_MAX, Role, Submission, WorkerMessage,
 };
-use icn_protocol::{Envelope, JobId, Keypair, PublicKey};
+use icn_protocol::{Envelope, JobId, Keypair, PublicKey, Seal, TaskId};
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use icn_governance::Genesis;
 use icn_protocol::ContentId;
 use icn_protocol::governance::{Ballot, ClearRequest, Proposal};
 use icn_protocol::wire::TraceQuery;
 
-use crate::core::{Command, Core, CoreConfig};
+use crate::core::{Command, Core, CoreConfig, Now};
 use crate::journal::Journal;
 use crate::modules::ModuleStore;
 
@@ -48,6 +48,9 @@ pub struct CoordinatorConfig {
     /// The founding document: written as the journal's first entry on the first start,
     /// and checked against it on every later start.
     pub genesis: Genesis,
+    /// Start from the journal as it is even when its anchor shows entries missing from
+    /// its end: the operator's explicit acceptance that they are lost.
+    pub accept_journal_end: bool,
 }
 
 enum Event {
@@ -55,6 +58,7 @@ enum Event {
         worker: PublicKey,
         session: u64,
         capacity: Capacity,
+        running: Vec<(TaskId, u32)>,
         commands: mpsc::UnboundedSender<WorkerCommand>,
         reply: oneshot::Sender<Result<(), String>>,
     },
@@ -66,6 +70,7 @@ enum Event {
     Heartbeat {
         worker: PublicKey,
         session: u64,
+        running: Vec<(TaskId, u32)>,
     },
     Report {
         worker: PublicKey,
@@ -122,7 +127,7 @@ enum Event {
 }
 
 enum WorkerCommand {
-    Assign(Assignment),
+    Assign(Box<Assignment>, Seal),
     Close(String),
 }
 
@@ -147,24 +152,36 @@ pub struct Coordinator {
 impl Coordinator {
     /// Opens the journal, rebuilds the state it records, and starts serving.
     pub async fn start(key: Arc<Keypair>, config: CoordinatorConfig) -> anyhow::Result<Coordinator> {
+        let refused = |e: crate::journal::JournalError| {
+            anyhow::anyhow!(
+                "{e}\nThe coordinator starts only from a journal that verifies; `icn journal verify --journal {}` \
+                 shows what is wrong.",
+                config.journal.display()
+            )
+        };
         let mut journal = Journal::open(&config.journal, key.public())?;
-        let entries = journal.load()?;
+        let entries = journal.load().map_err(refused)?;
+        journal.check_anchor(&entries, config.accept_journal_end).map_err(refused)?;
+        let clock = Clock::start();
         let mut core = Core::new(key.clone(), config.core.clone());
-        core.recover(&entries, now_ms())?;
-        core.found(now_ms(), &config.genesis).map_err(anyhow::Error::msg)?;
+        core.recover(&entries, clock.now())?;
+        core.found(clock.now(), &config.genesis).map_err(anyhow::Error::msg)?;
         journal.append(&core.take_entries())?;
         // Nothing is connected yet, so recovery commands have no one to go to.
         let _ = core.take_commands();
         tracing::info!(entries = entries.len(), "journal replayed");
+        let sealed = journal.seal_at(core.journal_len() - 1)?.expect("the journal ends sealed");
+        drop(entries);
         let modules = Arc::new(ModuleStore::open(&config.journal)?);
         let endpoint = transport::server_endpoint(config.listen)?;
         let addr = endpoint.local_addr()?;
         let (events, receiver) = mpsc::unbounded_channel();
         let (done, core_done) = oneshot::channel();
+        let (seals, seal) = watch::channel(sealed);
         std::thread::Builder::new().name("icn-core".into()).spawn(move || {
-            let result =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| core_loop(core, journal, receiver)))
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the core thread panicked")));
+            let run = || core_loop(core, journal, receiver, seals, clock);
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the core thread panicked")));
             let _ = done.send(result);
         })?;
         let shell = Shell {
@@ -173,6 +190,7 @@ impl Coordinator {
             modules,
             heartbeat_interval_ms: config.heartbeat_interval_ms,
             journal: config.journal.clone(),
+            seal,
         };
         tokio::spawn(accept_loop(endpoint.clone(), shell));
         let ticker = events.clone();
@@ -238,6 +256,23 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The core's two clocks: wall time for records, monotonic time (from the start) for
+/// timeouts.
+#[derive(Clone, Copy)]
+struct Clock {
+    started: Instant,
+}
+
+impl Clock {
+    fn start() -> Clock {
+        Clock { started: Instant::now() }
+    }
+
+    fn now(&self) -> Now {
+        Now { wall_ms: now_ms(), mono_ms: self.started.elapsed().as_millis() as u64 }
+    }
+}
+
 /// A reply held back until the batch it belongs to is durable.
 type Reply = Box<dyn FnOnce()>;
 
@@ -250,14 +285,19 @@ struct CoreShell {
     journal: Journal,
     workers: HashMap<PublicKey, (u64, mpsc::UnboundedSender<WorkerCommand>)>,
     watchers: HashMap<JobId, Vec<mpsc::UnboundedSender<JobView>>>,
+    /// The latest seal committed: dispatches carry it.
+    seal: Seal,
 }
 
 fn core_loop(
     core: Core,
     journal: Journal,
     mut receiver: mpsc::UnboundedReceiver<Event>,
+    seals: watch::Sender<Seal>,
+    clock: Clock,
 ) -> anyhow::Result<()> {
-    let mut shell = CoreShell { core, journal, workers: HashMap::new(), watchers: HashMap::new() };
+    let seal = *seals.borrow();
+    let mut shell = CoreShell { core, journal, workers: HashMap::new(), watchers: HashMap::new(), seal };
     let mut batch = Vec::with_capacity(BATCH_EVENTS_MAX);
     while let Some(first) = receiver.blocking_recv() {
         batch.push(first);
@@ -267,7 +307,7 @@ fn core_loop(
                 Err(_) => break,
             }
         }
-        let now = now_ms();
+        let now = clock.now();
         let mut replies = Vec::new();
         let mut stop = false;
         for event in batch.drain(..) {
@@ -279,6 +319,10 @@ fn core_loop(
             // nothing a member or worker was told about.
             tracing::error!(error = %e, "cannot write the journal; stopping");
             return Err(anyhow::anyhow!("cannot write the journal: {e}"));
+        }
+        if let Some(sealed) = entries.last().and_then(|e| e.sealed()) {
+            shell.seal = sealed;
+            seals.send_replace(sealed);
         }
         for reply in replies {
             reply();
@@ -294,10 +338,10 @@ fn core_loop(
 }
 
 impl CoreShell {
-    fn handle(&mut self, now: u64, event: Event, replies: &mut Vec<Reply>) -> bool {
+    fn handle(&mut self, now: Now, event: Event, replies: &mut Vec<Reply>) -> bool {
         match event {
-            Event::WorkerHello { worker, session, capacity, commands, reply } => {
-                let result = self.core.worker_connected(now, worker, session, capacity);
+            Event::WorkerHello { worker, session, capacity, running, commands, reply } => {
+                let result = self.core.worker_connected(now, worker, session, capacity, &running);
                 if result.is_ok() {
                     self.workers.insert(worker, (session, commands));
                 }
@@ -309,7 +353,9 @@ impl CoreShell {
                 }
                 self.core.worker_disconnected(now, worker, session, reason);
             }
-            Event::Heartbeat { worker, session } => self.core.heartbeat(now, worker, session),
+            Event::Heartbeat { worker, session, running } => {
+                self.core.heartbeat(now, worker, session, &running)
+            }
             Event::Report { worker, session, envelope, report } => {
                 self.core.report(now, worker, session, envelope, report)
             }
@@ -358,7 +404,7 @@ impl CoreShell {
                 Some(view) => {
                     // Like every answer, the first view waits for this batch to be durable:
                     // a member never hears of a state the journal could still lose.
-                    if !is_final(&view.state) {
+                    if !ends_watch(&view.state) {
                         self.watchers.entry(job).or_default().push(updates.clone());
                     }
                     replies.push(Box::new(move || drop(updates.send(view))));
@@ -389,7 +435,7 @@ impl CoreShell {
                 if let Some((s, commands)) = self.workers.get(&worker)
                     && *s == session
                 {
-                    let _ = commands.send(WorkerCommand::Assign(assignment));
+                    let _ = commands.send(WorkerCommand::Assign(Box::new(assignment), self.seal));
                 }
             }
             Command::Disconnect { worker, session, reason } => {
@@ -402,7 +448,7 @@ impl CoreShell {
             }
             Command::JobChanged(job) => {
                 let Some(view) = self.core.job(&job) else { return };
-                let ended = is_final(&view.state);
+                let ended = ends_watch(&view.state);
                 if let Some(watchers) = self.watchers.get_mut(&job) {
                     watchers.retain(|w| w.send(view.clone()).is_ok());
                     if ended || watchers.is_empty() {
@@ -418,6 +464,12 @@ pub fn is_final(state: &JobState) -> bool {
     matches!(state, JobState::Completed | JobState::Failed)
 }
 
+/// Where a member following a job stops: the job ended, or it waits on a decision of the
+/// commons that may take days.
+pub fn ends_watch(state: &JobState) -> bool {
+    is_final(state) || matches!(state, JobState::Disputed)
+}
+
 #[derive(Clone)]
 struct Shell {
     key: Arc<Keypair>,
@@ -425,6 +477,8 @@ struct Shell {
     modules: Arc<ModuleStore>,
     heartbeat_interval_ms: u64,
     journal: PathBuf,
+    /// The latest committed seal, which every answer carries.
+    seal: watch::Receiver<Seal>,
 }
 
 async fn accept_loop(endpoint: Endpoint, shell: Shell) {
@@ -461,11 +515,13 @@ impl Shell {
                 anyhow::bail!("no hello within {HELLO_TIMEOUT_MS} ms");
             }
         };
+        let known = self.seal_known_to(&peer, hello.seen).await;
         let (reply, admitted) = oneshot::channel();
         let (commands, command_receiver) = mpsc::unbounded_channel();
         let event = match (hello.role, hello.capacity) {
             (Role::Worker, Some(capacity)) => {
-                Event::WorkerHello { worker: peer, session, capacity, commands, reply }
+                let running = hello.running;
+                Event::WorkerHello { worker: peer, session, capacity, running, commands, reply }
             }
             _ => Event::MemberHello { member: peer, reply },
         };
@@ -476,11 +532,48 @@ impl Shell {
             let _ = tokio::time::timeout(Duration::from_secs(2), connection.closed()).await;
             return Ok(());
         }
-        transport::welcome(&mut send, &self.key, &connection, self.heartbeat_interval_ms).await?;
+        let seal = *self.seal.borrow();
+        transport::welcome(&mut send, &self.key, &connection, self.heartbeat_interval_ms, seal, known)
+            .await?;
         match hello.role {
             Role::Worker => self.serve_worker(connection, peer, session, recv, command_receiver).await,
-            Role::Member => self.serve_member(connection).await,
+            Role::Member => self.serve_member(connection, peer).await,
         }
+    }
+
+    /// This journal's seal at the entry of a seal `peer` says it saw. A seal of ours
+    /// that this journal no longer holds means its history was cut or replaced: the
+    /// peer will refuse us, and the operator must hear of it.
+    async fn seal_known_to(&self, peer: &PublicKey, seen: Option<Seal>) -> Option<Seal> {
+        let seen = seen?;
+        let path = self.journal.clone();
+        let ours = tokio::task::spawn_blocking(move || {
+            crate::journal::open_read_only(&path).and_then(|c| crate::journal::seal_at(&c, seen.seq))
+        })
+        .await;
+        let ours = match ours {
+            Ok(Ok(ours)) => ours,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot read the journal to answer a peer's seal");
+                None
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the journal read for a peer's seal failed");
+                None
+            }
+        };
+        let genuine = seen.verify(&self.key.public()).is_ok();
+        if genuine && ours.is_none_or(|o| o.hash != seen.hash) {
+            tracing::error!(
+                peer = %peer.short(),
+                seq = seen.seq,
+                hash = %seen.hash,
+                "this coordinator once sealed entry {} for the peer, and its journal no longer holds it: the journal \
+                 was cut short or replaced; the peer will refuse this coordinator",
+                seen.seq
+            );
+        }
+        ours
     }
 
     async fn serve_worker(
@@ -495,8 +588,8 @@ impl Shell {
         let heartbeats = async {
             loop {
                 match read_frame::<_, WorkerMessage>(&mut control, CONTROL_FRAME_BYTES_MAX).await {
-                    Ok(Some(WorkerMessage::Heartbeat { .. })) => {
-                        let _ = self.events.send(Event::Heartbeat { worker, session });
+                    Ok(Some(WorkerMessage::Heartbeat { running, .. })) => {
+                        let _ = self.events.send(Event::Heartbeat { worker, session, running });
                     }
                     Ok(Some(other)) => return format!("unexpected message on the control stream: {other:?}"),
                     Ok(None) => return "the worker closed its control stream".to_string(),
@@ -507,14 +600,14 @@ impl Shell {
         let dispatch = async {
             while let Some(command) = commands.recv().await {
                 match command {
-                    WorkerCommand::Assign(assignment) => {
+                    WorkerCommand::Assign(assignment, seal) => {
                         let task = TaskStream {
                             shell: self.clone(),
                             connection: connection.clone(),
                             worker,
                             session,
                         };
-                        tokio::spawn(task.run(assignment));
+                        tokio::spawn(task.run(*assignment, seal));
                     }
                     WorkerCommand::Close(reason) => {
                         connection.close(2u32.into(), reason.as_bytes());
@@ -524,9 +617,26 @@ impl Shell {
             }
             "the coordinator is stopping".to_string()
         };
+        // Reports of tasks that ended while the worker was away come back on streams
+        // the worker opens.
+        let late_reports = async {
+            loop {
+                let (send, recv) = match connection.accept_bi().await {
+                    Ok(streams) => streams,
+                    Err(e) => return e.to_string(),
+                };
+                let shell = self.clone();
+                tokio::spawn(async move {
+                    if let Err(reason) = shell.late_report(worker, session, send, recv).await {
+                        tracing::warn!(worker = %worker.short(), %reason, "late report refused");
+                    }
+                });
+            }
+        };
         let reason = tokio::select! {
             reason = heartbeats => reason,
             reason = dispatch => reason,
+            reason = late_reports => reason,
         };
         tracing::info!(worker = %worker.short(), %reason, "worker left");
         connection.close(0u32.into(), b"");
@@ -534,24 +644,61 @@ impl Shell {
         Ok(())
     }
 
-    async fn serve_member(&self, connection: Connection) -> anyhow::Result<()> {
+    /// One report a worker sends on a stream of its own: a task it finished while its
+    /// connection was down. The core accepts it only for the attempt still placed on it.
+    async fn late_report(
+        &self,
+        worker: PublicKey,
+        session: u64,
+        mut send: SendStream,
+        mut recv: RecvStream,
+    ) -> Result<(), String> {
+        let message = read_frame::<_, WorkerMessage>(&mut recv, MESSAGE_SIZE_BYTES_MAX)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("the worker closed the stream without a report")?;
+        let WorkerMessage::Report(envelope) = message else {
+            return Err(format!("a worker's own stream carries a report, not {message:?}"));
+        };
+        let report: ExecutionReport = envelope.open().map_err(|e| format!("report refused: {e}"))?;
+        if envelope.signer != worker {
+            return Err(format!("report signed by {} on the connection of worker {worker}", envelope.signer));
+        }
+        let _ = self.events.send(Event::Report { worker, session, envelope, report });
+        let _ = send.finish();
+        Ok(())
+    }
+
+    async fn serve_member(&self, connection: Connection, member: PublicKey) -> anyhow::Result<()> {
         loop {
             let (send, recv) = connection.accept_bi().await?;
             let shell = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = shell.answer(send, recv).await {
+                if let Err(e) = shell.answer(member, send, recv).await {
                     tracing::debug!(error = %e, "member request failed");
                 }
             });
         }
     }
 
-    async fn answer(&self, mut send: SendStream, mut recv: RecvStream) -> anyhow::Result<()> {
+    /// A frame for the member: the response and the latest seal. Sent only after the
+    /// batch that answers it is durable, so the seal covers what the response says.
+    fn answer_frame(&self, response: ClientResponse) -> Answer {
+        Answer { seal: *self.seal.borrow(), response }
+    }
+
+    async fn answer(
+        &self,
+        member: PublicKey,
+        mut send: SendStream,
+        mut recv: RecvStream,
+    ) -> anyhow::Result<()> {
         let request = match read_frame::<_, ClientRequest>(&mut recv, MESSAGE_SIZE_BYTES_MAX).await {
             Ok(Some(request)) => request,
             Ok(None) => return Ok(()),
             Err(e) => {
-                write_frame(&mut send, &ClientResponse::Error(format!("bad request: {e}"))).await?;
+                let answer = self.answer_frame(ClientResponse::Error(format!("bad request: {e}")));
+                write_frame(&mut send, &answer).await?;
                 let _ = send.finish();
                 return Ok(());
             }
@@ -559,8 +706,11 @@ impl Shell {
         if let ClientRequest::Watch(job) = request {
             return self.watch(job, send).await;
         }
-        let response = self.respond(request).await;
-        write_frame(&mut send, &response).await?;
+        let response = match relayed(&request, &member) {
+            Some(refusal) => refusal,
+            None => self.respond(request).await,
+        };
+        write_frame(&mut send, &self.answer_frame(response)).await?;
         let _ = send.finish();
         let _ = send.stopped().await;
         Ok(())
@@ -731,18 +881,15 @@ impl Shell {
         let mut sent_any = false;
         while let Some(view) = receiver.recv().await {
             sent_any = true;
-            let ended = is_final(&view.state);
-            write_frame(&mut send, &ClientResponse::Job(Box::new(view))).await?;
+            let ended = ends_watch(&view.state);
+            write_frame(&mut send, &self.answer_frame(ClientResponse::Job(Box::new(view)))).await?;
             if ended {
                 break;
             }
         }
         if !sent_any {
-            write_frame(
-                &mut send,
-                &ClientResponse::Error(format!("no job {job} is known to this coordinator")),
-            )
-            .await?;
+            let unknown = ClientResponse::Error(format!("no job {job} is known to this coordinator"));
+            write_frame(&mut send, &self.answer_frame(unknown)).await?;
         }
         let _ = send.finish();
         let _ = send.stopped().await;
@@ -759,8 +906,8 @@ struct TaskStream {
 }
 
 impl TaskStream {
-    async fn run(self, assignment: Assignment) {
-        if let Err(reason) = self.exchange(&assignment).await {
+    async fn run(self, assignment: Assignment, seal: Seal) {
+        if let Err(reason) = self.exchange(&assignment, seal).await {
             // The connection's own loss is handled by the worker's connection task; a
             // worker that breaks the protocol is disconnected, which requeues its tasks.
             tracing::warn!(worker = %self.worker.short(), task = %assignment.task, %reason, "task stream failed");
@@ -770,11 +917,14 @@ impl TaskStream {
         }
     }
 
-    async fn exchange(&self, assignment: &Assignment) -> Result<(), String> {
+    async fn exchange(&self, assignment: &Assignment, seal: Seal) -> Result<(), String> {
         let (mut send, mut recv) = self.connection.open_bi().await.map_err(|e| e.to_string())?;
-        write_frame(&mut send, &CoordinatorMessage::Assign(assignment.clone()))
-            .await
-            .map_err(|e| e.to_string())?;
+        write_frame(
+            &mut send,
+            &CoordinatorMessage::Assign { assignment: Box::new(assignment.clone()), seal },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         loop {
             let message = read_frame::<_, WorkerMessage>(&mut recv, MESSAGE_SIZE_BYTES_MAX)
                 .await
@@ -824,4 +974,25 @@ impl TaskStream {
             }
         }
     }
+}
+
+/// A member's connection carries only statements the member signed: a signed envelope
+/// is evidence of who asked, and a connection relaying another member's envelopes could
+/// replay them. The refusal, when `request` carries someone else's.
+fn relayed(request: &ClientRequest, member: &PublicKey) -> Option<ClientResponse> {
+    let envelope = match request {
+        ClientRequest::Submit(e)
+        | ClientRequest::Propose(e)
+        | ClientRequest::Vote(e)
+        | ClientRequest::Clear(e) => e,
+        _ => return None,
+    };
+    (envelope.signer != *member).then(|| {
+        ClientResponse::Error(format!(
+            "refused: this connection is member {}'s and cannot carry a statement signed by {}; each member sends \
+             their own",
+            member.short(),
+            envelope.signer.short()
+        ))
+    })
 }

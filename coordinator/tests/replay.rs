@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use icn_coordinator::core::{Command, Core, CoreConfig};
+use icn_coordinator::core::{Command, Core, CoreConfig, Now};
 use icn_coordinator::journal::Entry;
 use icn_governance::Genesis;
 use icn_governance::genesis::GenesisWorker;
@@ -75,6 +75,7 @@ fn genesis() -> Genesis {
             .collect(),
         workers: vec![GenesisWorker { key: worker().public(), owner: scope("coop-a") }],
         mandates: vec![],
+        free_compute: false,
     }
 }
 
@@ -161,9 +162,9 @@ proptest! {
         let coordinator = Arc::new(Keypair::from_seed([99; 32]));
         let mut live = Core::new(coordinator.clone(), CoreConfig::default());
         let mut now_ms = 1_000_000;
-        live.found(now_ms, &genesis()).unwrap();
+        live.found(Now::at(now_ms), &genesis()).unwrap();
         let capacity = Capacity { slots: 2, memory_bytes: 1 << 30, executors: vec![ExecutorKind::Wasm] };
-        live.worker_connected(now_ms, worker().public(), 1, capacity).unwrap();
+        live.worker_connected(Now::at(now_ms), worker().public(), 1, capacity, &[]).unwrap();
         let mut running: Vec<Assignment> = vec![];
         let mut journal: Vec<Entry> = live.take_entries();
         let mut proposals: Vec<ContentId> = vec![];
@@ -173,7 +174,7 @@ proptest! {
                 Op::Propose { member, effect: kind, value } => {
                     let proposal = Proposal { scope: scope("fed"), title: "p".into(), effect: effect(kind, value) };
                     let envelope = Envelope::seal(&key(member), nonce, &proposal);
-                    if let Ok((id, _)) = live.propose(now_ms, envelope, proposal) {
+                    if let Ok((id, _)) = live.propose(Now::at(now_ms), envelope, proposal) {
                         proposals.push(id);
                     }
                 }
@@ -187,18 +188,18 @@ proptest! {
                         };
                         let ballot = icn_protocol::governance::Ballot { proposal: *id, choice };
                         let envelope = Envelope::seal(&key(member), nonce, &ballot);
-                        let _ = live.vote(now_ms, envelope, ballot);
+                        let _ = live.vote(Now::at(now_ms), envelope, ballot);
                     }
                 }
                 Op::Submit { member, fuel_mega } => {
                     let submission = submission(fuel_mega * 1_000_000);
                     let envelope = Envelope::seal(&key(member), nonce, &submission);
-                    let _ = live.submit(now_ms, envelope, submission);
+                    let _ = live.submit(Now::at(now_ms), envelope, submission);
                 }
                 Op::Advance { ms } => {
                     now_ms += ms;
-                    live.heartbeat(now_ms, worker().public(), 1);
-                    live.tick(now_ms);
+                    live.heartbeat(Now::at(now_ms), worker().public(), 1, &[]);
+                    live.tick(Now::at(now_ms));
                 }
                 Op::Finish { task, ok, fuel_percent } => {
                     if !running.is_empty() {
@@ -219,7 +220,7 @@ proptest! {
                             fuel,
                         };
                         let envelope = Envelope::seal(&worker(), nonce, &report);
-                        live.report(now_ms, worker().public(), 1, envelope, report);
+                        live.report(Now::at(now_ms), worker().public(), 1, envelope, report);
                     }
                 }
             }
@@ -231,8 +232,8 @@ proptest! {
             journal.extend(live.take_entries());
         }
         let mut replayed = Core::new(coordinator, CoreConfig::default());
-        replayed.recover(&journal, now_ms).unwrap();
-        replayed.found(now_ms, &genesis()).unwrap();
+        replayed.recover(&journal, Now::at(now_ms)).unwrap();
+        replayed.found(Now::at(now_ms), &genesis()).unwrap();
         prop_assert_eq!(live.governance(), replayed.governance());
         prop_assert_eq!(live.ledger(), replayed.ledger());
         prop_assert_eq!(live.ledger().check(), Ok(()));
@@ -253,16 +254,16 @@ fn a_job_that_cannot_end_expires_and_its_reservation_is_voided() {
         executors: vec![ExecutorKind::Wasm],
         limits: Limits::default(),
     });
-    core.found(now_ms, &genesis).unwrap();
+    core.found(Now::at(now_ms), &genesis).unwrap();
     // No worker ever connects: the job can only wait.
     let submission = submission(Limits::default().fuel.0);
-    let job = core.submit(now_ms, Envelope::seal(&key(0), 1, &submission), submission).unwrap();
+    let job = core.submit(Now::at(now_ms), Envelope::seal(&key(0), 1, &submission), submission).unwrap();
     assert_eq!(core.ledger().account(&scope("fed")).unwrap().reserved, 1_000);
     now_ms += 59_999;
-    core.tick(now_ms);
+    core.tick(Now::at(now_ms));
     assert_eq!(core.job(&job).unwrap().state, icn_protocol::wire::JobState::Queued);
     now_ms += 1;
-    core.tick(now_ms);
+    core.tick(Now::at(now_ms));
     let view = core.job(&job).unwrap();
     assert_eq!(view.state, icn_protocol::wire::JobState::Failed);
     assert!(view.failure.unwrap().starts_with("expired: no accepted result within 60000 ms"));

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use icn_coordinator::core::{Command, Core, CoreConfig};
+use icn_coordinator::core::{Command, Core, CoreConfig, Now};
 use icn_governance::Genesis;
 use icn_governance::genesis::{GenesisMember, GenesisScope, GenesisWorker};
 use icn_protocol::governance::{
@@ -44,6 +44,7 @@ fn genesis(member: &Keypair, worker: &Keypair) -> Genesis {
             executors: vec![ExecutorKind::Wasm],
             limits: Limits::default(),
         }],
+        free_compute: false,
     }
 }
 
@@ -56,7 +57,7 @@ fn a_worker_lost_twice_mid_task_is_quarantined_until_a_decision_readmits_it() {
     let (member, worker) = (Keypair::from_seed([1; 32]), Keypair::from_seed([2; 32]));
     let mut core = Core::new(Arc::new(Keypair::from_seed([3; 32])), CoreConfig::default());
     let mut now_ms = 1_000_000;
-    core.found(now_ms, &genesis(&member, &worker)).unwrap();
+    core.found(Now::at(now_ms), &genesis(&member, &worker)).unwrap();
     let capacity = Capacity { slots: 1, memory_bytes: 1 << 30, executors: vec![ExecutorKind::Wasm] };
     let submission = Submission {
         scope: "fed".parse().unwrap(),
@@ -66,20 +67,26 @@ fn a_worker_lost_twice_mid_task_is_quarantined_until_a_decision_readmits_it() {
         args: vec![],
         limits: Limits::default(),
     };
-    let job = core.submit(now_ms, Envelope::seal(&member, 1, &submission), submission).unwrap();
+    let job = core.submit(Now::at(now_ms), Envelope::seal(&member, 1, &submission), submission).unwrap();
 
+    let timeout_ms = CoreConfig::default().worker_timeout_ms;
     for session in 1..=2 {
-        core.worker_connected(now_ms, worker.public(), session, capacity.clone()).unwrap();
+        core.worker_connected(Now::at(now_ms), worker.public(), session, capacity.clone(), &[]).unwrap();
         assert_eq!(dispatched(&mut core), 1, "session {session}: the task is placed on the worker");
-        core.worker_disconnected(now_ms, worker.public(), session, "gone silent".into());
+        core.worker_disconnected(Now::at(now_ms), worker.public(), session, "connection lost".into());
+        core.tick(Now::at(now_ms + timeout_ms));
         let view = core.workers_view().into_iter().find(|w| w.key == worker.public()).unwrap();
-        assert_eq!(view.trust.missed, session, "each loss mid-task costs trust");
+        assert_eq!(view.trust.missed, session - 1, "it may still come back: no loss yet");
+        now_ms += timeout_ms + 1;
+        core.tick(Now::at(now_ms));
+        let view = core.workers_view().into_iter().find(|w| w.key == worker.public()).unwrap();
+        assert_eq!(view.trust.missed, session, "silent past the timeout, the loss mid-task costs trust");
     }
     let view = core.workers_view().into_iter().find(|w| w.key == worker.public()).unwrap();
     assert!(view.quarantined, "{view:?}");
 
     // Connected again, it gets nothing: the job waits.
-    core.worker_connected(now_ms, worker.public(), 3, capacity.clone()).unwrap();
+    core.worker_connected(Now::at(now_ms), worker.public(), 3, capacity.clone(), &[]).unwrap();
     assert_eq!(dispatched(&mut core), 0);
     assert_eq!(core.job(&job).unwrap().state, JobState::Queued);
 
@@ -88,12 +95,12 @@ fn a_worker_lost_twice_mid_task_is_quarantined_until_a_decision_readmits_it() {
         title: "it was a power cut".into(),
         effect: Effect::Readmit { key: worker.public() },
     };
-    let (id, _) = core.propose(now_ms, Envelope::seal(&member, 2, &proposal), proposal).unwrap();
+    let (id, _) = core.propose(Now::at(now_ms), Envelope::seal(&member, 2, &proposal), proposal).unwrap();
     let ballot = Ballot { proposal: id, choice: Choice::Yes };
-    core.vote(now_ms, Envelope::seal(&member, 3, &ballot), ballot).unwrap();
+    core.vote(Now::at(now_ms), Envelope::seal(&member, 3, &ballot), ballot).unwrap();
     now_ms += 1_000;
-    core.heartbeat(now_ms, worker.public(), 3);
-    core.tick(now_ms);
+    core.heartbeat(Now::at(now_ms), worker.public(), 3, &[]);
+    core.tick(Now::at(now_ms));
     assert_eq!(dispatched(&mut core), 1, "readmitted, it takes the waiting task");
     let view = core.workers_view().into_iter().find(|w| w.key == worker.public()).unwrap();
     assert!(!view.quarantined && view.trust.missed == 0, "it starts over: {view:?}");

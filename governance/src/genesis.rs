@@ -27,6 +27,11 @@ pub struct Genesis {
     pub workers: Vec<GenesisWorker>,
     #[serde(default)]
     pub mandates: Vec<Mandate>,
+    /// Compute may be priced at zero credits (by this genesis or a later decision). Off
+    /// unless said here, because a zero price makes every job free and every donation
+    /// unpaid.
+    #[serde(default)]
+    pub free_compute: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +92,13 @@ impl Genesis {
             scope.rule.validate().map_err(|e| Refusal::Invalid(format!("scope {}: {e}", scope.id)))?;
             if let Some(prices) = &scope.prices {
                 prices.validate().map_err(|e| Refusal::Invalid(format!("scope {}: {e}", scope.id)))?;
+                if prices.credits_per_mega_fuel == 0 && !self.free_compute {
+                    return invalid(format!(
+                        "scope {}: credits_per_mega_fuel is 0, which makes all compute free; set a price, or \
+                         write free_compute = true at the top of the genesis if that is what the commons wants",
+                        scope.id
+                    ));
+                }
             }
             if let Some(limit) = scope.credit_limit
                 && !(0..=BUDGET_CREDITS_MAX).contains(&limit.0)

@@ -50,6 +50,13 @@ pub enum Refusal {
     NotInElectorate { member: String, proposal: ContentId },
     #[error("duplicate ballot: member {member} already voted {choice} on proposal {proposal}")]
     DuplicateBallot { member: String, proposal: ContentId, choice: icn_protocol::governance::Choice },
+    #[error(
+        "replayed ballot: this signed ballot of member {member} on proposal {proposal} was already counted; a change \
+         of vote is a new ballot"
+    )]
+    ReplayedBallot { member: String, proposal: ContentId },
+    #[error("member {member} changed their vote on proposal {proposal} {changes} times, the limit")]
+    TooManyBallots { member: String, proposal: ContentId, changes: usize },
     #[error("{0}")]
     Invalid(String),
 }

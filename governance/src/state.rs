@@ -16,6 +16,8 @@ use crate::genesis::Genesis;
 
 /// Proposals open at once across the commons; more are refused until some close.
 pub const PROPOSALS_OPEN_MAX: usize = 10_000;
+/// Ballots one member may cast on one proposal (a first vote and its changes).
+pub const BALLOTS_PER_MEMBER_MAX: usize = 16;
 
 /// What the coordinator journals for governance; each is applied by [`Governance::apply`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +104,9 @@ pub struct ProposalState {
     pub electorate: BTreeSet<PublicKey>,
     /// Each voter's standing ballot: the choice, its journal entry, its envelope id.
     pub ballots: BTreeMap<PublicKey, (Choice, u64, ContentId)>,
+    /// The envelope id of every ballot cast on it, changed ones too, by voter: a signed
+    /// ballot counts once, so an old one replayed cannot undo a change of vote.
+    pub cast: BTreeMap<PublicKey, BTreeSet<ContentId>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,6 +143,8 @@ pub struct Governance {
     pub decisions: BTreeMap<u64, Decision>,
     /// Closed proposals and the decision entry that closed each.
     pub closed: BTreeMap<ContentId, u64>,
+    /// Whether the genesis allows compute priced at zero.
+    pub free_compute: bool,
 }
 
 impl Governance {
@@ -294,6 +301,13 @@ impl Governance {
                 }
                 Ok(())
             }
+            Effect::PriceSchedule(prices) if prices.credits_per_mega_fuel == 0 && !self.free_compute => {
+                Err(Refusal::Invalid(
+                    "a price of 0 credits per million fuel makes all compute free, which this commons' genesis does \
+                     not allow (free_compute)"
+                        .into(),
+                ))
+            }
             Effect::PlacementPolicy(_) | Effect::PriceSchedule(_) => Ok(()),
         }
     }
@@ -316,6 +330,13 @@ impl Governance {
             return Err(Refusal::NotInElectorate { member, proposal: ballot.proposal });
         }
         self.require_standing(&voter, &open.proposal.scope, Standing::Vote)?;
+        let cast = open.cast.get(&voter);
+        if cast.is_some_and(|ids| ids.contains(&envelope.id())) {
+            return Err(Refusal::ReplayedBallot { member, proposal: ballot.proposal });
+        }
+        if let Some(ids) = cast.filter(|ids| ids.len() >= BALLOTS_PER_MEMBER_MAX) {
+            return Err(Refusal::TooManyBallots { member, proposal: ballot.proposal, changes: ids.len() });
+        }
         if let Some((choice, _, _)) = open.ballots.get(&voter)
             && *choice == ballot.choice
         {
@@ -466,13 +487,19 @@ impl Governance {
                     closes_ms: *closes_ms,
                     electorate: live,
                     ballots: BTreeMap::new(),
+                    cast: BTreeMap::new(),
                 };
                 self.open.insert(proposal.id(), state);
             }
             Event::BallotCast { ballot, .. } => {
                 let decoded: Ballot = ballot.open_trusted().expect("journaled ballots decode");
                 let open = self.open.get_mut(&decoded.proposal).expect("a ballot's proposal is open");
-                open.ballots.insert(ballot.signer, (decoded.choice, seq, ballot.id()));
+                let id = ballot.id();
+                assert!(
+                    open.cast.entry(ballot.signer).or_default().insert(id),
+                    "entry {seq}: a ballot is counted once"
+                );
+                open.ballots.insert(ballot.signer, (decoded.choice, seq, id));
             }
             Event::DecisionMade(record) => {
                 let recount = DecisionRecord {
@@ -504,6 +531,7 @@ impl Governance {
     fn apply_genesis(&mut self, seq: u64, time_ms: u64, genesis: &Genesis) {
         assert!(self.genesis.is_none(), "entry {seq}: a journal has one genesis");
         self.genesis = Some(seq);
+        self.free_compute = genesis.free_compute;
         for scope in &genesis.scopes {
             let state = Scope {
                 kind: scope.kind,

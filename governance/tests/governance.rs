@@ -90,6 +90,7 @@ impl World {
             ],
             workers: vec![],
             mandates: vec![],
+            free_compute: false,
         };
         genesis.validate().unwrap();
         let mut world =

@@ -129,6 +129,8 @@ mod tests {
             channel_binding: [9; 32],
             agent: "test".into(),
             capacity: None,
+            seen: None,
+            running: vec![],
         }
     }
 

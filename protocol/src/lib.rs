@@ -7,12 +7,14 @@ pub mod frame;
 pub mod governance;
 pub mod identity;
 pub mod ids;
+pub mod seal;
 pub mod transport;
 pub mod wire;
 
 pub use envelope::{Envelope, Kind, Signed};
 pub use identity::{Keypair, PublicKey, Signature};
 pub use ids::{ContentId, Fuel, JobId, TaskId};
+pub use seal::{HistoryError, Seal, SealKeeper, SealPoint};
 
 /// The wire protocol's version; a peer speaking another is refused with both numbers.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -43,6 +45,8 @@ pub enum Error {
     Transport(String),
     #[error("refused by the coordinator: {0}")]
     Refused(String),
+    #[error("this coordinator's history is not the one it showed before: {0}")]
+    History(#[from] seal::HistoryError),
 }
 
 impl Error {

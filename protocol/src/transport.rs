@@ -23,6 +23,7 @@ use crate::Error;
 use crate::envelope::Envelope;
 use crate::frame::{read_frame, write_frame};
 use crate::identity::{Keypair, PublicKey};
+use crate::seal::{Seal, SealKeeper};
 use crate::wire::{Hello, HelloReply, Welcome};
 
 pub const ALPN: &[u8] = b"icn/1";
@@ -158,13 +159,15 @@ pub struct Session {
 }
 
 /// Connects to the coordinator at `addr`, proves `key`'s identity and checks that the
-/// peer holds `coordinator`'s key. `hello.channel_binding` is filled in here.
+/// peer holds `coordinator`'s key and still holds the history `seals` saw.
+/// `hello.channel_binding` and `hello.seen` are filled in here.
 pub async fn connect(
     endpoint: &Endpoint,
     addr: SocketAddr,
     coordinator: PublicKey,
     key: &Keypair,
     mut hello: Hello,
+    seals: &mut SealKeeper,
 ) -> Result<Session, Error> {
     let connection = endpoint
         .connect(addr, SERVER_NAME)
@@ -173,6 +176,7 @@ pub async fn connect(
         .map_err(|e| Error::Transport(format!("cannot connect to {addr}: {e}")))?;
     let binding = channel_binding(&connection)?;
     hello.channel_binding = binding;
+    hello.seen = seals.kept();
     let (mut send, mut recv) = connection.open_bi().await.map_err(|e| Error::Transport(e.to_string()))?;
     write_frame(&mut send, &Envelope::seal(key, nonce(), &hello)).await?;
     let reply: HelloReply = read_frame(&mut recv, HELLO_SIZE_BYTES_MAX)
@@ -192,6 +196,8 @@ pub async fn connect(
     if welcome.channel_binding != binding {
         return Err(Error::Transport("the coordinator's welcome is bound to another connection".into()));
     }
+    seals.check_known(&welcome.seal, welcome.known.as_ref())?;
+    seals.check(&welcome.seal)?;
     Ok(Session { connection, control: (send, recv), welcome })
 }
 
@@ -213,13 +219,18 @@ pub async fn read_hello(
     Ok((envelope.signer, hello, send, recv))
 }
 
+/// Admits the peer: a signed [`Welcome`] with the latest journal seal and, when the
+/// peer named a seal it saw, the coordinator's own seal at that entry.
 pub async fn welcome(
     send: &mut SendStream,
     key: &Keypair,
     connection: &Connection,
     heartbeat_interval_ms: u64,
+    seal: Seal,
+    known: Option<Seal>,
 ) -> Result<(), Error> {
-    let welcome = Welcome { channel_binding: channel_binding(connection)?, heartbeat_interval_ms };
+    let welcome =
+        Welcome { channel_binding: channel_binding(connection)?, heartbeat_interval_ms, seal, known };
     write_frame(send, &HelloReply::Welcome(Envelope::seal(key, nonce(), &welcome))).await
 }
 

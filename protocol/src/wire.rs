@@ -14,6 +14,7 @@ use crate::envelope::{Envelope, Kind, Signed};
 use crate::governance::ScopeId;
 use crate::identity::PublicKey;
 use crate::ids::{ContentId, Fuel, JobId, TaskId};
+use crate::seal::Seal;
 
 /// Hard ceiling on one frame of any kind, checked before the frame's bytes are read.
 pub const MESSAGE_SIZE_BYTES_MAX: usize = 8 * 1024 * 1024;
@@ -79,6 +80,13 @@ pub struct Hello {
     pub channel_binding: [u8; 32],
     pub agent: String,
     pub capacity: Option<Capacity>,
+    /// The highest journal seal this peer has seen from the coordinator: the
+    /// coordinator answers with its own seal at that entry, so the peer can tell
+    /// whether the history it saw is still there.
+    pub seen: Option<Seal>,
+    /// A worker's tasks still running from an earlier connection, by attempt: they
+    /// resume on this one instead of being counted as lost.
+    pub running: Vec<(TaskId, u32)>,
 }
 
 impl Signed for Hello {
@@ -100,8 +108,16 @@ impl Hello {
                 if capacity.executors.len() > 8 {
                     return Err(Error::invalid("more than 8 executor kinds"));
                 }
+                if self.running.len() > capacity.slots as usize {
+                    return Err(Error::invalid(format!(
+                        "{} tasks said to be running on {} slots",
+                        self.running.len(),
+                        capacity.slots
+                    )));
+                }
                 Ok(())
             }
+            (Role::Member, _) if !self.running.is_empty() => Err(Error::invalid("a member runs no tasks")),
             (Role::Member, _) => Ok(()),
         }
     }
@@ -111,6 +127,11 @@ impl Hello {
 pub struct Welcome {
     pub channel_binding: [u8; 32],
     pub heartbeat_interval_ms: u64,
+    /// The coordinator's latest journal seal.
+    pub seal: Seal,
+    /// The coordinator's seal at the entry of the hello's `seen` seal, when its journal
+    /// holds that entry sealed.
+    pub known: Option<Seal>,
 }
 
 impl Signed for Welcome {
@@ -310,8 +331,11 @@ pub enum WorkerMessage {
 /// Coordinator → worker.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum CoordinatorMessage {
-    /// Opens a task stream.
-    Assign(Assignment),
+    /// Opens a task stream, with the journal seal that covers the placement.
+    Assign {
+        assignment: Box<Assignment>,
+        seal: Seal,
+    },
     Module(Vec<u8>),
     /// The coordinator could not serve a module fetch.
     NoModule(String),
@@ -375,6 +399,14 @@ pub struct JobView {
     pub result: Option<(PublicKey, ExecutionReport)>,
     /// Why the job failed, in words, when it failed without a report.
     pub failure: Option<String>,
+}
+
+/// Every frame the coordinator sends a member: the answer and its latest journal seal,
+/// which the member's client keeps to notice a history cut short later.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Answer {
+    pub seal: Seal,
+    pub response: ClientResponse,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

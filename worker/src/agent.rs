@@ -3,6 +3,12 @@
 //! One control stream carries the hello and then heartbeats. The coordinator opens one
 //! stream per task attempt: it sends the assignment, the worker asks for the module
 //! if it does not hold it, runs the task and answers with its signed report.
+//!
+//! Tasks belong to the agent, not to a connection: the slots are the agent's, so a
+//! worker never runs more tasks than it has slots however often it reconnects. A task
+//! that ends while the connection is down keeps its report in a bounded outbox, and the
+//! next connection names the tasks still running in its hello and delivers the outbox
+//! on streams of its own, so a network blip costs the worker no trust.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -15,8 +21,8 @@ use icn_protocol::wire::{
     Assignment, Capacity, CoordinatorMessage, ExecutionReport, ExecutorKind, FailureKind, Hello,
     MESSAGE_SIZE_BYTES_MAX, MODULE_SIZE_BYTES_MAX, Outcome, Role, WorkerMessage,
 };
-use icn_protocol::{ContentId, Envelope, Error, Fuel, Keypair, PublicKey, TaskId};
-use quinn::{RecvStream, SendStream};
+use icn_protocol::{ContentId, Envelope, Error, Fuel, Keypair, PublicKey, Seal, SealKeeper, TaskId};
+use quinn::{Connection, RecvStream, SendStream};
 use tokio::sync::Semaphore;
 
 use crate::executor::{Execution, WasmExecutor};
@@ -26,6 +32,7 @@ pub const RECONNECT_DELAY_MS_MAX: u64 = 2_000;
 pub const RECONNECT_DELAY_MS_MIN: u64 = 50;
 /// Frames that carry a module: the module plus the frame's own overhead.
 const MODULE_FRAME_BYTES_MAX: usize = MODULE_SIZE_BYTES_MAX + 1024;
+const _: () = assert!(MODULE_FRAME_BYTES_MAX <= MESSAGE_SIZE_BYTES_MAX);
 
 #[derive(Clone)]
 pub struct WorkerConfig {
@@ -38,34 +45,65 @@ pub struct WorkerConfig {
     pub agent: String,
 }
 
-/// Runs the worker until the coordinator refuses it (an error naming the reason) or the
-/// task is cancelled. A lost connection is retried with backoff; tasks that were
-/// running when it was lost are abandoned, since the coordinator places them again.
+/// What the agent holds across connections.
+struct Agent {
+    config: WorkerConfig,
+    executor: Arc<WasmExecutor>,
+    slots: Arc<Semaphore>,
+    /// Tasks running now, by attempt.
+    running: Mutex<BTreeSet<(TaskId, u32)>>,
+    /// The connection reports go to, and the reports waiting for one. One lock for both,
+    /// so a report is never put in the outbox just after a new connection emptied it.
+    link: Mutex<Link>,
+    /// The highest journal seal seen from the coordinator.
+    seals: Mutex<SealKeeper>,
+    /// Why the agent stopped trusting the coordinator, once it has.
+    distrust: Mutex<Option<String>>,
+}
+
+#[derive(Default)]
+struct Link {
+    connection: Option<Connection>,
+    /// Reports of tasks that ended while no connection was up; at most one per slot.
+    outbox: Vec<Envelope>,
+}
+
+/// Runs the worker until the coordinator refuses it (an error naming the reason), shows
+/// a history other than the one it showed before, or the task is cancelled. A lost
+/// connection is retried with backoff; tasks keep running meanwhile and resume on the
+/// next connection.
 pub async fn run(config: WorkerConfig, executor: Arc<WasmExecutor>) -> anyhow::Result<()> {
     let endpoint = transport::client_endpoint()?;
+    let agent = Arc::new(Agent {
+        slots: Arc::new(Semaphore::new(config.slots as usize)),
+        seals: Mutex::new(SealKeeper::new(config.coordinator_key, None)?),
+        config,
+        executor,
+        running: Mutex::default(),
+        link: Mutex::default(),
+        distrust: Mutex::default(),
+    });
     let mut delay_ms = RECONNECT_DELAY_MS_MIN;
     loop {
-        let hello = Hello {
-            role: Role::Worker,
-            channel_binding: [0; 32],
-            agent: config.agent.clone(),
-            capacity: Some(Capacity {
-                slots: config.slots,
-                memory_bytes: config.memory_bytes,
-                executors: vec![ExecutorKind::Wasm],
-            }),
-        };
-        match transport::connect(&endpoint, config.coordinator, config.coordinator_key, &config.key, hello)
-            .await
-        {
+        match agent.connect(&endpoint).await {
             Ok(session) => {
                 delay_ms = RECONNECT_DELAY_MS_MIN;
-                tracing::info!(coordinator = %config.coordinator, "connected and admitted");
-                let reason = serve(session, &config, executor.clone()).await;
+                tracing::info!(coordinator = %agent.config.coordinator, "connected and admitted");
+                let reason = agent.clone().serve(session).await;
+                agent.link.lock().expect("link lock").connection = None;
+                if let Some(distrust) = agent.distrust.lock().expect("distrust lock").clone() {
+                    anyhow::bail!(
+                        "this worker refuses coordinator {}: {distrust}",
+                        agent.config.coordinator_key
+                    );
+                }
                 tracing::warn!(%reason, "connection to the coordinator lost; reconnecting");
             }
             Err(Error::Refused(reason)) => {
                 anyhow::bail!("the coordinator refused this worker: {reason}");
+            }
+            Err(Error::History(e)) => {
+                anyhow::bail!("this worker refuses coordinator {}: {e}", agent.config.coordinator_key);
             }
             Err(e) => {
                 tracing::debug!(error = %e, "cannot reach the coordinator yet");
@@ -76,77 +114,104 @@ pub async fn run(config: WorkerConfig, executor: Arc<WasmExecutor>) -> anyhow::R
     }
 }
 
-type Running = Arc<Mutex<BTreeSet<(TaskId, u32)>>>;
-
-/// Serves one connection until it ends; returns why it ended.
-async fn serve(session: Session, config: &WorkerConfig, executor: Arc<WasmExecutor>) -> String {
-    let Session { connection, control: (mut control_send, _control_recv), welcome } = session;
-    let slots = Arc::new(Semaphore::new(config.slots as usize));
-    let running: Running = Arc::default();
-    let heartbeat_every = Duration::from_millis(welcome.heartbeat_interval_ms.clamp(10, 60_000));
-    let heartbeat = {
-        let running = running.clone();
-        let slots = slots.clone();
-        async move {
-            let mut interval = tokio::time::interval(heartbeat_every);
-            loop {
-                interval.tick().await;
-                let now_running: Vec<(TaskId, u32)> =
-                    running.lock().expect("running lock").iter().copied().collect();
-                let beat = WorkerMessage::Heartbeat {
-                    running: now_running,
-                    free_slots: slots.available_permits() as u32,
-                };
-                if let Err(e) = write_frame(&mut control_send, &beat).await {
-                    return format!("heartbeat failed: {e}");
-                }
-            }
-        }
-    };
-    let tasks = async {
-        loop {
-            let (send, recv) = match connection.accept_bi().await {
-                Ok(streams) => streams,
-                Err(e) => return format!("{e}"),
-            };
-            let context = TaskContext {
-                key: config.key.clone(),
-                executor: executor.clone(),
-                slots: slots.clone(),
-                running: running.clone(),
+impl Agent {
+    async fn connect(&self, endpoint: &quinn::Endpoint) -> Result<Session, Error> {
+        let config = &self.config;
+        let hello = Hello {
+            role: Role::Worker,
+            channel_binding: [0; 32],
+            agent: config.agent.clone(),
+            capacity: Some(Capacity {
+                slots: config.slots,
                 memory_bytes: config.memory_bytes,
-            };
-            tokio::spawn(async move {
-                if let Err(e) = context.handle(send, recv).await {
-                    tracing::warn!(error = %e, "task stream failed");
-                }
-            });
+                executors: vec![ExecutorKind::Wasm],
+            }),
+            seen: None,
+            running: self.running.lock().expect("running lock").iter().copied().collect(),
+        };
+        let kept = self.seals.lock().expect("seal lock").kept();
+        let mut seals = SealKeeper::new(config.coordinator_key, kept)?;
+        let session = transport::connect(
+            endpoint,
+            config.coordinator,
+            config.coordinator_key,
+            &config.key,
+            hello,
+            &mut seals,
+        )
+        .await?;
+        *self.seals.lock().expect("seal lock") = seals;
+        let outbox = {
+            let mut link = self.link.lock().expect("link lock");
+            link.connection = Some(session.connection.clone());
+            std::mem::take(&mut link.outbox)
+        };
+        for report in outbox {
+            deliver(&session.connection, report).await;
         }
-    };
-    tokio::select! {
-        reason = heartbeat => reason,
-        reason = tasks => reason,
+        Ok(session)
     }
-}
 
-struct TaskContext {
-    key: Arc<Keypair>,
-    executor: Arc<WasmExecutor>,
-    slots: Arc<Semaphore>,
-    running: Running,
-    memory_bytes: u64,
-}
-
-impl TaskContext {
-    async fn handle(self, mut send: SendStream, mut recv: RecvStream) -> Result<(), Error> {
-        let assignment = match read_frame::<_, CoordinatorMessage>(&mut recv, MESSAGE_SIZE_BYTES_MAX).await? {
-            Some(CoordinatorMessage::Assign(assignment)) => assignment,
-            other => {
-                return Err(Error::invalid(format!(
-                    "a task stream must open with an assignment, got {other:?}"
-                )));
+    /// Serves one connection until it ends; returns why it ended.
+    async fn serve(self: Arc<Self>, session: Session) -> String {
+        let Session { connection, control: (mut control_send, _control_recv), welcome } = session;
+        let heartbeat_every = Duration::from_millis(welcome.heartbeat_interval_ms.clamp(10, 60_000));
+        let heartbeat = {
+            let agent = self.clone();
+            async move {
+                let mut interval = tokio::time::interval(heartbeat_every);
+                loop {
+                    interval.tick().await;
+                    let beat = WorkerMessage::Heartbeat {
+                        running: agent.running.lock().expect("running lock").iter().copied().collect(),
+                        free_slots: agent.slots.available_permits() as u32,
+                    };
+                    if let Err(e) = write_frame(&mut control_send, &beat).await {
+                        return format!("heartbeat failed: {e}");
+                    }
+                }
             }
         };
+        let tasks = async {
+            loop {
+                let (send, recv) = match connection.accept_bi().await {
+                    Ok(streams) => streams,
+                    Err(e) => return format!("{e}"),
+                };
+                let agent = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = agent.handle(send, recv).await {
+                        tracing::warn!(error = %e, "task stream failed");
+                    }
+                });
+            }
+        };
+        tokio::select! {
+            reason = heartbeat => reason,
+            reason = tasks => reason,
+        }
+    }
+
+    async fn handle(self: Arc<Self>, mut send: SendStream, mut recv: RecvStream) -> Result<(), Error> {
+        let (assignment, seal) =
+            match read_frame::<_, CoordinatorMessage>(&mut recv, MESSAGE_SIZE_BYTES_MAX).await? {
+                Some(CoordinatorMessage::Assign { assignment, seal }) => (assignment, seal),
+                other => {
+                    return Err(Error::invalid(format!(
+                        "a task stream must open with an assignment, got {other:?}"
+                    )));
+                }
+            };
+        if let Err(e) = self.check_seal(&seal) {
+            // Running tasks for a coordinator whose history shrank would serve a record
+            // that lost what came before: stop serving it altogether.
+            *self.distrust.lock().expect("distrust lock") = Some(e.to_string());
+            if let Some(connection) = &self.link.lock().expect("link lock").connection {
+                connection
+                    .close(4u32.into(), b"the coordinator's history does not extend what it showed before");
+            }
+            return Err(e);
+        }
         let execution = match self.slots.clone().try_acquire_owned() {
             Err(_) => refusal(FailureKind::WorkerError, "the worker has no free slot".into()),
             Ok(_permit) => {
@@ -166,12 +231,45 @@ impl TaskContext {
             stderr: execution.stderr,
             fuel: execution.fuel,
         };
-        let envelope = Envelope::seal(&self.key, transport::nonce(), &report);
-        write_frame(&mut send, &WorkerMessage::Report(envelope)).await?;
+        let envelope = Envelope::seal(&self.config.key, transport::nonce(), &report);
+        if write_frame(&mut send, &WorkerMessage::Report(envelope.clone())).await.is_err() {
+            // The stream went with its connection: the report goes by the next one.
+            self.send_later(envelope).await;
+            return Ok(());
+        }
         let _ = send.finish();
         // Wait for the coordinator to read the report before the stream is dropped.
         let _ = recv.read_to_end(16).await;
         Ok(())
+    }
+
+    /// Checks a seal the coordinator shows: its history only grows.
+    fn check_seal(&self, seal: &Seal) -> Result<(), Error> {
+        self.seals.lock().expect("seal lock").check(seal).map(drop).map_err(|e| {
+            tracing::error!(error = %e, "the coordinator's journal does not extend what it showed before");
+            Error::History(e)
+        })
+    }
+
+    /// A report whose own stream is gone: over the current connection if there is one,
+    /// else into the outbox for the next.
+    async fn send_later(&self, report: Envelope) {
+        let connection = {
+            let mut link = self.link.lock().expect("link lock");
+            match &link.connection {
+                Some(connection) => connection.clone(),
+                None => {
+                    if link.outbox.len() >= self.config.slots as usize {
+                        // More reports than slots cannot be pending; if they are, the oldest
+                        // is the one its coordinator has most surely given up on.
+                        link.outbox.remove(0);
+                    }
+                    link.outbox.push(report);
+                    return;
+                }
+            }
+        };
+        deliver(&connection, report).await;
     }
 
     async fn execute(
@@ -186,12 +284,12 @@ impl TaskContext {
                 format!("the assignment's limits are invalid: {e}"),
             ));
         }
-        if assignment.limits.memory_bytes > self.memory_bytes {
+        if assignment.limits.memory_bytes > self.config.memory_bytes {
             return Ok(refusal(
                 FailureKind::WorkerError,
                 format!(
                     "the task wants {} bytes of memory; this worker offers {}",
-                    assignment.limits.memory_bytes, self.memory_bytes
+                    assignment.limits.memory_bytes, self.config.memory_bytes
                 ),
             ));
         }
@@ -220,6 +318,20 @@ impl TaskContext {
         })
         .await
         .map_err(|e| Error::Transport(format!("the executor panicked: {e}")))
+    }
+}
+
+/// Sends a report on a stream of the worker's own.
+async fn deliver(connection: &Connection, report: Envelope) {
+    let sent = async {
+        let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+        write_frame(&mut send, &WorkerMessage::Report(report)).await.map_err(|e| e.to_string())?;
+        let _ = send.finish();
+        let _ = recv.read_to_end(16).await;
+        Ok::<(), String>(())
+    };
+    if let Err(e) = sent.await {
+        tracing::warn!(error = %e, "a late report could not be delivered");
     }
 }
 

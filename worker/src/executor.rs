@@ -12,16 +12,22 @@
 //! clock timeout through epoch interruption, a capped stdout and stderr, a cap on the
 //! wasm stack and on table growth, one instance and one memory per task.
 
-use std::sync::Arc;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
 
 use icn_protocol::cache::ContentCache;
 use icn_protocol::wire::{FailureKind, Limits, Outcome, STDERR_SIZE_BYTES_MAX, TEXT_SIZE_BYTES_MAX};
 use icn_protocol::{ContentId, Fuel};
 use wasmtime::{Caller, Config, Engine, InstancePre, Linker, Module, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, I32Exit, WasiCtxBuilder};
 
 pub const EPOCH_TICK_MS: u64 = 5;
@@ -31,6 +37,9 @@ pub const TABLE_ELEMENTS_MAX: usize = 100_000;
 /// stderr is captured up to this size; only its tail travels in the report.
 pub const STDERR_CAPTURE_BYTES_MAX: usize = 64 * 1024;
 pub const RANDOM_BYTES_PER_CALL_MAX: u64 = 64 * 1024;
+/// What stdout lets a module write in one step; a fixed number, so a module's writes
+/// split the same way on every worker.
+const STDOUT_WRITE_PERMIT_BYTES: usize = 64 * 1024;
 const WASI_ERRNO_NOSYS: i32 = 52;
 
 /// What one run produced.
@@ -105,6 +114,89 @@ impl HostMonotonicClock for FrozenClock {
     }
     fn now(&self) -> u64 {
         0
+    }
+}
+
+/// A module's stdout, up to its task's output limit. The write that would pass the
+/// limit traps, stopping the module there: at the same instruction on every worker, so
+/// the fuel of a run that printed too much is as deterministic as any other's.
+#[derive(Clone)]
+struct LimitedOutput {
+    buffer: Arc<Mutex<BytesMut>>,
+    limit_bytes: usize,
+    passed: Arc<AtomicBool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the module wrote past its output limit")]
+struct OutputLimitPassed;
+
+impl LimitedOutput {
+    fn new(limit_bytes: usize) -> Self {
+        LimitedOutput { buffer: Arc::default(), limit_bytes, passed: Arc::default() }
+    }
+
+    fn append(&self, bytes: &[u8]) -> Result<(), OutputLimitPassed> {
+        let mut buffer = self.buffer.lock().expect("stdout lock");
+        if buffer.len() + bytes.len() > self.limit_bytes {
+            self.passed.store(true, Ordering::Relaxed);
+            return Err(OutputLimitPassed);
+        }
+        buffer.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn contents(&self) -> Vec<u8> {
+        self.buffer.lock().expect("stdout lock").to_vec()
+    }
+
+    fn passed(&self) -> bool {
+        self.passed.load(Ordering::Relaxed)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl OutputStream for LimitedOutput {
+    fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
+        self.append(&bytes).map_err(|e| StreamError::Trap(e.into()))
+    }
+    fn flush(&mut self) -> Result<(), StreamError> {
+        Ok(())
+    }
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        Ok(STDOUT_WRITE_PERMIT_BYTES)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for LimitedOutput {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for LimitedOutput {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, bytes: &[u8]) -> Poll<std::io::Result<usize>> {
+        Poll::Ready(self.append(bytes).map(|()| bytes.len()).map_err(std::io::Error::other))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl IsTerminal for LimitedOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for LimitedOutput {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
     }
 }
 
@@ -206,7 +298,7 @@ impl WasmExecutor {
                 );
             }
         };
-        let stdout = MemoryOutputPipe::new(limits.output_bytes as usize + 1);
+        let stdout = LimitedOutput::new(usize::try_from(limits.output_bytes).unwrap_or(usize::MAX));
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES_MAX);
         let mut argv = vec!["main".to_string()];
         argv.extend(args.iter().cloned());
@@ -240,25 +332,20 @@ impl WasmExecutor {
         let fuel = Fuel(limits.fuel.0.saturating_sub(store.get_fuel().unwrap_or(0)));
         let memory_refused = store.data().limiter.memory_refused;
         drop(store);
-        let output = stdout.contents().to_vec();
+        let output = stdout.contents();
         let stderr = tail(&stderr.contents(), STDERR_SIZE_BYTES_MAX);
-        let output_over = output.len() as u64 > limits.output_bytes;
         let outcome = match result {
-            Ok(()) if !output_over => Outcome::Exited { code: 0 },
-            Err(e) if !output_over && e.downcast_ref::<I32Exit>().is_some() => {
+            _ if stdout.passed() => Outcome::Failed {
+                kind: FailureKind::OutputTooLarge,
+                detail: format!("the module wrote more than {} bytes of output", limits.output_bytes),
+            },
+            Ok(()) => Outcome::Exited { code: 0 },
+            Err(e) if e.downcast_ref::<I32Exit>().is_some() => {
                 Outcome::Exited { code: e.downcast_ref::<I32Exit>().map_or(0, |exit| exit.0) }
             }
             _ if memory_refused => Outcome::Failed {
                 kind: FailureKind::MemoryLimit,
                 detail: format!("the module tried to grow its memory past {} bytes", limits.memory_bytes),
-            },
-            Err(e) if output_over || format!("{e:?}").contains("beyond capacity") => Outcome::Failed {
-                kind: FailureKind::OutputTooLarge,
-                detail: format!("the module wrote more than {} bytes of output", limits.output_bytes),
-            },
-            Ok(()) => Outcome::Failed {
-                kind: FailureKind::OutputTooLarge,
-                detail: format!("the module wrote more than {} bytes of output", limits.output_bytes),
             },
             Err(e) => classify_trap(&e, limits),
         };

@@ -95,6 +95,27 @@ fn output_past_the_limit_fails_and_is_not_returned() {
 }
 
 #[test]
+fn a_module_that_floods_its_output_stops_at_the_same_fuel_every_time() {
+    // flood.wat ignores every failed write: only the sandbox can stop it. It must stop
+    // it at the write that passes the limit, not at the wall-clock timeout, so that two
+    // honest workers report the same fuel and agree.
+    let flood = include_str!("../../examples/wat/flood.wat");
+    let limits = Limits { output_bytes: 100_000, timeout_ms: 2_000, ..Limits::default() };
+    let executor = WasmExecutor::new().unwrap();
+    let runs: Vec<Execution> = (0..3).map(|_| run_with(&executor, flood, b"", &[], limits)).collect();
+    for execution in &runs {
+        assert_eq!(failure(execution).0, FailureKind::OutputTooLarge);
+        assert_eq!(
+            execution.fuel,
+            runs[0].fuel,
+            "fuel differs between runs: {:?}",
+            runs.iter().map(|r| r.fuel).collect::<Vec<_>>()
+        );
+    }
+    assert!(runs[0].fuel.0 < 10_000, "it stopped at its second write, not later: {}", runs[0].fuel);
+}
+
+#[test]
 fn trap_and_malformed_module_are_named() {
     let trap = r#"(module (memory (export "memory") 1) (func (export "_start") unreachable))"#;
     let (kind, detail) = failure(&run(trap, b""));
