@@ -192,7 +192,8 @@ impl Client {
 
     /// Asks for the obligations within `federation` to be netted; signed by this member.
     pub async fn clear(&self, federation: ScopeId) -> anyhow::Result<icn_ledger::Clearing> {
-        let envelope = Envelope::seal(&self.key, transport::nonce(), &ClearRequest { federation });
+        let made_ms = icn_coordinator::server::now_ms();
+        let envelope = Envelope::seal(&self.key, transport::nonce(), &ClearRequest { federation, made_ms });
         serde_json::from_str(&self.json(&ClientRequest::Clear(envelope)).await?)
             .context("the coordinator's clearing does not parse")
     }

@@ -34,6 +34,12 @@ struct Cluster {
 
 impl Cluster {
     fn new(owners: &[&str]) -> Cluster {
+        Cluster::with(owners, "", "")
+    }
+
+    /// A cluster whose coordinator config gains `config_lines` and whose federation scope
+    /// gains `federation_lines` (a placement policy, say).
+    fn with(owners: &[&str], config_lines: &str, federation_lines: &str) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let keygen = |name: &str| {
             let path = dir.path().join(format!("{name}.key"));
@@ -47,14 +53,14 @@ impl Cluster {
         let addr = format!("127.0.0.1:{port}");
         let config = format!(
             "listen = \"{addr}\"\nkey = \"coordinator.key\"\njournal = \"journal.db\"\n\
-             genesis = \"genesis.toml\"\nheartbeat_interval_ms = 100\nworker_timeout_ms = 1000\n"
+             genesis = \"genesis.toml\"\nheartbeat_interval_ms = 100\nworker_timeout_ms = 1000\n{config_lines}"
         );
         let rule = "rule = { quorum = \"1/2\", approval = \"1/2\", voting_window_ms = 1000 }";
         let mut genesis = format!(
             "[[scopes]]\nid = \"commons\"\nkind = \"commons\"\n{rule}\n\
              prices = {{ credits_per_mega_fuel = 1 }}\n\
              [[scopes]]\nid = \"fed-north\"\nkind = \"federation\"\nparent = \"commons\"\n{rule}\n\
-             credit_limit = 1000000000\n"
+             credit_limit = 1000000000\n{federation_lines}"
         );
         for owner in owners {
             genesis.push_str(&format!(
@@ -90,9 +96,34 @@ impl Cluster {
         self.dir.path().join("journal.db")
     }
 
+    /// `icn ARGS` with this cluster's own state folder, where members keep the
+    /// coordinator's seals.
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(ICN)
+            .args(args)
+            .env("ICN_STATE_DIR", self.dir.path().join("state"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("icn runs")
+    }
+
+    /// Starts the coordinator as an operator would, expecting it to refuse: its stderr.
+    fn refused_start(&self, extra: &[&str]) -> String {
+        let mut args = vec!["coordinator", "--config", self.config.to_str().unwrap()];
+        args.extend(extra);
+        let out = self.run(&args);
+        assert!(!out.status.success(), "the coordinator started: {}", text(&out.stdout));
+        text(&out.stderr)
+    }
+
     fn start_coordinator(&mut self) {
+        self.start_coordinator_with(&[]);
+    }
+
+    fn start_coordinator_with(&mut self, extra: &[&str]) {
         let mut child = Command::new(ICN)
             .args(["coordinator", "--config", self.config.to_str().unwrap()])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
@@ -156,7 +187,7 @@ impl Cluster {
         args.extend([wat(module).to_str().unwrap().into(), "--input".into()]);
         args.push(input_path.to_str().unwrap().into());
         args.extend(extra.iter().map(|s| s.to_string()));
-        let out = icn(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let out = self.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(out.status.success(), "submit: {}", text(&out.stderr));
         text(&out.stdout).trim().to_string()
     }
@@ -166,7 +197,7 @@ impl Cluster {
         let mut args: Vec<String> = vec!["status".into()];
         args.extend(self.member_args());
         args.extend([job.to_string(), "--wait".into()]);
-        let out = icn(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let out = self.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(out.status.success(), "job {job} did not complete: {}", text(&out.stderr));
         text(&out.stdout)
     }
@@ -196,6 +227,7 @@ impl Cluster {
     fn member(&self, args: &[&str]) -> (String, String) {
         let out = Command::new(ICN)
             .args(args)
+            .env("ICN_STATE_DIR", self.dir.path().join("state"))
             .env("ICN_COORDINATOR", &self.addr)
             .env("ICN_COORDINATOR_KEY", &self.coordinator_key)
             .env("ICN_KEY", self.dir.path().join("member.key"))
@@ -314,7 +346,7 @@ fn submit_wait_prints_the_output_and_a_tampered_row_is_named_by_verify() {
     args.extend(cluster.member_args());
     args.extend([wat("sum.wat").to_str().unwrap().into(), "--input".into(), input.to_str().unwrap().into()]);
     args.push("--wait".into());
-    let out = icn(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = cluster.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "42\n");
     let stderr = text(&out.stderr);
@@ -418,4 +450,170 @@ fn members_propose_vote_and_trace_with_the_icn_command() {
     assert_eq!(trace["job"]["hold"], 3_000, "{json}");
     let (words, _) = member(&["trace", &job]);
     assert!(words.contains("authorized by the genesis, entry #0: founding mandates"), "{words}");
+}
+
+/// A cluster that ran one job to completion and whose coordinator was then killed, for
+/// tests that tamper with what it left behind. Returns the job.
+fn ran_one_job() -> (Cluster, String) {
+    let mut cluster = Cluster::new(&["coop-a"]);
+    cluster.start_coordinator();
+    cluster.start_worker("coop-a");
+    let job = cluster.submit("hello.wat", b"", &[]);
+    assert_eq!(cluster.wait_for(&job), "hello from the commons\n");
+    cluster.kill_coordinator();
+    (cluster, job)
+}
+
+#[test]
+fn a_forged_entry_appended_in_the_coordinators_name_stops_the_start() {
+    let (cluster, job) = ran_one_job();
+    // A JobCompleted paying coop-a a thousand credits for the job, linked to the last
+    // entry as the coordinator would link it, but without the coordinator's seal.
+    let entries = icn_coordinator::journal::read(&cluster.journal()).unwrap();
+    let last = entries.last().unwrap();
+    let coordinator: icn_protocol::PublicKey = cluster.coordinator_key.parse().unwrap();
+    let record = icn_coordinator::record::Record::JobCompleted {
+        job: job.parse().unwrap(),
+        output_digest: icn_protocol::ContentId::of(b"forged"),
+        fuel: icn_protocol::Fuel(1),
+        worker: coordinator,
+        payees: vec![("coop-a".parse().unwrap(), icn_protocol::governance::Credits(1_000))],
+    };
+    let forged = icn_coordinator::journal::Entry::new(
+        last.seq + 1,
+        last.hash,
+        Some(last.seq),
+        1,
+        coordinator,
+        &record,
+    );
+    let db = rusqlite::Connection::open(cluster.journal()).unwrap();
+    db.execute(
+        "INSERT INTO journal (seq, prev_hash, cause, time_ms, signer, record, hash, seal)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)",
+        rusqlite::params![
+            forged.seq as i64,
+            forged.prev_hash.as_slice(),
+            forged.cause.map(|c| c as i64),
+            forged.time_ms as i64,
+            forged.signer.0.as_slice(),
+            forged.record,
+            forged.hash.as_slice()
+        ],
+    )
+    .unwrap();
+    drop(db);
+
+    let refused = cluster.refused_start(&[]);
+    assert!(
+        refused.contains(&format!("entries {} to {} are not sealed", forged.seq, forged.seq)),
+        "{refused}"
+    );
+    assert!(refused.contains("icn journal truncate"), "{refused}");
+    assert_eq!(cluster.verify().status.code(), Some(2));
+    // The operator drops the unsealed tail; the coordinator starts on the sealed history.
+    let truncated = cluster.run(&[
+        "journal",
+        "truncate",
+        "--journal",
+        cluster.journal().to_str().unwrap(),
+        "--unsealed-tail",
+    ]);
+    assert!(text(&truncated.stdout).contains("removed 1 unsealed entries"), "{}", text(&truncated.stderr));
+    let mut cluster = cluster;
+    cluster.start_coordinator();
+    let (positions, _) = cluster.member(&["ledger", "positions"]);
+    let coop = positions.lines().find(|l| l.starts_with("coop-a")).unwrap();
+    assert!(!coop.contains("1000"), "the forged payment never applied: {positions}");
+}
+
+#[test]
+fn a_stripped_last_seal_stops_the_start() {
+    let (cluster, _) = ran_one_job();
+    let db = rusqlite::Connection::open(cluster.journal()).unwrap();
+    let last: i64 = db.query_row("SELECT MAX(seq) FROM journal", [], |row| row.get(0)).unwrap();
+    db.execute("UPDATE journal SET seal = NULL WHERE seq = ?1", [last]).unwrap();
+    drop(db);
+    let refused = cluster.refused_start(&[]);
+    assert!(refused.contains(&format!("to {last} are not sealed")), "{refused}");
+}
+
+#[test]
+fn a_cut_tail_stops_the_start_and_a_member_holding_a_later_seal_refuses_the_coordinator() {
+    let (cluster, job) = ran_one_job();
+    let (kept, _) = cluster.member(&["journal", "seal"]);
+    let kept = kept.trim().to_string();
+    // Back to the genesis, which is sealed: what is left verifies on its own.
+    let db = rusqlite::Connection::open(cluster.journal()).unwrap();
+    db.execute("DELETE FROM journal WHERE seq > 0", []).unwrap();
+    drop(db);
+    assert!(cluster.verify().status.success(), "the cut journal verifies by itself");
+    let refused = cluster.refused_start(&[]);
+    assert!(refused.contains("ends at entry 0, but its anchor shows entry"), "{refused}");
+    assert!(refused.contains("--accept-journal-end"), "{refused}");
+    // The member kept a seal: the journal they check against it no longer holds their history.
+    let checked = cluster.run(&[
+        "journal",
+        "verify",
+        "--journal",
+        cluster.journal().to_str().unwrap(),
+        "--expect",
+        &kept,
+    ]);
+    assert_eq!(checked.status.code(), Some(2), "{}", text(&checked.stdout));
+    assert!(text(&checked.stdout).contains("its end was cut"), "{}", text(&checked.stdout));
+
+    // The operator accepts the loss; the member's client does not.
+    let mut cluster = cluster;
+    cluster.start_coordinator_with(&["--accept-journal-end"]);
+    let mut args: Vec<String> = vec!["status".into()];
+    args.extend(cluster.member_args());
+    args.push(job);
+    let out = cluster.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!out.status.success());
+    let said = text(&out.stderr);
+    assert!(said.contains("history was cut short") && said.contains("Tell the operator"), "{said}");
+}
+
+#[test]
+fn a_second_coordinator_cannot_open_the_journal_of_a_running_one() {
+    let mut cluster = Cluster::new(&["coop-a"]);
+    cluster.start_coordinator();
+    let refused = cluster.refused_start(&[]);
+    assert!(refused.contains("is in use by another coordinator (pid"), "{refused}");
+}
+
+#[test]
+fn a_coordinator_killed_with_replicas_in_flight_at_one_attempt_starts_and_ends_each_job_once() {
+    let mut cluster =
+        Cluster::with(&["coop-a", "coop-b"], "attempts_max = 1\n", "policy = { replicas = 2, quorum = 2 }\n");
+    cluster.start_coordinator();
+    cluster.start_worker("coop-a");
+    cluster.start_worker("coop-b");
+    // Each worker has one slot: the first job's two replicas take both, the second waits.
+    let first = cluster.submit("busy.wat", &[b'x'; 100], LONG);
+    cluster.await_journal(&first, "task");
+    let lines = cluster.await_journal(&first, "/1 attempt");
+    assert!(lines.contains("/0 attempt") && lines.contains("/1 attempt"), "{lines}");
+    let second = cluster.submit("sum.wat", b"20 22", &[]);
+
+    cluster.kill_coordinator();
+    cluster.start_coordinator();
+
+    // Both replicas of the first were lost at the restart: at one attempt, it fails once.
+    let lines = cluster.await_journal(&first, "failed");
+    assert_eq!(lines.matches(" failed: ").count(), 1, "{lines}");
+    assert!(lines.contains("replicas were lost 1 times, the limit"), "{lines}");
+    assert_eq!(lines.matches("requeued: the coordinator restarted while it ran").count(), 1, "{lines}");
+    assert_eq!(cluster.wait_for(&second), "42\n");
+    let lines = cluster.journal_of(&second);
+    assert_eq!(lines.matches("completed on worker").count(), 1, "{lines}");
+    let verified = cluster.verify();
+    assert!(verified.status.success(), "{}", text(&verified.stdout));
+    let (positions, _) = cluster.member(&["ledger", "positions"]);
+    assert!(positions.contains("sum of positions: 0"), "{positions}");
+    // And it starts again from there.
+    cluster.kill_coordinator();
+    cluster.start_coordinator();
+    assert_eq!(cluster.wait_for(&second), "42\n");
 }

@@ -208,11 +208,9 @@ async fn a_dispute_is_settled_by_a_decision_that_moves_trust_and_money_as_it_say
     commons.wait_for_workers(2).await.unwrap();
     let module = ana.ensure_module(&wat::parse_str(HELLO_WAT).unwrap()).await.unwrap();
     let job = ana.submit(&local::submission(module, b"", Limits::default())).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while ana.status(job).await.unwrap().state != JobState::Disputed {
-        assert!(tokio::time::Instant::now() < deadline, "{:?}", ana.status(job).await.unwrap());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // A member following the job hears that it is in dispute, and stops waiting there.
+    let view = tokio::time::timeout(Duration::from_secs(20), ana.watch(job, |_| {})).await.unwrap().unwrap();
+    assert_eq!(view.state, JobState::Disputed, "{view:?}");
     let honest = records_of(&commons, job)
         .into_iter()
         .find_map(|r| match r {
@@ -256,5 +254,33 @@ async fn a_dispute_is_settled_by_a_decision_that_moves_trust_and_money_as_it_say
         "losers are paid nothing"
     );
     assert_eq!(positions.accounts[&"coop-a".parse::<ScopeId>().unwrap()].position, 1, "the winner is paid");
+    commons.stop().await.unwrap();
+}
+
+/// A module that floods its output fails the same way on every honest worker, at the
+/// same fuel: the replicas agree, nobody loses trust, and there is no dispute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_of_a_module_that_floods_its_output_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let commons = start(dir.path(), &["coop-a", "coop-b", "coop-c"], None).await;
+    let (ana, _ben) = replicate(&commons).await;
+    let flood = include_str!("../../examples/wat/flood.wat");
+    let module = ana.ensure_module(&wat::parse_str(flood).unwrap()).await.unwrap();
+    let limits = Limits { output_bytes: 100_000, timeout_ms: 3_000, ..Limits::default() };
+    let job = ana.submit(&local::submission(module, b"", limits)).await.unwrap();
+    let view = tokio::time::timeout(Duration::from_secs(30), ana.watch(job, |_| {})).await.unwrap().unwrap();
+    assert_eq!(view.state, JobState::Failed, "{view:?}");
+    assert!(view.failure.as_deref().is_some_and(|f| f.contains("OutputTooLarge")), "{view:?}");
+    let records = records_of(&commons, job);
+    let verified = records.iter().find_map(|r| match r {
+        Record::Verified { agreeing, dissenting, .. } => Some((agreeing.len(), dissenting.len())),
+        _ => None,
+    });
+    assert_eq!(verified, Some((2, 0)), "{records:#?}");
+    assert!(
+        !records.iter().any(|r| matches!(r, Record::DisputeOpened { .. } | Record::ReplicasWanted { .. }))
+    );
+    let workers = ana.workers().await.unwrap();
+    assert!(workers.iter().all(|w| w.trust.disagreements == 0), "{workers:?}");
     commons.stop().await.unwrap();
 }

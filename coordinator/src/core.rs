@@ -177,6 +177,10 @@ pub struct Core {
     /// Jobs waiting for a worker, in submission order (keyed by their submission entry).
     queue: BTreeMap<u64, JobId>,
     workers: BTreeMap<PublicKey, Worker>,
+    /// Clearing requests carried out within the last two request windows, by envelope
+    /// id, with when they were made and their entry: a replay is refused, and older ones
+    /// are refused by their age.
+    clearings: BTreeMap<ContentId, (u64, u64)>,
     jobs_open: usize,
     entries: Vec<Entry>,
     commands: Vec<Command>,
@@ -203,6 +207,7 @@ impl Core {
             jobs: BTreeMap::new(),
             queue: BTreeMap::new(),
             workers: BTreeMap::new(),
+            clearings: BTreeMap::new(),
             jobs_open: 0,
             entries: Vec::new(),
             commands: Vec::new(),
@@ -976,8 +981,11 @@ impl Core {
                 }
             }
             Record::Cleared { request, clearing } => {
-                let federation =
-                    request.open_trusted::<ClearRequest>().expect("journaled requests decode").federation;
+                let decoded = request.open_trusted::<ClearRequest>().expect("journaled requests decode");
+                let window_ms = icn_protocol::governance::CLEAR_REQUEST_WINDOW_MS;
+                self.clearings.retain(|_, (made_ms, _)| made_ms.saturating_add(2 * window_ms) >= time_ms);
+                self.clearings.insert(request.id(), (decoded.made_ms, seq));
+                let federation = decoded.federation;
                 let done = self
                     .ledger
                     .clear(&self.governance.descendants(&federation))
@@ -1014,7 +1022,8 @@ impl Core {
 
     /// Puts a connected worker's current state into the placement pool.
     fn refresh(&mut self, key: &PublicKey) {
-        let Some(state) = self.workers.get(key) else {
+        // A worker away (its connection dropped) takes no new task until it is back.
+        let Some(state) = self.workers.get(key).filter(|w| !w.away) else {
             self.pool.remove(key);
             return;
         };
@@ -1183,6 +1192,19 @@ impl Core {
         request: ClearRequest,
     ) -> Result<icn_ledger::Clearing, Refusal> {
         self.clock = now;
+        if let Some((_, seq)) = self.clearings.get(&envelope.id()) {
+            return Err(format!(
+                "this clearing request was carried out at entry {seq}; a replayed request changes nothing"
+            ));
+        }
+        let window_ms = icn_protocol::governance::CLEAR_REQUEST_WINDOW_MS;
+        if request.made_ms.abs_diff(now.wall_ms) > window_ms {
+            return Err(format!(
+                "the request was made at {} ms and the coordinator's clock reads {} ms, more than {window_ms} ms \
+                 apart; make a new request (and check this machine's clock)",
+                request.made_ms, now.wall_ms
+            ));
+        }
         let federation = &request.federation;
         let scope = self.governance.scope(federation).map_err(|e| e.to_string())?;
         if scope.kind != icn_protocol::governance::ScopeKind::Federation {

@@ -647,6 +647,136 @@ mod tests {
         assert!(matches!(journal.load(), Err(JournalError::Corrupt { seq: 3, .. })));
     }
 
+    /// A journal of `n` entries, each its own sealed batch, for the coordinator `key`.
+    fn journal_with(path: &Path, key: &Keypair, n: u64) -> Journal {
+        let mut journal = Journal::open(path, key.public()).unwrap();
+        for entry in entries(key, n) {
+            journal.append(&[entry]).unwrap();
+        }
+        journal
+    }
+
+    #[test]
+    fn a_forged_entry_linked_after_the_last_seal_is_refused_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.db");
+        let key = Keypair::from_seed([5; 32]);
+        let journal = journal_with(&path, &key, 3);
+        // A forger who knows the format appends a well-linked record in the coordinator's
+        // name, but cannot seal it.
+        let prev = journal.load().unwrap().last().unwrap().hash;
+        let record = Record::JobFailed { job: JobId(ContentId::of(b"x")), reason: "forged".into() };
+        let forged = Entry::new(3, prev, None, 5, key.public(), &record);
+        insert_raw(&journal.connection, &forged);
+        let error = journal.load().unwrap_err();
+        assert!(matches!(error, JournalError::UnsealedTail { from: 3, last: 3, .. }), "{error}");
+        assert!(error.to_string().contains("icn journal truncate"), "{error}");
+        let (seq, reason) = verify(&path, None).unwrap().first_bad.unwrap();
+        assert_eq!(seq, 3);
+        assert!(reason.contains("not sealed"), "{reason}");
+    }
+
+    #[test]
+    fn a_stripped_seal_is_refused_at_load_and_truncation_removes_only_the_unsealed_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.db");
+        let key = Keypair::from_seed([5; 32]);
+        let journal = journal_with(&path, &key, 4);
+        journal.connection.execute("UPDATE journal SET seal = NULL WHERE seq = 3", []).unwrap();
+        assert!(matches!(journal.load(), Err(JournalError::UnsealedTail { from: 3, last: 3, .. })));
+        drop(journal);
+        assert_eq!(truncate_unsealed_tail(&path).unwrap(), 1);
+        let journal = Journal::open(&path, key.public()).unwrap();
+        assert_eq!(journal.load().unwrap().len(), 3, "sealed history stays");
+    }
+
+    #[test]
+    fn a_changed_module_is_named_by_verify_and_refused_by_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.db");
+        let key = Keypair::from_seed([5; 32]);
+        let journal = journal_with(&path, &key, 2);
+        let module = b"\0asm\x01\0\0\0".to_vec();
+        let cid = ContentId::of(&module);
+        let mut changed = module.clone();
+        changed.push(0);
+        journal
+            .connection
+            .execute("INSERT INTO modules (cid, bytes) VALUES (?1, ?2)", params![cid.0.as_slice(), changed])
+            .unwrap();
+        assert!(matches!(journal.load(), Err(JournalError::BadModule { cid: bad, .. }) if bad == cid));
+        let verification = verify(&path, None).unwrap();
+        assert!(verification.first_bad.is_none());
+        assert_eq!(verification.bad_module.unwrap().0, cid);
+    }
+
+    #[test]
+    fn a_second_coordinator_cannot_open_a_journal_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.db");
+        let key = Keypair::from_seed([5; 32]);
+        let first = Journal::open(&path, key.public()).unwrap();
+        let second = Journal::open(&path, key.public());
+        let Err(JournalError::InUse { holder, .. }) = second else { panic!("the journal is in use") };
+        assert!(holder.contains(&format!("pid {}", std::process::id())), "{holder}");
+        drop(first);
+        assert!(Journal::open(&path, key.public()).is_ok(), "free again once the first is gone");
+    }
+
+    #[test]
+    fn a_cut_tail_is_caught_by_the_anchor_unless_the_operator_accepts_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.db");
+        let key = Keypair::from_seed([5; 32]);
+        let journal = journal_with(&path, &key, 6);
+        journal.flush_anchor().unwrap();
+        // Cut back to entry 3, which is sealed: every link, seal and signature still holds.
+        journal.connection.execute("DELETE FROM journal WHERE seq > 3", []).unwrap();
+        drop(journal);
+        assert!(verify(&path, None).unwrap().first_bad.is_none(), "the cut journal verifies on its own");
+        let mut journal = Journal::open(&path, key.public()).unwrap();
+        let entries = journal.load().unwrap();
+        let error = journal.check_anchor(&entries, false).unwrap_err().to_string();
+        assert!(error.contains("ends at entry 3") && error.contains("entry 5 was sealed"), "{error}");
+        assert!(error.contains("--accept-journal-end"), "{error}");
+        journal.check_anchor(&entries, true).unwrap();
+        drop(journal);
+        let mut journal = Journal::open(&path, key.public()).unwrap();
+        let entries = journal.load().unwrap();
+        journal.check_anchor(&entries, false).expect("accepted once, the anchor moved back");
+    }
+
+    #[test]
+    fn a_journal_without_its_anchor_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.db");
+        let key = Keypair::from_seed([5; 32]);
+        drop(journal_with(&path, &key, 2));
+        std::fs::remove_file(anchor::path(&path)).unwrap();
+        let mut journal = Journal::open(&path, key.public()).unwrap();
+        let entries = journal.load().unwrap();
+        let error = journal.check_anchor(&entries, false).unwrap_err().to_string();
+        assert!(error.contains("anchor") && error.contains("is missing"), "{error}");
+    }
+
+    fn insert_raw(connection: &Connection, entry: &Entry) {
+        connection
+            .execute(
+                "INSERT INTO journal (seq, prev_hash, cause, time_ms, signer, record, hash, seal)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)",
+                params![
+                    entry.seq as i64,
+                    entry.prev_hash.as_slice(),
+                    entry.cause.map(|c| c as i64),
+                    entry.time_ms as i64,
+                    entry.signer.0.as_slice(),
+                    entry.record,
+                    entry.hash.as_slice(),
+                ],
+            )
+            .unwrap();
+    }
+
     #[test]
     fn rewritten_tail_without_the_coordinator_key_is_caught() {
         let dir = tempfile::tempdir().unwrap();

@@ -329,3 +329,56 @@ fn genesis_errors_name_the_bad_value() {
     let error = Genesis::parse(&text.replace("\"1/2\", approval", "\"3/2\", approval")).unwrap_err();
     assert!(error.to_string().contains("\"3/2\" is not a fraction"), "{error}");
 }
+
+#[test]
+fn free_compute_needs_the_genesis_to_say_so() {
+    let text = r#"
+        [[scopes]]
+        id = "commons"
+        kind = "commons"
+        rule = { quorum = "1/2", approval = "1/2", voting_window_ms = 1000 }
+        prices = { credits_per_mega_fuel = 0 }
+    "#;
+    let error = Genesis::parse(text).unwrap_err().to_string();
+    assert!(error.contains("credits_per_mega_fuel is 0") && error.contains("free_compute = true"), "{error}");
+    let free = Genesis::parse(&format!("free_compute = true\n{text}")).unwrap();
+    assert!(free.free_compute);
+
+    // Nor can a decision make compute free where the genesis did not allow it.
+    let mut world = World::new();
+    let refusal = world
+        .propose(0, "fed", Effect::PriceSchedule(PriceSchedule { credits_per_mega_fuel: 0 }))
+        .unwrap_err()
+        .to_string();
+    assert!(refusal.contains("makes all compute free"), "{refusal}");
+}
+
+#[test]
+fn a_ballot_replayed_after_a_change_of_vote_is_refused_and_changes_are_bounded() {
+    let mut world = World::new();
+    let proposal =
+        world.propose(0, "fed", Effect::PriceSchedule(PriceSchedule { credits_per_mega_fuel: 2 })).unwrap();
+    let yes = Envelope::seal(&world.keys[0], 900, &Ballot { proposal, choice: Choice::Yes });
+    let no = Envelope::seal(&world.keys[0], 901, &Ballot { proposal, choice: Choice::No });
+    for envelope in [&yes, &no] {
+        let ballot = envelope.open().unwrap();
+        let event = world.governance.check_ballot(world.now_ms, envelope, &ballot).unwrap();
+        world.record(event);
+    }
+    let refusal = world.governance.check_ballot(world.now_ms, &yes, &yes.open().unwrap()).unwrap_err();
+    assert!(matches!(refusal, Refusal::ReplayedBallot { .. }), "{refusal}");
+    assert_eq!(world.governance.open[&proposal].ballots[&world.keys[0].public()].0, Choice::No);
+    // Every change is a new ballot in the journal; a member gets a bounded number of them.
+    let mut refused = None;
+    for round in 0..40 {
+        let choice = if round % 2 == 0 { Choice::Yes } else { Choice::No };
+        match world.vote(0, proposal, choice) {
+            Ok(_) => {}
+            Err(refusal) => {
+                refused = Some(refusal);
+                break;
+            }
+        }
+    }
+    assert!(matches!(refused, Some(Refusal::TooManyBallots { changes: 16, .. })), "{refused:?}");
+}

@@ -430,11 +430,17 @@ fn check_standing(standing: &[Standing]) -> Result<(), Error> {
     Ok(())
 }
 
+/// How far a clearing request's `made_ms` may be from the coordinator's clock: an older
+/// request is refused, so a replayed one cannot net obligations made since.
+pub const CLEAR_REQUEST_WINDOW_MS: u64 = 10 * 60_000;
+
 /// A member asks the coordinator to clear the obligations among the scopes of a
 /// federation (the federation and every scope inside it).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClearRequest {
     pub federation: ScopeId,
+    /// When the member made the request (wall clock, ms).
+    pub made_ms: u64,
 }
 
 impl Signed for ClearRequest {

@@ -64,8 +64,9 @@ struct Agent {
 #[derive(Default)]
 struct Link {
     connection: Option<Connection>,
-    /// Reports of tasks that ended while no connection was up; at most one per slot.
-    outbox: Vec<Envelope>,
+    /// Reports of tasks that ended while no connection was up, by attempt; at most one
+    /// per slot.
+    outbox: Vec<((TaskId, u32), Envelope)>,
 }
 
 /// Runs the worker until the coordinator refuses it (an error naming the reason), shows
@@ -127,7 +128,7 @@ impl Agent {
                 executors: vec![ExecutorKind::Wasm],
             }),
             seen: None,
-            running: self.running.lock().expect("running lock").iter().copied().collect(),
+            running: self.held(),
         };
         let kept = self.seals.lock().expect("seal lock").kept();
         let mut seals = SealKeeper::new(config.coordinator_key, kept)?;
@@ -146,10 +147,18 @@ impl Agent {
             link.connection = Some(session.connection.clone());
             std::mem::take(&mut link.outbox)
         };
-        for report in outbox {
-            deliver(&session.connection, report).await;
+        for (attempt, report) in outbox {
+            self.send_later(attempt, report).await;
         }
         Ok(session)
+    }
+
+    /// The attempts this worker holds: running, or ended with a report not yet
+    /// delivered. A new connection names them so the coordinator keeps them placed here.
+    fn held(&self) -> Vec<(TaskId, u32)> {
+        let mut held: BTreeSet<(TaskId, u32)> = self.running.lock().expect("running lock").clone();
+        held.extend(self.link.lock().expect("link lock").outbox.iter().map(|(attempt, _)| *attempt));
+        held.into_iter().collect()
     }
 
     /// Serves one connection until it ends; returns why it ended.
@@ -212,14 +221,20 @@ impl Agent {
             }
             return Err(e);
         }
+        let attempt = (assignment.task, assignment.attempt);
         let execution = match self.slots.clone().try_acquire_owned() {
             Err(_) => refusal(FailureKind::WorkerError, "the worker has no free slot".into()),
             Ok(_permit) => {
-                let key = (assignment.task, assignment.attempt);
-                self.running.lock().expect("running lock").insert(key);
+                // Held from here until its report is delivered or in the outbox.
+                self.running.lock().expect("running lock").insert(attempt);
                 let execution = self.execute(&assignment, &mut send, &mut recv).await;
-                self.running.lock().expect("running lock").remove(&key);
-                execution?
+                match execution {
+                    Ok(execution) => execution,
+                    Err(e) => {
+                        self.running.lock().expect("running lock").remove(&attempt);
+                        return Err(e);
+                    }
+                }
             }
         };
         let report = ExecutionReport {
@@ -232,14 +247,12 @@ impl Agent {
             fuel: execution.fuel,
         };
         let envelope = Envelope::seal(&self.config.key, transport::nonce(), &report);
-        if write_frame(&mut send, &WorkerMessage::Report(envelope.clone())).await.is_err() {
+        if let Err(e) = report_on(&mut send, &mut recv, envelope.clone()).await {
             // The stream went with its connection: the report goes by the next one.
-            self.send_later(envelope).await;
-            return Ok(());
+            tracing::info!(task = %assignment.task, error = %e, "report not delivered; it waits for a connection");
+            self.send_later(attempt, envelope).await;
         }
-        let _ = send.finish();
-        // Wait for the coordinator to read the report before the stream is dropped.
-        let _ = recv.read_to_end(16).await;
+        self.running.lock().expect("running lock").remove(&attempt);
         Ok(())
     }
 
@@ -251,25 +264,30 @@ impl Agent {
         })
     }
 
-    /// A report whose own stream is gone: over the current connection if there is one,
-    /// else into the outbox for the next.
-    async fn send_later(&self, report: Envelope) {
-        let connection = {
-            let mut link = self.link.lock().expect("link lock");
-            match &link.connection {
-                Some(connection) => connection.clone(),
-                None => {
-                    if link.outbox.len() >= self.config.slots as usize {
-                        // More reports than slots cannot be pending; if they are, the oldest
-                        // is the one its coordinator has most surely given up on.
-                        link.outbox.remove(0);
-                    }
-                    link.outbox.push(report);
-                    return;
+    /// A report whose own stream is gone: on a stream of the worker's own over the
+    /// current connection, or, when that fails too, into the outbox for the next one.
+    async fn send_later(&self, attempt: (TaskId, u32), report: Envelope) {
+        let current = self.link.lock().expect("link lock").connection.clone();
+        if let Some(connection) = current {
+            let delivered = async {
+                let (mut send, mut recv) =
+                    connection.open_bi().await.map_err(|e| Error::Transport(e.to_string()))?;
+                report_on(&mut send, &mut recv, report.clone()).await
+            };
+            match delivered.await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::info!(error = %e, "late report not delivered; it waits for the next connection")
                 }
             }
-        };
-        deliver(&connection, report).await;
+        }
+        let mut link = self.link.lock().expect("link lock");
+        if link.outbox.len() >= self.config.slots as usize {
+            // More reports than slots cannot be pending; if they are, the oldest is the
+            // one its coordinator has most surely given up on.
+            link.outbox.remove(0);
+        }
+        link.outbox.push((attempt, report));
     }
 
     async fn execute(
@@ -321,18 +339,14 @@ impl Agent {
     }
 }
 
-/// Sends a report on a stream of the worker's own.
-async fn deliver(connection: &Connection, report: Envelope) {
-    let sent = async {
-        let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
-        write_frame(&mut send, &WorkerMessage::Report(report)).await.map_err(|e| e.to_string())?;
-        let _ = send.finish();
-        let _ = recv.read_to_end(16).await;
-        Ok::<(), String>(())
-    };
-    if let Err(e) = sent.await {
-        tracing::warn!(error = %e, "a late report could not be delivered");
-    }
+/// Sends a report and waits for the coordinator to close its side of the stream, which
+/// it does once it has taken the report: only then is the report delivered. (A report
+/// delivered twice is harmless: the second is stale.)
+async fn report_on(send: &mut SendStream, recv: &mut RecvStream, report: Envelope) -> Result<(), Error> {
+    write_frame(send, &WorkerMessage::Report(report)).await?;
+    send.finish().map_err(|e| Error::Transport(e.to_string()))?;
+    recv.read_to_end(16).await.map_err(|e| Error::Transport(e.to_string()))?;
+    Ok(())
 }
 
 fn refusal(kind: FailureKind, detail: String) -> Execution {

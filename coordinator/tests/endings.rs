@@ -1,0 +1,447 @@
+//! Every path that ends a job ends it once: replicated jobs whose replicas are lost,
+//! late, reconnected or interrupted by a coordinator crash, any number at once and at any
+//! `attempts_max`, never end twice, never stop a start, and leave the ledger at zero.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use icn_coordinator::core::{Command, Core, CoreConfig, Now};
+use icn_coordinator::journal::Entry;
+use icn_coordinator::record::Record;
+use icn_governance::Genesis;
+use icn_governance::genesis::{GenesisMember, GenesisScope, GenesisWorker};
+use icn_protocol::governance::{
+    Credits, Mandate, PlacementPolicy, PriceSchedule, Rule, ScopeId, ScopeKind, Standing,
+};
+use icn_protocol::wire::{
+    Assignment, Capacity, ExecutionReport, ExecutorKind, JobState, Limits, Outcome, Submission,
+};
+use icn_protocol::{ContentId, Envelope, Fuel, JobId, Keypair, TaskId};
+use proptest::prelude::*;
+
+const COOPS: usize = 4;
+const TIMEOUT_MS: u64 = 1_000;
+
+fn scope(id: &str) -> ScopeId {
+    id.parse().unwrap()
+}
+
+fn member() -> Keypair {
+    Keypair::from_seed([1; 32])
+}
+
+fn worker_key(i: usize) -> Keypair {
+    Keypair::from_seed([10 + i as u8; 32])
+}
+
+fn genesis(replicas: u32) -> Genesis {
+    let rule =
+        Rule { quorum: "1/2".parse().unwrap(), approval: "1/2".parse().unwrap(), voting_window_ms: 1_000 };
+    let mut scopes = vec![
+        GenesisScope {
+            id: scope("commons"),
+            kind: ScopeKind::Commons,
+            parent: None,
+            rule,
+            prices: Some(PriceSchedule { credits_per_mega_fuel: 1 }),
+            policy: None,
+            credit_limit: None,
+        },
+        GenesisScope {
+            id: scope("fed"),
+            kind: ScopeKind::Federation,
+            parent: Some(scope("commons")),
+            rule,
+            prices: None,
+            policy: Some(PlacementPolicy { replicas, quorum: replicas }),
+            credit_limit: Some(Credits(1_000_000_000)),
+        },
+    ];
+    for i in 0..COOPS {
+        scopes.push(GenesisScope {
+            id: scope(&format!("coop-{i}")),
+            kind: ScopeKind::Cooperative,
+            parent: Some(scope("fed")),
+            rule,
+            prices: None,
+            policy: None,
+            credit_limit: None,
+        });
+    }
+    Genesis {
+        scopes,
+        members: vec![GenesisMember {
+            name: "ana".into(),
+            key: member().public(),
+            standing: BTreeMap::from([(scope("fed"), vec![Standing::Vote, Standing::Submit])]),
+        }],
+        workers: (0..COOPS)
+            .map(|i| GenesisWorker { key: worker_key(i).public(), owner: scope(&format!("coop-{i}")) })
+            .collect(),
+        mandates: vec![Mandate {
+            scope: scope("fed"),
+            budget: Credits(1_000_000_000),
+            period_ms: 86_400_000,
+            executors: vec![ExecutorKind::Wasm],
+            limits: Limits::default(),
+        }],
+        free_compute: false,
+    }
+}
+
+/// A worker as the test drives it: its session, whether it answers heartbeats, and the
+/// assignments it holds.
+struct Driven {
+    key: Keypair,
+    session: u64,
+    connected: bool,
+    silent: bool,
+    held: Vec<Assignment>,
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Submit,
+    /// Time passes; workers that are not silent heartbeat first.
+    Advance {
+        ms: u64,
+    },
+    Silence {
+        worker: usize,
+    },
+    Disconnect {
+        worker: usize,
+    },
+    /// Connects again, naming what it still runs (`keep`) or nothing.
+    Reconnect {
+        worker: usize,
+        keep: bool,
+    },
+    /// Reports one assignment it holds; `honest` results agree with each other.
+    Report {
+        worker: usize,
+        honest: bool,
+    },
+    /// The coordinator crashes and starts again from its journal.
+    Crash,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => Just(Op::Submit),
+        3 => prop_oneof![Just(100u64), Just(TIMEOUT_MS + 1), Just(20_000u64)].prop_map(|ms| Op::Advance { ms }),
+        1 => (0..COOPS).prop_map(|worker| Op::Silence { worker }),
+        1 => (0..COOPS).prop_map(|worker| Op::Disconnect { worker }),
+        2 => (0..COOPS, any::<bool>()).prop_map(|(worker, keep)| Op::Reconnect { worker, keep }),
+        4 => (0..COOPS, proptest::bool::weighted(0.85)).prop_map(|(worker, honest)| Op::Report { worker, honest }),
+        1 => Just(Op::Crash),
+    ]
+}
+
+struct World {
+    config: CoreConfig,
+    genesis: Genesis,
+    coordinator: Arc<Keypair>,
+    core: Core,
+    journal: Vec<Entry>,
+    workers: Vec<Driven>,
+    next_session: u64,
+    now_ms: u64,
+    nonce: u64,
+}
+
+impl World {
+    fn new(replicas: u32, attempts_max: u32) -> World {
+        let config = CoreConfig { worker_timeout_ms: TIMEOUT_MS, attempts_max, ..CoreConfig::default() };
+        let coordinator = Arc::new(Keypair::from_seed([99; 32]));
+        let genesis = genesis(replicas);
+        let mut core = Core::new(coordinator.clone(), config.clone());
+        let now_ms = 1_000_000;
+        core.found(Now::at(now_ms), &genesis).unwrap();
+        let journal = core.take_entries();
+        let workers = (0..COOPS)
+            .map(|i| Driven { key: worker_key(i), session: 0, connected: false, silent: false, held: vec![] })
+            .collect();
+        let mut world =
+            World { config, genesis, coordinator, core, journal, workers, next_session: 0, now_ms, nonce: 0 };
+        for i in 0..COOPS {
+            world.connect(i, false);
+        }
+        world.settle();
+        world
+    }
+
+    fn now(&self) -> Now {
+        Now::at(self.now_ms)
+    }
+
+    fn connect(&mut self, i: usize, keep: bool) {
+        self.next_session += 1;
+        let w = &mut self.workers[i];
+        w.session = self.next_session;
+        w.connected = true;
+        w.silent = false;
+        if !keep {
+            w.held.clear();
+        }
+        let running: Vec<(TaskId, u32)> = w.held.iter().map(|a| (a.task, a.attempt)).collect();
+        let capacity = Capacity { slots: 2, memory_bytes: 1 << 30, executors: vec![ExecutorKind::Wasm] };
+        let (key, session) = (w.key.public(), w.session);
+        self.core.worker_connected(self.now(), key, session, capacity, &running).unwrap();
+    }
+
+    /// Carries out the core's commands and keeps its entries, as the shell does.
+    fn settle(&mut self) {
+        for command in self.core.take_commands() {
+            match command {
+                Command::Dispatch { worker, session, assignment } => {
+                    let w = self.workers.iter_mut().find(|w| w.key.public() == worker).unwrap();
+                    assert_eq!(w.session, session, "dispatched to the worker's current session");
+                    assert!(w.connected, "dispatched only to a connected worker");
+                    w.held.push(assignment);
+                }
+                Command::Disconnect { worker, session, .. } => {
+                    let w = self.workers.iter_mut().find(|w| w.key.public() == worker).unwrap();
+                    if w.session == session {
+                        w.connected = false;
+                        w.held.clear();
+                    }
+                }
+                Command::JobChanged(_) => {}
+            }
+        }
+        self.journal.extend(self.core.take_entries());
+    }
+
+    fn apply(&mut self, op: Op) {
+        self.nonce += 1;
+        match op {
+            Op::Submit => {
+                let submission = Submission {
+                    scope: scope("fed"),
+                    executor: ExecutorKind::Wasm,
+                    module: ContentId::of(b"m"),
+                    input: self.nonce.to_le_bytes().to_vec(),
+                    args: vec![],
+                    limits: Limits { timeout_ms: 2_000, ..Limits::default() },
+                };
+                let envelope = Envelope::seal(&member(), self.nonce, &submission);
+                self.core.submit(self.now(), envelope, submission).unwrap();
+            }
+            Op::Advance { ms } => {
+                self.now_ms += ms;
+                for w in self.workers.iter().filter(|w| w.connected && !w.silent) {
+                    let running: Vec<(TaskId, u32)> = w.held.iter().map(|a| (a.task, a.attempt)).collect();
+                    self.core.heartbeat(self.now(), w.key.public(), w.session, &running);
+                }
+                self.core.tick(self.now());
+            }
+            Op::Silence { worker } => self.workers[worker].silent = true,
+            Op::Disconnect { worker } => {
+                let w = &mut self.workers[worker];
+                if w.connected {
+                    w.connected = false;
+                    let (key, session) = (w.key.public(), w.session);
+                    self.core.worker_disconnected(self.now(), key, session, "test".into());
+                }
+            }
+            Op::Reconnect { worker, keep } => self.connect(worker, keep),
+            Op::Report { worker, honest } => {
+                let w = &mut self.workers[worker];
+                if !w.connected || w.held.is_empty() {
+                    return;
+                }
+                let assignment = w.held.remove(0);
+                let output = if honest { b"42\n".to_vec() } else { b"lie\n".to_vec() };
+                let report = ExecutionReport {
+                    task: assignment.task,
+                    attempt: assignment.attempt,
+                    outcome: Outcome::Exited { code: 0 },
+                    output_digest: ContentId::of(&output),
+                    output,
+                    stderr: vec![],
+                    fuel: Fuel(1_000),
+                };
+                let envelope = Envelope::seal(&w.key, self.nonce, &report);
+                let (key, session) = (w.key.public(), w.session);
+                self.core.report(self.now(), key, session, envelope, report);
+            }
+            Op::Crash => {
+                let mut restarted = Core::new(self.coordinator.clone(), self.config.clone());
+                restarted.recover(&self.journal, self.now()).unwrap();
+                restarted.found(self.now(), &self.genesis).unwrap();
+                let _ = restarted.take_commands();
+                self.journal.extend(restarted.take_entries());
+                self.core = restarted;
+                // Every connection died with the coordinator; live workers reconnect and
+                // name the tasks they still run.
+                for i in 0..COOPS {
+                    if self.workers[i].connected {
+                        self.connect(i, true);
+                    }
+                }
+            }
+        }
+        self.settle();
+    }
+}
+
+/// How many times each job ended in the journal.
+fn endings(journal: &[Entry]) -> BTreeMap<JobId, usize> {
+    let mut ended = BTreeMap::new();
+    for entry in journal {
+        match entry.decode_record().unwrap() {
+            Record::JobCompleted { job, .. } | Record::JobFailed { job, .. } => {
+                *ended.entry(job).or_default() += 1
+            }
+            _ => {}
+        }
+    }
+    ended
+}
+
+fn submitted(journal: &[Entry]) -> Vec<JobId> {
+    journal
+        .iter()
+        .filter_map(|entry| match entry.decode_record().unwrap() {
+            Record::JobSubmitted { submission, .. } => Some(JobId(submission.id())),
+            _ => None,
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn replicated_jobs_end_once_through_losses_deadlines_reconnects_and_crashes(
+        replicas in 2..=3u32,
+        attempts_max in 1..=3u32,
+        ops in proptest::collection::vec(op(), 10..80),
+    ) {
+        let mut world = World::new(replicas, attempts_max);
+        for op in ops {
+            world.apply(op);
+            world.core.ledger().check().map_err(TestCaseError::fail)?;
+        }
+        // Time passes until nothing can be in flight: every job ends, or waits with
+        // nothing placed.
+        for _ in 0..(attempts_max + 3) {
+            world.apply(Op::Advance { ms: 30_000 });
+        }
+        for (job, count) in endings(&world.journal) {
+            prop_assert_eq!(count, 1, "job {} ended {} times", job, count);
+        }
+        for job in submitted(&world.journal) {
+            let state = world.core.job(&job).unwrap().state;
+            prop_assert!(!matches!(state, JobState::Running { .. }), "job {} is still running: {:?}", job, state);
+        }
+        // A start from this journal never panics and gives the same state.
+        let mut replayed = Core::new(world.coordinator.clone(), world.config.clone());
+        replayed.recover(&world.journal, world.now()).unwrap();
+        prop_assert_eq!(replayed.governance(), world.core.governance());
+        prop_assert_eq!(replayed.ledger().positions(), world.core.ledger().positions());
+        prop_assert_eq!(replayed.ledger().check(), Ok(()));
+    }
+}
+
+/// The case that made every start panic: two replicas in flight, `attempts_max` 1, and
+/// the coordinator killed. The first requeue fails the job; the second must not end it
+/// again.
+#[test]
+fn a_crash_with_two_replicas_in_flight_at_one_attempt_ends_the_job_once() {
+    let mut world = World::new(2, 1);
+    world.apply(Op::Submit);
+    let placed: usize = world.workers.iter().map(|w| w.held.len()).sum();
+    assert_eq!(placed, 2, "both replicas are in flight");
+    world.apply(Op::Crash);
+    world.apply(Op::Crash);
+    let ended = endings(&world.journal);
+    assert_eq!(ended.values().copied().collect::<Vec<_>>(), vec![1], "{ended:?}");
+    assert_eq!(world.core.ledger().check(), Ok(()));
+    let fed = world.core.ledger().account(&scope("fed")).unwrap();
+    assert_eq!((fed.position, fed.reserved), (0, 0), "the hold was voided once");
+}
+
+/// A worker whose connection drops and comes back while it runs a task keeps the task:
+/// no requeue, no loss of trust, and its report is accepted.
+#[test]
+fn a_worker_that_reconnects_mid_task_resumes_without_losing_trust() {
+    let mut world = World::new(2, 3);
+    world.apply(Op::Submit);
+    let holder = world.workers.iter().position(|w| !w.held.is_empty()).unwrap();
+    world.apply(Op::Disconnect { worker: holder });
+    world.apply(Op::Advance { ms: 100 });
+    world.apply(Op::Reconnect { worker: holder, keep: true });
+    world.apply(Op::Advance { ms: TIMEOUT_MS + 1 });
+    let requeues = world
+        .journal
+        .iter()
+        .filter(|e| matches!(e.decode_record().unwrap(), Record::TaskRequeued { .. }))
+        .count();
+    assert_eq!(requeues, 0, "the task stayed with the worker");
+    for worker in 0..COOPS {
+        world.apply(Op::Report { worker, honest: true });
+    }
+    let view = world.core.workers_view();
+    let trust = view.iter().find(|w| w.key == worker_key(holder).public()).unwrap().trust;
+    assert_eq!(trust.missed, 0, "{trust:?}");
+    let jobs: BTreeSet<JobId> = endings(&world.journal).into_keys().collect();
+    assert_eq!(jobs.len(), 1);
+    let job = *jobs.iter().next().unwrap();
+    assert_eq!(world.core.job(&job).unwrap().state, JobState::Completed);
+}
+
+/// A worker that comes back without the task it held lost it: that costs trust, once.
+#[test]
+fn a_worker_that_reconnects_without_its_task_loses_it_with_fault() {
+    let mut world = World::new(2, 3);
+    world.apply(Op::Submit);
+    let holder = world.workers.iter().position(|w| !w.held.is_empty()).unwrap();
+    world.apply(Op::Reconnect { worker: holder, keep: false });
+    let view = world.core.workers_view();
+    let trust = view.iter().find(|w| w.key == worker_key(holder).public()).unwrap().trust;
+    assert_eq!(trust.missed, 1, "{trust:?}");
+}
+
+/// Tasks a worker says it still runs but that are not placed on it here hold its slots,
+/// so a worker is never given more tasks than it has slots.
+#[test]
+fn tasks_a_worker_still_runs_from_before_a_restart_hold_its_slots() {
+    let mut world = World::new(2, 3);
+    for _ in 0..4 {
+        world.apply(Op::Submit);
+    }
+    assert!(
+        world.workers.iter().all(|w| w.held.len() == 2),
+        "four jobs of two replicas fill all eight slots"
+    );
+    world.apply(Op::Crash);
+    // Every replica was requeued at the restart, but the workers still run the old
+    // attempts and said so: no slot is free, so nothing new is placed.
+    for w in &world.workers {
+        assert_eq!(w.held.len(), 2, "a worker holds its two old attempts and nothing more");
+    }
+    for worker in 0..COOPS {
+        world.apply(Op::Report { worker, honest: true });
+    }
+    let held: usize = world.workers.iter().map(|w| w.held.len()).sum();
+    assert!(held <= 2 * COOPS, "{held}");
+}
+
+/// A jump of the wall clock is not silence: timeouts read the monotonic clock.
+#[test]
+fn a_wall_clock_jump_does_not_lose_live_workers() {
+    let mut world = World::new(2, 3);
+    world.apply(Op::Submit);
+    let jump = Now { wall_ms: world.now_ms + 3_600_000, mono_ms: world.now_ms + 100 };
+    for w in world.workers.iter() {
+        world.core.heartbeat(Now::at(world.now_ms), w.key.public(), w.session, &[]);
+    }
+    world.core.tick(jump);
+    world.settle();
+    let requeued =
+        world.journal.iter().any(|e| matches!(e.decode_record().unwrap(), Record::TaskRequeued { .. }));
+    assert!(!requeued, "an hour's jump of the wall clock requeued a task");
+    assert!(world.core.workers_view().iter().all(|w| w.connected && w.trust.missed == 0));
+}
