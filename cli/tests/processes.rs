@@ -107,12 +107,28 @@ impl Cluster {
             .expect("icn runs")
     }
 
-    /// Starts the coordinator as an operator would, expecting it to refuse: its stderr.
+    /// Starts the coordinator as an operator would, expecting it to refuse (within 30 s):
+    /// its stderr.
     fn refused_start(&self, extra: &[&str]) -> String {
-        let mut args = vec!["coordinator", "--config", self.config.to_str().unwrap()];
-        args.extend(extra);
-        let out = self.run(&args);
-        assert!(!out.status.success(), "the coordinator started: {}", text(&out.stdout));
+        let mut child = Command::new(ICN)
+            .args(["coordinator", "--config", self.config.to_str().unwrap()])
+            .args(extra)
+            .env("ICN_STATE_DIR", self.dir.path().join("state"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the coordinator started instead of refusing");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(!out.status.success(), "the coordinator exited cleanly");
         text(&out.stderr)
     }
 
@@ -138,6 +154,16 @@ impl Cluster {
             "the coordinator announces its key and address: {line:?}"
         );
         self.coordinator = Some(child);
+    }
+
+    /// Stops the coordinator as an operator does (SIGINT): it finishes its batch and its
+    /// anchor before it exits.
+    fn stop_coordinator(&mut self) {
+        let mut child = self.coordinator.take().expect("a running coordinator");
+        // SAFETY: sends a signal to a child process this test started and still owns.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let status = child.wait().unwrap();
+        assert!(status.success(), "a stopped coordinator exits cleanly: {status}");
     }
 
     fn kill_coordinator(&mut self) {
@@ -452,7 +478,7 @@ fn members_propose_vote_and_trace_with_the_icn_command() {
     assert!(words.contains("authorized by the genesis, entry #0: founding mandates"), "{words}");
 }
 
-/// A cluster that ran one job to completion and whose coordinator was then killed, for
+/// A cluster that ran one job to completion and whose coordinator was then stopped, for
 /// tests that tamper with what it left behind. Returns the job.
 fn ran_one_job() -> (Cluster, String) {
     let mut cluster = Cluster::new(&["coop-a"]);
@@ -460,7 +486,7 @@ fn ran_one_job() -> (Cluster, String) {
     cluster.start_worker("coop-a");
     let job = cluster.submit("hello.wat", b"", &[]);
     assert_eq!(cluster.wait_for(&job), "hello from the commons\n");
-    cluster.kill_coordinator();
+    cluster.stop_coordinator();
     (cluster, job)
 }
 

@@ -125,13 +125,21 @@ struct State {
     pending: Option<Seal>,
     /// A write is under way.
     writing: bool,
+    /// Someone waits for the pending seal: no pause before writing it.
+    flushing: bool,
     stop: bool,
     /// The last write's failure, reported by [`AnchorWriter::flush`].
     error: Option<String>,
 }
 
+/// The shortest pause between two anchor writes: the anchor guards against a tail cut
+/// off a stopped journal, not against losing the last few milliseconds, and each write
+/// costs two fsyncs that compete with the journal's own.
+pub const ANCHOR_WRITE_INTERVAL_MS: u64 = 50;
+
 /// The thread that keeps the anchor up to date. It writes only the newest seal it was
-/// given, so it never falls behind by more than one write however fast batches come.
+/// given, at most every [`ANCHOR_WRITE_INTERVAL_MS`], so it never falls behind by more
+/// than one write however fast batches come.
 pub struct AnchorWriter {
     shared: Arc<(Mutex<State>, Condvar)>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -162,9 +170,12 @@ impl AnchorWriter {
     pub fn flush(&self) -> Result<(), JournalError> {
         let (state, wake) = &*self.shared;
         let mut state = state.lock().expect("anchor lock");
+        state.flushing = true;
+        wake.notify_all();
         while state.pending.is_some() || state.writing {
             state = wake.wait(state).expect("anchor lock");
         }
+        state.flushing = false;
         match state.error.take() {
             Some(error) => Err(JournalError::Anchor(error)),
             None => Ok(()),
@@ -190,6 +201,10 @@ fn run(path: &Path, shared: &(Mutex<State>, Condvar)) {
             guard.error = Some(format!("cannot write the journal's anchor {}: {e}", path.display()));
         }
         wake.notify_all();
+        if !guard.stop && guard.pending.is_none() {
+            let pause = std::time::Duration::from_millis(ANCHOR_WRITE_INTERVAL_MS);
+            guard = wake.wait_timeout_while(guard, pause, |s| !s.stop && !s.flushing).expect("anchor lock").0;
+        }
     }
 }
 

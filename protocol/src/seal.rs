@@ -118,8 +118,14 @@ impl SealKeeper {
     /// order. A history cut short shows when the client connects again
     /// ([`SealKeeper::check_known`]), since a coordinator cannot lose entries without
     /// restarting.
+    ///
+    /// The signature is not checked here: answers come over a connection the coordinator
+    /// proved it holds (its signed welcome is bound to the TLS session), so what arrives
+    /// on it is the coordinator's word; a seal is checked where it crosses a process
+    /// boundary instead ([`SealKeeper::new`], [`SealKeeper::check_known`], and the
+    /// coordinator's own check of a hello's seal). Checking one signature per answer
+    /// cost a fifth of the CPU of the jobs benchmark.
     pub fn check(&mut self, offered: &Seal) -> Result<bool, HistoryError> {
-        offered.verify(&self.coordinator).map_err(|e| HistoryError::Forged(e.to_string()))?;
         if let Some(kept) = self.kept {
             if offered.seq < kept.seq {
                 return Ok(false);
@@ -182,7 +188,7 @@ mod tests {
     }
 
     #[test]
-    fn a_keeper_refuses_a_rewritten_or_shorter_history_and_forged_seals() {
+    fn a_keeper_refuses_a_rewritten_or_shorter_history() {
         let coordinator = Keypair::from_seed([1; 32]);
         let mut keeper = SealKeeper::new(coordinator.public(), None).unwrap();
         keeper.check(&seal(&coordinator, 5, b"a")).unwrap();
@@ -197,8 +203,6 @@ mod tests {
             keeper.check(&seal(&coordinator, 9, b"x")),
             Err(HistoryError::Different { seq: 9, .. })
         ));
-        let forger = Keypair::from_seed([3; 32]);
-        assert!(matches!(keeper.check(&seal(&forger, 20, b"f")), Err(HistoryError::Forged(_))));
         assert_eq!(keeper.kept().unwrap().seq, 9, "a refused seal is not kept");
         // Asked for its seal at entry 9, the coordinator must show the same one.
         let latest = seal(&coordinator, 12, b"d");
@@ -206,6 +210,11 @@ mod tests {
         assert!(keeper.check_known(&latest, Some(&seal(&coordinator, 9, b"y"))).is_err());
         assert!(keeper.check_known(&latest, None).is_err());
         assert!(keeper.check_known(&seal(&coordinator, 3, b"e"), None).is_err());
+        // At connect, seals are checked against the coordinator's key.
+        let forger = Keypair::from_seed([3; 32]);
+        let forged = seal(&forger, 9, b"b");
+        assert!(matches!(keeper.check_known(&latest, Some(&forged)), Err(HistoryError::Forged(_))));
+        assert!(matches!(keeper.check_known(&seal(&forger, 12, b"d"), None), Err(HistoryError::Forged(_))));
     }
 
     #[test]
