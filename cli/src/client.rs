@@ -7,14 +7,13 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, bail};
 use icn_coordinator::trace::{Statement, Trace};
 use icn_governance::Governance;
-use icn_protocol::frame::{read_frame, write_frame};
 use icn_protocol::governance::{Ballot, Choice, ClearRequest, Proposal, ScopeId};
-use icn_protocol::transport::{self, Session};
 use icn_protocol::wire::{
     Answer, ClientRequest, ClientResponse, Hello, JobView, MESSAGE_SIZE_BYTES_MAX, Role, Submission,
     TraceQuery,
 };
 use icn_protocol::{ContentId, Envelope, JobId, Keypair, PublicKey, Seal, SealKeeper};
+use icn_transport::endpoint::{self as transport, Session};
 use quinn::Endpoint;
 
 pub struct Client {
@@ -83,7 +82,7 @@ impl Client {
     fn observe(&self, seal: &Seal) -> anyhow::Result<()> {
         let raised =
             self.seals.lock().expect("seal lock").check(seal).map_err(|e| {
-                refuse_history(icn_protocol::Error::History(e).into(), self.seal_file.as_ref())
+                refuse_history(icn_transport::Error::History(e).into(), self.seal_file.as_ref())
             })?;
         if raised {
             self.save_seal();
@@ -99,8 +98,11 @@ impl Client {
     }
 
     /// Reads one answer frame; `None` when the stream ended.
-    async fn read_answer(&self, recv: &mut quinn::RecvStream) -> anyhow::Result<Option<ClientResponse>> {
-        let Some(answer) = read_frame::<_, Answer>(recv, MESSAGE_SIZE_BYTES_MAX).await? else {
+    async fn read_answer(
+        &self,
+        recv: &mut icn_transport::FrameReader<quinn::RecvStream>,
+    ) -> anyhow::Result<Option<ClientResponse>> {
+        let Some(answer) = recv.read::<Answer>(MESSAGE_SIZE_BYTES_MAX).await? else {
             return Ok(None);
         };
         self.observe(&answer.seal)?;
@@ -113,9 +115,9 @@ impl Client {
     }
 
     async fn request(&self, request: &ClientRequest) -> anyhow::Result<ClientResponse> {
-        let (mut send, mut recv) = self.session.connection.open_bi().await?;
-        write_frame(&mut send, request).await?;
-        send.finish()?;
+        let (mut send, mut recv) = icn_transport::open(&self.session.connection).await?;
+        send.write(request).await?;
+        send.get_mut().finish()?;
         self.read_answer(&mut recv).await?.context("the coordinator closed the request without an answer")
     }
 
@@ -216,9 +218,9 @@ impl Client {
 
     /// Follows a job until it ends, calling `on_update` at every change.
     pub async fn watch(&self, job: JobId, mut on_update: impl FnMut(&JobView)) -> anyhow::Result<JobView> {
-        let (mut send, mut recv) = self.session.connection.open_bi().await?;
-        write_frame(&mut send, &ClientRequest::Watch(job)).await?;
-        send.finish()?;
+        let (mut send, mut recv) = icn_transport::open(&self.session.connection).await?;
+        send.write(&ClientRequest::Watch(job)).await?;
+        send.get_mut().finish()?;
         let mut last = None;
         while let Some(response) = self.read_answer(&mut recv).await? {
             match response {
@@ -268,8 +270,8 @@ fn write_seal(path: &std::path::Path, seal: &Seal) -> std::io::Result<()> {
 /// A history error, with what the member can do about it.
 fn refuse_history(error: anyhow::Error, seal_file: Option<&PathBuf>) -> anyhow::Error {
     let is_history = error
-        .downcast_ref::<icn_protocol::Error>()
-        .is_some_and(|e| matches!(e, icn_protocol::Error::History(_)));
+        .downcast_ref::<icn_transport::Error>()
+        .is_some_and(|e| matches!(e, icn_transport::Error::History(_)));
     if !is_history {
         return error;
     }

@@ -279,9 +279,9 @@ impl LocalCommons {
         &self,
         key: &Keypair,
         slots: u32,
-    ) -> anyhow::Result<(quinn::Endpoint, icn_protocol::transport::Session)> {
+    ) -> anyhow::Result<(quinn::Endpoint, icn_transport::endpoint::Session)> {
         use icn_protocol::wire::{Capacity, ExecutorKind, Hello, Role};
-        let endpoint = icn_protocol::transport::client_endpoint()?;
+        let endpoint = icn_transport::endpoint::client_endpoint()?;
         let hello = Hello {
             role: Role::Worker,
             channel_binding: [0; 32],
@@ -291,7 +291,7 @@ impl LocalCommons {
             running: vec![],
         };
         let mut seals = icn_protocol::SealKeeper::new(self.coordinator.public_key(), None)?;
-        let session = icn_protocol::transport::connect(
+        let session = icn_transport::endpoint::connect(
             &endpoint,
             self.coordinator.addr(),
             self.coordinator.public_key(),

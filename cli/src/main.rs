@@ -398,7 +398,7 @@ struct Connect {
 
 impl Connect {
     fn key(&self) -> anyhow::Result<Arc<Keypair>> {
-        Ok(Arc::new(Keypair::read(&self.key)?))
+        Ok(Arc::new(icn_transport::keyfile::read(&self.key)?))
     }
 
     /// Connects, holding the coordinator to the history it showed this machine before.
@@ -443,10 +443,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Keygen { out } => {
             let key = Keypair::generate();
-            key.write_new(&out)?;
+            icn_transport::keyfile::write_new(&key, &out)?;
             println!("{}", key.public());
         }
-        Command::Pubkey { key } => println!("{}", Keypair::read(&key)?.public()),
+        Command::Pubkey { key } => println!("{}", icn_transport::keyfile::read(&key)?.public()),
         Command::Coordinator { config, accept_journal_end } => {
             run_coordinator(&config, accept_journal_end).await?
         }
@@ -703,7 +703,7 @@ async fn run_coordinator(path: &Path, accept_journal_end: bool) -> anyhow::Resul
     let (file, base) = ConfigFile::read(path)?;
     let (key_path, mut config) = file.resolve(&base)?;
     config.accept_journal_end = accept_journal_end;
-    let key = Arc::new(Keypair::read(&key_path)?);
+    let key = Arc::new(icn_transport::keyfile::read(&key_path)?);
     let coordinator = Coordinator::start(key.clone(), config.clone()).await?;
     println!("coordinator {} listening on {}", key.public(), coordinator.addr());
     println!(

@@ -8,13 +8,12 @@ use icn_cli::demo::{BUSY_WAT, HELLO_WAT, SPIN_WAT, SUM_WAT};
 use icn_cli::local::{LocalCommons, LocalOptions};
 use icn_coordinator::journal;
 use icn_coordinator::record::Record;
-use icn_protocol::frame::{read_frame, write_frame};
-use icn_protocol::transport;
 use icn_protocol::wire::{
     Answer, ClientResponse, CoordinatorMessage, ExecutionReport, FailureKind, Hello, JobState, JobView,
     Limits, Outcome, Role, Submission, WorkerMessage,
 };
 use icn_protocol::{ContentId, Envelope, Fuel, JobId, Keypair, SealKeeper};
+use icn_transport::endpoint as transport;
 
 fn two_workers() -> LocalOptions<'static> {
     LocalOptions { owners: &["coop-a", "coop-b"], ..LocalOptions::default() }
@@ -193,16 +192,16 @@ async fn oversized_and_malformed_requests_are_refused_and_the_coordinator_serves
     .unwrap();
 
     // A frame that claims to be 100 MiB: refused from its length prefix alone.
-    let (mut send, mut recv) = session.connection.open_bi().await.unwrap();
-    send.write_all(&(100u32 << 20).to_be_bytes()).await.unwrap();
-    let answer = read_frame::<_, Answer>(&mut recv, 1 << 20).await.unwrap().unwrap().response;
+    let (mut send, mut recv) = icn_transport::open(&session.connection).await.unwrap();
+    send.get_mut().write_all(&(100u32 << 20).to_be_bytes()).await.unwrap();
+    let answer = recv.read::<Answer>(1 << 20).await.unwrap().unwrap().response;
     assert!(matches!(&answer, ClientResponse::Error(e) if e.contains("over the limit")), "{answer:?}");
 
     // Bytes that are no message at all.
-    let (mut send, mut recv) = session.connection.open_bi().await.unwrap();
-    send.write_all(&[0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff]).await.unwrap();
-    send.finish().unwrap();
-    let answer = read_frame::<_, Answer>(&mut recv, 1 << 20).await.unwrap().unwrap().response;
+    let (mut send, mut recv) = icn_transport::open(&session.connection).await.unwrap();
+    send.get_mut().write_all(&[0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff]).await.unwrap();
+    send.get_mut().finish().unwrap();
+    let answer = recv.read::<Answer>(1 << 20).await.unwrap().unwrap().response;
     assert!(matches!(&answer, ClientResponse::Error(e) if e.contains("malformed")), "{answer:?}");
 
     // A submission whose signature does not match its contents.
@@ -211,10 +210,10 @@ async fn oversized_and_malformed_requests_are_refused_and_the_coordinator_serves
     let submission = job(module, b"", Limits::default());
     let mut forged = Envelope::seal(&commons.member, 1, &submission);
     forged.payload.push(0);
-    let (mut send, mut recv) = session.connection.open_bi().await.unwrap();
-    write_frame(&mut send, &icn_protocol::wire::ClientRequest::Submit(forged)).await.unwrap();
-    send.finish().unwrap();
-    let answer = read_frame::<_, Answer>(&mut recv, 1 << 20).await.unwrap().unwrap().response;
+    let (mut send, mut recv) = icn_transport::open(&session.connection).await.unwrap();
+    send.write(&icn_protocol::wire::ClientRequest::Submit(forged)).await.unwrap();
+    send.get_mut().finish().unwrap();
+    let answer = recv.read::<Answer>(1 << 20).await.unwrap().unwrap().response;
     assert!(matches!(&answer, ClientResponse::Error(e) if e.contains("signature")), "{answer:?}");
 
     let view = run_wat(&client, HELLO_WAT, b"", Limits::default()).await;
@@ -236,9 +235,8 @@ async fn report_signed_by_the_wrong_key_is_refused_and_the_task_runs_elsewhere()
     assert_eq!(output(&first), b"2\n");
     let (_endpoint, session) = commons.connect_worker(&rogue_key, 4).await.unwrap();
     let job = submit_wat(&client, SUM_WAT, b"2 2", Limits::default()).await;
-    let (mut send, mut recv) = session.connection.accept_bi().await.unwrap();
-    let Some(CoordinatorMessage::Assign { assignment, .. }) = read_frame(&mut recv, 1 << 20).await.unwrap()
-    else {
+    let (mut send, mut recv) = icn_transport::accept(&session.connection).await.unwrap();
+    let Some(CoordinatorMessage::Assign { assignment, .. }) = recv.read(1 << 20).await.unwrap() else {
         panic!("expected an assignment");
     };
     let lie = b"5\n".to_vec();
@@ -253,7 +251,7 @@ async fn report_signed_by_the_wrong_key_is_refused_and_the_task_runs_elsewhere()
     };
     let someone_else = Keypair::generate();
     let envelope = Envelope::seal(&someone_else, 1, &report);
-    write_frame(&mut send, &WorkerMessage::Report(envelope)).await.unwrap();
+    send.write(&WorkerMessage::Report(envelope)).await.unwrap();
     let closed = tokio::time::timeout(Duration::from_secs(10), session.connection.closed()).await.unwrap();
     assert!(closed.to_string().contains("signed by"), "{closed}");
 

@@ -11,7 +11,6 @@ use icn_cli::local::{self, LocalCommons, LocalOptions};
 use icn_coordinator::journal;
 use icn_coordinator::record::Record;
 use icn_governance::{Decision, Event};
-use icn_protocol::frame::{read_frame, write_frame};
 use icn_protocol::governance::{Ballot, Choice, Credits, Effect, Proposal, Standing};
 use icn_protocol::wire::{
     ClientRequest, ClientResponse, ExecutorKind, JobState, Limits, Submission, TraceQuery,
@@ -148,10 +147,10 @@ async fn forged_outsider_duplicate_and_late_ballots_are_refused_and_short_quorum
 }
 
 async fn raw_request(client: &Client, request: ClientRequest) -> ClientResponse {
-    let (mut send, mut recv) = client.connection().open_bi().await.unwrap();
-    write_frame(&mut send, &request).await.unwrap();
-    send.finish().unwrap();
-    read_frame::<_, icn_protocol::wire::Answer>(&mut recv, 1 << 20).await.unwrap().unwrap().response
+    let (mut send, mut recv) = icn_transport::open(client.connection()).await.unwrap();
+    send.write(&request).await.unwrap();
+    send.get_mut().finish().unwrap();
+    recv.read::<icn_protocol::wire::Answer>(1 << 20).await.unwrap().unwrap().response
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,6 @@ use icn_cli::local::{self, LocalCommons, LocalOptions};
 use icn_coordinator::journal;
 use icn_coordinator::record::Record;
 use icn_governance::Event;
-use icn_protocol::frame::{read_frame, write_frame};
 use icn_protocol::governance::{Ballot, Choice, ClearRequest, Effect, PriceSchedule, Proposal};
 use icn_protocol::wire::{
     Answer, ClientRequest, ClientResponse, CoordinatorMessage, ExecutionReport, Hello, HelloReply, Limits,
@@ -20,10 +19,10 @@ use icn_protocol::wire::{
 use icn_protocol::{ContentId, Envelope, Fuel, Keypair, PublicKey};
 
 async fn raw(client: &Client, request: ClientRequest) -> ClientResponse {
-    let (mut send, mut recv) = client.connection().open_bi().await.unwrap();
-    write_frame(&mut send, &request).await.unwrap();
-    send.finish().unwrap();
-    read_frame::<_, Answer>(&mut recv, 1 << 20).await.unwrap().unwrap().response
+    let (mut send, mut recv) = icn_transport::open(client.connection()).await.unwrap();
+    send.write(&request).await.unwrap();
+    send.get_mut().finish().unwrap();
+    recv.read::<Answer>(1 << 20).await.unwrap().unwrap().response
 }
 
 fn records(commons: &LocalCommons) -> Vec<Record> {
@@ -134,9 +133,8 @@ async fn a_report_sent_twice_is_received_once_and_costs_its_worker_nothing() {
     let ana = commons.client().await.unwrap();
     let module = ana.ensure_module(&wat::parse_str(SUM_WAT).unwrap()).await.unwrap();
     let job = ana.submit(&local::submission(module, b"2 2", Limits::default())).await.unwrap();
-    let (mut send, mut recv) = session.connection.accept_bi().await.unwrap();
-    let Some(CoordinatorMessage::Assign { assignment, .. }) = read_frame(&mut recv, 1 << 20).await.unwrap()
-    else {
+    let (mut send, mut recv) = icn_transport::accept(&session.connection).await.unwrap();
+    let Some(CoordinatorMessage::Assign { assignment, .. }) = recv.read(1 << 20).await.unwrap() else {
         panic!("expected an assignment");
     };
     let output = b"4\n".to_vec();
@@ -150,15 +148,15 @@ async fn a_report_sent_twice_is_received_once_and_costs_its_worker_nothing() {
         fuel: Fuel(100),
     };
     let envelope = Envelope::seal(&key, 31, &report);
-    write_frame(&mut send, &WorkerMessage::Report(envelope.clone())).await.unwrap();
-    send.finish().unwrap();
+    send.write(&WorkerMessage::Report(envelope.clone())).await.unwrap();
+    send.get_mut().finish().unwrap();
     let view = tokio::time::timeout(Duration::from_secs(20), ana.watch(job, |_| {})).await.unwrap().unwrap();
     assert_eq!(view.result.unwrap().1.output, b"4\n");
     // The same signed report again, on a stream of the worker's own.
-    let (mut send, mut recv) = session.connection.open_bi().await.unwrap();
-    write_frame(&mut send, &WorkerMessage::Report(envelope)).await.unwrap();
-    send.finish().unwrap();
-    let _ = recv.read_to_end(16).await;
+    let (mut send, mut recv) = icn_transport::open(&session.connection).await.unwrap();
+    send.write(&WorkerMessage::Report(envelope)).await.unwrap();
+    send.get_mut().finish().unwrap();
+    let _ = recv.finished().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(count(&commons, |r| matches!(r, Record::ReportReceived { .. })), 1);
     assert_eq!(count(&commons, |r| matches!(r, Record::JobCompleted { .. })), 1);
@@ -175,9 +173,9 @@ async fn a_report_sent_twice_is_received_once_and_costs_its_worker_nothing() {
 async fn a_hello_replayed_on_another_connection_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let commons = commons(dir.path(), &[]).await;
-    let endpoint = icn_protocol::transport::client_endpoint().unwrap();
+    let endpoint = icn_transport::endpoint::client_endpoint().unwrap();
     let first = endpoint.connect(commons.coordinator.addr(), "icn-coordinator").unwrap().await.unwrap();
-    let binding = icn_protocol::transport::channel_binding(&first).unwrap();
+    let binding = icn_transport::endpoint::channel_binding(&first).unwrap();
     let hello = Hello {
         role: Role::Member,
         channel_binding: binding,
@@ -188,9 +186,9 @@ async fn a_hello_replayed_on_another_connection_is_refused() {
     };
     let captured = Envelope::seal(&commons.member, 41, &hello);
     let second = endpoint.connect(commons.coordinator.addr(), "icn-coordinator").unwrap().await.unwrap();
-    let (mut send, mut recv) = second.open_bi().await.unwrap();
-    write_frame(&mut send, &captured).await.unwrap();
-    let reply = read_frame::<_, HelloReply>(&mut recv, 1 << 16).await;
+    let (mut send, mut recv) = icn_transport::open(&second).await.unwrap();
+    send.write(&captured).await.unwrap();
+    let reply = recv.read::<HelloReply>(1 << 16).await;
     assert!(!matches!(reply, Ok(Some(HelloReply::Welcome(_)))), "no welcome for a replayed hello");
     let closed = tokio::time::timeout(Duration::from_secs(10), second.closed()).await.unwrap();
     assert!(closed.to_string().contains("bad hello"), "{closed}");

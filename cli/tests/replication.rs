@@ -11,7 +11,6 @@ use icn_cli::local::{self, LocalCommons, LocalOptions};
 use icn_coordinator::journal;
 use icn_coordinator::record::Record;
 use icn_governance::Decision;
-use icn_protocol::frame::{read_frame, write_frame};
 use icn_protocol::governance::{Choice, Effect, PlacementPolicy, Proposal, ScopeId};
 use icn_protocol::wire::{
     CoordinatorMessage, ExecutionReport, JobState, JobView, Limits, Outcome, WorkerMessage,
@@ -80,17 +79,15 @@ async fn rogue(commons: &LocalCommons, key: Arc<Keypair>) -> tokio::task::JoinHa
         let heartbeat = async move {
             loop {
                 let beat = WorkerMessage::Heartbeat { running: vec![], free_slots: 4 };
-                if write_frame(&mut control, &beat).await.is_err() {
+                if control.write(&beat).await.is_err() {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         };
         let lie = async {
-            while let Ok((mut send, mut recv)) = session.connection.accept_bi().await {
-                let Ok(Some(CoordinatorMessage::Assign { assignment, .. })) =
-                    read_frame(&mut recv, 1 << 20).await
-                else {
+            while let Ok((mut send, mut recv)) = icn_transport::accept(&session.connection).await {
+                let Ok(Some(CoordinatorMessage::Assign { assignment, .. })) = recv.read(1 << 20).await else {
                     continue;
                 };
                 let output = b"not the answer\n".to_vec();
@@ -103,9 +100,8 @@ async fn rogue(commons: &LocalCommons, key: Arc<Keypair>) -> tokio::task::JoinHa
                     stderr: vec![],
                     fuel: Fuel(10),
                 };
-                let _ =
-                    write_frame(&mut send, &WorkerMessage::Report(Envelope::seal(&key, 1, &report))).await;
-                let _ = send.finish();
+                let _ = send.write(&WorkerMessage::Report(Envelope::seal(&key, 1, &report))).await;
+                let _ = send.get_mut().finish();
             }
         };
         tokio::select! { _ = heartbeat => {}, _ = lie => {} }

@@ -5,24 +5,43 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use icn_protocol::ContentId;
-use icn_protocol::cache::ContentCache;
 use icn_protocol::wire::MODULE_SIZE_BYTES_MAX;
+use quick_cache::Weighter;
+use quick_cache::sync::Cache;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::journal::{JournalError, open_connection};
 
-pub const MODULE_CACHE_ENTRIES_MAX: usize = 256;
+/// Module bytes kept in memory for dispatch, at most.
+pub const MODULE_CACHE_BYTES_MAX: u64 = 256 * 1024 * 1024;
+const _: () = assert!(MODULE_SIZE_BYTES_MAX as u64 <= MODULE_CACHE_BYTES_MAX);
+
+/// A cached module weighs its bytes.
+#[derive(Clone)]
+struct ByLength;
+
+impl Weighter<ContentId, Arc<Vec<u8>>> for ByLength {
+    fn weight(&self, _: &ContentId, bytes: &Arc<Vec<u8>>) -> u64 {
+        bytes.len().max(1) as u64
+    }
+}
 
 pub struct ModuleStore {
     connection: Mutex<Connection>,
-    cache: ContentCache<Arc<Vec<u8>>>,
+    /// Content ids never go stale: eviction only bounds memory.
+    cache: Cache<ContentId, Arc<Vec<u8>>, ByLength>,
 }
 
 impl ModuleStore {
     pub fn open(path: &Path) -> Result<Self, JournalError> {
+        Self::with_cache(path, MODULE_CACHE_BYTES_MAX)
+    }
+
+    /// The store with at most `cache_bytes_max` module bytes in memory.
+    pub fn with_cache(path: &Path, cache_bytes_max: u64) -> Result<Self, JournalError> {
         Ok(ModuleStore {
             connection: Mutex::new(open_connection(path)?),
-            cache: ContentCache::new(MODULE_CACHE_ENTRIES_MAX),
+            cache: Cache::with_weighter(1_024, cache_bytes_max, ByLength),
         })
     }
 
@@ -81,7 +100,7 @@ impl ModuleStore {
     }
 
     pub fn contains(&self, cid: &ContentId) -> Result<bool, JournalError> {
-        if self.cache.contains(cid) {
+        if self.cache.contains_key(cid) {
             return Ok(true);
         }
         let found: Option<i64> = self
@@ -106,6 +125,27 @@ mod tests {
         assert!(error.contains("not valid WebAssembly") && error.contains("at byte offset 10"), "{error}");
         let error = store.put(b"not wasm at all".to_vec()).unwrap_err();
         assert!(error.contains("not valid WebAssembly"), "{error}");
+    }
+
+    #[test]
+    fn the_cache_holds_at_most_its_bytes_and_evicted_modules_come_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ModuleStore::with_cache(&dir.path().join("j.db"), 300).unwrap();
+        // Three valid modules of about 100 bytes each: a custom section pads them.
+        let modules: Vec<Vec<u8>> = (0..3u8)
+            .map(|i| {
+                let mut bytes = b"\0asm\x01\0\0\0".to_vec();
+                bytes.extend_from_slice(&[0, 100, 1, b'x' + i]);
+                bytes.extend(std::iter::repeat_n(i, 98));
+                bytes
+            })
+            .collect();
+        let ids: Vec<ContentId> = modules.iter().map(|m| store.put(m.clone()).unwrap()).collect();
+        assert!(store.cache.weight() <= 300, "{} bytes cached", store.cache.weight());
+        assert!(store.cache.len() < 3, "one module was evicted");
+        for (id, bytes) in ids.iter().zip(&modules) {
+            assert_eq!(*store.get(id).unwrap().unwrap(), *bytes);
+        }
     }
 
     #[test]

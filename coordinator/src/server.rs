@@ -13,14 +13,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use icn_protocol::frame::{read_frame, write_frame};
-use icn_protocol::transport;
 use icn_protocol::wire::{
     Answer, Assignment, Capacity, ClientRequest, ClientResponse, CoordinatorMessage, ExecutionReport,
     JobState, JobView, MESSAGE_SIZE_BYTES_MAX, Role, Submission, WorkerMessage,
 };
 use icn_protocol::{Envelope, JobId, Keypair, PublicKey, Seal, TaskId};
+use icn_transport::endpoint as transport;
+use icn_transport::{FrameReader, FrameWriter};
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
+
+/// The halves of a framed QUIC stream.
+type Outgoing = FrameWriter<SendStream>;
+type Incoming = FrameReader<RecvStream>;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use icn_governance::Genesis;
@@ -504,7 +508,7 @@ impl Shell {
     async fn serve(&self, connection: Connection, session: u64) -> anyhow::Result<()> {
         let hello =
             tokio::time::timeout(Duration::from_millis(HELLO_TIMEOUT_MS), transport::read_hello(&connection));
-        let (peer, hello, mut send, recv) = match hello.await {
+        let (peer, hello, (mut send, recv)) = match hello.await {
             Ok(Ok(hello)) => hello,
             Ok(Err(e)) => {
                 connection.close(1u32.into(), b"bad hello");
@@ -581,13 +585,13 @@ impl Shell {
         connection: Connection,
         worker: PublicKey,
         session: u64,
-        mut control: RecvStream,
+        mut control: Incoming,
         mut commands: mpsc::UnboundedReceiver<WorkerCommand>,
     ) -> anyhow::Result<()> {
         tracing::info!(worker = %worker.short(), remote = %connection.remote_address(), "worker joined");
         let heartbeats = async {
             loop {
-                match read_frame::<_, WorkerMessage>(&mut control, CONTROL_FRAME_BYTES_MAX).await {
+                match control.read::<WorkerMessage>(CONTROL_FRAME_BYTES_MAX).await {
                     Ok(Some(WorkerMessage::Heartbeat { running, .. })) => {
                         let _ = self.events.send(Event::Heartbeat { worker, session, running });
                     }
@@ -621,7 +625,7 @@ impl Shell {
         // the worker opens.
         let late_reports = async {
             loop {
-                let (send, recv) = match connection.accept_bi().await {
+                let (send, recv) = match transport::accept(&connection).await {
                     Ok(streams) => streams,
                     Err(e) => return e.to_string(),
                 };
@@ -650,10 +654,11 @@ impl Shell {
         &self,
         worker: PublicKey,
         session: u64,
-        mut send: SendStream,
-        mut recv: RecvStream,
+        mut send: Outgoing,
+        mut recv: Incoming,
     ) -> Result<(), String> {
-        let message = read_frame::<_, WorkerMessage>(&mut recv, MESSAGE_SIZE_BYTES_MAX)
+        let message = recv
+            .read::<WorkerMessage>(MESSAGE_SIZE_BYTES_MAX)
             .await
             .map_err(|e| e.to_string())?
             .ok_or("the worker closed the stream without a report")?;
@@ -665,13 +670,13 @@ impl Shell {
             return Err(format!("report signed by {} on the connection of worker {worker}", envelope.signer));
         }
         let _ = self.events.send(Event::Report { worker, session, envelope, report });
-        let _ = send.finish();
+        let _ = send.get_mut().finish();
         Ok(())
     }
 
     async fn serve_member(&self, connection: Connection, member: PublicKey) -> anyhow::Result<()> {
         loop {
-            let (send, recv) = connection.accept_bi().await?;
+            let (send, recv) = transport::accept(&connection).await?;
             let shell = self.clone();
             tokio::spawn(async move {
                 if let Err(e) = shell.answer(member, send, recv).await {
@@ -687,19 +692,14 @@ impl Shell {
         Answer { seal: *self.seal.borrow(), response }
     }
 
-    async fn answer(
-        &self,
-        member: PublicKey,
-        mut send: SendStream,
-        mut recv: RecvStream,
-    ) -> anyhow::Result<()> {
-        let request = match read_frame::<_, ClientRequest>(&mut recv, MESSAGE_SIZE_BYTES_MAX).await {
+    async fn answer(&self, member: PublicKey, mut send: Outgoing, mut recv: Incoming) -> anyhow::Result<()> {
+        let request = match recv.read::<ClientRequest>(MESSAGE_SIZE_BYTES_MAX).await {
             Ok(Some(request)) => request,
             Ok(None) => return Ok(()),
             Err(e) => {
                 let answer = self.answer_frame(ClientResponse::Error(format!("bad request: {e}")));
-                write_frame(&mut send, &answer).await?;
-                let _ = send.finish();
+                send.write(&answer).await?;
+                let _ = send.get_mut().finish();
                 return Ok(());
             }
         };
@@ -710,9 +710,9 @@ impl Shell {
             Some(refusal) => refusal,
             None => self.respond(request).await,
         };
-        write_frame(&mut send, &self.answer_frame(response)).await?;
-        let _ = send.finish();
-        let _ = send.stopped().await;
+        send.write(&self.answer_frame(response)).await?;
+        let _ = send.get_mut().finish();
+        let _ = send.get_mut().stopped().await;
         Ok(())
     }
 
@@ -875,24 +875,24 @@ impl Shell {
         }
     }
 
-    async fn watch(&self, job: JobId, mut send: SendStream) -> anyhow::Result<()> {
+    async fn watch(&self, job: JobId, mut send: Outgoing) -> anyhow::Result<()> {
         let (updates, mut receiver) = mpsc::unbounded_channel();
         self.events.send(Event::Watch { job, updates }).map_err(|_| anyhow::anyhow!("stopping"))?;
         let mut sent_any = false;
         while let Some(view) = receiver.recv().await {
             sent_any = true;
             let ended = ends_watch(&view.state);
-            write_frame(&mut send, &self.answer_frame(ClientResponse::Job(Box::new(view)))).await?;
+            send.write(&self.answer_frame(ClientResponse::Job(Box::new(view)))).await?;
             if ended {
                 break;
             }
         }
         if !sent_any {
             let unknown = ClientResponse::Error(format!("no job {job} is known to this coordinator"));
-            write_frame(&mut send, &self.answer_frame(unknown)).await?;
+            send.write(&self.answer_frame(unknown)).await?;
         }
-        let _ = send.finish();
-        let _ = send.stopped().await;
+        let _ = send.get_mut().finish();
+        let _ = send.get_mut().stopped().await;
         Ok(())
     }
 }
@@ -918,15 +918,13 @@ impl TaskStream {
     }
 
     async fn exchange(&self, assignment: &Assignment, seal: Seal) -> Result<(), String> {
-        let (mut send, mut recv) = self.connection.open_bi().await.map_err(|e| e.to_string())?;
-        write_frame(
-            &mut send,
-            &CoordinatorMessage::Assign { assignment: Box::new(assignment.clone()), seal },
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        let (mut send, mut recv) = transport::open(&self.connection).await.map_err(|e| e.to_string())?;
+        send.write(&CoordinatorMessage::Assign { assignment: Box::new(assignment.clone()), seal })
+            .await
+            .map_err(|e| e.to_string())?;
         loop {
-            let message = read_frame::<_, WorkerMessage>(&mut recv, MESSAGE_SIZE_BYTES_MAX)
+            let message = recv
+                .read::<WorkerMessage>(MESSAGE_SIZE_BYTES_MAX)
                 .await
                 .map_err(|e| format!("protocol: {e}"))?
                 .ok_or("the worker closed the task stream without a report")?;
@@ -940,7 +938,7 @@ impl TaskStream {
                         Ok(Err(e)) => CoordinatorMessage::NoModule(e.to_string()),
                         Err(e) => CoordinatorMessage::NoModule(e.to_string()),
                     };
-                    write_frame(&mut send, &reply).await.map_err(|e| e.to_string())?;
+                    send.write(&reply).await.map_err(|e| e.to_string())?;
                 }
                 WorkerMessage::FetchModule(cid) => {
                     return Err(format!(
@@ -965,7 +963,7 @@ impl TaskStream {
                     let event =
                         Event::Report { worker: self.worker, session: self.session, envelope, report };
                     let _ = self.shell.events.send(event);
-                    let _ = send.finish();
+                    let _ = send.get_mut().finish();
                     return Ok(());
                 }
                 WorkerMessage::Heartbeat { .. } => {

@@ -1,12 +1,7 @@
-//! Ed25519 identities: key pairs, public keys, signatures and key files.
-//!
-//! A key file holds the 32-byte secret seed as hex on one line. It is created with
-//! permissions 0600 and refused on load when group or others can read it, as ssh does,
-//! because whoever reads it can sign ballots, submissions and results in its owner's name.
+//! Ed25519 identities: key pairs, public keys and signatures. Key files live in
+//! `icn_transport::keyfile`.
 
 use std::fmt;
-use std::io::Write;
-use std::path::Path;
 use std::str::FromStr;
 
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
@@ -42,48 +37,10 @@ impl Keypair {
         Signature(self.signing.sign(message).to_bytes())
     }
 
-    /// Writes a new key file with mode 0600. Refuses to overwrite an existing file.
-    pub fn write_new(&self, path: &Path) -> Result<(), Error> {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(path).map_err(|source| Error::KeyFile {
-            path: path.display().to_string(),
-            reason: format!("cannot create it ({source}); choose a path that does not exist yet"),
-        })?;
-        writeln!(file, "{}", hex::encode(self.signing.to_bytes())).map_err(|source| Error::KeyFile {
-            path: path.display().to_string(),
-            reason: source.to_string(),
-        })?;
-        file.sync_all()
-            .map_err(|source| Error::KeyFile { path: path.display().to_string(), reason: source.to_string() })
-    }
-
-    /// Reads a key file written by [`Keypair::write_new`].
-    pub fn read(path: &Path) -> Result<Self, Error> {
-        let bad = |reason: String| Error::KeyFile { path: path.display().to_string(), reason };
-        let metadata = std::fs::metadata(path).map_err(|e| bad(format!("cannot read it ({e})")))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = metadata.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(bad(format!(
-                    "its permissions are {mode:o}, readable by others; run `chmod 600 {}`",
-                    path.display()
-                )));
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = metadata;
-        let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read it ({e})")))?;
-        let bytes = hex::decode(text.trim())
-            .map_err(|_| bad("it does not hold a hex-encoded key; make one with `icn keygen`".into()))?;
-        let seed: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| bad("the key is not 32 bytes; make one with `icn keygen`".into()))?;
-        Ok(Self::from_seed(seed))
+    /// The secret seed, for writing a key file (`icn_transport::keyfile`). Whoever
+    /// holds it can sign as this key.
+    pub fn seed(&self) -> [u8; 32] {
+        self.signing.to_bytes()
     }
 }
 
@@ -189,35 +146,6 @@ mod tests {
         assert!(alice.public().verify(b"vote yes", &signature).is_ok());
         assert!(alice.public().verify(b"vote no", &signature).is_err());
         assert!(bob.public().verify(b"vote yes", &signature).is_err());
-    }
-
-    #[test]
-    fn key_file_is_private_and_round_trips() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("member.key");
-        let key = Keypair::generate();
-        key.write_new(&path).unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-            assert_eq!(mode, 0o600);
-        }
-        assert_eq!(Keypair::read(&path).unwrap().public(), key.public());
-        let again = key.write_new(&path).unwrap_err();
-        assert!(again.to_string().contains("does not exist yet"), "{again}");
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn key_file_readable_by_others_is_refused() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("member.key");
-        Keypair::generate().write_new(&path).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let error = Keypair::read(&path).unwrap_err().to_string();
-        assert!(error.contains("chmod 600"), "{error}");
     }
 
     #[test]

@@ -1,14 +1,12 @@
 //! The language the parts of the ICN compute commons speak: identities, signed
-//! envelopes, content ids, wire messages, framing and the authenticated QUIC transport.
+//! envelopes, content ids, journal seals, wire messages and the views members read.
+//! No IO: sockets, files and the async runtime live in `icn-transport` and the shells.
 
-pub mod cache;
 pub mod envelope;
-pub mod frame;
 pub mod governance;
 pub mod identity;
 pub mod ids;
 pub mod seal;
-pub mod transport;
 pub mod wire;
 
 pub use envelope::{Envelope, Kind, Signed};
@@ -21,8 +19,6 @@ pub const PROTOCOL_VERSION: u16 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("key file {path}: {reason}")]
-    KeyFile { path: String, reason: String },
     #[error("{0:?} is not an ed25519 public key (64 hex digits)")]
     BadPublicKey(String),
     #[error("{0:?} is not an id (64 hex digits)")]
@@ -37,16 +33,6 @@ pub enum Error {
     Decode(String),
     #[error("invalid message: {0}")]
     Invalid(String),
-    #[error("frame of {len} bytes is over the limit of {max} bytes")]
-    FrameTooLarge { len: usize, max: usize },
-    #[error("connection: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("transport: {0}")]
-    Transport(String),
-    #[error("refused by the coordinator: {0}")]
-    Refused(String),
-    #[error("this coordinator's history is not the one it showed before: {0}")]
-    History(#[from] seal::HistoryError),
 }
 
 impl Error {

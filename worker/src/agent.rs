@@ -15,14 +15,17 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use icn_protocol::frame::{read_frame, write_frame};
-use icn_protocol::transport::{self, Session};
 use icn_protocol::wire::{
     Assignment, Capacity, CoordinatorMessage, ExecutionReport, ExecutorKind, FailureKind, Hello,
     MESSAGE_SIZE_BYTES_MAX, MODULE_SIZE_BYTES_MAX, Outcome, Role, WorkerMessage,
 };
-use icn_protocol::{ContentId, Envelope, Error, Fuel, Keypair, PublicKey, Seal, SealKeeper, TaskId};
+use icn_protocol::{ContentId, Envelope, Fuel, Keypair, PublicKey, Seal, SealKeeper, TaskId};
+use icn_transport::endpoint::{self as transport, Session};
+use icn_transport::{Error, FrameReader, FrameWriter};
 use quinn::{Connection, RecvStream, SendStream};
+
+type Outgoing = FrameWriter<SendStream>;
+type Incoming = FrameReader<RecvStream>;
 use tokio::sync::Semaphore;
 
 use crate::executor::{Execution, WasmExecutor};
@@ -84,11 +87,11 @@ pub async fn run(config: WorkerConfig, executor: Arc<WasmExecutor>) -> anyhow::R
         link: Mutex::default(),
         distrust: Mutex::default(),
     });
-    let mut delay_ms = RECONNECT_DELAY_MS_MIN;
+    let mut backoff = reconnect_backoff();
     loop {
         match agent.connect(&endpoint).await {
             Ok(session) => {
-                delay_ms = RECONNECT_DELAY_MS_MIN;
+                backoff = reconnect_backoff();
                 tracing::info!(coordinator = %agent.config.coordinator, "connected and admitted");
                 let reason = agent.clone().serve(session).await;
                 agent.link.lock().expect("link lock").connection = None;
@@ -110,9 +113,22 @@ pub async fn run(config: WorkerConfig, executor: Arc<WasmExecutor>) -> anyhow::R
                 tracing::debug!(error = %e, "cannot reach the coordinator yet");
             }
         }
-        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-        delay_ms = (delay_ms * 2).min(RECONNECT_DELAY_MS_MAX);
+        let delay = backoff.next().unwrap_or(Duration::from_millis(RECONNECT_DELAY_MS_MAX));
+        tokio::time::sleep(delay).await;
     }
+}
+
+/// Delays between attempts to reach the coordinator: doubling from 50 ms to 2 s, each
+/// with random jitter, so workers that lost a restarted coordinator do not all come back
+/// in the same instant.
+fn reconnect_backoff() -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(RECONNECT_DELAY_MS_MIN))
+        .with_max_delay(Duration::from_millis(RECONNECT_DELAY_MS_MAX))
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 impl Agent {
@@ -175,7 +191,7 @@ impl Agent {
                         running: agent.running.lock().expect("running lock").iter().copied().collect(),
                         free_slots: agent.slots.available_permits() as u32,
                     };
-                    if let Err(e) = write_frame(&mut control_send, &beat).await {
+                    if let Err(e) = control_send.write(&beat).await {
                         return format!("heartbeat failed: {e}");
                     }
                 }
@@ -183,7 +199,7 @@ impl Agent {
         };
         let tasks = async {
             loop {
-                let (send, recv) = match connection.accept_bi().await {
+                let (send, recv) = match transport::accept(&connection).await {
                     Ok(streams) => streams,
                     Err(e) => return format!("{e}"),
                 };
@@ -201,16 +217,15 @@ impl Agent {
         }
     }
 
-    async fn handle(self: Arc<Self>, mut send: SendStream, mut recv: RecvStream) -> Result<(), Error> {
-        let (assignment, seal) =
-            match read_frame::<_, CoordinatorMessage>(&mut recv, MESSAGE_SIZE_BYTES_MAX).await? {
-                Some(CoordinatorMessage::Assign { assignment, seal }) => (assignment, seal),
-                other => {
-                    return Err(Error::invalid(format!(
-                        "a task stream must open with an assignment, got {other:?}"
-                    )));
-                }
-            };
+    async fn handle(self: Arc<Self>, mut send: Outgoing, mut recv: Incoming) -> Result<(), Error> {
+        let (assignment, seal) = match recv.read::<CoordinatorMessage>(MESSAGE_SIZE_BYTES_MAX).await? {
+            Some(CoordinatorMessage::Assign { assignment, seal }) => (assignment, seal),
+            other => {
+                return Err(Error::invalid(format!(
+                    "a task stream must open with an assignment, got {other:?}"
+                )));
+            }
+        };
         if let Err(e) = self.check_seal(&seal) {
             // Running tasks for a coordinator whose history shrank would serve a record
             // that lost what came before: stop serving it altogether.
@@ -270,8 +285,7 @@ impl Agent {
         let current = self.link.lock().expect("link lock").connection.clone();
         if let Some(connection) = current {
             let delivered = async {
-                let (mut send, mut recv) =
-                    connection.open_bi().await.map_err(|e| Error::Transport(e.to_string()))?;
+                let (mut send, mut recv) = transport::open(&connection).await?;
                 report_on(&mut send, &mut recv, report.clone()).await
             };
             match delivered.await {
@@ -293,8 +307,8 @@ impl Agent {
     async fn execute(
         &self,
         assignment: &Assignment,
-        send: &mut SendStream,
-        recv: &mut RecvStream,
+        send: &mut Outgoing,
+        recv: &mut Incoming,
     ) -> Result<Execution, Error> {
         if let Err(e) = assignment.limits.validate() {
             return Ok(refusal(
@@ -313,8 +327,8 @@ impl Agent {
         }
         let module = assignment.module;
         if !self.executor.has_module(&module) {
-            write_frame(send, &WorkerMessage::FetchModule(module)).await?;
-            let bytes = match read_frame::<_, CoordinatorMessage>(recv, MODULE_FRAME_BYTES_MAX).await? {
+            send.write(&WorkerMessage::FetchModule(module)).await?;
+            let bytes = match recv.read::<CoordinatorMessage>(MODULE_FRAME_BYTES_MAX).await? {
                 Some(CoordinatorMessage::Module(bytes)) => bytes,
                 Some(CoordinatorMessage::NoModule(reason)) => {
                     return Ok(refusal(FailureKind::WorkerError, format!("module unavailable: {reason}")));
@@ -342,11 +356,10 @@ impl Agent {
 /// Sends a report and waits for the coordinator to close its side of the stream, which
 /// it does once it has taken the report: only then is the report delivered. (A report
 /// delivered twice is harmless: the second is stale.)
-async fn report_on(send: &mut SendStream, recv: &mut RecvStream, report: Envelope) -> Result<(), Error> {
-    write_frame(send, &WorkerMessage::Report(report)).await?;
-    send.finish().map_err(|e| Error::Transport(e.to_string()))?;
-    recv.read_to_end(16).await.map_err(|e| Error::Transport(e.to_string()))?;
-    Ok(())
+async fn report_on(send: &mut Outgoing, recv: &mut Incoming, report: Envelope) -> Result<(), Error> {
+    send.write(&WorkerMessage::Report(report)).await?;
+    send.get_mut().finish().map_err(|e| Error::Transport(e.to_string()))?;
+    recv.finished().await
 }
 
 fn refusal(kind: FailureKind, detail: String) -> Execution {

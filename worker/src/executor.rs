@@ -20,9 +20,10 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use icn_protocol::cache::ContentCache;
 use icn_protocol::wire::{FailureKind, Limits, Outcome, STDERR_SIZE_BYTES_MAX, TEXT_SIZE_BYTES_MAX};
 use icn_protocol::{ContentId, Fuel};
+use quick_cache::Weighter;
+use quick_cache::sync::Cache;
 use wasmtime::{Caller, Config, Engine, InstancePre, Linker, Module, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -31,7 +32,11 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, I32Exit, WasiCtxBuilder};
 
 pub const EPOCH_TICK_MS: u64 = 5;
-pub const MODULE_CACHE_ENTRIES_MAX: usize = 128;
+/// Module bytes whose compiled code is kept, at most (compiled code is a few times
+/// larger than the module).
+pub const MODULE_CACHE_BYTES_MAX: u64 = 64 * 1024 * 1024;
+const MODULE_CACHE_ENTRIES_ESTIMATE: usize = 256;
+const _: () = assert!(icn_protocol::wire::MODULE_SIZE_BYTES_MAX as u64 <= MODULE_CACHE_BYTES_MAX);
 pub const WASM_STACK_BYTES_MAX: usize = 1024 * 1024;
 pub const TABLE_ELEMENTS_MAX: usize = 100_000;
 /// stderr is captured up to this size; only its tail travels in the report.
@@ -202,12 +207,29 @@ impl StdoutStream for LimitedOutput {
 
 type Compiled = Result<InstancePre<TaskState>, String>;
 
+/// A compiled module, weighed by the size of the module it came from (a failure weighs
+/// a byte): the compiled code grows with it.
+#[derive(Clone)]
+struct Cached {
+    compiled: Compiled,
+    module_bytes: u64,
+}
+
+#[derive(Clone)]
+struct ByModuleSize;
+
+impl Weighter<ContentId, Cached> for ByModuleSize {
+    fn weight(&self, _: &ContentId, cached: &Cached) -> u64 {
+        cached.module_bytes.max(1)
+    }
+}
+
 pub struct WasmExecutor {
     engine: Engine,
     linker: Linker<TaskState>,
     /// Compiled modules by content id. A module that failed to compile is remembered
     /// as such, so it is not fetched and compiled again.
-    cache: ContentCache<Compiled>,
+    cache: Cache<ContentId, Cached, ByModuleSize>,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -250,11 +272,12 @@ impl WasmExecutor {
                 }
             }
         })?;
-        Ok(Self { engine, linker, cache: ContentCache::new(MODULE_CACHE_ENTRIES_MAX), ticker_stop })
+        let cache = Cache::with_weighter(MODULE_CACHE_ENTRIES_ESTIMATE, MODULE_CACHE_BYTES_MAX, ByModuleSize);
+        Ok(Self { engine, linker, cache, ticker_stop })
     }
 
     pub fn has_module(&self, module: &ContentId) -> bool {
-        self.cache.contains(module)
+        self.cache.contains_key(module)
     }
 
     /// Compiles `bytes` and caches the result under `module`, which must be their
@@ -280,13 +303,14 @@ impl WasmExecutor {
                     )
                 })
             });
-        self.cache.insert(module, compiled);
+        let module_bytes = if compiled.is_ok() { bytes.len() as u64 } else { 1 };
+        self.cache.insert(module, Cached { compiled, module_bytes });
         Ok(())
     }
 
     /// Runs a cached module. Blocking: call it from a thread that may block.
     pub fn run(&self, module: &ContentId, input: &[u8], args: &[String], limits: &Limits) -> Execution {
-        let compiled = self.cache.get(module);
+        let compiled = self.cache.get(module).map(|cached| cached.compiled);
         let pre = match compiled {
             Some(Ok(pre)) => pre,
             Some(Err(reason)) => return failed(FailureKind::InvalidModule, reason, Fuel(0)),

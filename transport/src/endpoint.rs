@@ -1,5 +1,5 @@
-//! The authenticated QUIC transport shared by the coordinator, its workers and members'
-//! clients.
+//! QUIC endpoints and the authenticated handshake shared by the coordinator, its workers
+//! and members' clients.
 //!
 //! TLS gives confidentiality and integrity; identity comes from ed25519, not from X.509.
 //! The coordinator presents a throwaway self-signed certificate, and clients accept any
@@ -19,12 +19,11 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
+use icn_protocol::wire::{Hello, HelloReply, Welcome};
+use icn_protocol::{Envelope, Keypair, PublicKey, Seal, SealKeeper};
+
 use crate::Error;
-use crate::envelope::Envelope;
-use crate::frame::{read_frame, write_frame};
-use crate::identity::{Keypair, PublicKey};
-use crate::seal::{Seal, SealKeeper};
-use crate::wire::{Hello, HelloReply, Welcome};
+use crate::frame::{FrameReader, FrameWriter};
 
 pub const ALPN: &[u8] = b"icn/1";
 const EXPORTER_LABEL: &[u8] = b"EXPORTER-icn-channel-binding";
@@ -154,8 +153,23 @@ pub fn channel_binding(connection: &Connection) -> Result<[u8; 32], Error> {
 pub struct Session {
     pub connection: Connection,
     /// The stream the hello went over; workers keep sending heartbeats on it.
-    pub control: (SendStream, RecvStream),
+    pub control: (FrameWriter<SendStream>, FrameReader<RecvStream>),
     pub welcome: Welcome,
+}
+
+/// The two halves of a framed QUIC stream.
+pub type Stream = (FrameWriter<SendStream>, FrameReader<RecvStream>);
+
+/// Opens a framed stream on `connection`.
+pub async fn open(connection: &Connection) -> Result<Stream, Error> {
+    let (send, recv) = connection.open_bi().await.map_err(|e| Error::Transport(e.to_string()))?;
+    Ok((FrameWriter::new(send), FrameReader::new(recv)))
+}
+
+/// Accepts a framed stream the peer opened on `connection`.
+pub async fn accept(connection: &Connection) -> Result<Stream, Error> {
+    let (send, recv) = connection.accept_bi().await.map_err(|e| Error::Transport(e.to_string()))?;
+    Ok((FrameWriter::new(send), FrameReader::new(recv)))
 }
 
 /// Connects to the coordinator at `addr`, proves `key`'s identity and checks that the
@@ -177,9 +191,10 @@ pub async fn connect(
     let binding = channel_binding(&connection)?;
     hello.channel_binding = binding;
     hello.seen = seals.kept();
-    let (mut send, mut recv) = connection.open_bi().await.map_err(|e| Error::Transport(e.to_string()))?;
-    write_frame(&mut send, &Envelope::seal(key, nonce(), &hello)).await?;
-    let reply: HelloReply = read_frame(&mut recv, HELLO_SIZE_BYTES_MAX)
+    let (mut send, mut recv) = open(&connection).await?;
+    send.write(&Envelope::seal(key, nonce(), &hello)).await?;
+    let reply: HelloReply = recv
+        .read(HELLO_SIZE_BYTES_MAX)
         .await?
         .ok_or_else(|| Error::Transport("the coordinator closed the connection".into()))?;
     let welcome_envelope = match reply {
@@ -204,11 +219,10 @@ pub async fn connect(
 /// The coordinator's side of the hello: reads it, checks its signature and binding, and
 /// returns who it is from. Admission is the caller's decision: answer with
 /// [`welcome`] or [`refuse`].
-pub async fn read_hello(
-    connection: &Connection,
-) -> Result<(PublicKey, Hello, SendStream, RecvStream), Error> {
-    let (send, mut recv) = connection.accept_bi().await.map_err(|e| Error::Transport(e.to_string()))?;
-    let envelope: Envelope = read_frame(&mut recv, HELLO_SIZE_BYTES_MAX)
+pub async fn read_hello(connection: &Connection) -> Result<(PublicKey, Hello, Stream), Error> {
+    let (send, mut recv) = accept(connection).await?;
+    let envelope: Envelope = recv
+        .read(HELLO_SIZE_BYTES_MAX)
         .await?
         .ok_or_else(|| Error::Transport("the peer closed the stream before its hello".into()))?;
     let hello: Hello = envelope.open()?;
@@ -216,13 +230,13 @@ pub async fn read_hello(
     if hello.channel_binding != channel_binding(connection)? {
         return Err(Error::invalid("the hello is bound to another connection"));
     }
-    Ok((envelope.signer, hello, send, recv))
+    Ok((envelope.signer, hello, (send, recv)))
 }
 
 /// Admits the peer: a signed [`Welcome`] with the latest journal seal and, when the
 /// peer named a seal it saw, the coordinator's own seal at that entry.
 pub async fn welcome(
-    send: &mut SendStream,
+    send: &mut FrameWriter<SendStream>,
     key: &Keypair,
     connection: &Connection,
     heartbeat_interval_ms: u64,
@@ -231,12 +245,12 @@ pub async fn welcome(
 ) -> Result<(), Error> {
     let welcome =
         Welcome { channel_binding: channel_binding(connection)?, heartbeat_interval_ms, seal, known };
-    write_frame(send, &HelloReply::Welcome(Envelope::seal(key, nonce(), &welcome))).await
+    send.write(&HelloReply::Welcome(Envelope::seal(key, nonce(), &welcome))).await
 }
 
-pub async fn refuse(send: &mut SendStream, reason: &str) -> Result<(), Error> {
-    write_frame(send, &HelloReply::Refused(reason.to_string())).await?;
-    let _ = send.finish();
+pub async fn refuse(send: &mut FrameWriter<SendStream>, reason: &str) -> Result<(), Error> {
+    send.write(&HelloReply::Refused(reason.to_string())).await?;
+    let _ = send.get_mut().finish();
     Ok(())
 }
 
