@@ -177,8 +177,10 @@ impl LedgerBenchReport {
 /// one sealed commit per batch) and the ledger; and, as the baseline, plain SQLite
 /// inserts with the journal's settings and the same batch size.
 pub fn ledger(postings: usize, batch: usize) -> anyhow::Result<LedgerBenchReport> {
-    use icn_coordinator::journal::{Entry, GENESIS_HASH, Journal, open_connection};
-    use icn_coordinator::record::Record;
+    use icn_coordinator::journal::{Journal, open_connection};
+    use icn_core::record::Record;
+    use icn_core::store::JournalStore;
+    use icn_core::{Entry, GENESIS_HASH};
     use icn_ledger::{Ledger, TransferId};
     use icn_protocol::governance::{Credits, ScopeId};
 

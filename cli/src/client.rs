@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
-use icn_coordinator::trace::{Statement, Trace};
+use icn_core::trace::{Statement, Trace};
 use icn_governance::Governance;
 use icn_protocol::governance::{Ballot, Choice, ClearRequest, Proposal, ScopeId};
 use icn_protocol::wire::{
@@ -177,7 +177,7 @@ impl Client {
             .context("the coordinator's trace document does not parse")
     }
 
-    pub async fn workers(&self) -> anyhow::Result<Vec<icn_coordinator::core::WorkerView>> {
+    pub async fn workers(&self) -> anyhow::Result<Vec<icn_core::WorkerView>> {
         serde_json::from_str(&self.json(&ClientRequest::Workers).await?)
             .context("the coordinator's workers do not parse")
     }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use icn_coordinator::CoordinatorConfig;
-use icn_coordinator::core::CoreConfig;
+use icn_core::CoreConfig;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -126,9 +126,7 @@ pub async fn run() -> anyhow::Result<()> {
             "journal verified: {} entries, {} seals; every link, seal and signature holds",
             verification.entries, verification.seals
         ),
-        Some((seq, reason)) => {
-            anyhow::bail!("the demo's own journal fails verification at entry {seq}: {reason}")
-        }
+        Some(bad) => anyhow::bail!("the demo's own journal fails verification: {bad}"),
     }
     let completed = views.iter().filter(|v| v.state == JobState::Completed).count();
     println!(

@@ -40,7 +40,7 @@ pub fn decisions(governance: &Governance) -> String {
             governance.describe_effect(&p.scope, &p.effect),
             open.ballots.len(),
             open.electorate.len(),
-            icn_coordinator::trace::when(open.closes_ms)
+            icn_core::trace::when(open.closes_ms)
         );
     }
     out
@@ -154,7 +154,7 @@ pub fn positions(positions: &icn_ledger::Positions) -> String {
     out
 }
 
-pub fn workers(workers: &[icn_coordinator::core::WorkerView]) -> String {
+pub fn workers(workers: &[icn_core::WorkerView]) -> String {
     let mut out = format!(
         "{:<10} {:<12} {:<10} {:>6} {:>7} {:>6} {:>8} {:>6}  state\n",
         "worker", "owner", "connected", "slots", "agreed", "wrong", "missed", "trust"

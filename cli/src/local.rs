@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use icn_coordinator::core::CoreConfig;
 use icn_coordinator::{Coordinator, CoordinatorConfig};
+use icn_core::CoreConfig;
 use icn_governance::Genesis;
 use icn_governance::genesis::{GenesisMember, GenesisScope, GenesisWorker};
 use icn_protocol::governance::{Credits, Mandate, PriceSchedule, Rule, ScopeId, ScopeKind, Standing};

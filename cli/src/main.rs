@@ -648,7 +648,7 @@ fn verify_journal(
 ) -> anyhow::Result<ExitCode> {
     let verification = journal::verify(path, coordinator)?;
     let mut bad = false;
-    if let Some((seq, reason)) = &verification.first_bad {
+    if let Some(icn_core::BadEntry { seq, reason }) = &verification.first_bad {
         println!("journal {}: entry {seq} is bad: {reason}", path.display());
         println!("{} entries before it verified", verification.entries);
         bad = true;
@@ -769,7 +769,7 @@ fn describe(view: &JobView) -> String {
         (JobState::Completed, Some((worker, report))) => format!(
             "job {id}: completed on worker {}: {}, {} output bytes, {}",
             worker.short(),
-            icn_coordinator::record::describe_outcome(&report.outcome),
+            icn_core::record::describe_outcome(&report.outcome),
             report.output.len(),
             report.fuel
         ),

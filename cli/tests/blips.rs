@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use icn_cli::local::{self, LocalCommons, LocalOptions};
 use icn_coordinator::journal;
-use icn_coordinator::record::Record;
+use icn_core::record::Record;
 use icn_protocol::wire::Limits;
 use icn_protocol::{Keypair, PublicKey};
 use tokio::net::UdpSocket;

@@ -7,7 +7,7 @@ use icn_cli::client::Client;
 use icn_cli::demo::{BUSY_WAT, HELLO_WAT, SPIN_WAT, SUM_WAT};
 use icn_cli::local::{LocalCommons, LocalOptions};
 use icn_coordinator::journal;
-use icn_coordinator::record::Record;
+use icn_core::record::Record;
 use icn_protocol::wire::{
     Answer, ClientResponse, CoordinatorMessage, ExecutionReport, FailureKind, Hello, JobState, JobView,
     Limits, Outcome, Role, Submission, WorkerMessage,
@@ -268,8 +268,8 @@ async fn report_signed_by_the_wrong_key_is_refused_and_the_task_runs_elsewhere()
 }
 
 async fn start_with_rogue(dir: &std::path::Path, rogue: Arc<Keypair>) -> LocalCommons {
-    use icn_coordinator::core::CoreConfig;
     use icn_coordinator::{Coordinator, CoordinatorConfig};
+    use icn_core::CoreConfig;
     let coordinator_key = Arc::new(Keypair::generate());
     let member = Arc::new(Keypair::generate());
     let honest = Arc::new(Keypair::generate());

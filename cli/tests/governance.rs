@@ -9,7 +9,7 @@ use icn_cli::client::Client;
 use icn_cli::demo::{HELLO_WAT, wait_for_decision};
 use icn_cli::local::{self, LocalCommons, LocalOptions};
 use icn_coordinator::journal;
-use icn_coordinator::record::Record;
+use icn_core::record::Record;
 use icn_governance::{Decision, Event};
 use icn_protocol::governance::{Ballot, Choice, Credits, Effect, Proposal, Standing};
 use icn_protocol::wire::{
@@ -252,7 +252,7 @@ async fn changing_any_governance_row_is_caught_by_verify() {
         db.execute("UPDATE journal SET record = ?1 WHERE seq = ?2", rusqlite::params![record, seq]).unwrap();
         drop(db);
         let verification = journal::verify(&copy, Some(coordinator)).unwrap();
-        assert_eq!(verification.first_bad.map(|(bad, _)| bad as i64), Some(seq), "row {seq} was changed");
+        assert_eq!(verification.first_bad.map(|bad| bad.seq as i64), Some(seq), "row {seq} was changed");
     }
 }
 

@@ -498,21 +498,14 @@ fn a_forged_entry_appended_in_the_coordinators_name_stops_the_start() {
     let entries = icn_coordinator::journal::read(&cluster.journal()).unwrap();
     let last = entries.last().unwrap();
     let coordinator: icn_protocol::PublicKey = cluster.coordinator_key.parse().unwrap();
-    let record = icn_coordinator::record::Record::JobCompleted {
+    let record = icn_core::record::Record::JobCompleted {
         job: job.parse().unwrap(),
         output_digest: icn_protocol::ContentId::of(b"forged"),
         fuel: icn_protocol::Fuel(1),
         worker: coordinator,
         payees: vec![("coop-a".parse().unwrap(), icn_protocol::governance::Credits(1_000))],
     };
-    let forged = icn_coordinator::journal::Entry::new(
-        last.seq + 1,
-        last.hash,
-        Some(last.seq),
-        1,
-        coordinator,
-        &record,
-    );
+    let forged = icn_core::Entry::new(last.seq + 1, last.hash, Some(last.seq), 1, coordinator, &record);
     let db = rusqlite::Connection::open(cluster.journal()).unwrap();
     db.execute(
         "INSERT INTO journal (seq, prev_hash, cause, time_ms, signer, record, hash, seal)

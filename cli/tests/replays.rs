@@ -9,7 +9,7 @@ use icn_cli::client::Client;
 use icn_cli::demo::SUM_WAT;
 use icn_cli::local::{self, LocalCommons, LocalOptions};
 use icn_coordinator::journal;
-use icn_coordinator::record::Record;
+use icn_core::record::Record;
 use icn_governance::Event;
 use icn_protocol::governance::{Ballot, Choice, ClearRequest, Effect, PriceSchedule, Proposal};
 use icn_protocol::wire::{

@@ -9,7 +9,7 @@ use icn_cli::client::Client;
 use icn_cli::demo::{HELLO_WAT, SUM_WAT, wait_for_decision};
 use icn_cli::local::{self, LocalCommons, LocalOptions};
 use icn_coordinator::journal;
-use icn_coordinator::record::Record;
+use icn_core::record::Record;
 use icn_governance::Decision;
 use icn_protocol::governance::{Choice, Effect, PlacementPolicy, Proposal, ScopeId};
 use icn_protocol::wire::{

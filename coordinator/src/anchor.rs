@@ -19,7 +19,7 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use icn_protocol::{ContentId, PublicKey, Seal, Signature};
 
-use crate::journal::{Entry, JournalError, with_suffix};
+use crate::journal::{JournalError, with_suffix};
 
 /// The anchor file beside a journal.
 pub fn path(journal: &Path) -> PathBuf {
@@ -66,13 +66,14 @@ fn write(path: &Path, seal: Option<&Seal>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Checks a loaded journal against its anchor; the error says what is wrong and what
-/// the operator can do.
+/// Checks a loaded journal of `len` entries against its anchor; `hash_at` gives the
+/// journal's hash of an entry. The error says what is wrong and what the operator can do.
 pub fn check(
     journal: &Path,
     owner: &PublicKey,
-    entries: &[Entry],
+    len: u64,
     last: Option<&Seal>,
+    hash_at: impl Fn(u64) -> Option<ContentId>,
 ) -> Result<(), String> {
     let anchor_path = path(journal);
     let end = last.map_or("no sealed entry".to_string(), |s| format!("entry {}", s.seq));
@@ -80,13 +81,12 @@ pub fn check(
                   gone for good, start once with --accept-journal-end to continue from the journal as it is (members \
                   and workers that saw a later seal will refuse this coordinator until they accept the loss too)";
     let anchored = match read(&anchor_path)? {
-        None if entries.is_empty() => return Ok(()),
+        None if len == 0 => return Ok(()),
         None => {
             return Err(format!(
-                "journal {} holds {} entries (up to {end}) but its anchor {} is missing, so nothing shows whether \
+                "journal {} holds {len} entries (up to {end}) but its anchor {} is missing, so nothing shows whether \
                  entries were cut from its end; {remedy}",
                 journal.display(),
-                entries.len(),
                 anchor_path.display()
             ));
         }
@@ -99,21 +99,20 @@ pub fn check(
             anchor_path.display()
         )
     })?;
-    match entries.get(anchored.seq as usize) {
+    match (anchored.seq < len).then(|| hash_at(anchored.seq)).flatten() {
         None => Err(format!(
             "journal {} ends at {end}, but its anchor shows entry {} was sealed: {} entries are missing from its \
              end; {remedy}",
             journal.display(),
             anchored.seq,
-            anchored.seq + 1 - entries.len() as u64
+            (anchored.seq + 1).saturating_sub(len)
         )),
-        Some(entry) if ContentId(entry.hash) != anchored.hash => Err(format!(
-            "entry {} of journal {} is not the entry its anchor sealed (hash {} then, {} now): the journal was \
+        Some(hash) if hash != anchored.hash => Err(format!(
+            "entry {} of journal {} is not the entry its anchor sealed (hash {} then, {hash} now): the journal was \
              replaced; {remedy}",
             anchored.seq,
             journal.display(),
             anchored.hash,
-            ContentId(entry.hash)
         )),
         Some(_) => Ok(()),
     }

@@ -1,101 +1,19 @@
-//! The journal: an append-only, hash-chained record in one SQLite file (WAL).
+//! The journal in one SQLite file (WAL, `synchronous=FULL`): the embedded
+//! [`JournalStore`]. The chain itself — entries, hashes, links, seals and their checks —
+//! is the core's (`icn_core::chain`); this module stores entries, locks the file to one
+//! coordinator, keeps its anchor, and streams entries back in bounded chunks for a start
+//! or a verification, checking each chunk as `icn journal verify` does.
 //!
-//! Each entry holds its sequence number, the previous entry's blake3 hash, its cause
-//! (the earlier entry it follows from), the time, its signer and the encoded
-//! [`Record`]. An entry's hash covers all of those, so each hash vouches for the whole
-//! chain before it. The coordinator seals the last entry of every committed batch with
-//! its signature over that entry's hash: one signature per group commit authenticates
-//! every entry up to it. Records that carry a member's or a worker's signed envelope
-//! name that member or worker as the signer; the others are the coordinator's own.
-//!
-//! Storage holds modules too (by content id), so one file is the whole state.
+//! The file holds modules too (by content id), so one file is the whole state.
 
 use std::path::{Path, PathBuf};
 
-use icn_protocol::{ContentId, Keypair, PublicKey, Seal, Signature};
+use icn_core::store::{JournalStore, READ_ENTRIES_MAX};
+use icn_core::{BadEntry, Entry, GENESIS_HASH, check_link, first_bad};
+use icn_protocol::{ContentId, PublicKey, Seal, Signature};
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Serialize;
 
 use crate::anchor::{self, AnchorWriter};
-use crate::record::Record;
-
-pub const GENESIS_HASH: [u8; 32] = [0; 32];
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
-    pub seq: u64,
-    pub prev_hash: [u8; 32],
-    pub cause: Option<u64>,
-    pub time_ms: u64,
-    pub signer: PublicKey,
-    pub record: Vec<u8>,
-    pub hash: [u8; 32],
-    /// The coordinator's [`Seal`] signature over `seq` and `hash`, on the last entry
-    /// of each batch.
-    pub seal: Option<Signature>,
-}
-
-#[derive(Serialize)]
-struct HashInput<'a> {
-    domain: &'static str,
-    seq: u64,
-    prev_hash: &'a [u8; 32],
-    cause: Option<u64>,
-    time_ms: u64,
-    signer: &'a PublicKey,
-    record_digest: ContentId,
-}
-
-pub fn entry_hash(
-    seq: u64,
-    prev_hash: &[u8; 32],
-    cause: Option<u64>,
-    time_ms: u64,
-    signer: &PublicKey,
-    record: &[u8],
-) -> [u8; 32] {
-    let input = HashInput {
-        domain: "icn/journal-entry/v1",
-        seq,
-        prev_hash,
-        cause,
-        time_ms,
-        signer,
-        record_digest: ContentId::of(record),
-    };
-    *blake3::hash(&icn_protocol::encode(&input)).as_bytes()
-}
-
-impl Entry {
-    pub fn new(
-        seq: u64,
-        prev_hash: [u8; 32],
-        cause: Option<u64>,
-        time_ms: u64,
-        signer: PublicKey,
-        record: &Record,
-    ) -> Self {
-        let record = icn_protocol::encode(record);
-        let hash = entry_hash(seq, &prev_hash, cause, time_ms, &signer, &record);
-        Entry { seq, prev_hash, cause, time_ms, signer, record, hash, seal: None }
-    }
-
-    pub fn decode_record(&self) -> Result<Record, JournalError> {
-        icn_protocol::decode(&self.record).map_err(|e| JournalError::Corrupt {
-            seq: self.seq,
-            reason: format!("the record does not decode: {e}"),
-        })
-    }
-
-    pub fn seal_with(&mut self, key: &Keypair) {
-        self.seal = Some(Seal::sign(key, self.seq, ContentId(self.hash)).signature);
-    }
-
-    /// The entry's seal as clients receive it, when the entry is sealed.
-    pub fn sealed(&self) -> Option<Seal> {
-        self.seal.map(|signature| Seal { seq: self.seq, hash: ContentId(self.hash), signature })
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -123,6 +41,12 @@ pub enum JournalError {
     Io(#[from] std::io::Error),
 }
 
+impl From<BadEntry> for JournalError {
+    fn from(BadEntry { seq, reason }: BadEntry) -> Self {
+        JournalError::Corrupt { seq, reason }
+    }
+}
+
 /// The journal's storage: one SQLite file, locked by the one coordinator that writes it,
 /// with an anchor file beside it that remembers the latest seal (see [`crate::anchor`]).
 pub struct Journal {
@@ -148,6 +72,8 @@ CREATE TABLE IF NOT EXISTS journal (
 );
 CREATE TABLE IF NOT EXISTS modules (cid BLOB PRIMARY KEY, bytes BLOB NOT NULL);
 ";
+
+const SELECT_ENTRIES: &str = "SELECT seq, prev_hash, cause, time_ms, signer, record, hash, seal FROM journal WHERE seq >= ?1 ORDER BY seq LIMIT ?2";
 
 /// Opens a connection with the settings every user of the file shares: WAL, full
 /// fsync on commit (an acknowledged submission survives a power cut), and a busy
@@ -195,6 +121,55 @@ fn lock(journal: &Path) -> Result<std::fs::File, JournalError> {
     }
 }
 
+/// What a full pass over a journal found: how many entries checked, how many sealed,
+/// the last seal, and the first entry that failed a check.
+#[derive(Debug, Default)]
+pub struct Pass {
+    pub entries: u64,
+    pub seals: u64,
+    pub last_seal: Option<Seal>,
+    pub first_bad: Option<BadEntry>,
+    /// The entries after the last seal, if the journal does not end sealed.
+    pub unsealed: Option<(u64, u64)>,
+}
+
+/// Reads every entry of the journal on `connection` in chunks of at most
+/// [`READ_ENTRIES_MAX`], checks each chunk as `icn journal verify` does (links, hashes,
+/// causes, seals and the signatures of the statements entries carry), and hands the good
+/// ones to `each` — only up to a seal, so that entries nobody sealed never reach a
+/// replay. Stops at the first bad entry.
+fn pass(
+    connection: &Connection,
+    coordinator: &PublicKey,
+    mut each: impl FnMut(&[Entry]) -> Result<(), JournalError>,
+) -> Result<Pass, JournalError> {
+    let mut pass = Pass::default();
+    let mut prev = GENESIS_HASH;
+    // Checked entries after the last seal seen, held back until a seal covers them.
+    let mut pending: Vec<Entry> = Vec::new();
+    loop {
+        let (chunk, unreadable) = read_chunk(connection, pass.entries, READ_ENTRIES_MAX)?;
+        let bad = first_bad(&chunk, pass.entries, prev, coordinator, unreadable);
+        let good = bad.as_ref().map_or(chunk.len(), |b| (b.seq - pass.entries) as usize).min(chunk.len());
+        for entry in &chunk[..good] {
+            pass.seals += u64::from(entry.seal.is_some());
+            pass.last_seal = entry.sealed().or(pass.last_seal);
+            prev = entry.hash;
+        }
+        pass.entries += good as u64;
+        pending.extend_from_slice(&chunk[..good]);
+        if let Some(sealed) = pending.iter().rposition(|e| e.seal.is_some()) {
+            each(&pending[..=sealed])?;
+            pending.drain(..=sealed);
+        }
+        if bad.is_some() || chunk.len() < READ_ENTRIES_MAX {
+            pass.first_bad = bad;
+            pass.unsealed = pending.first().zip(pending.last()).map(|(first, last)| (first.seq, last.seq));
+            return Ok(pass);
+        }
+    }
+}
+
 impl Journal {
     /// Opens (or creates) the journal at `path` for the coordinator holding `owner`,
     /// taking its exclusive lock.
@@ -230,9 +205,61 @@ impl Journal {
         Ok(Journal { connection, path: path.to_path_buf(), owner, anchor, _lock: lock })
     }
 
+    /// Every entry in order, checked chunk by chunk as `icn journal verify` checks them,
+    /// handed to `replay`; then that the journal ends sealed and that every stored module
+    /// matches its content id. A journal that fails any check is refused, naming the
+    /// first bad entry. Memory holds one chunk at a time.
+    pub fn load(
+        &self,
+        replay: impl FnMut(&[Entry]) -> Result<(), JournalError>,
+    ) -> Result<Pass, JournalError> {
+        let pass = pass(&self.connection, &self.owner, replay)?;
+        if let Some(bad) = pass.first_bad {
+            return Err(bad.into());
+        }
+        if let Some((from, last)) = pass.unsealed {
+            return Err(JournalError::UnsealedTail { path: self.path.display().to_string(), from, last });
+        }
+        if let Some((cid, reason)) = first_bad_module(&self.connection)? {
+            return Err(JournalError::BadModule { cid, reason });
+        }
+        Ok(pass)
+    }
+
+    /// Checks the loaded journal against its anchor: the journal must still hold the
+    /// entry the anchor names, with the same hash. With `accept_end`, a journal that
+    /// falls short is taken as it is and the anchor moved back to its last seal.
+    pub fn check_anchor(&mut self, loaded: &Pass, accept_end: bool) -> Result<(), JournalError> {
+        let hash_at =
+            |seq: u64| self.read(seq, 1).ok()?.first().filter(|e| e.seq == seq).map(|e| ContentId(e.hash));
+        let checked =
+            anchor::check(&self.path, &self.owner, loaded.entries, loaded.last_seal.as_ref(), hash_at);
+        match checked {
+            Ok(()) => Ok(()),
+            Err(problem) if accept_end => {
+                tracing::warn!(%problem, "continuing from the journal as it is, by the operator's choice");
+                if let Some(last) = loaded.last_seal {
+                    self.anchor.update(last);
+                    self.anchor.flush()?;
+                }
+                Ok(())
+            }
+            Err(problem) => Err(JournalError::Anchor(problem)),
+        }
+    }
+
+    /// Waits until the anchor holds the latest seal appended.
+    pub fn flush_anchor(&self) -> Result<(), JournalError> {
+        self.anchor.flush()
+    }
+}
+
+impl JournalStore for Journal {
+    type Error = JournalError;
+
     /// Appends a batch in one transaction: one fsync for all of it. The batch ends with
     /// its seal, so what commits is always sealed; the anchor follows once it has.
-    pub fn append(&mut self, entries: &[Entry]) -> Result<(), JournalError> {
+    fn append(&mut self, entries: &[Entry]) -> Result<(), JournalError> {
         let Some(last) = entries.last() else { return Ok(()) };
         let seal = last.sealed().expect("a batch ends with its seal");
         let transaction = self.connection.transaction()?;
@@ -259,51 +286,21 @@ impl Journal {
         Ok(())
     }
 
-    /// Every entry in order, each checked as `icn journal verify` checks it: links,
-    /// hashes, causes, seals and the signatures of the statements entries carry, a
-    /// sealed tail, and every stored module against its content id. A journal that
-    /// fails any check is not loaded; the error names the first bad entry.
-    pub fn load(&self) -> Result<Vec<Entry>, JournalError> {
-        let (entries, unreadable) = read_entries(&self.connection)?;
-        if let Some((seq, reason)) = first_bad(&entries, &self.owner, unreadable) {
-            return Err(JournalError::Corrupt { seq, reason });
-        }
-        if let Some((from, last)) = unsealed_tail(&entries) {
-            return Err(JournalError::UnsealedTail { path: self.path.display().to_string(), from, last });
-        }
-        if let Some((cid, reason)) = first_bad_module(&self.connection)? {
-            return Err(JournalError::BadModule { cid, reason });
-        }
-        Ok(entries)
-    }
-
-    /// Checks the loaded journal against its anchor: the journal must still hold the
-    /// entry the anchor names, with the same hash. With `accept_end`, a journal that
-    /// falls short is taken as it is and the anchor moved back to its last seal.
-    pub fn check_anchor(&mut self, entries: &[Entry], accept_end: bool) -> Result<(), JournalError> {
-        let last = entries.iter().rev().find_map(Entry::sealed);
-        match anchor::check(&self.path, &self.owner, entries, last.as_ref()) {
-            Ok(()) => Ok(()),
-            Err(problem) if accept_end => {
-                tracing::warn!(%problem, "continuing from the journal as it is, by the operator's choice");
-                if let Some(last) = last {
-                    self.anchor.update(last);
-                    self.anchor.flush()?;
-                }
-                Ok(())
-            }
-            Err(problem) => Err(JournalError::Anchor(problem)),
+    fn read(&self, from: u64, limit: usize) -> Result<Vec<Entry>, JournalError> {
+        match read_chunk(&self.connection, from, limit)? {
+            (entries, None) => Ok(entries),
+            (_, Some(bad)) => Err(bad.into()),
         }
     }
 
-    /// This coordinator's seal at entry `seq`, if the journal holds that entry sealed.
-    pub fn seal_at(&self, seq: u64) -> Result<Option<Seal>, JournalError> {
+    fn len(&self) -> Result<u64, JournalError> {
+        let next: Option<i64> =
+            self.connection.query_row("SELECT MAX(seq) + 1 FROM journal", [], |row| row.get(0))?;
+        Ok(next.unwrap_or(0) as u64)
+    }
+
+    fn seal_at(&self, seq: u64) -> Result<Option<Seal>, JournalError> {
         seal_at(&self.connection, seq)
-    }
-
-    /// Waits until the anchor holds the latest seal appended.
-    pub fn flush_anchor(&self) -> Result<(), JournalError> {
-        self.anchor.flush()
     }
 }
 
@@ -335,38 +332,45 @@ pub fn open_read_only(path: &Path) -> Result<Connection, JournalError> {
     Ok(connection)
 }
 
-/// Reads the journal at `path` without writing to it, hash links checked; for showing
-/// entries while a coordinator runs. Seals and signatures are checked by [`verify`]
-/// and at every start.
+/// Reads the journal at `path` without writing to it, hash links checked; for tools
+/// that show entries while a coordinator runs. Seals and signatures are checked by
+/// [`verify`] and at every start.
 pub fn read(path: &Path) -> Result<Vec<Entry>, JournalError> {
     let connection = open_read_only(path)?;
-    let (entries, unreadable) = read_entries(&connection)?;
-    if let Some((seq, reason)) = unreadable {
-        return Err(JournalError::Corrupt { seq, reason });
-    }
+    let mut entries: Vec<Entry> = Vec::new();
     let mut prev = GENESIS_HASH;
-    for (position, entry) in entries.iter().enumerate() {
-        check_link(entry, position as u64, &prev)
-            .map_err(|reason| JournalError::Corrupt { seq: entry.seq, reason })?;
-        prev = entry.hash;
+    loop {
+        let (chunk, unreadable) = read_chunk(&connection, entries.len() as u64, READ_ENTRIES_MAX)?;
+        for entry in &chunk {
+            check_link(entry, entries.len() as u64, &prev)
+                .map_err(|reason| JournalError::Corrupt { seq: entry.seq, reason })?;
+            prev = entry.hash;
+            entries.push(entry.clone());
+        }
+        if let Some(bad) = unreadable {
+            return Err(bad.into());
+        }
+        if chunk.len() < READ_ENTRIES_MAX {
+            return Ok(entries);
+        }
     }
-    Ok(entries)
 }
 
-/// Every row that reads as an entry, in order, and the first that does not.
-/// An entry that failed a check: its sequence number and why.
-pub type BadEntry = (u64, String);
-
-fn read_entries(connection: &Connection) -> Result<(Vec<Entry>, Option<BadEntry>), JournalError> {
-    let mut statement = connection.prepare(
-        "SELECT seq, prev_hash, cause, time_ms, signer, record, hash, seal FROM journal ORDER BY seq",
-    )?;
-    let rows = statement.query_map([], read_row)?;
+/// Up to `limit` rows from entry `from` on that read as entries, and the first that does not.
+fn read_chunk(
+    connection: &Connection,
+    from: u64,
+    limit: usize,
+) -> Result<(Vec<Entry>, Option<BadEntry>), JournalError> {
+    let mut statement = connection.prepare_cached(SELECT_ENTRIES)?;
+    let rows = statement.query_map(params![from as i64, limit as i64], read_row)?;
     let mut entries = Vec::new();
     for row in rows {
         match row? {
             Ok(entry) => entries.push(entry),
-            Err(JournalError::Corrupt { seq, reason }) => return Ok((entries, Some((seq, reason)))),
+            Err(JournalError::Corrupt { seq, reason }) => {
+                return Ok((entries, Some(BadEntry { seq, reason })));
+            }
             Err(other) => return Err(other),
         }
     }
@@ -419,67 +423,6 @@ fn public_key(bytes: &[u8], seq: u64) -> Result<PublicKey, JournalError> {
     Ok(PublicKey(bytes))
 }
 
-fn check_link(entry: &Entry, expected_seq: u64, prev: &[u8; 32]) -> Result<(), String> {
-    if entry.seq != expected_seq {
-        return Err(format!("expected entry {expected_seq} here; the chain has a gap or a reordering"));
-    }
-    if entry.prev_hash != *prev {
-        return Err("its previous-hash link does not match the entry before it".into());
-    }
-    let hash =
-        entry_hash(entry.seq, &entry.prev_hash, entry.cause, entry.time_ms, &entry.signer, &entry.record);
-    if hash != entry.hash {
-        return Err("its contents do not match its hash (the row was changed)".into());
-    }
-    if entry.cause.is_some_and(|cause| cause >= entry.seq) {
-        return Err(format!("its cause {} is not an earlier entry", entry.cause.unwrap_or_default()));
-    }
-    Ok(())
-}
-
-/// The first entry that fails a check, and why: links and hashes in order, then seals
-/// and carried signatures (checked on every core, as they cost most of the time).
-/// `unreadable` is the first row that did not read as an entry, if any.
-fn first_bad(entries: &[Entry], coordinator: &PublicKey, unreadable: Option<BadEntry>) -> Option<BadEntry> {
-    let mut bad = unreadable;
-    let mut prev = GENESIS_HASH;
-    for (position, entry) in entries.iter().enumerate() {
-        if let Err(reason) = check_link(entry, position as u64, &prev) {
-            bad = Some((entry.seq, reason));
-            break;
-        }
-        prev = entry.hash;
-    }
-    let linked = bad.as_ref().map_or(entries.len(), |(seq, _)| (*seq as usize).min(entries.len()));
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    let chunk = linked.div_ceil(threads).max(1);
-    let signature_bad = std::thread::scope(|scope| {
-        let checks: Vec<_> = entries[..linked]
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter().find_map(|e| check_signatures(e, coordinator).err().map(|r| (e.seq, r)))
-                })
-            })
-            .collect();
-        checks.into_iter().filter_map(|c| c.join().expect("a signature check does not panic")).next()
-    });
-    match (bad, signature_bad) {
-        (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
-        (a, b) => a.or(b),
-    }
-}
-
-/// The entries after the last seal, if the journal does not end sealed.
-fn unsealed_tail(entries: &[Entry]) -> Option<(u64, u64)> {
-    let last = entries.last()?;
-    if last.seal.is_some() {
-        return None;
-    }
-    let from = entries.iter().rev().find(|e| e.seal.is_some()).map_or(0, |e| e.seq + 1);
-    Some((from, last.seq))
-}
-
 /// The first stored module whose bytes do not hash to its content id.
 fn first_bad_module(connection: &Connection) -> Result<Option<(ContentId, String)>, JournalError> {
     let mut statement = connection.prepare("SELECT cid, bytes FROM modules ORDER BY cid")?;
@@ -528,27 +471,22 @@ pub fn verify(path: &Path, coordinator: Option<PublicKey>) -> Result<Verificatio
         bad_module: None,
     };
     if stored != coordinator {
-        verification.first_bad =
-            Some((0, format!("the journal names coordinator {stored}, not the expected {coordinator}")));
+        let reason = format!("the journal names coordinator {stored}, not the expected {coordinator}");
+        verification.first_bad = Some(BadEntry { seq: 0, reason });
         return Ok(verification);
     }
-    let (entries, unreadable) = read_entries(&connection)?;
-    verification.first_bad = first_bad(&entries, &coordinator, unreadable);
-    let good = verification.first_bad.as_ref().map_or(entries.len(), |(seq, _)| *seq as usize);
-    let good = &entries[..good.min(entries.len())];
-    verification.entries = good.len() as u64;
-    verification.seals = good.iter().filter(|e| e.seal.is_some()).count() as u64;
-    verification.last_seal = good.iter().rev().find_map(Entry::sealed);
-    if verification.first_bad.is_none()
-        && let Some((from, last)) = unsealed_tail(&entries)
-    {
-        verification.first_bad = Some((
-            from,
-            format!(
+    let pass = pass(&connection, &coordinator, |_| Ok(()))?;
+    verification.entries = pass.entries;
+    verification.seals = pass.seals;
+    verification.last_seal = pass.last_seal;
+    verification.first_bad = pass.first_bad.or_else(|| {
+        pass.unsealed.map(|(from, last)| BadEntry {
+            seq: from,
+            reason: format!(
                 "entries {from} to {last} are not sealed by the coordinator (they were appended by something else)"
             ),
-        ));
-    }
+        })
+    });
     verification.bad_module = first_bad_module(&connection)?;
     Ok(verification)
 }
@@ -566,33 +504,17 @@ pub fn truncate_unsealed_tail(path: &Path) -> Result<u64, JournalError> {
     Ok(removed as u64)
 }
 
-fn check_signatures(entry: &Entry, coordinator: &PublicKey) -> Result<(), String> {
-    if let Some(seal) = entry.sealed() {
-        seal.verify(coordinator).map_err(|e| format!("its seal is not the coordinator's: {e}"))?;
-    }
-    let record = entry.decode_record().map_err(|e| e.to_string())?;
-    match record.evidence() {
-        Some(envelope) => {
-            envelope.verify().map_err(|e| format!("the signed statement it carries is forged: {e}"))?;
-            if envelope.signer != entry.signer {
-                return Err(format!(
-                    "it names {} as signer but carries a statement signed by {}",
-                    entry.signer, envelope.signer
-                ));
-            }
-        }
-        None if entry.signer != *coordinator => {
-            return Err(format!("a coordinator record signed by {}", entry.signer));
-        }
-        None => {}
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use icn_protocol::JobId;
+    use icn_core::Record;
+    use icn_protocol::{JobId, Keypair};
+
+    /// Loads with every check and nothing replayed; the entries, as `read` gives them.
+    fn load(journal: &Journal) -> Result<Vec<Entry>, JournalError> {
+        journal.load(|_| Ok(()))?;
+        journal.read(0, usize::MAX)
+    }
 
     fn entries(key: &Keypair, n: u64) -> Vec<Entry> {
         let mut prev = GENESIS_HASH;
@@ -617,10 +539,43 @@ mod tests {
         let written = entries(&key, 5);
         journal.append(&written[..3]).unwrap();
         journal.append(&written[3..]).unwrap();
-        assert_eq!(journal.load().unwrap(), written);
+        assert_eq!(load(&journal).unwrap(), written);
         let verification = verify(&path, None).unwrap();
         assert_eq!(verification.entries, 5);
         assert!(verification.first_bad.is_none(), "{:?}", verification.first_bad);
+    }
+
+    #[test]
+    fn a_journal_longer_than_a_read_chunk_replays_whole_batches_and_names_a_bad_entry_past_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.db");
+        let key = Keypair::from_seed([5; 32]);
+        let mut journal = Journal::open(&path, key.public()).unwrap();
+        // Batches of 7 entries, each sealed at its end, across several read chunks.
+        let total = 2 * READ_ENTRIES_MAX as u64 + 100;
+        let mut all = entries(&key, total);
+        for entry in &mut all {
+            if (entry.seq + 1) % 7 != 0 && entry.seq + 1 != total {
+                entry.seal = None;
+            }
+        }
+        for batch in all.chunks(7) {
+            journal.append(batch).unwrap();
+        }
+        let mut replayed = Vec::new();
+        let pass = journal
+            .load(|chunk| {
+                assert!(chunk.last().unwrap().seal.is_some(), "a replay chunk ends sealed");
+                replayed.extend(chunk.iter().map(|e| e.seq));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(replayed, (0..total).collect::<Vec<_>>());
+        assert_eq!(pass.entries, total);
+        let bad = READ_ENTRIES_MAX as u64 + 500;
+        journal.connection.execute("UPDATE journal SET time_ms = 1 WHERE seq = ?1", [bad as i64]).unwrap();
+        assert!(matches!(load(&journal), Err(JournalError::Corrupt { seq, .. }) if seq == bad));
+        assert_eq!(verify(&path, None).unwrap().first_bad.unwrap().seq, bad);
     }
 
     #[test]
@@ -641,10 +596,10 @@ mod tests {
         journal.append(&entries(&key, 6)).unwrap();
         journal.connection.execute("UPDATE journal SET time_ms = 1 WHERE seq = 3", []).unwrap();
         let verification = verify(&path, None).unwrap();
-        let (seq, reason) = verification.first_bad.unwrap();
+        let BadEntry { seq, reason } = verification.first_bad.unwrap();
         assert_eq!(seq, 3);
         assert!(reason.contains("changed"), "{reason}");
-        assert!(matches!(journal.load(), Err(JournalError::Corrupt { seq: 3, .. })));
+        assert!(matches!(load(&journal), Err(JournalError::Corrupt { seq: 3, .. })));
     }
 
     /// A journal of `n` entries, each its own sealed batch, for the coordinator `key`.
@@ -664,14 +619,14 @@ mod tests {
         let journal = journal_with(&path, &key, 3);
         // A forger who knows the format appends a well-linked record in the coordinator's
         // name, but cannot seal it.
-        let prev = journal.load().unwrap().last().unwrap().hash;
+        let prev = load(&journal).unwrap().last().unwrap().hash;
         let record = Record::JobFailed { job: JobId(ContentId::of(b"x")), reason: "forged".into() };
         let forged = Entry::new(3, prev, None, 5, key.public(), &record);
         insert_raw(&journal.connection, &forged);
-        let error = journal.load().unwrap_err();
+        let error = load(&journal).unwrap_err();
         assert!(matches!(error, JournalError::UnsealedTail { from: 3, last: 3, .. }), "{error}");
         assert!(error.to_string().contains("icn journal truncate"), "{error}");
-        let (seq, reason) = verify(&path, None).unwrap().first_bad.unwrap();
+        let BadEntry { seq, reason } = verify(&path, None).unwrap().first_bad.unwrap();
         assert_eq!(seq, 3);
         assert!(reason.contains("not sealed"), "{reason}");
     }
@@ -683,11 +638,11 @@ mod tests {
         let key = Keypair::from_seed([5; 32]);
         let journal = journal_with(&path, &key, 4);
         journal.connection.execute("UPDATE journal SET seal = NULL WHERE seq = 3", []).unwrap();
-        assert!(matches!(journal.load(), Err(JournalError::UnsealedTail { from: 3, last: 3, .. })));
+        assert!(matches!(load(&journal), Err(JournalError::UnsealedTail { from: 3, last: 3, .. })));
         drop(journal);
         assert_eq!(truncate_unsealed_tail(&path).unwrap(), 1);
         let journal = Journal::open(&path, key.public()).unwrap();
-        assert_eq!(journal.load().unwrap().len(), 3, "sealed history stays");
+        assert_eq!(load(&journal).unwrap().len(), 3, "sealed history stays");
     }
 
     #[test]
@@ -704,7 +659,7 @@ mod tests {
             .connection
             .execute("INSERT INTO modules (cid, bytes) VALUES (?1, ?2)", params![cid.0.as_slice(), changed])
             .unwrap();
-        assert!(matches!(journal.load(), Err(JournalError::BadModule { cid: bad, .. }) if bad == cid));
+        assert!(matches!(load(&journal), Err(JournalError::BadModule { cid: bad, .. }) if bad == cid));
         let verification = verify(&path, None).unwrap();
         assert!(verification.first_bad.is_none());
         assert_eq!(verification.bad_module.unwrap().0, cid);
@@ -735,15 +690,15 @@ mod tests {
         drop(journal);
         assert!(verify(&path, None).unwrap().first_bad.is_none(), "the cut journal verifies on its own");
         let mut journal = Journal::open(&path, key.public()).unwrap();
-        let entries = journal.load().unwrap();
-        let error = journal.check_anchor(&entries, false).unwrap_err().to_string();
+        let loaded = journal.load(|_| Ok(())).unwrap();
+        let error = journal.check_anchor(&loaded, false).unwrap_err().to_string();
         assert!(error.contains("ends at entry 3") && error.contains("entry 5 was sealed"), "{error}");
         assert!(error.contains("--accept-journal-end"), "{error}");
-        journal.check_anchor(&entries, true).unwrap();
+        journal.check_anchor(&loaded, true).unwrap();
         drop(journal);
         let mut journal = Journal::open(&path, key.public()).unwrap();
-        let entries = journal.load().unwrap();
-        journal.check_anchor(&entries, false).expect("accepted once, the anchor moved back");
+        let loaded = journal.load(|_| Ok(())).unwrap();
+        journal.check_anchor(&loaded, false).expect("accepted once, the anchor moved back");
     }
 
     #[test]
@@ -754,8 +709,8 @@ mod tests {
         drop(journal_with(&path, &key, 2));
         std::fs::remove_file(anchor::path(&path)).unwrap();
         let mut journal = Journal::open(&path, key.public()).unwrap();
-        let entries = journal.load().unwrap();
-        let error = journal.check_anchor(&entries, false).unwrap_err().to_string();
+        let loaded = journal.load(|_| Ok(())).unwrap();
+        let error = journal.check_anchor(&loaded, false).unwrap_err().to_string();
         assert!(error.contains("anchor") && error.contains("is missing"), "{error}");
     }
 
@@ -786,12 +741,12 @@ mod tests {
         let mut journal = Journal::open(&path, key.public()).unwrap();
         journal.append(&entries(&key, 2)).unwrap();
         // A forger appends a well-chained entry but cannot seal it with the coordinator key.
-        let prev = journal.load().unwrap().last().unwrap().hash;
+        let prev = load(&journal).unwrap().last().unwrap().hash;
         let record = Record::JobFailed { job: JobId(ContentId::of(b"x")), reason: "forged".into() };
         let mut forged = Entry::new(2, prev, None, 5, key.public(), &record);
         forged.seal_with(&forger);
         journal.append(&[forged]).unwrap();
-        let (seq, reason) = verify(&path, None).unwrap().first_bad.unwrap();
+        let BadEntry { seq, reason } = verify(&path, None).unwrap().first_bad.unwrap();
         assert_eq!(seq, 2);
         assert!(reason.contains("seal"), "{reason}");
     }

@@ -1,12 +1,10 @@
-//! The ICN coordinator: a deterministic core ([`core`]) and the IO shell around it
-//! ([`server`]: QUIC for workers and members, the journal in SQLite).
+//! The ICN coordinator's shell around the deterministic core (`icn-core`): QUIC for
+//! workers and members ([`server`]), the journal and modules in SQLite ([`journal`],
+//! [`modules`]) and the journal's anchor ([`anchor`]).
 
 pub mod anchor;
-pub mod core;
 pub mod journal;
 pub mod modules;
-pub mod record;
 pub mod server;
-pub mod trace;
 
 pub use server::{Coordinator, CoordinatorConfig};

@@ -32,7 +32,9 @@ use icn_protocol::ContentId;
 use icn_protocol::governance::{Ballot, ClearRequest, Proposal};
 use icn_protocol::wire::TraceQuery;
 
-use crate::core::{Command, Core, CoreConfig, Now};
+use icn_core::store::JournalStore;
+use icn_core::{Command, Core, CoreConfig, Now, Refusal};
+
 use crate::journal::Journal;
 use crate::modules::ModuleStore;
 
@@ -64,7 +66,7 @@ enum Event {
         capacity: Capacity,
         running: Vec<(TaskId, u32)>,
         commands: mpsc::UnboundedSender<WorkerCommand>,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), Refusal>>,
     },
     WorkerGone {
         worker: PublicKey,
@@ -84,12 +86,12 @@ enum Event {
     },
     MemberHello {
         member: PublicKey,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), Refusal>>,
     },
     Submit {
         envelope: Envelope,
         submission: Submission,
-        reply: oneshot::Sender<Result<JobId, String>>,
+        reply: oneshot::Sender<Result<JobId, Refusal>>,
     },
     Status {
         job: JobId,
@@ -98,12 +100,12 @@ enum Event {
     Propose {
         envelope: Envelope,
         proposal: Proposal,
-        reply: oneshot::Sender<Result<(ContentId, u64), String>>,
+        reply: oneshot::Sender<Result<(ContentId, u64), Refusal>>,
     },
     Vote {
         envelope: Envelope,
         ballot: Ballot,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), Refusal>>,
     },
     Governance {
         reply: oneshot::Sender<String>,
@@ -117,7 +119,7 @@ enum Event {
     Clear {
         envelope: Envelope,
         request: ClearRequest,
-        reply: oneshot::Sender<Result<String, String>>,
+        reply: oneshot::Sender<Result<String, Refusal>>,
     },
     Watch {
         job: JobId,
@@ -164,18 +166,17 @@ impl Coordinator {
             )
         };
         let mut journal = Journal::open(&config.journal, key.public())?;
-        let entries = journal.load().map_err(refused)?;
-        journal.check_anchor(&entries, config.accept_journal_end).map_err(refused)?;
-        let clock = Clock::start();
         let mut core = Core::new(key.clone(), config.core.clone());
-        core.recover(&entries, clock.now())?;
-        core.found(clock.now(), &config.genesis).map_err(anyhow::Error::msg)?;
+        let loaded = journal.load(|chunk| Ok(core.replay(chunk)?)).map_err(refused)?;
+        journal.check_anchor(&loaded, config.accept_journal_end).map_err(refused)?;
+        let clock = Clock::start();
+        core.resume(clock.now());
+        core.found(clock.now(), &config.genesis)?;
         journal.append(&core.take_entries())?;
         // Nothing is connected yet, so recovery commands have no one to go to.
         let _ = core.take_commands();
-        tracing::info!(entries = entries.len(), "journal replayed");
+        tracing::info!(entries = loaded.entries, "journal replayed");
         let sealed = journal.seal_at(core.journal_len() - 1)?.expect("the journal ends sealed");
-        drop(entries);
         let modules = Arc::new(ModuleStore::open(&config.journal)?);
         let endpoint = transport::server_endpoint(config.listen)?;
         let addr = endpoint.local_addr()?;
@@ -367,7 +368,7 @@ impl CoreShell {
                 let result = if self.core.is_member(&member) {
                     Ok(())
                 } else {
-                    Err(format!("key {member} is not a member of this commons"))
+                    Err(Refusal::Governance(icn_governance::Refusal::NotAMember { key: member }))
                 };
                 replies.push(later(reply, result));
             }
@@ -532,7 +533,7 @@ impl Shell {
         self.events.send(event).map_err(|_| anyhow::anyhow!("the coordinator is stopping"))?;
         if let Err(reason) = admitted.await? {
             tracing::warn!(peer = %peer, %reason, "refused");
-            transport::refuse(&mut send, &reason).await?;
+            transport::refuse(&mut send, &reason.to_string()).await?;
             let _ = tokio::time::timeout(Duration::from_secs(2), connection.closed()).await;
             return Ok(());
         }
@@ -829,14 +830,14 @@ impl Shell {
     /// A JSON document read from the journal file itself: the journal is the record.
     async fn json_from_journal(
         &self,
-        build: impl FnOnce(&crate::trace::Provenance) -> Result<serde_json::Result<String>, String>
+        build: impl FnOnce(&icn_core::trace::Provenance) -> Result<serde_json::Result<String>, String>
         + Send
         + 'static,
     ) -> ClientResponse {
         let path = self.journal.clone();
         let built = tokio::task::spawn_blocking(move || -> Result<String, String> {
             let entries = crate::journal::read(&path).map_err(|e| e.to_string())?;
-            let provenance = crate::trace::Provenance::new(entries).map_err(|e| e.to_string())?;
+            let provenance = icn_core::trace::Provenance::new(entries).map_err(|bad| bad.to_string())?;
             build(&provenance)?.map_err(|e| e.to_string())
         })
         .await;

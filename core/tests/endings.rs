@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use icn_coordinator::core::{Command, Core, CoreConfig, Now};
-use icn_coordinator::journal::Entry;
-use icn_coordinator::record::Record;
+use icn_core::Entry;
+use icn_core::Record;
+use icn_core::{Command, Core, CoreConfig, Now};
 use icn_governance::Genesis;
 use icn_governance::genesis::{GenesisMember, GenesisScope, GenesisWorker};
 use icn_protocol::governance::{

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use icn_coordinator::core::{Command, Core, CoreConfig, Now};
-use icn_coordinator::journal::Entry;
+use icn_core::Entry;
+use icn_core::{Command, Core, CoreConfig, Now};
 use icn_governance::Genesis;
 use icn_governance::genesis::GenesisWorker;
 use icn_governance::genesis::{GenesisMember, GenesisScope};

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use icn_coordinator::core::{Command, Core, CoreConfig, Now};
+use icn_core::{Command, Core, CoreConfig, Now};
 use icn_governance::Genesis;
 use icn_governance::genesis::{GenesisMember, GenesisScope, GenesisWorker};
 use icn_protocol::governance::{

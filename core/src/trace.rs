@@ -11,7 +11,7 @@ use icn_protocol::wire::Submission;
 use icn_protocol::{ContentId, JobId, PublicKey};
 use serde::{Deserialize, Serialize};
 
-use crate::journal::{Entry, JournalError};
+use crate::chain::{BadEntry, Entry};
 use crate::record::Record;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,7 +151,7 @@ pub struct Provenance {
 }
 
 impl Provenance {
-    pub fn new(entries: Vec<Entry>) -> Result<Provenance, JournalError> {
+    pub fn new(entries: Vec<Entry>) -> Result<Provenance, BadEntry> {
         let mut governance = Governance::default();
         let mut records = Vec::with_capacity(entries.len());
         for entry in &entries {

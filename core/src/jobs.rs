@@ -1,0 +1,396 @@
+//! Jobs: the table of jobs and their lifecycle — admitted, placed as replicas, requeued,
+//! reported, in dispute, ended once — and the queue of jobs waiting for a worker.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use icn_governance::Authorization;
+use icn_protocol::governance::ScopeId;
+use icn_protocol::wire::{ExecutionReport, JobState, JobView, Outcome, Submission};
+use icn_protocol::{Envelope, JobId, PublicKey, TaskId};
+
+use crate::{Core, Refusal};
+
+#[derive(Clone, Debug)]
+pub(crate) struct Placement {
+    pub worker: PublicKey,
+    pub owner: ScopeId,
+    pub attempt: u32,
+    pub placed_seq: u64,
+    /// On the monotonic clock.
+    pub deadline_mono_ms: u64,
+}
+
+/// A replica's final result, kept for verification.
+#[derive(Clone, Debug)]
+pub(crate) struct Received {
+    pub worker: PublicKey,
+    pub owner: ScopeId,
+    pub report: ExecutionReport,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Job {
+    pub submitter: PublicKey,
+    pub authorization: Authorization,
+    pub submission: Submission,
+    pub submitted_seq: u64,
+    pub submitted_ms: u64,
+    /// Replicas placed, replacements included; each placement's attempt number.
+    pub attempts: u32,
+    /// Replicas lost, late or failed for their own reasons, which were placed again.
+    pub requeues: u32,
+    /// Replicas in flight, by replica index.
+    pub placements: BTreeMap<u32, Placement>,
+    /// Replica indexes used so far; the next new replica gets this one.
+    pub replicas_placed: u32,
+    /// Replica indexes whose attempt was requeued and wait for a worker.
+    pub vacant: BTreeSet<u32>,
+    /// New replicas wanted to settle a disagreement.
+    pub extra: u32,
+    /// Results that must agree.
+    pub quorum: u32,
+    pub reports: Vec<Received>,
+    pub disputed: bool,
+    /// The accepted result, and the worker whose report it is.
+    pub result: Option<(PublicKey, ExecutionReport)>,
+    pub failure: Option<String>,
+    pub ended: bool,
+    /// Every journal entry about this job, in order.
+    pub entries: Vec<u64>,
+}
+
+impl Job {
+    /// Whether the job waits for nothing to be placed.
+    fn placed_all(&self) -> bool {
+        self.vacant.is_empty() && self.extra == 0
+    }
+
+    /// The replica to report on `task`, if it is in flight as `attempt`.
+    pub fn current(&self, task: &TaskId, attempt: u32) -> Option<&Placement> {
+        Some(self).filter(|job| !job.ended)?.placements.get(&task.index).filter(|p| p.attempt == attempt)
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Jobs {
+    map: BTreeMap<JobId, Job>,
+    /// Jobs waiting for a worker, in submission order (keyed by their submission entry).
+    queue: BTreeMap<u64, JobId>,
+    open: usize,
+}
+
+impl Jobs {
+    pub fn get(&self, id: &JobId) -> Option<&Job> {
+        self.map.get(id)
+    }
+
+    /// A job a journaled record is about: it exists, or the journal is not this core's.
+    pub fn known(&self, id: &JobId) -> &Job {
+        self.map.get(id).expect("a journaled record names a known job")
+    }
+
+    fn known_mut(&mut self, id: &JobId) -> &mut Job {
+        self.map.get_mut(id).expect("a journaled record names a known job")
+    }
+
+    pub fn open(&self) -> usize {
+        self.open
+    }
+
+    pub fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The first job in the queue.
+    pub fn head(&self) -> Option<JobId> {
+        self.queue.values().next().copied()
+    }
+
+    pub fn admit(&mut self, seq: u64, time_ms: u64, envelope: &Envelope, authorization: &Authorization) {
+        let id = JobId(envelope.id());
+        let submission = envelope.open_trusted::<Submission>().expect("journaled submissions decode");
+        let job = Job {
+            submitter: envelope.signer,
+            authorization: *authorization,
+            submission,
+            submitted_seq: seq,
+            submitted_ms: time_ms,
+            attempts: 0,
+            requeues: 0,
+            placements: BTreeMap::new(),
+            replicas_placed: 0,
+            vacant: BTreeSet::new(),
+            extra: 0,
+            quorum: 1,
+            reports: vec![],
+            disputed: false,
+            result: None,
+            failure: None,
+            ended: false,
+            entries: vec![seq],
+        };
+        assert!(self.map.insert(id, job).is_none(), "entry {seq}: job {id} is admitted once");
+        self.queue.insert(seq, id);
+        self.open += 1;
+    }
+
+    pub fn placed(&mut self, seq: u64, task: TaskId, placement: Placement, quorum: u32) {
+        let job = self.known_mut(&task.job);
+        if !job.vacant.remove(&task.index) {
+            assert_eq!(task.index, job.replicas_placed, "entry {seq}: a new replica takes the next index");
+            job.replicas_placed += 1;
+            job.extra = job.extra.saturating_sub(1);
+        }
+        job.quorum = quorum;
+        job.attempts = placement.attempt;
+        job.placements.insert(task.index, placement);
+        job.entries.push(seq);
+        if job.placed_all() {
+            let submitted = job.submitted_seq;
+            self.queue.remove(&submitted);
+        }
+    }
+
+    /// The replica's attempt is over and it waits for a worker again.
+    pub fn requeued(&mut self, seq: u64, task: TaskId) -> Option<Placement> {
+        let job = self.known_mut(&task.job);
+        assert!(!job.ended, "entry {seq}: task {task} of an ended job is requeued");
+        let placement = job.placements.remove(&task.index);
+        job.vacant.insert(task.index);
+        job.requeues += 1;
+        job.entries.push(seq);
+        let submitted = job.submitted_seq;
+        self.queue.insert(submitted, task.job);
+        placement
+    }
+
+    /// A replica's report: its attempt is over; a final result is kept for judging.
+    pub fn reported(&mut self, seq: u64, worker: PublicKey, report: ExecutionReport) -> Placement {
+        let job = self.known_mut(&report.task.job);
+        let placement =
+            job.placements.remove(&report.task.index).expect("a journaled report answers a placement");
+        job.entries.push(seq);
+        let retry = matches!(&report.outcome, Outcome::Failed { kind, .. } if !kind.is_final());
+        if !retry {
+            job.reports.push(Received { worker, owner: placement.owner.clone(), report });
+        }
+        placement
+    }
+
+    pub fn want_replicas(&mut self, seq: u64, id: &JobId, count: u32) {
+        let job = self.known_mut(id);
+        job.extra += count;
+        job.entries.push(seq);
+        let submitted = job.submitted_seq;
+        self.queue.insert(submitted, *id);
+    }
+
+    pub fn dispute(&mut self, seq: u64, id: &JobId) {
+        let job = self.known_mut(id);
+        job.disputed = true;
+        job.entries.push(seq);
+        let submitted = job.submitted_seq;
+        self.queue.remove(&submitted);
+    }
+
+    pub fn touch(&mut self, seq: u64, id: &JobId) {
+        self.known_mut(id).entries.push(seq);
+    }
+
+    /// The job ends: its replicas in flight are released (returned, for the fleet to
+    /// free their slots) and it leaves the queue. Ending twice would release the hold
+    /// twice, so it is an assertion, not a check.
+    pub fn end(
+        &mut self,
+        seq: u64,
+        id: &JobId,
+        result: Option<(PublicKey, ExecutionReport)>,
+        failure: Option<String>,
+    ) -> Vec<(TaskId, Placement)> {
+        let job = self.known_mut(id);
+        assert!(!job.ended, "entry {seq}: job {id} ends once");
+        let released: Vec<(TaskId, Placement)> = std::mem::take(&mut job.placements)
+            .into_iter()
+            .map(|(index, placement)| (TaskId { job: *id, index }, placement))
+            .collect();
+        job.ended = true;
+        job.failure = failure;
+        job.result = result.or_else(|| job.reports.last().map(|r| (r.worker, r.report.clone())));
+        job.entries.push(seq);
+        // The input is no longer needed once the job has ended.
+        job.submission.input = Vec::new();
+        let submitted = job.submitted_seq;
+        self.queue.remove(&submitted);
+        self.open -= 1;
+        released
+    }
+
+    /// Every replica in flight and its attempt, in job order.
+    pub fn in_flight(&self) -> Vec<(TaskId, u32)> {
+        self.map
+            .iter()
+            .flat_map(|(id, job)| {
+                job.placements.iter().map(|(index, p)| (TaskId { job: *id, index: *index }, p.attempt))
+            })
+            .collect()
+    }
+
+    /// Replicas in flight past their deadline, with their attempt and worker.
+    pub fn overdue(&self, now_mono_ms: u64) -> Vec<(TaskId, u32, PublicKey)> {
+        self.map
+            .iter()
+            .flat_map(|(id, job)| {
+                job.placements
+                    .iter()
+                    .filter(|(_, p)| p.deadline_mono_ms < now_mono_ms)
+                    .map(|(index, p)| (TaskId { job: *id, index: *index }, p.attempt, p.worker))
+            })
+            .collect()
+    }
+
+    /// Jobs that have not ended `expiry_ms` after submission, in submission order.
+    pub fn expired(&self, now_ms: u64, expiry_ms: u64) -> Vec<(u64, JobId)> {
+        let mut expired: Vec<(u64, JobId)> = self
+            .map
+            .iter()
+            .filter(|(_, job)| !job.ended && job.submitted_ms.saturating_add(expiry_ms) <= now_ms)
+            .map(|(id, job)| (job.submitted_seq, *id))
+            .collect();
+        expired.sort_unstable();
+        expired
+    }
+
+    pub fn view(&self, id: &JobId) -> Option<JobView> {
+        let job = self.map.get(id)?;
+        let state = match (job.placements.values().next(), job.ended, &job.failure) {
+            (_, true, None) => JobState::Completed,
+            (_, true, Some(_)) => JobState::Failed,
+            _ if job.disputed => JobState::Disputed,
+            (Some(p), false, _) => JobState::Running { worker: p.worker, attempt: p.attempt },
+            (None, false, _) => JobState::Queued,
+        };
+        Some(JobView {
+            job: *id,
+            state,
+            attempts: job.attempts,
+            result: job.result.clone(),
+            failure: job.failure.clone(),
+        })
+    }
+}
+
+impl Core {
+    /// A member's submission, already verified as signed by `envelope.signer`.
+    pub fn submit(
+        &mut self,
+        now: crate::Now,
+        envelope: Envelope,
+        submission: Submission,
+    ) -> Result<JobId, Refusal> {
+        self.clock = now;
+        let job = JobId(envelope.id());
+        if self.jobs.get(&job).is_some() {
+            return Ok(job);
+        }
+        submission.validate()?;
+        let authorization = self.governance.authorize(now.wall_ms, &envelope.signer, &submission)?;
+        self.settlement.check_fits(&submission.scope, authorization.hold)?;
+        if self.jobs.open() >= self.config.jobs_open_max {
+            return Err(Refusal::TooManyJobs { open: self.jobs.open() });
+        }
+        let record = crate::Record::JobSubmitted { submission: envelope.clone(), authorization };
+        self.record(Some(authorization.decision), envelope.signer, record);
+        self.schedule();
+        Ok(job)
+    }
+
+    pub(crate) fn apply_submitted(
+        &mut self,
+        seq: u64,
+        time_ms: u64,
+        envelope: &Envelope,
+        authorization: &Authorization,
+    ) {
+        let scope = envelope.open_trusted::<Submission>().expect("journaled submissions decode").scope;
+        self.governance.hold(authorization.decision, authorization.hold);
+        self.settlement.reserve(JobId(envelope.id()), &scope, authorization.hold);
+        self.jobs.admit(seq, time_ms, envelope, authorization);
+    }
+
+    pub(crate) fn apply_placed(
+        &mut self,
+        seq: u64,
+        task: TaskId,
+        attempt: u32,
+        worker: PublicKey,
+        owner: &ScopeId,
+        quorum: u32,
+    ) {
+        let timeout_ms = self.jobs.known(&task.job).submission.limits.timeout_ms;
+        let deadline_mono_ms =
+            self.clock.mono_ms.saturating_add(timeout_ms).saturating_add(self.config.deadline_grace_ms);
+        let placement =
+            Placement { worker, owner: owner.clone(), attempt, placed_seq: seq, deadline_mono_ms };
+        self.jobs.placed(seq, task, placement, quorum);
+        self.fleet.occupy(&worker, task);
+    }
+
+    pub(crate) fn apply_requeued(&mut self, seq: u64, task: TaskId, fault: bool) {
+        if let Some(placement) = self.jobs.requeued(seq, task) {
+            self.fleet.vacate(&placement.worker, &task);
+            if fault {
+                self.fleet.lose_trust(&placement.worker, seq, |trust| trust.missed += 1);
+            }
+        }
+    }
+
+    pub(crate) fn apply_report(&mut self, seq: u64, envelope: &Envelope) {
+        let report = envelope.open_trusted::<ExecutionReport>().expect("journaled reports decode");
+        let task = report.task;
+        let placement = self.jobs.reported(seq, envelope.signer, report);
+        self.fleet.vacate(&placement.worker, &task);
+    }
+
+    /// Ends job `id` at entry `seq`, freeing the slots of its replicas still in flight.
+    pub(crate) fn end(
+        &mut self,
+        seq: u64,
+        id: &JobId,
+        result: Option<(PublicKey, ExecutionReport)>,
+        failure: Option<String>,
+    ) {
+        for (task, placement) in self.jobs.end(seq, id, result, failure) {
+            self.fleet.vacate(&placement.worker, &task);
+        }
+    }
+
+    /// Puts a replica back in the queue, if `attempt` is still the one in flight: an
+    /// earlier requeue in the same pass may have failed the job and released it.
+    /// A job whose replicas were requeued `attempts_max` times fails.
+    pub(crate) fn requeue(&mut self, task: TaskId, attempt: u32, reason: String, fault: bool) {
+        let Some(placed_seq) =
+            self.jobs.get(&task.job).and_then(|j| j.current(&task, attempt)).map(|p| p.placed_seq)
+        else {
+            return;
+        };
+        let signer = self.key.public();
+        let record = crate::Record::TaskRequeued { task, attempt, reason, fault };
+        let requeued = self.record(Some(placed_seq), signer, record);
+        if self.jobs.known(&task.job).requeues >= self.config.attempts_max {
+            let reason = format!("replicas were lost {} times, the limit", self.config.attempts_max);
+            self.record(Some(requeued), signer, crate::Record::JobFailed { job: task.job, reason });
+        }
+    }
+
+    /// Jobs without a final result `job_expiry_ms` after submission fail, voiding their hold.
+    pub(crate) fn expire(&mut self) {
+        let expiry_ms = self.config.job_expiry_ms;
+        for (submitted_seq, job) in self.jobs.expired(self.clock.wall_ms, expiry_ms) {
+            let reason = format!(
+                "expired: no accepted result within {expiry_ms} ms of submission; its reservation is voided"
+            );
+            let signer = self.key.public();
+            self.record(Some(submitted_seq), signer, crate::Record::JobFailed { job, reason });
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! The coordinator's deterministic core: inputs in, journal entries and commands out.
+//!
+//! No IO, no clock, no randomness: time comes in with each input ([`Now`]), and the shell
+//! persists [`Core::take_entries`] before it carries out [`Core::take_commands`]
+//! (write-ahead: a worker never hears of a placement the journal could lose). The same
+//! core runs under the QUIC shell, in tests and in a simulator.
+//!
+//! Every change of state goes through one short `apply`, which dispatches each journal
+//! record to the concern it is about — the same function that replays the journal at
+//! start, so the state rebuilt after a crash is by construction the state that was live:
+//!
+//! - `jobs` — the job table and its lifecycle: admitted, placed, requeued, reported,
+//!   ended once; the queue.
+//! - `fleet` — connected workers and their sessions, the placement pool, trust and
+//!   quarantine.
+//! - `settlement` — the ledger: holds reserved at admission, posted at completion, voided
+//!   at failure; clearing.
+//! - `scheduling` — placing replicas, judging their results, disputes.
+//! - `effects` — the one place every decided effect is applied.
+//!
+//! Every collection whose iteration order reaches the journal is ordered (`BTreeMap`),
+//! so the same inputs give byte-identical journals.
+
+mod chain;
+mod effects;
+mod fleet;
+mod jobs;
+pub mod record;
+mod refusal;
+mod scheduling;
+mod settlement;
+pub mod store;
+pub mod trace;
+
+use std::sync::Arc;
+
+use icn_governance::{Event, Genesis, Governance};
+use icn_ledger::Ledger;
+use icn_protocol::wire::{Assignment, JobView};
+use icn_protocol::{JobId, Keypair, PublicKey};
+
+pub use chain::{
+    BadEntry, Entry, GENESIS_HASH, check_link, check_signatures, entry_hash, first_bad, unsealed_tail,
+};
+pub use fleet::WorkerView;
+pub use record::Record;
+pub use refusal::Refusal;
+pub use settlement::{cost, transfer};
+
+use fleet::Fleet;
+use jobs::Jobs;
+use settlement::Settlement;
+
+/// When an input arrives: wall-clock time, which records carry and governance reads
+/// (voting windows, mandate periods), and monotonic time, which every timeout reads, so
+/// that a jump of the wall clock never declares a live worker lost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Now {
+    pub wall_ms: u64,
+    pub mono_ms: u64,
+}
+
+impl Now {
+    /// Both clocks at `ms`: for tests and simulations, where they cannot drift apart.
+    pub fn at(ms: u64) -> Now {
+        Now { wall_ms: ms, mono_ms: ms }
+    }
+}
+
+/// Tunables of the core, each with its unit.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    /// A worker silent this long is taken as lost and its tasks go elsewhere.
+    pub worker_timeout_ms: u64,
+    /// Attempts a task gets before its job fails (worker losses, missed deadlines).
+    pub attempts_max: u32,
+    /// Time allowed beyond a task's own timeout for dispatch and reporting.
+    pub deadline_grace_ms: u64,
+    /// Jobs the core holds that have not ended; a submission beyond it is refused.
+    pub jobs_open_max: usize,
+    /// A job without a final result this long after submission fails, and its
+    /// reservation is voided, so credit is never held by a job that cannot end.
+    pub job_expiry_ms: u64,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            worker_timeout_ms: 5_000,
+            attempts_max: 5,
+            deadline_grace_ms: 5_000,
+            jobs_open_max: 100_000,
+            job_expiry_ms: 24 * 3_600_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Dispatch {
+        worker: PublicKey,
+        session: u64,
+        assignment: Assignment,
+    },
+    /// Close a worker's connection: it was declared lost, or it broke the protocol.
+    Disconnect {
+        worker: PublicKey,
+        session: u64,
+        reason: String,
+    },
+    /// A job's state changed; whoever watches it wants to know.
+    JobChanged(JobId),
+}
+
+/// Where the chain stands: the next entry's number and the last entry's hash.
+#[derive(Clone, Copy, Debug)]
+struct Chain {
+    next_seq: u64,
+    last_hash: [u8; 32],
+}
+
+pub struct Core {
+    key: Arc<Keypair>,
+    config: CoreConfig,
+    governance: Governance,
+    settlement: Settlement,
+    fleet: Fleet,
+    jobs: Jobs,
+    /// The founding document the journal began with.
+    genesis: Option<Genesis>,
+    chain: Chain,
+    /// The time of the input being handled.
+    clock: Now,
+    entries: Vec<Entry>,
+    commands: Vec<Command>,
+}
+
+impl Core {
+    pub fn new(key: Arc<Keypair>, config: CoreConfig) -> Self {
+        Core {
+            key,
+            config,
+            governance: Governance::default(),
+            settlement: Settlement::default(),
+            fleet: Fleet::default(),
+            jobs: Jobs::default(),
+            genesis: None,
+            chain: Chain { next_seq: 0, last_hash: GENESIS_HASH },
+            clock: Now::default(),
+            entries: Vec::new(),
+            commands: Vec::new(),
+        }
+    }
+
+    /// Rebuilds the state from journal entries already checked, then resumes.
+    pub fn recover(&mut self, entries: &[Entry], now: Now) -> Result<(), BadEntry> {
+        self.replay(entries)?;
+        self.resume(now);
+        Ok(())
+    }
+
+    /// Applies journal entries already checked, in order; the journal can be replayed in
+    /// chunks, so a start never holds more of it than one chunk.
+    pub fn replay(&mut self, entries: &[Entry]) -> Result<(), BadEntry> {
+        for entry in entries {
+            assert_eq!(entry.seq, self.chain.next_seq, "journal entries arrive in order");
+            let record = entry.decode_record()?;
+            self.clock.wall_ms = entry.time_ms;
+            self.apply(entry.seq, entry.time_ms, &record);
+            self.chain = Chain { next_seq: entry.seq + 1, last_hash: entry.hash };
+        }
+        Ok(())
+    }
+
+    /// After a replay: tasks that were placed when the coordinator stopped are requeued
+    /// (and that is journaled), since no worker is connected yet.
+    pub fn resume(&mut self, now: Now) {
+        self.clock = now;
+        for (task, attempt) in self.jobs.in_flight() {
+            self.requeue(task, attempt, "the coordinator restarted while it ran".into(), false);
+        }
+    }
+
+    /// Starts a new journal from `genesis`, or checks that the journal began from it:
+    /// after the first start, only decisions change what the genesis set.
+    pub fn found(&mut self, now: Now, genesis: &Genesis) -> Result<(), Refusal> {
+        self.clock = now;
+        genesis.validate().map_err(Refusal::BadGenesis)?;
+        match &self.genesis {
+            None if self.chain.next_seq == 0 => {
+                let signer = self.key.public();
+                self.record(None, signer, Record::Governance(Event::Genesis(genesis.clone())));
+                Ok(())
+            }
+            None => Err(Refusal::NoGenesis),
+            Some(journaled) if journaled == genesis => Ok(()),
+            Some(_) => Err(Refusal::GenesisChanged),
+        }
+    }
+
+    /// Entries to persist, the last one sealed. Empty when nothing happened.
+    pub fn take_entries(&mut self) -> Vec<Entry> {
+        if let Some(last) = self.entries.last_mut() {
+            last.seal_with(&self.key);
+        }
+        std::mem::take(&mut self.entries)
+    }
+
+    /// Commands to carry out once the entries are durable.
+    pub fn take_commands(&mut self) -> Vec<Command> {
+        std::mem::take(&mut self.commands)
+    }
+
+    /// Time passes: voting closes on proposals that are due (and their decisions are
+    /// acted on), silent workers are lost, overdue attempts are requeued and jobs past
+    /// their expiry fail.
+    pub fn tick(&mut self, now: Now) {
+        self.clock = now;
+        self.close_due_proposals();
+        self.lose_silent_workers();
+        for (task, attempt, worker) in self.jobs.overdue(now.mono_ms) {
+            let reason = format!("worker {} missed the deadline", worker.short());
+            self.requeue(task, attempt, reason, true);
+        }
+        self.expire();
+        self.schedule();
+    }
+
+    // ---- queries -----------------------------------------------------------------
+
+    pub fn governance(&self) -> &Governance {
+        &self.governance
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        self.settlement.ledger()
+    }
+
+    pub fn is_member(&self, key: &PublicKey) -> bool {
+        self.governance.members.contains_key(key)
+    }
+
+    pub fn journal_len(&self) -> u64 {
+        self.chain.next_seq
+    }
+
+    pub fn job(&self, id: &JobId) -> Option<JobView> {
+        self.jobs.view(id)
+    }
+
+    /// The journal entries about a job, in order.
+    pub fn job_entries(&self, id: &JobId) -> Vec<u64> {
+        self.jobs.get(id).map(|j| j.entries.clone()).unwrap_or_default()
+    }
+
+    /// Who submitted a job; for the shell's access checks.
+    pub fn submitter(&self, id: &JobId) -> Option<PublicKey> {
+        self.jobs.get(id).map(|j| j.submitter)
+    }
+
+    pub fn queue_len(&self) -> usize {
+        self.jobs.queue_len()
+    }
+
+    // ---- the one way state changes ------------------------------------------------
+
+    /// Makes an entry of `record` and applies it; returns its sequence number.
+    fn record(&mut self, cause: Option<u64>, signer: PublicKey, record: Record) -> u64 {
+        let seq = self.chain.next_seq;
+        let now_ms = self.clock.wall_ms;
+        let entry = Entry::new(seq, self.chain.last_hash, cause, now_ms, signer, &record);
+        self.apply(seq, now_ms, &record);
+        self.chain = Chain { next_seq: seq + 1, last_hash: entry.hash };
+        self.entries.push(entry);
+        if let Some(job) = record.job() {
+            self.commands.push(Command::JobChanged(job));
+        }
+        seq
+    }
+
+    /// The one place state changes: live, right after a record is made, and at start,
+    /// for every record in the journal. Each record goes to the concern it is about.
+    fn apply(&mut self, seq: u64, time_ms: u64, record: &Record) {
+        match record {
+            Record::JobSubmitted { submission, authorization } => {
+                self.apply_submitted(seq, time_ms, submission, authorization)
+            }
+            Record::TaskPlaced { task, attempt, worker, owner, quorum, .. } => {
+                self.apply_placed(seq, *task, *attempt, *worker, owner, *quorum)
+            }
+            Record::TaskRequeued { task, fault, .. } => self.apply_requeued(seq, *task, *fault),
+            Record::ReportReceived { report } => self.apply_report(seq, report),
+            Record::Verified { job, agreeing, dissenting, by_decision } => {
+                self.apply_verified(seq, *job, agreeing, dissenting, by_decision.is_some())
+            }
+            Record::ReplicasWanted { job, count, .. } => self.jobs.want_replicas(seq, job, *count),
+            Record::DisputeOpened { job, .. } => self.jobs.dispute(seq, job),
+            Record::JobCompleted { job, fuel, worker, payees, .. } => {
+                self.apply_completed(seq, *job, *fuel, *worker, payees)
+            }
+            Record::JobFailed { job, reason } => self.apply_failed(seq, *job, reason),
+            Record::Governance(event) => self.apply_governance(seq, time_ms, event),
+            Record::Cleared { request, clearing } => {
+                let members = |federation: &_| self.governance.descendants(federation);
+                self.settlement.apply_cleared(seq, time_ms, request, clearing, members)
+            }
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Why the core said no: one variant per reason, each with the values a client needs to
+//! say it in a sentence, and a stable code for machines.
+
+use icn_ledger::LedgerError;
+use icn_protocol::governance::{Credits, ScopeId};
+use icn_protocol::{JobId, PublicKey};
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The message breaks a bound or a rule of the protocol itself.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Governance(#[from] icn_governance::Refusal),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(
+        "the account of scope {scope} can take on {available} more credits (position {position}, {reserved} \
+         reserved, credit limit {limit}); this job may cost up to {hold}. A decision of a scope that contains \
+         {scope} can raise its credit line (`icn propose ... credit-limit --for {scope} --limit N`)"
+    )]
+    CreditExhausted {
+        scope: ScopeId,
+        available: i64,
+        position: i64,
+        reserved: i64,
+        limit: i64,
+        hold: Credits,
+    },
+    #[error("the coordinator holds {open} open jobs, its limit; try again when some have ended")]
+    TooManyJobs { open: usize },
+    #[error("job {job} is not in dispute")]
+    NotInDispute { job: JobId },
+    #[error("worker key {key} is not admitted to this commons")]
+    WorkerNotAdmitted { key: PublicKey },
+    #[error("{scope} is not a federation; clearing nets the obligations inside one")]
+    NotAFederation { scope: ScopeId },
+    #[error("{member} holds neither vote nor operate standing in {federation}")]
+    NoClearingStanding { member: String, federation: ScopeId },
+    #[error("this clearing request was carried out at entry {seq}; a replayed request changes nothing")]
+    ClearingReplayed { seq: u64 },
+    #[error(
+        "the request was made at {made_ms} ms and the coordinator's clock reads {now_ms} ms, more than \
+         {window_ms} ms apart; make a new request (and check this machine's clock)"
+    )]
+    ClearingStale { made_ms: u64, now_ms: u64, window_ms: u64 },
+    #[error("the genesis is not valid: {0}")]
+    BadGenesis(icn_governance::Refusal),
+    #[error("the journal holds entries but no genesis; it was not made by this version")]
+    NoGenesis,
+    #[error(
+        "the genesis file differs from the genesis this journal began with; after the first start, change \
+         scopes, members and workers through decisions, not the file"
+    )]
+    GenesisChanged,
+}
+
+impl From<icn_protocol::Error> for Refusal {
+    fn from(error: icn_protocol::Error) -> Self {
+        Refusal::Invalid(error.to_string())
+    }
+}
+
+impl Refusal {
+    /// A short name of the reason that does not change between versions, for programs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::Invalid(_) => "invalid",
+            Refusal::Governance(refusal) => governance_code(refusal),
+            Refusal::Ledger(_) => "ledger",
+            Refusal::CreditExhausted { .. } => "credit_exhausted",
+            Refusal::TooManyJobs { .. } => "too_many_jobs",
+            Refusal::NotInDispute { .. } => "not_in_dispute",
+            Refusal::WorkerNotAdmitted { .. } => "worker_not_admitted",
+            Refusal::NotAFederation { .. } => "not_a_federation",
+            Refusal::NoClearingStanding { .. } => "no_standing",
+            Refusal::ClearingReplayed { .. } => "replayed",
+            Refusal::ClearingStale { .. } => "stale",
+            Refusal::BadGenesis(_) | Refusal::NoGenesis | Refusal::GenesisChanged => "genesis",
+        }
+    }
+}
+
+fn governance_code(refusal: &icn_governance::Refusal) -> &'static str {
+    use icn_governance::Refusal as G;
+    match refusal {
+        G::NotAMember { .. } => "not_a_member",
+        G::UnknownScope { .. } => "unknown_scope",
+        G::NoStanding { .. } => "no_standing",
+        G::NoMandate { .. } => "no_mandate",
+        G::MandateExpired { .. } => "mandate_expired",
+        G::BudgetExhausted { .. } => "budget_exhausted",
+        G::ExecutorNotAllowed { .. } => "executor_not_allowed",
+        G::OverMandateLimit { .. } => "over_mandate_limit",
+        G::UnknownProposal { .. } => "unknown_proposal",
+        G::VotingClosed { .. } => "voting_closed",
+        G::NotInElectorate { .. } => "not_in_electorate",
+        G::DuplicateBallot { .. } => "duplicate_ballot",
+        G::ReplayedBallot { .. } => "replayed",
+        G::TooManyBallots { .. } => "too_many_ballots",
+        G::Invalid(_) => "invalid",
+    }
+}

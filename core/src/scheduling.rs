@@ -1,0 +1,318 @@
+//! Scheduling: placing a job's replicas on workers of distinct cooperatives by the
+//! scope's placement policy, taking their reports, judging whether they agree, asking for
+//! more replicas when they do not, and opening a dispute when more cannot settle it.
+
+use std::collections::BTreeSet;
+
+use icn_placement::{Plan, Policy, Request, Verdict};
+use icn_protocol::governance::ScopeId;
+use icn_protocol::wire::{Assignment, ExecutionReport, FailureKind, Outcome};
+use icn_protocol::{ContentId, Envelope, Fuel, JobId, PublicKey, TaskId};
+
+use crate::jobs::Received;
+use crate::record::Scores;
+use crate::{Command, Core, Now, Record, cost};
+
+impl Core {
+    /// A report already verified as signed by `worker`, the key its connection proved.
+    pub fn report(
+        &mut self,
+        now: Now,
+        worker: PublicKey,
+        session: u64,
+        envelope: Envelope,
+        report: ExecutionReport,
+    ) {
+        self.clock = now;
+        let task = report.task;
+        let Some(job) = self.jobs.get(&task.job) else {
+            return self.misbehaved(worker, session, format!("it reported on unknown task {task}"));
+        };
+        let Some(placement) = job.current(&task, report.attempt).filter(|p| p.worker == worker).cloned()
+        else {
+            // A late report for an attempt that was already requeued, or for a job already
+            // decided: not evidence of anything wrong, and not a result either.
+            tracing::debug!(%task, attempt = report.attempt, worker = %worker.short(), "stale report ignored");
+            return;
+        };
+        self.fleet.seen(&worker, now.mono_ms);
+        if let Err(e) = report.validate(&job.submission.limits) {
+            let reason = format!("worker {} sent an invalid report", worker.short());
+            self.requeue(task, placement.attempt, reason, true);
+            return self.misbehaved(worker, session, e.to_string());
+        }
+        let retry = matches!(&report.outcome, Outcome::Failed { kind, .. } if !kind.is_final());
+        let received =
+            self.record(Some(placement.placed_seq), worker, Record::ReportReceived { report: envelope });
+        if retry {
+            self.requeue(task, placement.attempt, "the worker failed for a reason of its own".into(), false);
+        } else {
+            self.verify(task.job, received);
+        }
+        self.schedule();
+    }
+
+    /// Places queued jobs in submission order: a job's first replicas by the policy's
+    /// plan, then replacements for lost replicas and the extra replicas a disagreement
+    /// asked for. Stops at the first job that cannot be placed, so none is overtaken.
+    pub(crate) fn schedule(&mut self) {
+        while let Some(id) = self.jobs.head() {
+            if !self.place(id) {
+                return;
+            }
+        }
+    }
+
+    /// Places what `id` waits for; whether it got all of it.
+    fn place(&mut self, id: JobId) -> bool {
+        let job = self.jobs.known(&id);
+        let policy = self.policy_for(&job.submission.scope);
+        let mut request = Request::new(job.submission.executor, job.submission.limits.memory_bytes, 1);
+        let pool = self.fleet.pool();
+        if job.replicas_placed == 0 && job.vacant.is_empty() && job.extra == 0 {
+            let plan = if policy.replicas <= 1 {
+                pool.place(&request).first().map(|chosen| Plan {
+                    chosen: vec![*chosen],
+                    quorum: 1,
+                    spot_check: false,
+                })
+            } else {
+                icn_placement::plan(pool, &request, &policy, draw(id))
+            };
+            let Some(plan) = plan else { return false };
+            for (index, (worker, score)) in plan.chosen.iter().enumerate() {
+                self.place_replica(TaskId { job: id, index: index as u32 }, *worker, score, plan.quorum);
+            }
+            return true;
+        }
+        // Replicas of this job already in flight or reported keep their owners off it.
+        for p in job.placements.values() {
+            request.exclude_workers.insert(p.worker);
+            request.exclude_owners.insert(p.owner.clone());
+        }
+        for r in &job.reports {
+            request.exclude_workers.insert(r.worker);
+            request.exclude_owners.insert(r.owner.clone());
+        }
+        let wanted: Vec<(u32, bool)> = job
+            .vacant
+            .iter()
+            .map(|index| (*index, false))
+            .chain((0..job.extra).map(|n| (job.replicas_placed + n, true)))
+            .collect();
+        let quorum = job.quorum;
+        for (index, settling) in wanted {
+            // A replica that settles a disagreement goes to the most trusted worker free.
+            let pool = self.fleet.pool();
+            let chosen = if settling { pool.place_most_trusted(&request) } else { pool.place(&request) };
+            let Some((worker, score)) = chosen.first().copied() else { return false };
+            request.exclude_workers.insert(worker);
+            let owner = self.fleet.worker(&worker).expect("a pooled worker is connected").owner.clone();
+            request.exclude_owners.insert(owner);
+            self.place_replica(TaskId { job: id, index }, worker, &score, quorum);
+        }
+        true
+    }
+
+    fn place_replica(&mut self, task: TaskId, worker: PublicKey, score: &icn_placement::Score, quorum: u32) {
+        let job = self.jobs.known(&task.job);
+        let attempt = job.attempts + 1;
+        let cause = *job.entries.last().expect("a job has its submission entry");
+        let assignment = Assignment {
+            task,
+            attempt,
+            module: job.submission.module,
+            input: job.submission.input.clone(),
+            args: job.submission.args.clone(),
+            limits: job.submission.limits,
+        };
+        let state = self.fleet.worker(&worker).expect("a pooled worker is connected");
+        let (owner, session) = (state.owner.clone(), state.session);
+        let scores = Scores::of(score);
+        let signer = self.key.public();
+        self.record(Some(cause), signer, Record::TaskPlaced { task, attempt, worker, owner, scores, quorum });
+        self.commands.push(Command::Dispatch { worker, session, assignment });
+    }
+
+    /// Compares the results in hand: accept, wait, add a replica, or open a dispute.
+    fn verify(&mut self, id: JobId, cause: u64) {
+        let job = self.jobs.known(&id);
+        let reports: Vec<icn_placement::Report> = job
+            .reports
+            .iter()
+            .map(|r| icn_placement::Report {
+                worker: r.worker,
+                owner: r.owner.clone(),
+                digest: result_key(&r.report),
+                fuel: comparable_fuel(&r.report),
+            })
+            .collect();
+        let outstanding = (job.placements.len() + job.vacant.len()) as u32 + job.extra;
+        let replicas_max = self.policy_for(&job.submission.scope).replicas_max.max(job.replicas_placed);
+        let signer = self.key.public();
+        let verdict =
+            icn_placement::judge(&reports, job.quorum, outstanding, job.replicas_placed, replicas_max);
+        let record = match verdict {
+            Verdict::Pending => return,
+            Verdict::Accepted(judged) => {
+                return self.accept(id, &judged.agreeing, &judged.dissenting, cause, None);
+            }
+            Verdict::NeedMore if !self.another_owner_admitted(id) => {
+                let reason = format!(
+                    "{} results disagree and no admitted worker of another cooperative can break the tie",
+                    reports.len()
+                );
+                Record::DisputeOpened { job: id, reason }
+            }
+            Verdict::NeedMore => {
+                let reason = format!("{} results disagree", reports.len());
+                Record::ReplicasWanted { job: id, count: 1, reason }
+            }
+            Verdict::Dispute => {
+                let reason = format!(
+                    "{} results disagree and {replicas_max} replicas is the most allowed",
+                    reports.len()
+                );
+                Record::DisputeOpened { job: id, reason }
+            }
+        };
+        self.record(Some(cause), signer, record);
+    }
+
+    /// The result the `agreeing` workers reported stands: trust follows, the job ends,
+    /// and if it completed, the owners of the agreeing workers are paid.
+    fn accept(
+        &mut self,
+        id: JobId,
+        agreeing: &[PublicKey],
+        dissenting: &[PublicKey],
+        cause: u64,
+        by_decision: Option<u64>,
+    ) {
+        let signer = self.key.public();
+        let mut cause = cause;
+        if agreeing.len() >= 2 || !dissenting.is_empty() || by_decision.is_some() {
+            let verified = Record::Verified {
+                job: id,
+                agreeing: agreeing.to_vec(),
+                dissenting: dissenting.to_vec(),
+                by_decision,
+            };
+            cause = self.record(Some(cause), signer, verified);
+        }
+        let job = self.jobs.known(&id);
+        let received =
+            |w: &PublicKey| job.reports.iter().find(|r| r.worker == *w).expect("an agreeing worker reported");
+        let accepted = received(&agreeing[0]);
+        let ended = match &accepted.report.outcome {
+            Outcome::Exited { .. } => {
+                let each = cost(&job.authorization, accepted.report.fuel);
+                let payees = agreeing.iter().map(|w| (received(w).owner.clone(), each)).collect();
+                Record::JobCompleted {
+                    job: id,
+                    output_digest: accepted.report.output_digest,
+                    fuel: accepted.report.fuel,
+                    worker: accepted.worker,
+                    payees,
+                }
+            }
+            Outcome::Failed { kind, detail } => {
+                Record::JobFailed { job: id, reason: format!("{kind:?}: {detail}") }
+            }
+        };
+        self.record(Some(cause), signer, ended);
+    }
+
+    pub(crate) fn apply_verified(
+        &mut self,
+        seq: u64,
+        job: JobId,
+        agreeing: &[PublicKey],
+        dissenting: &[PublicKey],
+        by_decision: bool,
+    ) {
+        // Evidence of honesty: independent results agreeing, or a verdict.
+        if agreeing.len() >= 2 || by_decision {
+            for worker in agreeing {
+                self.fleet.gain_trust(worker);
+            }
+        }
+        for worker in dissenting {
+            self.fleet.lose_trust(worker, seq, |trust| trust.disagreements += 1);
+        }
+        self.jobs.touch(seq, &job);
+    }
+
+    /// A decision settled a dispute: the reports with the decided result win, the others
+    /// lose trust, and the winners' owners are paid.
+    pub(crate) fn resolve(&mut self, id: JobId, output_digest: ContentId, fuel: Fuel, decided: u64) {
+        let Some(job) = self.jobs.get(&id).filter(|j| j.disputed && !j.ended) else {
+            tracing::warn!(job = %id, "a dispute decision for a job that is not in dispute changes nothing");
+            return;
+        };
+        let (winners, losers): (Vec<&Received>, Vec<&Received>) = job
+            .reports
+            .iter()
+            .partition(|r| r.report.output_digest == output_digest && r.report.fuel == fuel);
+        let (winners, losers): (Vec<PublicKey>, Vec<PublicKey>) =
+            (winners.iter().map(|r| r.worker).collect(), losers.iter().map(|r| r.worker).collect());
+        if winners.is_empty() {
+            let reason =
+                format!("the decided result (output {}, {fuel}) matches no report", output_digest.short());
+            let signer = self.key.public();
+            self.record(Some(decided), signer, Record::JobFailed { job: id, reason });
+            return;
+        }
+        self.accept(id, &winners, &losers, decided, Some(decided));
+    }
+
+    /// Whether any admitted worker belongs to a cooperative not yet involved in `id`.
+    fn another_owner_admitted(&self, id: JobId) -> bool {
+        let job = self.jobs.known(&id);
+        let involved: BTreeSet<&ScopeId> =
+            job.reports.iter().map(|r| &r.owner).chain(job.placements.values().map(|p| &p.owner)).collect();
+        self.governance
+            .workers
+            .iter()
+            .any(|(key, owner)| !involved.contains(owner) && !self.fleet.is_quarantined(key))
+    }
+
+    /// The placement policy for jobs of `scope`: replication when a decision asked for it.
+    fn policy_for(&self, scope: &ScopeId) -> Policy {
+        let base = self.fleet.policy();
+        match self.governance.placement_policy(scope) {
+            Some(p) => {
+                Policy { replicas: p.replicas, quorum: p.quorum, replicas_max: p.replicas_max(), ..base }
+            }
+            None => Policy { replicas: 1, quorum: 1, replicas_max: 1, ..base },
+        }
+    }
+}
+
+/// The fuel replicas must match on: all of it where the ending makes it the same on every
+/// honest worker, none where it depends on the worker's clock (a timeout stops a module
+/// wherever it happens to be).
+fn comparable_fuel(report: &ExecutionReport) -> u64 {
+    match &report.outcome {
+        Outcome::Failed { kind: FailureKind::Timeout, .. } => 0,
+        _ => report.fuel.0,
+    }
+}
+
+/// What replicas must match on to agree: how the run ended and what it printed.
+fn result_key(report: &ExecutionReport) -> ContentId {
+    let ending = match &report.outcome {
+        Outcome::Exited { code } => format!("exited {code}"),
+        Outcome::Failed { kind, .. } => format!("failed {kind:?}"),
+    };
+    let mut bytes = ending.into_bytes();
+    bytes.extend_from_slice(&report.output_digest.0);
+    ContentId::of(&bytes)
+}
+
+/// A number in [0, 1) fixed by the job's id: the spot-check draw, reproducible on replay
+/// and not chosen by anyone.
+fn draw(job: JobId) -> f64 {
+    let bytes: [u8; 8] = job.0.0[..8].try_into().expect("an id has eight bytes");
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}

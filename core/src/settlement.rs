@@ -1,0 +1,184 @@
+//! Settlement: the mutual-credit ledger as jobs move through it. Admission reserves a
+//! job's most cost against its scope's account, completion posts what was used to the
+//! cooperatives whose workers' results were accepted, failure voids; members ask for
+//! clearing, which nets obligations without moving any position.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use icn_governance::{Authorization, Genesis};
+use icn_ledger::{Clearing, Ledger, TransferId};
+use icn_protocol::governance::{
+    CLEAR_REQUEST_WINDOW_MS, ClearRequest, Credits, ScopeId, ScopeKind, Standing,
+};
+use icn_protocol::{ContentId, Envelope, Fuel, JobId, PublicKey};
+
+use crate::{Core, Now, Record, Refusal};
+
+#[derive(Default)]
+pub(crate) struct Settlement {
+    ledger: Ledger,
+    /// Clearing requests carried out within the last two request windows, by envelope
+    /// id, with when they were made and their entry: a replay is refused, and older ones
+    /// are refused by their age.
+    clearings: BTreeMap<ContentId, (u64, u64)>,
+}
+
+/// A job's one transfer: reserved at admission, posted at completion or voided at failure.
+pub fn transfer(job: JobId) -> TransferId {
+    TransferId::derive("job", &job.0.0)
+}
+
+/// What a job that used `fuel` costs, at the price it was admitted at. Reports are
+/// checked to stay within the fuel limit, so this stays within the hold; `min` keeps
+/// that true at a rounding edge.
+pub fn cost(authorization: &Authorization, fuel: Fuel) -> Credits {
+    authorization.price.cost(fuel).min(authorization.hold)
+}
+
+impl Settlement {
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Every founding scope gets its account, with the credit line the genesis grants.
+    pub fn found(&mut self, genesis: &Genesis) {
+        for scope in &genesis.scopes {
+            self.ledger.open(scope.id.clone());
+            if let Some(limit) = scope.credit_limit {
+                self.ledger.set_limit(&scope.id, limit).expect("a new account takes any valid limit");
+            }
+        }
+    }
+
+    /// Whether `scope`'s account can hold `hold` more.
+    pub fn check_fits(&self, scope: &ScopeId, hold: Credits) -> Result<(), Refusal> {
+        let account = self.ledger.account(scope)?;
+        if hold.0 > account.available() {
+            return Err(Refusal::CreditExhausted {
+                scope: scope.clone(),
+                available: account.available(),
+                position: account.position,
+                reserved: account.reserved,
+                limit: account.limit,
+                hold,
+            });
+        }
+        Ok(())
+    }
+
+    /// What setting `scope`'s limit would refuse, without setting it.
+    pub fn trial_limit(&self, scope: &ScopeId, limit: Credits) -> Result<(), Refusal> {
+        self.ledger.clone().set_limit(scope, limit).map(drop).map_err(Refusal::from)
+    }
+
+    pub fn set_limit(&mut self, scope: &ScopeId, limit: Credits) {
+        self.ledger.set_limit(scope, limit).expect("checked at close (else effect_refused is set)");
+    }
+
+    pub fn reserve(&mut self, job: JobId, scope: &ScopeId, hold: Credits) {
+        if hold.0 > 0 {
+            self.ledger
+                .reserve(transfer(job), scope, hold)
+                .expect("a journaled admission fits the account (checked before it was recorded)");
+        }
+    }
+
+    pub fn post(&mut self, job: JobId, hold: Credits, payees: &[(ScopeId, Credits)]) {
+        if hold.0 > 0 {
+            self.ledger.post(transfer(job), payees).expect("a completed job's reservation posts");
+        }
+    }
+
+    pub fn void(&mut self, job: JobId, hold: Credits) {
+        if hold.0 > 0 {
+            self.ledger.void(transfer(job)).expect("a failed job's reservation voids");
+        }
+    }
+
+    pub fn apply_cleared(
+        &mut self,
+        seq: u64,
+        time_ms: u64,
+        request: &Envelope,
+        clearing: &Clearing,
+        members: impl Fn(&ScopeId) -> BTreeSet<ScopeId>,
+    ) {
+        let decoded = request.open_trusted::<ClearRequest>().expect("journaled requests decode");
+        self.clearings
+            .retain(|_, (made_ms, _)| made_ms.saturating_add(2 * CLEAR_REQUEST_WINDOW_MS) >= time_ms);
+        self.clearings.insert(request.id(), (decoded.made_ms, seq));
+        let done = self.ledger.clear(&members(&decoded.federation)).expect("cleared scopes exist");
+        assert_eq!(&done, clearing, "entry {seq}: the journaled clearing differs from a recomputation");
+    }
+}
+
+impl Core {
+    /// A member's request to clear the obligations within a federation.
+    pub fn clear(
+        &mut self,
+        now: Now,
+        envelope: Envelope,
+        request: ClearRequest,
+    ) -> Result<Clearing, Refusal> {
+        self.clock = now;
+        if let Some((_, seq)) = self.settlement.clearings.get(&envelope.id()) {
+            return Err(Refusal::ClearingReplayed { seq: *seq });
+        }
+        let window_ms = CLEAR_REQUEST_WINDOW_MS;
+        if request.made_ms.abs_diff(now.wall_ms) > window_ms {
+            return Err(Refusal::ClearingStale { made_ms: request.made_ms, now_ms: now.wall_ms, window_ms });
+        }
+        let federation = &request.federation;
+        if self.governance.scope(federation)?.kind != ScopeKind::Federation {
+            return Err(Refusal::NotAFederation { scope: federation.clone() });
+        }
+        let signer = envelope.signer;
+        let may = [Standing::Vote, Standing::Operate]
+            .iter()
+            .any(|s| self.governance.holds(&signer, federation, *s));
+        if !may {
+            let member =
+                self.governance.member_name(&signer).map_or_else(|| signer.to_string(), str::to_string);
+            return Err(Refusal::NoClearingStanding { member, federation: federation.clone() });
+        }
+        let clearing = self.settlement.ledger.clone().clear(&self.governance.descendants(federation))?;
+        self.record(None, signer, Record::Cleared { request: envelope, clearing: clearing.clone() });
+        Ok(clearing)
+    }
+
+    pub(crate) fn apply_completed(
+        &mut self,
+        seq: u64,
+        job: JobId,
+        fuel: Fuel,
+        worker: PublicKey,
+        payees: &[(ScopeId, Credits)],
+    ) {
+        let state = self.jobs.known(&job);
+        assert!(!state.ended, "entry {seq}: job {job} completes after it ended");
+        let authorization = state.authorization;
+        let each = cost(&authorization, fuel);
+        assert!(
+            payees.iter().all(|(_, paid)| *paid == each),
+            "entry {seq}: a journaled payment differs from fuel times the price"
+        );
+        let spent = Credits(payees.iter().map(|(_, paid)| paid.0).sum());
+        assert!(spent <= authorization.hold, "entry {seq}: payments exceed the hold");
+        let accepted = state.reports.iter().find(|r| r.worker == worker).map(|r| (worker, r.report.clone()));
+        self.governance.release(authorization.decision, authorization.hold, spent);
+        self.settlement.post(job, authorization.hold, payees);
+        for (payee, paid) in payees {
+            self.fleet.earn(payee, paid.0.max(0) as u64);
+        }
+        self.end(seq, &job, accepted, None);
+    }
+
+    pub(crate) fn apply_failed(&mut self, seq: u64, job: JobId, reason: &str) {
+        let state = self.jobs.known(&job);
+        assert!(!state.ended, "entry {seq}: job {job} fails after it ended");
+        let authorization = state.authorization;
+        self.governance.release(authorization.decision, authorization.hold, Credits(0));
+        self.settlement.void(job, authorization.hold);
+        self.end(seq, &job, None, Some(reason.to_string()));
+    }
+}

@@ -1,0 +1,67 @@
+//! The seam between the core and where its journal lives. The chain (hashes, links,
+//! seals) is the core's; a store only keeps entries in order and gives them back. SQLite
+//! is the embedded default (in the coordinator); [`MemoryJournal`] serves tests and
+//! simulations.
+
+use icn_protocol::Seal;
+
+use crate::chain::Entry;
+
+/// Entries the journal reads at once, so that loading never holds more than a bounded
+/// number of them beyond what the caller keeps.
+pub const READ_ENTRIES_MAX: usize = 4_096;
+
+pub trait JournalStore {
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Appends a batch, which ends with its seal, in one atomic step: all of it is
+    /// stored, or none.
+    fn append(&mut self, entries: &[Entry]) -> Result<(), Self::Error>;
+
+    /// Up to `limit` entries from entry `from` on, in order.
+    fn read(&self, from: u64, limit: usize) -> Result<Vec<Entry>, Self::Error>;
+
+    /// How many entries the journal holds: the next entry's number.
+    fn len(&self) -> Result<u64, Self::Error>;
+
+    fn is_empty(&self) -> Result<bool, Self::Error> {
+        Ok(self.len()? == 0)
+    }
+
+    /// The seal stored on entry `seq`, if that entry ended a batch.
+    fn seal_at(&self, seq: u64) -> Result<Option<Seal>, Self::Error> {
+        Ok(self.read(seq, 1)?.first().filter(|e| e.seq == seq).and_then(Entry::sealed))
+    }
+}
+
+/// A journal in memory.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryJournal {
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct MemoryError(String);
+
+impl JournalStore for MemoryJournal {
+    type Error = MemoryError;
+
+    fn append(&mut self, entries: &[Entry]) -> Result<(), MemoryError> {
+        let next = self.entries.len() as u64;
+        if entries.first().is_some_and(|e| e.seq != next) {
+            return Err(MemoryError(format!("entry {} appended where {next} was next", entries[0].seq)));
+        }
+        self.entries.extend_from_slice(entries);
+        Ok(())
+    }
+
+    fn read(&self, from: u64, limit: usize) -> Result<Vec<Entry>, MemoryError> {
+        let from = usize::try_from(from).unwrap_or(usize::MAX).min(self.entries.len());
+        Ok(self.entries[from..].iter().take(limit).cloned().collect())
+    }
+
+    fn len(&self) -> Result<u64, MemoryError> {
+        Ok(self.entries.len() as u64)
+    }
+}
