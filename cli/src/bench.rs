@@ -180,7 +180,7 @@ pub fn ledger(postings: usize, batch: usize) -> anyhow::Result<LedgerBenchReport
     use icn_coordinator::journal::{Journal, open_connection};
     use icn_core::record::Record;
     use icn_core::store::JournalStore;
-    use icn_core::{Entry, GENESIS_HASH};
+    use icn_core::{Entry, GENESIS_HASH, IndexKey, IndexRow};
     use icn_ledger::{Ledger, TransferId};
     use icn_protocol::governance::{Credits, ScopeId};
 
@@ -216,6 +216,7 @@ pub fn ledger(postings: usize, batch: usize) -> anyhow::Result<LedgerBenchReport
     let started = Instant::now();
     for (chunk_index, chunk) in ids.chunks(batch).enumerate() {
         let mut entries = Vec::with_capacity(chunk.len());
+        let mut index = Vec::with_capacity(chunk.len() * 3);
         for (i, id) in chunk.iter().enumerate() {
             let payee = payees[(chunk_index * batch + i) % payees.len()].clone();
             let record = Record::JobCompleted {
@@ -226,6 +227,10 @@ pub fn ledger(postings: usize, batch: usize) -> anyhow::Result<LedgerBenchReport
                 payees: vec![(payee.clone(), Credits(37))],
             };
             let entry = Entry::new(seq, prev, None, 0, key.public(), &record);
+            // The rows the core files for a completion: the job, the payer, the payee.
+            index.push(IndexRow { key: IndexKey::Job(icn_protocol::JobId(id.0)), seq, change: 0 });
+            index.push(IndexRow { key: IndexKey::Scope(payer.clone()), seq, change: -37 });
+            index.push(IndexRow { key: IndexKey::Scope(payee.clone()), seq, change: 37 });
             durable.reserve(*id, &payer, Credits(100))?;
             durable.post(*id, &[(payee, Credits(37))])?;
             prev = entry.hash;
@@ -233,7 +238,7 @@ pub fn ledger(postings: usize, batch: usize) -> anyhow::Result<LedgerBenchReport
             entries.push(entry);
         }
         entries.last_mut().expect("chunks are not empty").seal_with(&key);
-        journal.append(&entries)?;
+        journal.append(&entries, &index)?;
     }
     let durable_postings_per_s = postings as f64 / started.elapsed().as_secs_f64();
 

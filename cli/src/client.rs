@@ -5,9 +5,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
-use icn_core::trace::{Statement, Trace};
-use icn_governance::Governance;
 use icn_protocol::governance::{Ballot, Choice, ClearRequest, Proposal, ScopeId};
+use icn_protocol::views::{
+    ClearingView, DecisionView, MemberView, PAGE_ITEMS_MAX, Page, Paged, PositionsView, ProposalView,
+    ScopeSummary, ScopeView, Statement, Trace, WorkerView,
+};
 use icn_protocol::wire::{
     Answer, ClientRequest, ClientResponse, Hello, JobView, MESSAGE_SIZE_BYTES_MAX, Role, Submission,
     TraceQuery,
@@ -131,7 +133,7 @@ impl Client {
         }
         match self.request(&ClientRequest::PutModule(bytes.to_vec())).await? {
             ClientResponse::ModuleStored(stored) if stored == cid => Ok(cid),
-            ClientResponse::Error(reason) => bail!("module upload refused: {reason}"),
+            ClientResponse::Error(error) => bail!("module upload refused: {}", error.message),
             other => bail!(unexpected(other)),
         }
     }
@@ -141,7 +143,7 @@ impl Client {
         let envelope = Envelope::seal(&self.key, transport::nonce(), submission);
         match self.request(&ClientRequest::Submit(envelope)).await? {
             ClientResponse::Submitted(job) => Ok(job),
-            ClientResponse::Error(reason) => bail!("{reason}"),
+            ClientResponse::Error(error) => bail!("{}", error.message),
             other => bail!(unexpected(other)),
         }
     }
@@ -151,7 +153,7 @@ impl Client {
         let envelope = Envelope::seal(&self.key, transport::nonce(), proposal);
         match self.request(&ClientRequest::Propose(envelope)).await? {
             ClientResponse::Proposed { proposal, closes_ms } => Ok((proposal, closes_ms)),
-            ClientResponse::Error(reason) => bail!("{reason}"),
+            ClientResponse::Error(error) => bail!("{}", error.message),
             other => bail!(unexpected(other)),
         }
     }
@@ -161,49 +163,141 @@ impl Client {
         let envelope = Envelope::seal(&self.key, transport::nonce(), &Ballot { proposal, choice });
         match self.request(&ClientRequest::Vote(envelope)).await? {
             ClientResponse::Voted { .. } => Ok(()),
-            ClientResponse::Error(reason) => bail!("{reason}"),
+            ClientResponse::Error(error) => bail!("{}", error.message),
             other => bail!(unexpected(other)),
         }
     }
 
-    /// The coordinator's governance state now.
-    pub async fn governance(&self) -> anyhow::Result<Governance> {
-        serde_json::from_str(&self.json(&ClientRequest::Governance).await?)
-            .context("the coordinator's governance document does not parse")
+    /// Answers the request or says why not: the refusal's sentence becomes the error.
+    async fn call(&self, request: ClientRequest) -> anyhow::Result<ClientResponse> {
+        match self.request(&request).await? {
+            ClientResponse::Error(error) => bail!("{}", error.message),
+            response => Ok(response),
+        }
+    }
+
+    /// Every page of a list, one request a page.
+    async fn all<T>(
+        &self,
+        request: impl Fn(Page) -> ClientRequest,
+        items: impl Fn(ClientResponse) -> Option<Paged<T>>,
+    ) -> anyhow::Result<Vec<T>> {
+        let mut all = Vec::new();
+        let mut page = Page::first(PAGE_ITEMS_MAX);
+        loop {
+            let response = self.call(request(page)).await?;
+            let paged = match items(response) {
+                Some(paged) => paged,
+                None => bail!("unexpected answer from the coordinator to a list request"),
+            };
+            all.extend(paged.items);
+            match paged.next {
+                Some(next) => page.after = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    pub async fn members(&self) -> anyhow::Result<Vec<MemberView>> {
+        self.all(ClientRequest::Members, |r| match r {
+            ClientResponse::Members(page) => Some(page),
+            _ => None,
+        })
+        .await
+    }
+
+    pub async fn scopes(&self) -> anyhow::Result<Vec<ScopeSummary>> {
+        match self.call(ClientRequest::Scopes).await? {
+            ClientResponse::Scopes(scopes) => Ok(scopes),
+            other => bail!(unexpected(other)),
+        }
+    }
+
+    /// One scope, with the first page of its members.
+    pub async fn scope(&self, scope: ScopeId) -> anyhow::Result<ScopeView> {
+        match self.call(ClientRequest::Scope(scope, Page::first(PAGE_ITEMS_MAX))).await? {
+            ClientResponse::Scope(view) => Ok(*view),
+            other => bail!(unexpected(other)),
+        }
+    }
+
+    /// Open proposals, oldest first.
+    pub async fn proposals(&self) -> anyhow::Result<Vec<ProposalView>> {
+        self.all(ClientRequest::Proposals, |r| match r {
+            ClientResponse::Proposals(page) => Some(page),
+            _ => None,
+        })
+        .await
+    }
+
+    pub async fn proposal(&self, id: ContentId) -> anyhow::Result<ProposalView> {
+        match self.call(ClientRequest::Proposal(id)).await? {
+            ClientResponse::Proposal(view) => Ok(*view),
+            other => bail!(unexpected(other)),
+        }
+    }
+
+    /// Every decision, oldest first.
+    pub async fn decisions(&self) -> anyhow::Result<Vec<DecisionView>> {
+        self.all(ClientRequest::Decisions, |r| match r {
+            ClientResponse::Decisions(page) => Some(page),
+            _ => None,
+        })
+        .await
+    }
+
+    pub async fn decision(&self, seq: u64) -> anyhow::Result<DecisionView> {
+        match self.call(ClientRequest::Decision(seq)).await? {
+            ClientResponse::Decision(view) => Ok(*view),
+            other => bail!(unexpected(other)),
+        }
     }
 
     pub async fn trace(&self, query: TraceQuery) -> anyhow::Result<Trace> {
-        serde_json::from_str(&self.json(&ClientRequest::Trace(query)).await?)
-            .context("the coordinator's trace document does not parse")
+        match self.call(ClientRequest::Trace(query)).await? {
+            ClientResponse::Trace(trace) => Ok(*trace),
+            other => bail!(unexpected(other)),
+        }
     }
 
-    pub async fn workers(&self) -> anyhow::Result<Vec<icn_core::WorkerView>> {
-        serde_json::from_str(&self.json(&ClientRequest::Workers).await?)
-            .context("the coordinator's workers do not parse")
+    pub async fn workers(&self) -> anyhow::Result<Vec<WorkerView>> {
+        self.all(ClientRequest::Workers, |r| match r {
+            ClientResponse::Workers(page) => Some(page),
+            _ => None,
+        })
+        .await
     }
 
-    pub async fn positions(&self) -> anyhow::Result<icn_ledger::Positions> {
-        serde_json::from_str(&self.json(&ClientRequest::Positions).await?)
-            .context("the coordinator's positions do not parse")
+    pub async fn positions(&self) -> anyhow::Result<PositionsView> {
+        match self.call(ClientRequest::Positions).await? {
+            ClientResponse::Positions(positions) => Ok(positions),
+            other => bail!(unexpected(other)),
+        }
     }
 
+    /// A scope's whole statement, every page of it.
     pub async fn statement(&self, scope: ScopeId) -> anyhow::Result<Statement> {
-        serde_json::from_str(&self.json(&ClientRequest::Statement(scope)).await?)
-            .context("the coordinator's statement does not parse")
+        let mut all = Statement { scope: scope.clone(), lines: vec![], next: None };
+        let mut page = Page::first(PAGE_ITEMS_MAX);
+        loop {
+            let statement = match self.call(ClientRequest::Statement(scope.clone(), page)).await? {
+                ClientResponse::Statement(statement) => statement,
+                other => bail!(unexpected(other)),
+            };
+            all.lines.extend(statement.lines);
+            match statement.next {
+                Some(next) => page.after = Some(next),
+                None => return Ok(all),
+            }
+        }
     }
 
     /// Asks for the obligations within `federation` to be netted; signed by this member.
-    pub async fn clear(&self, federation: ScopeId) -> anyhow::Result<icn_ledger::Clearing> {
+    pub async fn clear(&self, federation: ScopeId) -> anyhow::Result<ClearingView> {
         let made_ms = icn_coordinator::server::now_ms();
         let envelope = Envelope::seal(&self.key, transport::nonce(), &ClearRequest { federation, made_ms });
-        serde_json::from_str(&self.json(&ClientRequest::Clear(envelope)).await?)
-            .context("the coordinator's clearing does not parse")
-    }
-
-    async fn json(&self, request: &ClientRequest) -> anyhow::Result<String> {
-        match self.request(request).await? {
-            ClientResponse::Json(json) => Ok(json),
-            ClientResponse::Error(reason) => bail!("{reason}"),
+        match self.call(ClientRequest::Clear(envelope)).await? {
+            ClientResponse::Cleared(clearing) => Ok(clearing),
             other => bail!(unexpected(other)),
         }
     }
@@ -211,7 +305,7 @@ impl Client {
     pub async fn status(&self, job: JobId) -> anyhow::Result<JobView> {
         match self.request(&ClientRequest::Status(job)).await? {
             ClientResponse::Job(view) => Ok(*view),
-            ClientResponse::Error(reason) => bail!("{reason}"),
+            ClientResponse::Error(error) => bail!("{}", error.message),
             other => bail!(unexpected(other)),
         }
     }
@@ -228,7 +322,7 @@ impl Client {
                     on_update(&view);
                     last = Some(*view);
                 }
-                ClientResponse::Error(reason) => bail!("{reason}"),
+                ClientResponse::Error(error) => bail!("{}", error.message),
                 other => bail!(unexpected(other)),
             }
         }

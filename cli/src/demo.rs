@@ -4,9 +4,11 @@
 
 use std::time::Instant;
 
+use anyhow::Context;
+
 use icn_coordinator::journal;
-use icn_governance::Decision;
 use icn_protocol::governance::{Choice, Credits, Effect, Proposal};
+use icn_protocol::views::DecisionView;
 use icn_protocol::wire::{JobState, JobView, Limits, Outcome, Submission, TraceQuery};
 use icn_protocol::{ContentId, Fuel};
 
@@ -76,8 +78,8 @@ pub async fn run() -> anyhow::Result<()> {
     ben.vote(id, Choice::Yes).await?;
     println!("  ana votes yes; ben votes yes; voting stays open for the window of the rule");
     let decision = wait_for_decision(&ana, id).await?;
-    println!("  decision #{}: {}", decision.seq, decision.record.reason);
-    anyhow::ensure!(decision.record.accepted, "the demo's budget proposal was rejected");
+    println!("  decision #{}: {}", decision.seq, decision.reason);
+    anyhow::ensure!(decision.accepted, "the demo's budget proposal was rejected");
 
     let mut submitted = Vec::new();
     for (job, module) in JOBS.iter().zip(&modules) {
@@ -96,28 +98,24 @@ pub async fn run() -> anyhow::Result<()> {
     println!("\nicn trace {}:\n", traced.0.short());
     print!("{}", ana.trace(TraceQuery::Job(traced)).await?);
 
-    let governance = ana.governance().await?;
-    let mandate = &governance.mandates[&decision.seq];
+    let scope = ana.scope(federation.clone()).await?;
+    let mandate = scope.mandate.context("the federation's mandate is in force")?;
     println!(
         "\nmandate of {federation}: budget {}, {} spent by completed jobs, {} left",
-        mandate.mandate.budget,
-        mandate.spent.0,
-        mandate.left().0
+        mandate.mandate.budget, mandate.spent.0, mandate.left.0
     );
     let positions = ana.positions().await?;
     println!("\nicn ledger positions:");
     print!("{}", crate::governance::positions(&positions));
     println!("what moved them:");
-    for (scope, account) in &positions.accounts {
-        if account.position == 0 {
-            continue;
-        }
+    for account in positions.accounts.iter().filter(|a| a.position != 0) {
+        let scope = &account.scope;
         for line in ana.statement(scope.clone()).await?.lines.iter().filter(|l| l.change.0 != 0) {
-            println!("  {scope:<10} #{:<4} {:>+6}  {}", line.seq, line.change.0, line.text);
+            println!("  {:<10} #{:<4} {:>+6}  {}", scope.as_str(), line.seq, line.change.0, line.text);
         }
     }
     anyhow::ensure!(
-        positions.accounts.values().map(|a| a.position).sum::<i64>() == 0,
+        positions.accounts.iter().map(|a| a.position).sum::<i64>() == 0,
         "positions do not sum to zero"
     );
     let verification = journal::verify(&commons.journal, Some(commons.coordinator.public_key()))?;
@@ -155,12 +153,11 @@ fn submission(module: &ContentId, input: &[u8], fuel: u64) -> Submission {
 }
 
 /// Waits for the proposal's voting window to close and its decision to be recorded.
-pub async fn wait_for_decision(client: &Client, proposal: ContentId) -> anyhow::Result<Decision> {
+pub async fn wait_for_decision(client: &Client, proposal: ContentId) -> anyhow::Result<DecisionView> {
     let deadline = Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let governance = client.governance().await?;
-        if let Some(seq) = governance.closed.get(&proposal) {
-            return Ok(governance.decisions[seq].clone());
+        if let Some(seq) = client.proposal(proposal).await?.decision {
+            return client.decision(seq).await;
         }
         anyhow::ensure!(Instant::now() < deadline, "proposal {proposal} was not decided within a minute");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;

@@ -1,91 +1,94 @@
-//! Governance state in plain words, for `icn decisions`, `icn members` and `icn scope`.
+//! Governance, ledger and worker views in plain words, for `icn decisions`, `icn members`,
+//! `icn scope`, `icn ledger positions` and `icn workers`.
 
 use std::fmt::Write;
 
-use icn_governance::Governance;
-use icn_protocol::governance::ScopeId;
+use icn_protocol::governance::Standing;
+use icn_protocol::views::{
+    DecisionView, MemberView, PositionsView, ProposalView, ScopeSummary, ScopeView, WorkerView, when,
+};
 
-fn standing_list<'a>(standing: impl IntoIterator<Item = &'a icn_protocol::governance::Standing>) -> String {
+fn standing_list<'a>(standing: impl IntoIterator<Item = &'a Standing>) -> String {
     standing.into_iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
-pub fn decisions(governance: &Governance) -> String {
+fn name(person: &icn_protocol::views::Person) -> &str {
+    person.name.as_deref().unwrap_or("?")
+}
+
+pub fn decisions(decisions: &[DecisionView], open: &[ProposalView]) -> String {
     let mut out = String::new();
-    if governance.decisions.is_empty() && governance.open.is_empty() {
+    if decisions.is_empty() && open.is_empty() {
         out.push_str("no proposals yet\n");
     }
-    for decision in governance.decisions.values() {
-        let p = &decision.proposal;
+    for d in decisions {
         let _ = writeln!(
             out,
             "#{:<6} {} {:<8} {:?} by {}: {}\n        {}",
-            decision.seq,
-            p.scope,
-            if decision.record.accepted { "ACCEPTED" } else { "REJECTED" },
-            p.title,
-            governance.member_name(&decision.proposer).unwrap_or("?"),
-            governance.describe_effect(&p.scope, &p.effect),
-            decision.record.reason
+            d.seq,
+            d.scope,
+            if d.accepted { "ACCEPTED" } else { "REJECTED" },
+            d.title,
+            name(&d.proposer),
+            d.effect_text,
+            d.reason
         );
     }
-    for (id, open) in &governance.open {
-        let p = &open.proposal;
+    for p in open {
         let _ = writeln!(
             out,
             "open    {} proposal {} {:?} by {}: {}\n        {} of {} have voted; voting closes {}",
             p.scope,
-            id.short(),
+            p.id.short(),
             p.title,
-            governance.member_name(&open.proposer).unwrap_or("?"),
-            governance.describe_effect(&p.scope, &p.effect),
-            open.ballots.len(),
-            open.electorate.len(),
-            icn_core::trace::when(open.closes_ms)
+            name(&p.proposer),
+            p.effect_text,
+            p.ballots.len(),
+            p.tally.electorate,
+            when(p.closes_ms)
         );
     }
     out
 }
 
-pub fn members(governance: &Governance) -> String {
+pub fn members(members: &[MemberView]) -> String {
     let mut out = String::new();
-    for (key, name) in &governance.members {
-        let _ = writeln!(out, "{name} ({})", key.short());
-        for (id, scope) in &governance.scopes {
-            if let Some(held) = scope.standing.get(key) {
-                let _ = writeln!(out, "    {id}: {}", standing_list(held));
-            }
+    for member in members {
+        let _ = writeln!(out, "{} ({})", name(&member.person), member.person.key.short());
+        for (scope, held) in &member.standing {
+            let _ = writeln!(out, "    {scope}: {}", standing_list(held));
         }
     }
     out
 }
 
-pub fn scopes(governance: &Governance) -> String {
+pub fn scopes(scopes: &[ScopeSummary]) -> String {
     let mut out = String::new();
     // Depth-first from the commons, so the tree reads top-down.
-    fn walk(governance: &Governance, id: &ScopeId, depth: usize, out: &mut String) {
-        let scope = &governance.scopes[id];
-        let members = scope.standing.len();
-        let _ =
-            writeln!(out, "{}{id} ({:?}, {members} members with standing)", "  ".repeat(depth), scope.kind);
-        for (child, c) in &governance.scopes {
-            if c.parent.as_ref() == Some(id) {
-                walk(governance, child, depth + 1, out);
-            }
+    fn walk(scopes: &[ScopeSummary], scope: &ScopeSummary, depth: usize, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "{}{} ({:?}, {} members with standing)",
+            "  ".repeat(depth),
+            scope.id,
+            scope.kind,
+            scope.members
+        );
+        for child in scopes.iter().filter(|c| c.parent.as_ref() == Some(&scope.id)) {
+            walk(scopes, child, depth + 1, out);
         }
     }
-    for (id, scope) in &governance.scopes {
-        if scope.parent.is_none() {
-            walk(governance, id, 0, &mut out);
-        }
+    for root in scopes.iter().filter(|s| s.parent.is_none()) {
+        walk(scopes, root, 0, &mut out);
     }
     out
 }
 
-pub fn scope(governance: &Governance, id: &ScopeId, now_ms: u64) -> anyhow::Result<String> {
-    let scope = governance.scope(id)?;
+pub fn scope(scope: &ScopeView, now_ms: u64) -> String {
     let mut out = String::new();
     let parent = scope.parent.as_ref().map_or("none".to_string(), ToString::to_string);
-    let _ = writeln!(out, "scope {id}: a {} inside {parent}", format!("{:?}", scope.kind).to_lowercase());
+    let _ =
+        writeln!(out, "scope {}: a {} inside {parent}", scope.id, format!("{:?}", scope.kind).to_lowercase());
     let r = scope.rule;
     let _ = writeln!(
         out,
@@ -94,56 +97,52 @@ pub fn scope(governance: &Governance, id: &ScopeId, now_ms: u64) -> anyhow::Resu
         r.approval,
         r.voting_window_ms as f64 / 1000.0
     );
-    let prices = governance.prices(id);
-    let _ = writeln!(out, "prices: {} credits per million fuel", prices.credits_per_mega_fuel);
+    let _ = writeln!(out, "prices: {} credits per million fuel", scope.prices.credits_per_mega_fuel);
     if let Some(policy) = scope.policy {
         let _ = writeln!(out, "placement: {} replicas, {} must agree", policy.replicas, policy.quorum);
     }
-    match scope.mandate.map(|d| &governance.mandates[&d]) {
+    match &scope.mandate {
         Some(m) => {
             let state = if now_ms >= m.expires_ms { "expired" } else { "in force" };
             let _ = writeln!(
                 out,
                 "mandate from entry #{} ({state}): budget {}, {} spent, {} held by running jobs, {} left; {} jobs",
-                m.decision,
-                m.mandate.budget,
-                m.spent.0,
-                m.held.0,
-                m.left().0,
-                m.jobs
+                m.decision, m.mandate.budget, m.spent.0, m.held.0, m.left.0, m.jobs
             );
         }
         None => out.push_str("mandate: none\n"),
     }
     out.push_str("members:\n");
-    for (key, held) in &scope.standing {
-        let name = governance.member_name(key).unwrap_or("?");
-        let _ = writeln!(out, "    {name} ({}): {}", key.short(), standing_list(held));
+    for (person, held) in &scope.members.items {
+        let _ = writeln!(out, "    {} ({}): {}", name(person), person.key.short(), standing_list(held));
     }
-    let workers: Vec<String> =
-        governance.workers.iter().filter(|(_, owner)| *owner == id).map(|(key, _)| key.short()).collect();
-    if !workers.is_empty() {
+    if scope.members.next.is_some() {
+        out.push_str("    … and more\n");
+    }
+    if !scope.workers.is_empty() {
+        let workers: Vec<String> = scope.workers.iter().map(|key| key.short()).collect();
         let _ = writeln!(out, "workers: {}", workers.join(", "));
     }
-    Ok(out)
+    out
 }
 
-pub fn positions(positions: &icn_ledger::Positions) -> String {
+pub fn positions(positions: &PositionsView) -> String {
     let mut out = format!(
         "{:<16} {:>12} {:>12} {:>12} {:>12}\n",
         "scope", "position", "reserved", "credit line", "available"
     );
-    for (scope, a) in &positions.accounts {
+    for a in &positions.accounts {
         let _ = writeln!(
             out,
-            "{scope:<16} {:>12} {:>12} {:>12} {:>12}",
+            "{:<16} {:>12} {:>12} {:>12} {:>12}",
+            a.scope.as_str(),
             a.position,
             a.reserved,
             a.limit,
-            a.available()
+            a.available
         );
     }
-    let sum: i64 = positions.accounts.values().map(|a| a.position).sum();
+    let sum: i64 = positions.accounts.iter().map(|a| a.position).sum();
     let _ = writeln!(out, "sum of positions: {sum}");
     if !positions.obligations.is_empty() {
         out.push_str("owed:\n");
@@ -154,7 +153,7 @@ pub fn positions(positions: &icn_ledger::Positions) -> String {
     out
 }
 
-pub fn workers(workers: &[icn_core::WorkerView]) -> String {
+pub fn workers(workers: &[WorkerView]) -> String {
     let mut out = format!(
         "{:<10} {:<12} {:<10} {:>6} {:>7} {:>6} {:>8} {:>6}  state\n",
         "worker", "owner", "connected", "slots", "agreed", "wrong", "missed", "trust"

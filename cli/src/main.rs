@@ -15,6 +15,7 @@ use icn_coordinator::journal;
 use icn_protocol::governance::{
     Choice, Credits, Effect, Mandate, PlacementPolicy, PriceSchedule, Proposal, ScopeId, Standing,
 };
+use icn_protocol::views::{PAGE_ITEMS_MAX, Page};
 use icn_protocol::wire::{ExecutorKind, JobState, JobView, Limits, Outcome, Submission, TraceQuery};
 use icn_protocol::{ContentId, Fuel, JobId, Keypair, PublicKey, SealPoint};
 
@@ -532,21 +533,23 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             eprintln!("voted {choice} on proposal {}", proposal.short());
         }
         Command::Decisions { connect } => {
-            print!("{}", icn_cli::governance::decisions(&connect.client().await?.governance().await?));
+            let client = connect.client().await?;
+            let (decisions, open) = (client.decisions().await?, client.proposals().await?);
+            print!("{}", icn_cli::governance::decisions(&decisions, &open));
         }
         Command::Members { connect } => {
-            print!("{}", icn_cli::governance::members(&connect.client().await?.governance().await?));
+            print!("{}", icn_cli::governance::members(&connect.client().await?.members().await?));
         }
         Command::Scope { command: ScopeCommand::List { connect } } => {
-            print!("{}", icn_cli::governance::scopes(&connect.client().await?.governance().await?));
+            print!("{}", icn_cli::governance::scopes(&connect.client().await?.scopes().await?));
         }
         Command::Scope { command: ScopeCommand::Show { connect, scope } } => {
-            let governance = connect.client().await?.governance().await?;
-            print!("{}", icn_cli::governance::scope(&governance, &scope, icn_coordinator::server::now_ms())?);
+            let view = connect.client().await?.scope(scope).await?;
+            print!("{}", icn_cli::governance::scope(&view, icn_coordinator::server::now_ms()));
         }
         Command::Trace { connect, job, decision, json } => {
             let query = match (job, decision) {
-                (_, Some(decision)) => TraceQuery::Decision(decision),
+                (_, Some(decision)) => TraceQuery::Decision(decision, Page::first(PAGE_ITEMS_MAX)),
                 (Some(job), None) => TraceQuery::Job(job.parse()?),
                 (None, None) => bail!("name a job, or a decision with --decision"),
             };

@@ -195,14 +195,17 @@ async fn oversized_and_malformed_requests_are_refused_and_the_coordinator_serves
     let (mut send, mut recv) = icn_transport::open(&session.connection).await.unwrap();
     send.get_mut().write_all(&(100u32 << 20).to_be_bytes()).await.unwrap();
     let answer = recv.read::<Answer>(1 << 20).await.unwrap().unwrap().response;
-    assert!(matches!(&answer, ClientResponse::Error(e) if e.contains("over the limit")), "{answer:?}");
+    assert!(
+        matches!(&answer, ClientResponse::Error(e) if e.message.contains("over the limit")),
+        "{answer:?}"
+    );
 
     // Bytes that are no message at all.
     let (mut send, mut recv) = icn_transport::open(&session.connection).await.unwrap();
     send.get_mut().write_all(&[0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff]).await.unwrap();
     send.get_mut().finish().unwrap();
     let answer = recv.read::<Answer>(1 << 20).await.unwrap().unwrap().response;
-    assert!(matches!(&answer, ClientResponse::Error(e) if e.contains("malformed")), "{answer:?}");
+    assert!(matches!(&answer, ClientResponse::Error(e) if e.message.contains("malformed")), "{answer:?}");
 
     // A submission whose signature does not match its contents.
     let client = commons.client().await.unwrap();
@@ -214,7 +217,7 @@ async fn oversized_and_malformed_requests_are_refused_and_the_coordinator_serves
     send.write(&icn_protocol::wire::ClientRequest::Submit(forged)).await.unwrap();
     send.get_mut().finish().unwrap();
     let answer = recv.read::<Answer>(1 << 20).await.unwrap().unwrap().response;
-    assert!(matches!(&answer, ClientResponse::Error(e) if e.contains("signature")), "{answer:?}");
+    assert!(matches!(&answer, ClientResponse::Error(e) if e.message.contains("signature")), "{answer:?}");
 
     let view = run_wat(&client, HELLO_WAT, b"", Limits::default()).await;
     assert_eq!(output(&view), b"hello from the commons\n");

@@ -10,8 +10,9 @@ use icn_cli::demo::{HELLO_WAT, wait_for_decision};
 use icn_cli::local::{self, LocalCommons, LocalOptions};
 use icn_coordinator::journal;
 use icn_core::record::Record;
-use icn_governance::{Decision, Event};
+use icn_governance::Event;
 use icn_protocol::governance::{Ballot, Choice, Credits, Effect, Proposal, Standing};
+use icn_protocol::views::{DecisionView as Decision, Page};
 use icn_protocol::wire::{
     ClientRequest, ClientResponse, ExecutorKind, JobState, Limits, Submission, TraceQuery,
 };
@@ -68,7 +69,7 @@ async fn jobs_run_only_under_a_mandate_in_force_with_budget_and_standing() {
     let mut mandate = local::day_mandate(Credits(2));
     mandate.limits.fuel = Fuel(2_000_000);
     let granted = decide(&[&ana, &ben], "a small budget", Effect::Mandate(mandate)).await;
-    assert!(granted.record.accepted, "{}", granted.record.reason);
+    assert!(granted.accepted, "{}", granted.reason);
 
     let first = ana.submit(&hello(module, 1_000_000)).await.unwrap();
     let why = refusal(&ana, &hello(module, 3_000_000)).await;
@@ -96,7 +97,7 @@ async fn jobs_run_only_under_a_mandate_in_force_with_budget_and_standing() {
     let revoke =
         Effect::RevokeStanding { key: commons.members[1].key.public(), standing: vec![Standing::Submit] };
     let revoked = decide(&[&ana, &cy], "ben stops submitting", revoke).await;
-    assert!(revoked.record.accepted && revoked.seq > granted.seq);
+    assert!(revoked.accepted && revoked.seq > granted.seq);
     let why = refusal(&ben, &hello(module, 1_000_000)).await;
     assert!(why.contains("member ben holds no submit standing in scope fed-north"), "{why}");
     let view = ben.watch(before, |_| {}).await.unwrap();
@@ -121,14 +122,14 @@ async fn forged_outsider_duplicate_and_late_ballots_are_refused_and_short_quorum
     let mut forged = Envelope::seal(&commons.member, 7, &Ballot { proposal: id, choice: Choice::Yes });
     forged.payload[0] ^= 1;
     let answer = raw_request(&ana, ClientRequest::Vote(forged)).await;
-    assert!(matches!(&answer, ClientResponse::Error(e) if e.contains("signature")), "{answer:?}");
+    assert!(matches!(&answer, ClientResponse::Error(e) if e.message.contains("signature")), "{answer:?}");
     // A ballot signed by a key that is no member, relayed by a member: a connection
     // carries only its own member's statements.
     let outsider = Keypair::generate();
     let stray = Envelope::seal(&outsider, 1, &Ballot { proposal: id, choice: Choice::Yes });
     let answer = raw_request(&ana, ClientRequest::Vote(stray)).await;
     assert!(
-        matches!(&answer, ClientResponse::Error(e) if e.contains(&format!("cannot carry a statement signed by {}", outsider.public().short()))),
+        matches!(&answer, ClientResponse::Error(e) if e.message.contains(&format!("cannot carry a statement signed by {}", outsider.public().short()))),
         "{answer:?}"
     );
     ana.vote(id, Choice::Yes).await.unwrap();
@@ -137,12 +138,12 @@ async fn forged_outsider_duplicate_and_late_ballots_are_refused_and_short_quorum
 
     // Only ana of three voted: short of the 1/2 quorum.
     let decision = wait_for_decision(&ana, id).await.unwrap();
-    assert!(!decision.record.accepted);
-    assert!(decision.record.reason.contains("short of quorum: 1 of 3"), "{}", decision.record.reason);
+    assert!(!decision.accepted);
+    assert!(decision.reason.contains("short of quorum: 1 of 3"), "{}", decision.reason);
     let late = ana.vote(id, Choice::No).await.unwrap_err().to_string();
     assert!(late.contains("voting on proposal") && late.contains("closed"), "{late}");
-    let governance = ana.governance().await.unwrap();
-    assert_eq!(governance.prices(&local::federation()).credits_per_mega_fuel, 1, "rejected: nothing changed");
+    let scope = ana.scope(local::federation()).await.unwrap();
+    assert_eq!(scope.prices.credits_per_mega_fuel, 1, "rejected: nothing changed");
     commons.stop().await.unwrap();
 }
 
@@ -203,9 +204,10 @@ async fn a_job_traces_to_its_decision_proposal_ballots_standing_and_rule_and_bac
         assert!(text.contains(words), "{words:?} missing from:\n{text}");
     }
 
-    let back = ana.trace(TraceQuery::Decision(granted.seq)).await.unwrap();
+    let back = ana.trace(TraceQuery::Decision(granted.seq, Page::default())).await.unwrap();
     assert_eq!(back.authorized_jobs.iter().map(|j| j.job).collect::<Vec<_>>(), vec![job]);
-    let not_a_decision = ana.trace(TraceQuery::Decision(traced.entries[1].seq)).await.unwrap_err();
+    let not_a_decision =
+        ana.trace(TraceQuery::Decision(traced.entries[1].seq, Page::default())).await.unwrap_err();
     assert!(not_a_decision.to_string().contains("is not a decision"), "{not_a_decision}");
     commons.stop().await.unwrap();
 }
@@ -279,14 +281,14 @@ async fn a_decision_admits_a_worker_and_another_removes_it_from_the_running_comm
 
     let owner: icn_protocol::governance::ScopeId = "coop-b".parse().unwrap();
     let admit = Effect::AdmitWorker { key: newcomer.public(), owner };
-    assert!(decide(&[&ana, &ben], "coop-b's new server", admit).await.record.accepted);
+    assert!(decide(&[&ana, &ben], "coop-b's new server", admit).await.accepted);
     let running = run_newcomer();
     commons.wait_for_workers(3).await.unwrap();
     let connected = commons.coordinator.workers().await.unwrap();
     assert!(connected.iter().any(|w| w.key == newcomer.public() && w.owner == "coop-b"), "{connected:?}");
 
     let remove = Effect::RemoveWorker { key: newcomer.public() };
-    assert!(decide(&[&ana, &ben], "retire it", remove).await.record.accepted);
+    assert!(decide(&[&ana, &ben], "retire it", remove).await.accepted);
     // Disconnected by the decision; its reconnection is refused, which stops the agent.
     let ended = tokio::time::timeout(Duration::from_secs(20), running).await.unwrap().unwrap();
     assert!(ended.unwrap_err().to_string().contains("is not admitted"));

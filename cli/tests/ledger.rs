@@ -6,8 +6,8 @@ use std::time::Duration;
 use icn_cli::client::Client;
 use icn_cli::demo::{HELLO_WAT, SPIN_WAT, wait_for_decision};
 use icn_cli::local::{self, LocalCommons, LocalOptions};
-use icn_governance::Decision;
 use icn_protocol::governance::{Choice, Credits, Effect, Proposal, ScopeId};
+use icn_protocol::views::DecisionView as Decision;
 use icn_protocol::wire::{JobState, Limits, Submission};
 use icn_protocol::{ContentId, Fuel};
 
@@ -50,7 +50,7 @@ async fn usage_settles_into_the_ledger_within_credit_lines_set_by_decisions() {
     );
     let raised =
         decide(&[&ana, &ben], Effect::CreditLimit { scope: fed.clone(), limit: Credits(5_000) }).await;
-    assert!(raised.record.accepted && raised.record.effect_refused.is_none());
+    assert!(raised.accepted && raised.effect_refused.is_none());
 
     let done = ana.submit(&job(hello, 1_000_000_000)).await.unwrap();
     let failed = ana.submit(&job(spin, 2_000_000)).await.unwrap();
@@ -58,10 +58,10 @@ async fn usage_settles_into_the_ledger_within_credit_lines_set_by_decisions() {
     assert_eq!(ana.watch(failed, |_| {}).await.unwrap().state, JobState::Failed);
     let positions = ana.positions().await.unwrap();
     // hello uses 12 fuel: 1 credit, rounded up; the spinning job's hold is voided.
-    assert_eq!(positions.accounts[&fed].position, -1);
-    assert_eq!(positions.accounts[&fed].reserved, 0, "nothing stays held once jobs end");
-    assert_eq!(positions.accounts[&coop].position, 1);
-    assert_eq!(positions.accounts.values().map(|a| a.position).sum::<i64>(), 0);
+    assert_eq!(positions.account(&fed).unwrap().position, -1);
+    assert_eq!(positions.account(&fed).unwrap().reserved, 0, "nothing stays held once jobs end");
+    assert_eq!(positions.account(&coop).unwrap().position, 1);
+    assert_eq!(positions.accounts.iter().map(|a| a.position).sum::<i64>(), 0);
 
     let statement = ana.statement(fed.clone()).await.unwrap();
     // The genesis, entry 0, granted the founding mandate both jobs ran under.
@@ -73,9 +73,9 @@ async fn usage_settles_into_the_ledger_within_credit_lines_set_by_decisions() {
     // Lowering the line below what the account uses: accepted, but the effect is refused.
     let ana_first =
         decide(&[&ana, &ben], Effect::CreditLimit { scope: fed.clone(), limit: Credits(0) }).await;
-    let why = ana_first.record.effect_refused.expect("the effect cannot apply");
+    let why = ana_first.effect_refused.expect("the effect cannot apply");
     assert!(why.contains("already uses 1 credits below zero"), "{why}");
-    assert_eq!(ana.positions().await.unwrap().accounts[&fed].limit, 5_000, "nothing half applied");
+    assert_eq!(ana.positions().await.unwrap().account(&fed).unwrap().limit, 5_000, "nothing half applied");
 
     // Clearing: only members with vote or operate standing in the federation may ask.
     let cleared = ana.clear(fed.clone()).await.unwrap();

@@ -10,8 +10,8 @@ use icn_cli::demo::{HELLO_WAT, SUM_WAT, wait_for_decision};
 use icn_cli::local::{self, LocalCommons, LocalOptions};
 use icn_coordinator::journal;
 use icn_core::record::Record;
-use icn_governance::Decision;
 use icn_protocol::governance::{Choice, Effect, PlacementPolicy, Proposal, ScopeId};
+use icn_protocol::views::DecisionView as Decision;
 use icn_protocol::wire::{
     CoordinatorMessage, ExecutionReport, JobState, JobView, Limits, Outcome, WorkerMessage,
 };
@@ -29,7 +29,7 @@ async fn decide(clients: &[&Client], scope: &str, effect: Effect) -> Decision {
         .await
         .unwrap()
         .unwrap();
-    assert!(decision.record.accepted, "{}", decision.record.reason);
+    assert!(decision.accepted, "{}", decision.reason);
     decision
 }
 
@@ -140,7 +140,7 @@ async fn replicas_run_on_distinct_cooperatives_agree_and_each_is_paid() {
     let agreements: u64 = workers.iter().map(|w| w.trust.agreements).sum();
     assert_eq!(agreements, 12, "every replica of six jobs agreed: {workers:?}");
     let positions = ana.positions().await.unwrap();
-    assert_eq!(positions.accounts.values().map(|a| a.position).sum::<i64>(), 0);
+    assert_eq!(positions.accounts.iter().map(|a| a.position).sum::<i64>(), 0);
     commons.stop().await.unwrap();
 }
 
@@ -189,7 +189,7 @@ async fn a_lying_worker_is_outvoted_loses_trust_and_is_not_paid() {
     let liar_view = workers.iter().find(|w| w.key == liar.public()).unwrap();
     assert_eq!(liar_view.trust.disagreements, 1, "{liar_view:?}");
     let positions = ana.positions().await.unwrap();
-    assert_eq!(positions.accounts[&"coop-r".parse::<ScopeId>().unwrap()].position, 0);
+    assert_eq!(positions.account(&"coop-r".parse::<ScopeId>().unwrap()).unwrap().position, 0);
     commons.stop().await.unwrap();
 }
 
@@ -245,11 +245,15 @@ async fn a_dispute_is_settled_by_a_decision_that_moves_trust_and_money_as_it_say
     assert_eq!((liar_view.trust.disagreements, honest_view.trust.agreements), (1, 1));
     let positions = ana.positions().await.unwrap();
     assert_eq!(
-        positions.accounts[&"coop-r".parse::<ScopeId>().unwrap()].position,
+        positions.account(&"coop-r".parse::<ScopeId>().unwrap()).unwrap().position,
         0,
         "losers are paid nothing"
     );
-    assert_eq!(positions.accounts[&"coop-a".parse::<ScopeId>().unwrap()].position, 1, "the winner is paid");
+    assert_eq!(
+        positions.account(&"coop-a".parse::<ScopeId>().unwrap()).unwrap().position,
+        1,
+        "the winner is paid"
+    );
     commons.stop().await.unwrap();
 }
 

@@ -9,7 +9,8 @@
 use std::path::{Path, PathBuf};
 
 use icn_core::store::{JournalStore, READ_ENTRIES_MAX};
-use icn_core::{BadEntry, Entry, GENESIS_HASH, check_link, first_bad};
+use icn_core::{BadEntry, Entry, GENESIS_HASH, IndexKey, IndexRow, check_link, first_bad};
+use icn_protocol::governance::ScopeId;
 use icn_protocol::{ContentId, PublicKey, Seal, Signature};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -71,6 +72,13 @@ CREATE TABLE IF NOT EXISTS journal (
     seal BLOB
 );
 CREATE TABLE IF NOT EXISTS modules (cid BLOB PRIMARY KEY, bytes BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS journal_index (
+    kind INTEGER NOT NULL,
+    key BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    change INTEGER NOT NULL,
+    PRIMARY KEY (kind, key, seq)
+) WITHOUT ROWID;
 ";
 
 const SELECT_ENTRIES: &str = "SELECT seq, prev_hash, cause, time_ms, signer, record, hash, seal FROM journal WHERE seq >= ?1 ORDER BY seq LIMIT ?2";
@@ -254,15 +262,72 @@ impl Journal {
     }
 }
 
+impl Journal {
+    /// The highest entry whose index rows are stored.
+    pub fn indexed_through(&self) -> Result<Option<u64>, JournalError> {
+        let found: Option<Vec<u8>> = self
+            .connection
+            .query_row("SELECT value FROM meta WHERE name = 'indexed_through'", [], |row| row.get(0))
+            .optional()?;
+        Ok(found.and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok()).map(u64::from_be_bytes))
+    }
+
+    /// Stores index rows of entries already in the journal (a replay files every entry
+    /// again): only those past what is indexed, so a start writes nothing unless the
+    /// index fell behind.
+    pub fn reindex(&mut self, rows: &[IndexRow]) -> Result<(), JournalError> {
+        let through = self.indexed_through()?;
+        let missing: Vec<&IndexRow> = rows.iter().filter(|r| through.is_none_or(|t| r.seq > t)).collect();
+        let Some(last) = missing.iter().map(|r| r.seq).max() else { return Ok(()) };
+        let transaction = self.connection.transaction()?;
+        insert_index(&transaction, missing.into_iter(), last)?;
+        transaction.commit()?;
+        Ok(())
+    }
+}
+
+/// Inserts index rows and moves the indexed mark to `through`.
+fn insert_index<'a>(
+    transaction: &rusqlite::Transaction<'_>,
+    rows: impl Iterator<Item = &'a IndexRow>,
+    through: u64,
+) -> Result<(), JournalError> {
+    let mut insert = transaction.prepare_cached(
+        "INSERT OR IGNORE INTO journal_index (kind, key, seq, change) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for row in rows {
+        let (kind, key) = index_key(&row.key);
+        insert.execute(params![kind, key, row.seq as i64, row.change])?;
+    }
+    transaction.execute(
+        "INSERT INTO meta (name, value) VALUES ('indexed_through', ?1)
+         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        params![through.to_be_bytes().to_vec()],
+    )?;
+    Ok(())
+}
+
+/// How an index key is stored: a kind and the key's bytes.
+fn index_key(key: &IndexKey) -> (i64, Vec<u8>) {
+    match key {
+        IndexKey::Job(job) => (0, job.0.0.to_vec()),
+        IndexKey::Scope(scope) => (1, scope.as_str().as_bytes().to_vec()),
+        IndexKey::Decision(seq) => (2, seq.to_be_bytes().to_vec()),
+        IndexKey::Proposal(id) => (3, id.0.to_vec()),
+    }
+}
+
 impl JournalStore for Journal {
     type Error = JournalError;
 
-    /// Appends a batch in one transaction: one fsync for all of it. The batch ends with
-    /// its seal, so what commits is always sealed; the anchor follows once it has.
-    fn append(&mut self, entries: &[Entry]) -> Result<(), JournalError> {
+    /// Appends a batch and its index rows in one transaction: one fsync for all of it.
+    /// The batch ends with its seal, so what commits is always sealed; the anchor
+    /// follows once it has.
+    fn append(&mut self, entries: &[Entry], index: &[IndexRow]) -> Result<(), JournalError> {
         let Some(last) = entries.last() else { return Ok(()) };
         let seal = last.sealed().expect("a batch ends with its seal");
         let transaction = self.connection.transaction()?;
+        insert_index(&transaction, index.iter(), last.seq)?;
         {
             let mut insert = transaction.prepare_cached(
                 "INSERT INTO journal (seq, prev_hash, cause, time_ms, signer, record, hash, seal)
@@ -504,6 +569,56 @@ pub fn truncate_unsealed_tail(path: &Path) -> Result<u64, JournalError> {
     Ok(removed as u64)
 }
 
+/// A read-only view of a journal file for traces and statements, beside a running
+/// coordinator: entries by number and the index, never a scan.
+pub struct JournalReader {
+    connection: Connection,
+}
+
+impl JournalReader {
+    pub fn open(path: &Path) -> Result<Self, JournalError> {
+        Ok(JournalReader { connection: open_read_only(path)? })
+    }
+}
+
+impl icn_core::trace::Source for JournalReader {
+    fn entry(&self, seq: u64) -> Result<Entry, String> {
+        match read_chunk(&self.connection, seq, 1).map_err(|e| e.to_string())? {
+            (entries, None) => {
+                entries.into_iter().find(|e| e.seq == seq).ok_or_else(|| format!("no entry {seq}"))
+            }
+            (_, Some(bad)) => Err(bad.to_string()),
+        }
+    }
+
+    fn indexed(&self, key: &IndexKey, after: Option<u64>, limit: usize) -> Result<Vec<IndexRow>, String> {
+        let (kind, bytes) = index_key(key);
+        let from = after.map_or(0, |a| a as i64 + 1);
+        let mut statement = self
+            .connection
+            .prepare_cached(
+                "SELECT seq, change FROM journal_index WHERE kind = ?1 AND key = ?2 AND seq >= ?3 ORDER BY seq LIMIT ?4",
+            )
+            .map_err(|e| e.to_string())?;
+        let rows = statement
+            .query_map(params![kind, bytes, from, limit as i64], |row| {
+                Ok(IndexRow { key: key.clone(), seq: row.get::<_, i64>(0)? as u64, change: row.get(1)? })
+            })
+            .map_err(|e| e.to_string())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())
+    }
+
+    fn position_before(&self, scope: &ScopeId, before: u64) -> Result<i64, String> {
+        self.connection
+            .query_row(
+                "SELECT COALESCE(SUM(change), 0) FROM journal_index WHERE kind = 1 AND key = ?1 AND seq < ?2",
+                params![scope.as_str().as_bytes(), before as i64],
+                |row| row.get(0),
+            )
+            .map_err(|e| e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -537,8 +652,8 @@ mod tests {
         let key = Keypair::from_seed([5; 32]);
         let mut journal = Journal::open(&path, key.public()).unwrap();
         let written = entries(&key, 5);
-        journal.append(&written[..3]).unwrap();
-        journal.append(&written[3..]).unwrap();
+        journal.append(&written[..3], &[]).unwrap();
+        journal.append(&written[3..], &[]).unwrap();
         assert_eq!(load(&journal).unwrap(), written);
         let verification = verify(&path, None).unwrap();
         assert_eq!(verification.entries, 5);
@@ -560,7 +675,7 @@ mod tests {
             }
         }
         for batch in all.chunks(7) {
-            journal.append(batch).unwrap();
+            journal.append(batch, &[]).unwrap();
         }
         let mut replayed = Vec::new();
         let pass = journal
@@ -593,7 +708,7 @@ mod tests {
         let path = dir.path().join("journal.db");
         let key = Keypair::from_seed([5; 32]);
         let mut journal = Journal::open(&path, key.public()).unwrap();
-        journal.append(&entries(&key, 6)).unwrap();
+        journal.append(&entries(&key, 6), &[]).unwrap();
         journal.connection.execute("UPDATE journal SET time_ms = 1 WHERE seq = 3", []).unwrap();
         let verification = verify(&path, None).unwrap();
         let BadEntry { seq, reason } = verification.first_bad.unwrap();
@@ -606,7 +721,7 @@ mod tests {
     fn journal_with(path: &Path, key: &Keypair, n: u64) -> Journal {
         let mut journal = Journal::open(path, key.public()).unwrap();
         for entry in entries(key, n) {
-            journal.append(&[entry]).unwrap();
+            journal.append(&[entry], &[]).unwrap();
         }
         journal
     }
@@ -739,13 +854,13 @@ mod tests {
         let key = Keypair::from_seed([5; 32]);
         let forger = Keypair::from_seed([7; 32]);
         let mut journal = Journal::open(&path, key.public()).unwrap();
-        journal.append(&entries(&key, 2)).unwrap();
+        journal.append(&entries(&key, 2), &[]).unwrap();
         // A forger appends a well-chained entry but cannot seal it with the coordinator key.
         let prev = load(&journal).unwrap().last().unwrap().hash;
         let record = Record::JobFailed { job: JobId(ContentId::of(b"x")), reason: "forged".into() };
         let mut forged = Entry::new(2, prev, None, 5, key.public(), &record);
         forged.seal_with(&forger);
-        journal.append(&[forged]).unwrap();
+        journal.append(&[forged], &[]).unwrap();
         let BadEntry { seq, reason } = verify(&path, None).unwrap().first_bad.unwrap();
         assert_eq!(seq, 2);
         assert!(reason.contains("seal"), "{reason}");

@@ -3,6 +3,7 @@
 //! [`modules`]) and the journal's anchor ([`anchor`]).
 
 pub mod anchor;
+pub mod api;
 pub mod journal;
 pub mod modules;
 pub mod server;

@@ -2,10 +2,11 @@
 //! one thread that owns the [`Core`].
 //!
 //! The core thread takes every event waiting in its channel as one batch, feeds them to
-//! the core, appends the resulting journal entries in one transaction (group commit:
-//! one fsync for the whole batch), and only then answers members and dispatches tasks.
-//! Signature checks happen in the connection tasks, in parallel, before events reach
-//! the core.
+//! the core, appends the resulting journal entries and their index rows in one
+//! transaction (group commit: one fsync for the whole batch), and only then answers
+//! members and dispatches tasks. Signature checks happen in the connection tasks, in
+//! parallel, before events reach the core. Every channel is bounded: a full event queue
+//! makes connection tasks wait (backpressure), and the core thread never waits on one.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,37 +14,40 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use icn_core::store::JournalStore;
+use icn_core::{Command, Core, CoreConfig, Now, Refusal};
+use icn_governance::Genesis;
 use icn_protocol::wire::{
     Answer, Assignment, Capacity, ClientRequest, ClientResponse, CoordinatorMessage, ExecutionReport,
-    JobState, JobView, MESSAGE_SIZE_BYTES_MAX, Role, Submission, WorkerMessage,
+    JobState, JobView, MESSAGE_SIZE_BYTES_MAX, Role, SLOTS_MAX, WorkerMessage,
 };
 use icn_protocol::{Envelope, JobId, Keypair, PublicKey, Seal, TaskId};
 use icn_transport::endpoint as transport;
 use icn_transport::{FrameReader, FrameWriter};
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::api::MemberApi;
+use crate::journal::Journal;
+use crate::modules::ModuleStore;
 
 /// The halves of a framed QUIC stream.
 type Outgoing = FrameWriter<SendStream>;
 type Incoming = FrameReader<RecvStream>;
-use tokio::sync::{mpsc, oneshot, watch};
-
-use icn_governance::Genesis;
-use icn_protocol::ContentId;
-use icn_protocol::governance::{Ballot, ClearRequest, Proposal};
-use icn_protocol::wire::TraceQuery;
-
-use icn_core::store::JournalStore;
-use icn_core::{Command, Core, CoreConfig, Now, Refusal};
-
-use crate::journal::Journal;
-use crate::modules::ModuleStore;
 
 pub const HELLO_TIMEOUT_MS: u64 = 5_000;
 pub const TICK_INTERVAL_MS: u64 = 100;
 /// Events the core thread takes into one batch (and one journal commit) at most.
 pub const BATCH_EVENTS_MAX: usize = 4_096;
+/// Events waiting for the core thread, at most; a connection task with one more waits.
+pub const EVENTS_QUEUE_MAX: usize = 16_384;
+/// Commands waiting for one worker's connection: its assignments (never more than its
+/// slots, since the core places no more) and a close.
+const WORKER_COMMANDS_MAX: usize = SLOTS_MAX as usize + 4;
 /// Heartbeat frames are small; anything larger on the control stream is refused.
 const CONTROL_FRAME_BYTES_MAX: usize = 64 * 1024;
+const _: () = assert!(BATCH_EVENTS_MAX <= EVENTS_QUEUE_MAX);
+const _: () = assert!(CONTROL_FRAME_BYTES_MAX <= MESSAGE_SIZE_BYTES_MAX);
 
 #[derive(Clone, Debug)]
 pub struct CoordinatorConfig {
@@ -59,13 +63,20 @@ pub struct CoordinatorConfig {
     pub accept_journal_end: bool,
 }
 
-enum Event {
+/// A reply held back until the batch it belongs to is durable.
+pub(crate) type Reply = Box<dyn FnOnce()>;
+/// A read of the core's state that makes its reply.
+pub(crate) type ReadFn = Box<dyn FnOnce(&Core) -> Reply + Send>;
+/// A change to the core's state, at the batch's time, that makes its reply.
+pub(crate) type WriteFn = Box<dyn FnOnce(&mut Core, Now) -> Reply + Send>;
+
+pub(crate) enum Event {
     WorkerHello {
         worker: PublicKey,
         session: u64,
         capacity: Capacity,
         running: Vec<(TaskId, u32)>,
-        commands: mpsc::UnboundedSender<WorkerCommand>,
+        commands: mpsc::Sender<WorkerCommand>,
         reply: oneshot::Sender<Result<(), Refusal>>,
     },
     WorkerGone {
@@ -82,57 +93,25 @@ enum Event {
         worker: PublicKey,
         session: u64,
         envelope: Envelope,
-        report: ExecutionReport,
+        report: Box<ExecutionReport>,
     },
     MemberHello {
         member: PublicKey,
         reply: oneshot::Sender<Result<(), Refusal>>,
     },
-    Submit {
-        envelope: Envelope,
-        submission: Submission,
-        reply: oneshot::Sender<Result<JobId, Refusal>>,
-    },
-    Status {
-        job: JobId,
-        reply: oneshot::Sender<Option<JobView>>,
-    },
-    Propose {
-        envelope: Envelope,
-        proposal: Proposal,
-        reply: oneshot::Sender<Result<(ContentId, u64), Refusal>>,
-    },
-    Vote {
-        envelope: Envelope,
-        ballot: Ballot,
-        reply: oneshot::Sender<Result<(), Refusal>>,
-    },
-    Governance {
-        reply: oneshot::Sender<String>,
-    },
-    Positions {
-        reply: oneshot::Sender<String>,
-    },
-    WorkersView {
-        reply: oneshot::Sender<String>,
-    },
-    Clear {
-        envelope: Envelope,
-        request: ClearRequest,
-        reply: oneshot::Sender<Result<String, Refusal>>,
-    },
+    /// A read of the core's state (the member API's), answered after the batch.
+    Read(ReadFn),
+    /// A change a member asked for, answered once the batch is durable.
+    Write(WriteFn),
     Watch {
         job: JobId,
-        updates: mpsc::UnboundedSender<JobView>,
-    },
-    Workers {
-        reply: oneshot::Sender<Vec<ConnectedWorker>>,
+        updates: mpsc::Sender<JobView>,
     },
     Tick,
     Stop,
 }
 
-enum WorkerCommand {
+pub(crate) enum WorkerCommand {
     Assign(Box<Assignment>, Seal),
     Close(String),
 }
@@ -148,7 +127,8 @@ pub struct ConnectedWorker {
 pub struct Coordinator {
     addr: SocketAddr,
     key: PublicKey,
-    events: mpsc::UnboundedSender<Event>,
+    events: mpsc::Sender<Event>,
+    api: Arc<MemberApi>,
     endpoint: Endpoint,
     /// Resolves with the core thread's result when it stops.
     core_done: oneshot::Receiver<anyhow::Result<()>>,
@@ -158,29 +138,12 @@ pub struct Coordinator {
 impl Coordinator {
     /// Opens the journal, rebuilds the state it records, and starts serving.
     pub async fn start(key: Arc<Keypair>, config: CoordinatorConfig) -> anyhow::Result<Coordinator> {
-        let refused = |e: crate::journal::JournalError| {
-            anyhow::anyhow!(
-                "{e}\nThe coordinator starts only from a journal that verifies; `icn journal verify --journal {}` \
-                 shows what is wrong.",
-                config.journal.display()
-            )
-        };
-        let mut journal = Journal::open(&config.journal, key.public())?;
-        let mut core = Core::new(key.clone(), config.core.clone());
-        let loaded = journal.load(|chunk| Ok(core.replay(chunk)?)).map_err(refused)?;
-        journal.check_anchor(&loaded, config.accept_journal_end).map_err(refused)?;
-        let clock = Clock::start();
-        core.resume(clock.now());
-        core.found(clock.now(), &config.genesis)?;
-        journal.append(&core.take_entries())?;
-        // Nothing is connected yet, so recovery commands have no one to go to.
-        let _ = core.take_commands();
-        tracing::info!(entries = loaded.entries, "journal replayed");
+        let (core, journal, clock) = recover(&key, &config)?;
         let sealed = journal.seal_at(core.journal_len() - 1)?.expect("the journal ends sealed");
         let modules = Arc::new(ModuleStore::open(&config.journal)?);
         let endpoint = transport::server_endpoint(config.listen)?;
         let addr = endpoint.local_addr()?;
-        let (events, receiver) = mpsc::unbounded_channel();
+        let (events, receiver) = mpsc::channel(EVENTS_QUEUE_MAX);
         let (done, core_done) = oneshot::channel();
         let (seals, seal) = watch::channel(sealed);
         std::thread::Builder::new().name("icn-core".into()).spawn(move || {
@@ -189,9 +152,12 @@ impl Coordinator {
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("the core thread panicked")));
             let _ = done.send(result);
         })?;
+        let api =
+            Arc::new(MemberApi::new(events.clone(), modules.clone(), config.journal.clone(), seal.clone()));
         let shell = Shell {
             key: key.clone(),
             events: events.clone(),
+            api: api.clone(),
             modules,
             heartbeat_interval_ms: config.heartbeat_interval_ms,
             journal: config.journal.clone(),
@@ -203,19 +169,32 @@ impl Coordinator {
             let mut interval = tokio::time::interval(Duration::from_millis(TICK_INTERVAL_MS));
             loop {
                 interval.tick().await;
-                if ticker.send(Event::Tick).is_err() {
+                // A full queue means the core is busy; the next tick will do.
+                if let Err(mpsc::error::TrySendError::Closed(_)) = ticker.try_send(Event::Tick) {
                     return;
                 }
             }
         });
-        Ok(Coordinator { addr, key: key.public(), events, endpoint, core_done, core_finished: false })
+        Ok(Coordinator { addr, key: key.public(), events, api, endpoint, core_done, core_finished: false })
+    }
+
+    /// The member API, for adapters beside QUIC.
+    pub fn api(&self) -> Arc<MemberApi> {
+        self.api.clone()
     }
 
     /// The workers connected now.
     pub async fn workers(&self) -> anyhow::Result<Vec<ConnectedWorker>> {
-        let (reply, answer) = oneshot::channel();
-        self.events.send(Event::Workers { reply }).map_err(|_| anyhow::anyhow!("the coordinator stopped"))?;
-        Ok(answer.await?)
+        let connected = self.api.read(|core| {
+            core.connected_workers()
+                .map(|(key, owner, free_slots)| ConnectedWorker {
+                    key: *key,
+                    owner: owner.to_string(),
+                    free_slots,
+                })
+                .collect()
+        });
+        connected.await.map_err(|e| anyhow::anyhow!("{e}"))
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -238,7 +217,7 @@ impl Coordinator {
 
     /// Stops accepting, lets the core finish its batch, and closes every connection.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        let _ = self.events.send(Event::Stop);
+        let _ = self.events.send(Event::Stop).await;
         self.endpoint.close(0u32.into(), b"coordinator shutting down");
         if !self.core_finished {
             (&mut self.core_done)
@@ -252,9 +231,45 @@ impl Coordinator {
 
 impl Drop for Coordinator {
     fn drop(&mut self) {
-        let _ = self.events.send(Event::Stop);
+        let _ = self.events.try_send(Event::Stop);
         self.endpoint.close(0u32.into(), b"coordinator dropped");
     }
+}
+
+/// Opens the journal, checks and replays it chunk by chunk into a new core, checks its
+/// anchor, requeues what was in flight and writes (or checks) the genesis.
+fn recover(key: &Arc<Keypair>, config: &CoordinatorConfig) -> anyhow::Result<(Core, Journal, Clock)> {
+    let refused = |e: crate::journal::JournalError| {
+        anyhow::anyhow!(
+            "{e}\nThe coordinator starts only from a journal that verifies; `icn journal verify --journal {}` \
+             shows what is wrong.",
+            config.journal.display()
+        )
+    };
+    let mut journal = Journal::open(&config.journal, key.public())?;
+    let mut core = Core::new(key.clone(), config.core.clone());
+    let indexed = journal.indexed_through()?;
+    let mut unindexed = Vec::new();
+    let loaded = journal
+        .load(|chunk| {
+            core.replay(chunk)?;
+            unindexed.extend(
+                core.take_index().into_iter().filter(|row| indexed.is_none_or(|through| row.seq > through)),
+            );
+            Ok(())
+        })
+        .map_err(refused)?;
+    journal.reindex(&unindexed)?;
+    journal.check_anchor(&loaded, config.accept_journal_end).map_err(refused)?;
+    let clock = Clock::start();
+    core.resume(clock.now());
+    core.found(clock.now(), &config.genesis)?;
+    let (entries, index) = (core.take_entries(), core.take_index());
+    journal.append(&entries, &index)?;
+    // Nothing is connected yet, so recovery commands have no one to go to.
+    let _ = core.take_commands();
+    tracing::info!(entries = loaded.entries, "journal replayed");
+    Ok((core, journal, clock))
 }
 
 pub fn now_ms() -> u64 {
@@ -278,9 +293,6 @@ impl Clock {
     }
 }
 
-/// A reply held back until the batch it belongs to is durable.
-type Reply = Box<dyn FnOnce()>;
-
 fn later<T: 'static>(to: oneshot::Sender<T>, value: T) -> Reply {
     Box::new(move || drop(to.send(value)))
 }
@@ -288,8 +300,8 @@ fn later<T: 'static>(to: oneshot::Sender<T>, value: T) -> Reply {
 struct CoreShell {
     core: Core,
     journal: Journal,
-    workers: HashMap<PublicKey, (u64, mpsc::UnboundedSender<WorkerCommand>)>,
-    watchers: HashMap<JobId, Vec<mpsc::UnboundedSender<JobView>>>,
+    workers: HashMap<PublicKey, (u64, mpsc::Sender<WorkerCommand>)>,
+    watchers: HashMap<JobId, Vec<mpsc::Sender<JobView>>>,
     /// The latest seal committed: dispatches carry it.
     seal: Seal,
 }
@@ -297,29 +309,22 @@ struct CoreShell {
 fn core_loop(
     core: Core,
     journal: Journal,
-    mut receiver: mpsc::UnboundedReceiver<Event>,
+    mut receiver: mpsc::Receiver<Event>,
     seals: watch::Sender<Seal>,
     clock: Clock,
 ) -> anyhow::Result<()> {
     let seal = *seals.borrow();
     let mut shell = CoreShell { core, journal, workers: HashMap::new(), watchers: HashMap::new(), seal };
     let mut batch = Vec::with_capacity(BATCH_EVENTS_MAX);
-    while let Some(first) = receiver.blocking_recv() {
-        batch.push(first);
-        while batch.len() < BATCH_EVENTS_MAX {
-            match receiver.try_recv() {
-                Ok(event) => batch.push(event),
-                Err(_) => break,
-            }
-        }
+    while receiver.blocking_recv_many(&mut batch, BATCH_EVENTS_MAX) > 0 {
         let now = clock.now();
         let mut replies = Vec::new();
         let mut stop = false;
         for event in batch.drain(..) {
             stop |= shell.handle(now, event, &mut replies);
         }
-        let entries = shell.core.take_entries();
-        if let Err(e) = shell.journal.append(&entries) {
+        let (entries, index) = (shell.core.take_entries(), shell.core.take_index());
+        if let Err(e) = shell.journal.append(&entries, &index) {
             // Nothing of this batch was acknowledged or dispatched; stopping here loses
             // nothing a member or worker was told about.
             tracing::error!(error = %e, "cannot write the journal; stopping");
@@ -362,7 +367,7 @@ impl CoreShell {
                 self.core.heartbeat(now, worker, session, &running)
             }
             Event::Report { worker, session, envelope, report } => {
-                self.core.report(now, worker, session, envelope, report)
+                self.core.report(now, worker, session, envelope, *report)
             }
             Event::MemberHello { member, reply } => {
                 let result = if self.core.is_member(&member) {
@@ -372,82 +377,33 @@ impl CoreShell {
                 };
                 replies.push(later(reply, result));
             }
-            Event::Submit { envelope, submission, reply } => {
-                let result = self.core.submit(now, envelope, submission);
-                replies.push(later(reply, result));
-            }
-            Event::Status { job, reply } => replies.push(later(reply, self.core.job(&job))),
-            Event::Propose { envelope, proposal, reply } => {
-                let result = self.core.propose(now, envelope, proposal);
-                replies.push(later(reply, result));
-            }
-            Event::Vote { envelope, ballot, reply } => {
-                let result = self.core.vote(now, envelope, ballot);
-                replies.push(later(reply, result));
-            }
-            Event::WorkersView { reply } => {
-                let json = serde_json::to_string(&self.core.workers_view()).expect("workers encode as JSON");
-                replies.push(later(reply, json));
-            }
-            Event::Positions { reply } => {
-                let json =
-                    serde_json::to_string(&self.core.ledger().positions()).expect("positions encode as JSON");
-                replies.push(later(reply, json));
-            }
-            Event::Clear { envelope, request, reply } => {
-                let result = self
-                    .core
-                    .clear(now, envelope, request)
-                    .map(|clearing| serde_json::to_string(&clearing).expect("a clearing encodes as JSON"));
-                replies.push(later(reply, result));
-            }
-            Event::Governance { reply } => {
-                let json = serde_json::to_string(self.core.governance()).expect("governance encodes as JSON");
-                replies.push(later(reply, json));
-            }
-            Event::Watch { job, updates } => match self.core.job(&job) {
-                Some(view) => {
-                    // Like every answer, the first view waits for this batch to be durable:
-                    // a member never hears of a state the journal could still lose.
-                    if !ends_watch(&view.state) {
-                        self.watchers.entry(job).or_default().push(updates.clone());
-                    }
-                    replies.push(Box::new(move || drop(updates.send(view))));
-                }
-                None => drop(updates),
-            },
-            Event::Workers { reply } => {
-                let workers = self
-                    .core
-                    .connected_workers()
-                    .map(|(key, owner, free_slots)| ConnectedWorker {
-                        key: *key,
-                        owner: owner.to_string(),
-                        free_slots,
-                    })
-                    .collect();
-                let _ = reply.send(workers);
-            }
+            Event::Read(read) => replies.push(read(&self.core)),
+            Event::Write(write) => replies.push(write(&mut self.core, now)),
+            Event::Watch { job, updates } => self.watch(job, updates, replies),
             Event::Tick => self.core.tick(now),
             Event::Stop => return true,
         }
         false
     }
 
+    /// A member follows `job`. Like every answer, the first view waits for this batch to
+    /// be durable: a member never hears of a state the journal could still lose.
+    fn watch(&mut self, job: JobId, updates: mpsc::Sender<JobView>, replies: &mut Vec<Reply>) {
+        let Some(view) = self.core.job(&job) else { return };
+        if !ends_watch(&view.state) {
+            self.watchers.entry(job).or_default().push(updates.clone());
+        }
+        replies.push(Box::new(move || drop(updates.try_send(view))));
+    }
+
     fn carry_out(&mut self, command: Command) {
         match command {
             Command::Dispatch { worker, session, assignment } => {
-                if let Some((s, commands)) = self.workers.get(&worker)
-                    && *s == session
-                {
-                    let _ = commands.send(WorkerCommand::Assign(Box::new(assignment), self.seal));
-                }
+                self.send_to(worker, session, WorkerCommand::Assign(Box::new(assignment), self.seal));
             }
             Command::Disconnect { worker, session, reason } => {
-                if let Some((s, commands)) = self.workers.get(&worker)
-                    && *s == session
-                {
-                    let _ = commands.send(WorkerCommand::Close(reason));
+                self.send_to(worker, session, WorkerCommand::Close(reason));
+                if self.workers.get(&worker).is_some_and(|(s, _)| *s == session) {
                     self.workers.remove(&worker);
                 }
             }
@@ -455,12 +411,22 @@ impl CoreShell {
                 let Some(view) = self.core.job(&job) else { return };
                 let ended = ends_watch(&view.state);
                 if let Some(watchers) = self.watchers.get_mut(&job) {
-                    watchers.retain(|w| w.send(view.clone()).is_ok());
+                    // A follower too slow to take the view is let go; it can follow again.
+                    watchers.retain(|w| w.try_send(view.clone()).is_ok());
                     if ended || watchers.is_empty() {
                         self.watchers.remove(&job);
                     }
                 }
             }
+        }
+    }
+
+    fn send_to(&self, worker: PublicKey, session: u64, command: WorkerCommand) {
+        if let Some((s, commands)) = self.workers.get(&worker)
+            && *s == session
+            && let Err(mpsc::error::TrySendError::Full(_)) = commands.try_send(command)
+        {
+            tracing::error!(worker = %worker.short(), "a worker's command queue is full; its connection is stuck");
         }
     }
 }
@@ -478,7 +444,8 @@ pub fn ends_watch(state: &JobState) -> bool {
 #[derive(Clone)]
 struct Shell {
     key: Arc<Keypair>,
-    events: mpsc::UnboundedSender<Event>,
+    events: mpsc::Sender<Event>,
+    api: Arc<MemberApi>,
     modules: Arc<ModuleStore>,
     heartbeat_interval_ms: u64,
     journal: PathBuf,
@@ -522,7 +489,7 @@ impl Shell {
         };
         let known = self.seal_known_to(&peer, hello.seen).await;
         let (reply, admitted) = oneshot::channel();
-        let (commands, command_receiver) = mpsc::unbounded_channel();
+        let (commands, command_receiver) = mpsc::channel(WORKER_COMMANDS_MAX);
         let event = match (hello.role, hello.capacity) {
             (Role::Worker, Some(capacity)) => {
                 let running = hello.running;
@@ -530,7 +497,7 @@ impl Shell {
             }
             _ => Event::MemberHello { member: peer, reply },
         };
-        self.events.send(event).map_err(|_| anyhow::anyhow!("the coordinator is stopping"))?;
+        self.events.send(event).await.map_err(|_| anyhow::anyhow!("the coordinator is stopping"))?;
         if let Err(reason) = admitted.await? {
             tracing::warn!(peer = %peer, %reason, "refused");
             transport::refuse(&mut send, &reason.to_string()).await?;
@@ -587,14 +554,16 @@ impl Shell {
         worker: PublicKey,
         session: u64,
         mut control: Incoming,
-        mut commands: mpsc::UnboundedReceiver<WorkerCommand>,
+        mut commands: mpsc::Receiver<WorkerCommand>,
     ) -> anyhow::Result<()> {
         tracing::info!(worker = %worker.short(), remote = %connection.remote_address(), "worker joined");
         let heartbeats = async {
             loop {
                 match control.read::<WorkerMessage>(CONTROL_FRAME_BYTES_MAX).await {
                     Ok(Some(WorkerMessage::Heartbeat { running, .. })) => {
-                        let _ = self.events.send(Event::Heartbeat { worker, session, running });
+                        if self.events.send(Event::Heartbeat { worker, session, running }).await.is_err() {
+                            return "the coordinator is stopping".to_string();
+                        }
                     }
                     Ok(Some(other)) => return format!("unexpected message on the control stream: {other:?}"),
                     Ok(None) => return "the worker closed its control stream".to_string(),
@@ -645,7 +614,7 @@ impl Shell {
         };
         tracing::info!(worker = %worker.short(), %reason, "worker left");
         connection.close(0u32.into(), b"");
-        let _ = self.events.send(Event::WorkerGone { worker, session, reason });
+        let _ = self.events.send(Event::WorkerGone { worker, session, reason }).await;
         Ok(())
     }
 
@@ -670,11 +639,14 @@ impl Shell {
         if envelope.signer != worker {
             return Err(format!("report signed by {} on the connection of worker {worker}", envelope.signer));
         }
-        let _ = self.events.send(Event::Report { worker, session, envelope, report });
+        let report = Box::new(report);
+        let _ = self.events.send(Event::Report { worker, session, envelope, report }).await;
         let _ = send.get_mut().finish();
         Ok(())
     }
 
+    /// The QUIC adapter of the member API: one request per stream, each answer with the
+    /// latest seal; a watch answers with every change until the job ends.
     async fn serve_member(&self, connection: Connection, member: PublicKey) -> anyhow::Result<()> {
         loop {
             let (send, recv) = transport::accept(&connection).await?;
@@ -687,214 +659,71 @@ impl Shell {
         }
     }
 
-    /// A frame for the member: the response and the latest seal. Sent only after the
-    /// batch that answers it is durable, so the seal covers what the response says.
-    fn answer_frame(&self, response: ClientResponse) -> Answer {
-        Answer { seal: *self.seal.borrow(), response }
-    }
-
     async fn answer(&self, member: PublicKey, mut send: Outgoing, mut recv: Incoming) -> anyhow::Result<()> {
-        let request = match recv.read::<ClientRequest>(MESSAGE_SIZE_BYTES_MAX).await {
-            Ok(Some(request)) => request,
+        let response = match recv.read::<ClientRequest>(MESSAGE_SIZE_BYTES_MAX).await {
+            Ok(Some(ClientRequest::Watch(job))) => return self.watch(member, job, send).await,
+            Ok(Some(request)) => self.api.handle(member, request).await,
             Ok(None) => return Ok(()),
-            Err(e) => {
-                let answer = self.answer_frame(ClientResponse::Error(format!("bad request: {e}")));
-                send.write(&answer).await?;
-                let _ = send.get_mut().finish();
-                return Ok(());
-            }
+            Err(e) => ClientResponse::Error(icn_protocol::wire::ApiError::new(
+                "bad_request",
+                format!("bad request: {e}"),
+            )),
         };
-        if let ClientRequest::Watch(job) = request {
-            return self.watch(job, send).await;
-        }
-        let response = match relayed(&request, &member) {
-            Some(refusal) => refusal,
-            None => self.respond(request).await,
-        };
-        send.write(&self.answer_frame(response)).await?;
+        send.write(&Answer { seal: self.api.seal(), response }).await?;
         let _ = send.get_mut().finish();
         let _ = send.get_mut().stopped().await;
         Ok(())
     }
 
-    async fn respond(&self, request: ClientRequest) -> ClientResponse {
-        let modules = self.modules.clone();
-        match request {
-            ClientRequest::HasModule(cid) => {
-                match tokio::task::spawn_blocking(move || modules.contains(&cid)).await {
-                    Ok(Ok(found)) => ClientResponse::HasModule(found),
-                    Ok(Err(e)) => ClientResponse::Error(e.to_string()),
-                    Err(e) => ClientResponse::Error(e.to_string()),
-                }
-            }
-            ClientRequest::PutModule(bytes) => {
-                match tokio::task::spawn_blocking(move || modules.put(bytes)).await {
-                    Ok(Ok(cid)) => ClientResponse::ModuleStored(cid),
-                    Ok(Err(reason)) => ClientResponse::Error(reason),
-                    Err(e) => ClientResponse::Error(e.to_string()),
-                }
-            }
-            ClientRequest::Submit(envelope) => self.submit(envelope).await,
-            ClientRequest::Status(job) => {
-                let (reply, answer) = oneshot::channel();
-                if self.events.send(Event::Status { job, reply }).is_err() {
-                    return ClientResponse::Error("the coordinator is stopping".into());
-                }
-                match answer.await {
-                    Ok(Some(view)) => ClientResponse::Job(Box::new(view)),
-                    _ => ClientResponse::Error(format!("no job {job} is known to this coordinator")),
-                }
-            }
-            ClientRequest::Watch(_) => unreachable!("watch requests are answered by watch()"),
-            ClientRequest::Propose(envelope) => {
-                let proposal: Proposal = match envelope.open() {
-                    Ok(proposal) => proposal,
-                    Err(e) => return ClientResponse::Error(format!("proposal refused: {e}")),
-                };
-                match self
-                    .ask(|reply| Event::Propose { envelope, proposal, reply }, "the coordinator stopped")
-                    .await
-                {
-                    Ok(Ok((proposal, closes_ms))) => ClientResponse::Proposed { proposal, closes_ms },
-                    Ok(Err(reason)) => ClientResponse::Error(format!("proposal refused: {reason}")),
-                    Err(stopped) => stopped,
-                }
-            }
-            ClientRequest::Vote(envelope) => {
-                let ballot: Ballot = match envelope.open() {
-                    Ok(ballot) => ballot,
-                    Err(e) => return ClientResponse::Error(format!("ballot refused: {e}")),
-                };
-                let proposal = ballot.proposal;
-                match self
-                    .ask(|reply| Event::Vote { envelope, ballot, reply }, "the coordinator stopped")
-                    .await
-                {
-                    Ok(Ok(())) => ClientResponse::Voted { proposal },
-                    Ok(Err(reason)) => ClientResponse::Error(format!("ballot refused: {reason}")),
-                    Err(stopped) => stopped,
-                }
-            }
-            ClientRequest::Governance => self.json_from_core(|reply| Event::Governance { reply }).await,
-            ClientRequest::Positions => self.json_from_core(|reply| Event::Positions { reply }).await,
-            ClientRequest::Workers => self.json_from_core(|reply| Event::WorkersView { reply }).await,
-            ClientRequest::Trace(query) => {
-                self.json_from_journal(move |provenance| match query {
-                    TraceQuery::Job(job) => Ok(serde_json::to_string(&provenance.job(&job)?)),
-                    TraceQuery::Decision(seq) => Ok(serde_json::to_string(&provenance.decision(seq)?)),
-                })
-                .await
-            }
-            ClientRequest::Statement(scope) => {
-                self.json_from_journal(move |provenance| {
-                    Ok(serde_json::to_string(&provenance.statement(&scope)?))
-                })
-                .await
-            }
-            ClientRequest::Clear(envelope) => {
-                let request: ClearRequest = match envelope.open() {
-                    Ok(request) => request,
-                    Err(e) => return ClientResponse::Error(format!("clearing refused: {e}")),
-                };
-                match self
-                    .ask(|reply| Event::Clear { envelope, request, reply }, "the coordinator stopped")
-                    .await
-                {
-                    Ok(Ok(json)) => ClientResponse::Json(json),
-                    Ok(Err(reason)) => ClientResponse::Error(format!("clearing refused: {reason}")),
-                    Err(stopped) => stopped,
-                }
-            }
-        }
-    }
-
-    /// Sends an event to the core thread and waits for its answer; the error is the
-    /// answer for the member when the core is stopping, or stopped (`stopped`) first.
-    async fn ask<T>(
-        &self,
-        event: impl FnOnce(oneshot::Sender<T>) -> Event,
-        stopped: &str,
-    ) -> Result<T, ClientResponse> {
-        let (reply, answer) = oneshot::channel();
-        if self.events.send(event(reply)).is_err() {
-            return Err(ClientResponse::Error("the coordinator is stopping".into()));
-        }
-        answer.await.map_err(|_| ClientResponse::Error(stopped.into()))
-    }
-
-    /// A JSON document the core thread writes.
-    async fn json_from_core(&self, event: impl FnOnce(oneshot::Sender<String>) -> Event) -> ClientResponse {
-        self.ask(event, "the coordinator stopped").await.map_or_else(|stopped| stopped, ClientResponse::Json)
-    }
-
-    /// A JSON document read from the journal file itself: the journal is the record.
-    async fn json_from_journal(
-        &self,
-        build: impl FnOnce(&icn_core::trace::Provenance) -> Result<serde_json::Result<String>, String>
-        + Send
-        + 'static,
-    ) -> ClientResponse {
-        let path = self.journal.clone();
-        let built = tokio::task::spawn_blocking(move || -> Result<String, String> {
-            let entries = crate::journal::read(&path).map_err(|e| e.to_string())?;
-            let provenance = icn_core::trace::Provenance::new(entries).map_err(|bad| bad.to_string())?;
-            build(&provenance)?.map_err(|e| e.to_string())
-        })
-        .await;
-        match built {
-            Ok(Ok(json)) => ClientResponse::Json(json),
-            Ok(Err(reason)) => ClientResponse::Error(reason),
-            Err(e) => ClientResponse::Error(e.to_string()),
-        }
-    }
-
-    async fn submit(&self, envelope: Envelope) -> ClientResponse {
-        let submission: Submission = match envelope.open() {
-            Ok(submission) => submission,
-            Err(e) => return ClientResponse::Error(format!("submission refused: {e}")),
-        };
-        if let Err(e) = submission.validate() {
-            return ClientResponse::Error(format!("submission refused: {e}"));
-        }
-        let modules = self.modules.clone();
-        let module = submission.module;
-        match tokio::task::spawn_blocking(move || modules.contains(&module)).await {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) => {
-                return ClientResponse::Error(format!(
-                    "submission refused: module {module} is not stored here; upload it first"
-                ));
-            }
-            Ok(Err(e)) => return ClientResponse::Error(e.to_string()),
-            Err(e) => return ClientResponse::Error(e.to_string()),
-        }
-        let stopped = "the coordinator stopped before the job was recorded";
-        match self.ask(|reply| Event::Submit { envelope, submission, reply }, stopped).await {
-            Ok(Ok(job)) => ClientResponse::Submitted(job),
-            Ok(Err(reason)) => ClientResponse::Error(format!("submission refused: {reason}")),
-            Err(stopped) => stopped,
-        }
-    }
-
-    async fn watch(&self, job: JobId, mut send: Outgoing) -> anyhow::Result<()> {
-        let (updates, mut receiver) = mpsc::unbounded_channel();
-        self.events.send(Event::Watch { job, updates }).map_err(|_| anyhow::anyhow!("stopping"))?;
+    async fn watch(&self, member: PublicKey, job: JobId, mut send: Outgoing) -> anyhow::Result<()> {
         let mut sent_any = false;
-        while let Some(view) = receiver.recv().await {
-            sent_any = true;
-            let ended = ends_watch(&view.state);
-            send.write(&self.answer_frame(ClientResponse::Job(Box::new(view)))).await?;
-            if ended {
-                break;
+        match self.api.watch(member, job).await {
+            Ok(mut watching) => {
+                while let Some(view) = watching.next().await {
+                    sent_any = true;
+                    let ended = ends_watch(&view.state);
+                    send.write(&Answer {
+                        seal: self.api.seal(),
+                        response: ClientResponse::Job(Box::new(view)),
+                    })
+                    .await?;
+                    if ended {
+                        break;
+                    }
+                }
+                if !sent_any {
+                    let unknown = icn_protocol::wire::ApiError::new(
+                        "unknown_job",
+                        format!("no job {job} is known to this coordinator"),
+                    );
+                    send.write(&Answer { seal: self.api.seal(), response: ClientResponse::Error(unknown) })
+                        .await?;
+                }
             }
-        }
-        if !sent_any {
-            let unknown = ClientResponse::Error(format!("no job {job} is known to this coordinator"));
-            send.write(&self.answer_frame(unknown)).await?;
+            Err(refused) => {
+                send.write(&Answer { seal: self.api.seal(), response: ClientResponse::Error(refused) })
+                    .await?;
+            }
         }
         let _ = send.get_mut().finish();
         let _ = send.get_mut().stopped().await;
         Ok(())
+    }
+}
+
+/// Why a task stream failed: the worker broke the protocol (it is disconnected), or the
+/// connection went (the worker's connection task sees to that).
+enum StreamError {
+    Protocol(String),
+    Connection(String),
+}
+
+impl std::fmt::Display for StreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StreamError::Protocol(reason) => write!(f, "protocol: {reason}"),
+            StreamError::Connection(reason) => f.write_str(reason),
+        }
     }
 }
 
@@ -908,27 +737,28 @@ struct TaskStream {
 
 impl TaskStream {
     async fn run(self, assignment: Assignment, seal: Seal) {
-        if let Err(reason) = self.exchange(&assignment, seal).await {
-            // The connection's own loss is handled by the worker's connection task; a
-            // worker that breaks the protocol is disconnected, which requeues its tasks.
-            tracing::warn!(worker = %self.worker.short(), task = %assignment.task, %reason, "task stream failed");
-            if reason.starts_with("protocol:") {
+        if let Err(error) = self.exchange(&assignment, seal).await {
+            tracing::warn!(worker = %self.worker.short(), task = %assignment.task, %error, "task stream failed");
+            if let StreamError::Protocol(reason) = error {
                 self.connection.close(3u32.into(), reason.as_bytes());
             }
         }
     }
 
-    async fn exchange(&self, assignment: &Assignment, seal: Seal) -> Result<(), String> {
-        let (mut send, mut recv) = transport::open(&self.connection).await.map_err(|e| e.to_string())?;
+    async fn exchange(&self, assignment: &Assignment, seal: Seal) -> Result<(), StreamError> {
+        let lost = |e: icn_transport::Error| StreamError::Connection(e.to_string());
+        let (mut send, mut recv) = transport::open(&self.connection).await.map_err(lost)?;
         send.write(&CoordinatorMessage::Assign { assignment: Box::new(assignment.clone()), seal })
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(lost)?;
         loop {
             let message = recv
                 .read::<WorkerMessage>(MESSAGE_SIZE_BYTES_MAX)
                 .await
-                .map_err(|e| format!("protocol: {e}"))?
-                .ok_or("the worker closed the task stream without a report")?;
+                .map_err(|e| StreamError::Protocol(e.to_string()))?
+                .ok_or_else(|| {
+                    StreamError::Connection("the worker closed the task stream without a report".into())
+                })?;
             match message {
                 WorkerMessage::FetchModule(cid) if cid == assignment.module => {
                     let modules = self.shell.modules.clone();
@@ -939,59 +769,42 @@ impl TaskStream {
                         Ok(Err(e)) => CoordinatorMessage::NoModule(e.to_string()),
                         Err(e) => CoordinatorMessage::NoModule(e.to_string()),
                     };
-                    send.write(&reply).await.map_err(|e| e.to_string())?;
+                    send.write(&reply).await.map_err(lost)?;
                 }
                 WorkerMessage::FetchModule(cid) => {
-                    return Err(format!(
-                        "protocol: the worker asked for module {cid}, which its task does not use"
-                    ));
+                    return Err(StreamError::Protocol(format!(
+                        "the worker asked for module {cid}, which its task does not use"
+                    )));
                 }
                 WorkerMessage::Report(envelope) => {
                     let report: ExecutionReport =
-                        envelope.open().map_err(|e| format!("protocol: report refused: {e}"))?;
+                        envelope.open().map_err(|e| StreamError::Protocol(format!("report refused: {e}")))?;
                     if envelope.signer != self.worker {
-                        return Err(format!(
-                            "protocol: report signed by {} on the connection of worker {}",
+                        return Err(StreamError::Protocol(format!(
+                            "report signed by {} on the connection of worker {}",
                             envelope.signer, self.worker
-                        ));
+                        )));
                     }
                     if report.task != assignment.task || report.attempt != assignment.attempt {
-                        return Err(format!(
-                            "protocol: report for {} on the stream of {}",
+                        return Err(StreamError::Protocol(format!(
+                            "report for {} on the stream of {}",
                             report.task, assignment.task
-                        ));
+                        )));
                     }
-                    let event =
-                        Event::Report { worker: self.worker, session: self.session, envelope, report };
-                    let _ = self.shell.events.send(event);
+                    let event = Event::Report {
+                        worker: self.worker,
+                        session: self.session,
+                        envelope,
+                        report: Box::new(report),
+                    };
+                    let _ = self.shell.events.send(event).await;
                     let _ = send.get_mut().finish();
                     return Ok(());
                 }
                 WorkerMessage::Heartbeat { .. } => {
-                    return Err("protocol: a heartbeat on a task stream".into());
+                    return Err(StreamError::Protocol("a heartbeat on a task stream".into()));
                 }
             }
         }
     }
-}
-
-/// A member's connection carries only statements the member signed: a signed envelope
-/// is evidence of who asked, and a connection relaying another member's envelopes could
-/// replay them. The refusal, when `request` carries someone else's.
-fn relayed(request: &ClientRequest, member: &PublicKey) -> Option<ClientResponse> {
-    let envelope = match request {
-        ClientRequest::Submit(e)
-        | ClientRequest::Propose(e)
-        | ClientRequest::Vote(e)
-        | ClientRequest::Clear(e) => e,
-        _ => return None,
-    };
-    (envelope.signer != *member).then(|| {
-        ClientResponse::Error(format!(
-            "refused: this connection is member {}'s and cannot carry a statement signed by {}; each member sends \
-             their own",
-            member.short(),
-            envelope.signer.short()
-        ))
-    })
 }

@@ -54,6 +54,9 @@ impl Core {
             _ => None,
         };
         self.governance.apply(seq, time_ms, event);
+        if self.governance.members.len() != self.names.len() {
+            self.names = std::sync::Arc::new(self.governance.members.clone());
+        }
         if let Some(effect) = decided {
             self.apply_effect(&effect);
         }

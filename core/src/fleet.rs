@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use icn_placement::{Candidate, Policy, Pool, Trust, Weights};
 use icn_protocol::governance::ScopeId;
+use icn_protocol::views::WorkerView;
 use icn_protocol::wire::Capacity;
 use icn_protocol::{PublicKey, TaskId};
 
@@ -145,20 +146,6 @@ impl Fleet {
             trust: self.trust.get(key).copied().unwrap_or_default(),
         });
     }
-}
-
-/// A worker as `icn workers` shows it.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct WorkerView {
-    pub key: PublicKey,
-    /// None once a decision removed it.
-    pub owner: Option<ScopeId>,
-    pub connected: bool,
-    pub slots: u32,
-    pub free_slots: u32,
-    pub trust: Trust,
-    pub trust_lower_bound: f64,
-    pub quarantined: bool,
 }
 
 impl Core {

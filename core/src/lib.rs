@@ -24,6 +24,7 @@
 mod chain;
 mod effects;
 mod fleet;
+pub mod index;
 mod jobs;
 pub mod record;
 mod refusal;
@@ -31,6 +32,7 @@ mod scheduling;
 mod settlement;
 pub mod store;
 pub mod trace;
+mod views;
 
 use std::sync::Arc;
 
@@ -42,7 +44,7 @@ use icn_protocol::{JobId, Keypair, PublicKey};
 pub use chain::{
     BadEntry, Entry, GENESIS_HASH, check_link, check_signatures, entry_hash, first_bad, unsealed_tail,
 };
-pub use fleet::WorkerView;
+pub use index::{IndexKey, IndexRow};
 pub use record::Record;
 pub use refusal::Refusal;
 pub use settlement::{cost, transfer};
@@ -133,6 +135,10 @@ pub struct Core {
     clock: Now,
     entries: Vec<Entry>,
     commands: Vec<Command>,
+    /// Index rows of the entries made or replayed since the shell last took them.
+    index: Vec<IndexRow>,
+    /// Members' names, shared with traces made off this thread; members only join.
+    names: Arc<std::collections::BTreeMap<PublicKey, String>>,
 }
 
 impl Core {
@@ -149,6 +155,8 @@ impl Core {
             clock: Now::default(),
             entries: Vec::new(),
             commands: Vec::new(),
+            index: Vec::new(),
+            names: Arc::default(),
         }
     }
 
@@ -281,6 +289,7 @@ impl Core {
     /// The one place state changes: live, right after a record is made, and at start,
     /// for every record in the journal. Each record goes to the concern it is about.
     fn apply(&mut self, seq: u64, time_ms: u64, record: &Record) {
+        self.file(seq, record);
         match record {
             Record::JobSubmitted { submission, authorization } => {
                 self.apply_submitted(seq, time_ms, submission, authorization)

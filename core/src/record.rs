@@ -263,7 +263,7 @@ fn describe_event(event: &Event) -> String {
                     p.title,
                     icn_governance::describe_effect(&p.scope, &p.effect, |k| k.short()),
                     electorate.len(),
-                    crate::trace::when(*closes_ms)
+                    icn_protocol::views::when(*closes_ms)
                 ),
                 Err(_) => "proposal (unreadable)".into(),
             }

@@ -3,9 +3,13 @@
 //! is the embedded default (in the coordinator); [`MemoryJournal`] serves tests and
 //! simulations.
 
+use std::collections::BTreeMap;
+
 use icn_protocol::Seal;
+use icn_protocol::governance::ScopeId;
 
 use crate::chain::Entry;
+use crate::index::{IndexKey, IndexRow};
 
 /// Entries the journal reads at once, so that loading never holds more than a bounded
 /// number of them beyond what the caller keeps.
@@ -14,9 +18,10 @@ pub const READ_ENTRIES_MAX: usize = 4_096;
 pub trait JournalStore {
     type Error: std::error::Error + Send + Sync + 'static;
 
-    /// Appends a batch, which ends with its seal, in one atomic step: all of it is
-    /// stored, or none.
-    fn append(&mut self, entries: &[Entry]) -> Result<(), Self::Error>;
+    /// Appends a batch, which ends with its seal, and the index rows of its entries, in
+    /// one atomic step: all of it is stored, or none. Index rows of entries stored
+    /// before (a replay files them again) are ignored.
+    fn append(&mut self, entries: &[Entry], index: &[IndexRow]) -> Result<(), Self::Error>;
 
     /// Up to `limit` entries from entry `from` on, in order.
     fn read(&self, from: u64, limit: usize) -> Result<Vec<Entry>, Self::Error>;
@@ -34,10 +39,11 @@ pub trait JournalStore {
     }
 }
 
-/// A journal in memory.
+/// A journal in memory, with its index.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryJournal {
     pub entries: Vec<Entry>,
+    index: BTreeMap<IndexKey, BTreeMap<u64, i64>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,12 +53,15 @@ pub struct MemoryError(String);
 impl JournalStore for MemoryJournal {
     type Error = MemoryError;
 
-    fn append(&mut self, entries: &[Entry]) -> Result<(), MemoryError> {
+    fn append(&mut self, entries: &[Entry], index: &[IndexRow]) -> Result<(), MemoryError> {
         let next = self.entries.len() as u64;
         if entries.first().is_some_and(|e| e.seq != next) {
             return Err(MemoryError(format!("entry {} appended where {next} was next", entries[0].seq)));
         }
         self.entries.extend_from_slice(entries);
+        for row in index {
+            self.index.entry(row.key.clone()).or_default().entry(row.seq).or_insert(row.change);
+        }
         Ok(())
     }
 
@@ -63,5 +72,26 @@ impl JournalStore for MemoryJournal {
 
     fn len(&self) -> Result<u64, MemoryError> {
         Ok(self.entries.len() as u64)
+    }
+}
+
+impl crate::trace::Source for MemoryJournal {
+    fn entry(&self, seq: u64) -> Result<Entry, String> {
+        self.entries.get(seq as usize).cloned().ok_or_else(|| format!("no entry {seq}"))
+    }
+
+    fn indexed(&self, key: &IndexKey, after: Option<u64>, limit: usize) -> Result<Vec<IndexRow>, String> {
+        let Some(rows) = self.index.get(key) else { return Ok(vec![]) };
+        let from = after.map_or(0, |a| a + 1);
+        Ok(rows
+            .range(from..)
+            .take(limit)
+            .map(|(seq, change)| IndexRow { key: key.clone(), seq: *seq, change: *change })
+            .collect())
+    }
+
+    fn position_before(&self, scope: &ScopeId, before: u64) -> Result<i64, String> {
+        let key = IndexKey::Scope(scope.clone());
+        Ok(self.index.get(&key).map_or(0, |rows| rows.range(..before).map(|(_, change)| change).sum()))
     }
 }

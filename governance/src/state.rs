@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+pub use icn_protocol::governance::Tally;
 use icn_protocol::governance::{
     Ballot, Choice, Credits, Effect, Mandate, PlacementPolicy, PriceSchedule, Proposal, Rule, ScopeId,
     ScopeKind, Standing,
@@ -52,14 +53,6 @@ pub struct DecisionRecord {
     /// Set when the decision was accepted but its effect could not apply at close (for
     /// example a credit limit below what the account already uses); nothing changed.
     pub effect_refused: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Tally {
-    pub electorate: u64,
-    pub yes: u64,
-    pub no: u64,
-    pub abstain: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,6 +7,7 @@ pub mod governance;
 pub mod identity;
 pub mod ids;
 pub mod seal;
+pub mod views;
 pub mod wire;
 
 pub use envelope::{Envelope, Kind, Signed};

@@ -15,6 +15,10 @@ use crate::governance::ScopeId;
 use crate::identity::PublicKey;
 use crate::ids::{ContentId, Fuel, JobId, TaskId};
 use crate::seal::Seal;
+use crate::views::{
+    ClearingView, DecisionView, MemberView, Page, Paged, PositionsView, ProposalView, ScopeSummary,
+    ScopeView, Statement, Trace, WorkerView,
+};
 
 /// Hard ceiling on one frame of any kind, checked before the frame's bytes are read.
 pub const MESSAGE_SIZE_BYTES_MAX: usize = 8 * 1024 * 1024;
@@ -355,25 +359,37 @@ pub enum ClientRequest {
     Propose(Envelope),
     /// A signed [`crate::governance::Ballot`].
     Vote(Envelope),
-    /// The governance state: scopes, members, workers, open proposals, decisions.
-    Governance,
-    /// The provenance of a job, or of a decision and the jobs it authorized.
-    Trace(TraceQuery),
-    /// Every account's position, reservations held and credit limit.
-    Positions,
-    /// One scope's account entries with the decision behind each.
-    Statement(ScopeId),
     /// A signed [`crate::governance::ClearRequest`].
     Clear(Envelope),
-    /// Every worker: owner, connection, slots, trust, quarantine.
-    Workers,
+    /// Members and the standing each holds.
+    Members(Page),
+    /// Every scope, where it sits and how many hold standing in it.
+    Scopes,
+    /// One scope: rule, prices, policy, mandate, account, a page of its members, workers.
+    Scope(ScopeId, Page),
+    /// Open proposals with their tally so far.
+    Proposals(Page),
+    /// One proposal, open or decided.
+    Proposal(ContentId),
+    /// Decisions, oldest first.
+    Decisions(Page),
+    /// One decision, named by its journal entry.
+    Decision(u64),
+    /// Every account's position, reservations held and credit limit, and who owes whom.
+    Positions,
+    /// A page of one scope's account entries with the decision behind each.
+    Statement(ScopeId, Page),
+    /// The provenance of a job, or of a decision and the jobs it authorized.
+    Trace(TraceQuery),
+    /// Workers: owner, connection, slots, trust, quarantine.
+    Workers(Page),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TraceQuery {
     Job(JobId),
-    /// A decision, named by its journal entry.
-    Decision(u64),
+    /// A decision, named by its journal entry, and a page of the jobs it authorized.
+    Decision(u64, Page),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -415,16 +431,41 @@ pub enum ClientResponse {
     ModuleStored(ContentId),
     Submitted(JobId),
     Job(Box<JobView>),
-    Proposed {
-        proposal: ContentId,
-        closes_ms: u64,
-    },
-    Voted {
-        proposal: ContentId,
-    },
-    /// A document for people and tools (governance state, a trace), as JSON.
-    Json(String),
-    Error(String),
+    Proposed { proposal: ContentId, closes_ms: u64 },
+    Voted { proposal: ContentId },
+    Cleared(ClearingView),
+    Members(Paged<MemberView>),
+    Scopes(Vec<ScopeSummary>),
+    Scope(Box<ScopeView>),
+    Proposals(Paged<ProposalView>),
+    Proposal(Box<ProposalView>),
+    Decisions(Paged<DecisionView>),
+    Decision(Box<DecisionView>),
+    Positions(PositionsView),
+    Statement(Statement),
+    Trace(Box<Trace>),
+    Workers(Paged<WorkerView>),
+    Error(ApiError),
+}
+
+/// Why a request was refused: a code that does not change between versions, for
+/// programs, and a sentence for people.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: &str, message: impl Into<String>) -> ApiError {
+        ApiError { code: code.to_string(), message: message.into() }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 pub(crate) fn check_text(what: &str, text: &str) -> Result<(), Error> {

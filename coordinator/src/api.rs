@@ -1,0 +1,329 @@
+//! The member API: one transport-neutral way to ask the coordinator anything a member
+//! may ask — typed requests in, typed views out. The QUIC path is one adapter of it
+//! (`server`); an HTTP adapter is another. Nothing here encodes: adapters serialize the
+//! answers on their own tasks, never on the core's thread.
+//!
+//! Reads of the core's state and changes to it go to the core's thread as closures and
+//! are answered once the batch they belong to is durable, so a member never hears of a
+//! state the journal could still lose. Traces and statements are built off that thread,
+//! from the journal's index.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use icn_core::trace::Provenance;
+use icn_core::{Core, Now, Refusal};
+use icn_protocol::governance::{Ballot, ClearRequest, Proposal};
+use icn_protocol::views::ClearingView;
+use icn_protocol::wire::{ApiError, ClientRequest, ClientResponse, JobView, Submission, TraceQuery};
+use icn_protocol::{Envelope, JobId, PublicKey, Seal};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::journal::JournalReader;
+use crate::modules::ModuleStore;
+use crate::server::{Event, Reply};
+
+/// Jobs one member may follow at once.
+pub const WATCHERS_PER_MEMBER_MAX: usize = 64;
+/// Views queued for one follower; one that falls this far behind is let go (it can
+/// follow again).
+pub const WATCH_UPDATES_MAX: usize = 16;
+
+pub struct MemberApi {
+    events: mpsc::Sender<Event>,
+    modules: Arc<ModuleStore>,
+    journal: PathBuf,
+    seal: watch::Receiver<Seal>,
+    /// How many jobs each member follows now.
+    watching: Mutex<HashMap<PublicKey, usize>>,
+}
+
+fn stopping() -> ApiError {
+    ApiError::new("stopping", "the coordinator is stopping; try again when it is back")
+}
+
+fn refused(what: &str, refusal: Refusal) -> ApiError {
+    ApiError::new(refusal.code(), format!("{what} refused: {refusal}"))
+}
+
+fn unknown_job(job: &JobId) -> ApiError {
+    ApiError::new("unknown_job", format!("no job {job} is known to this coordinator"))
+}
+
+impl MemberApi {
+    pub(crate) fn new(
+        events: mpsc::Sender<Event>,
+        modules: Arc<ModuleStore>,
+        journal: PathBuf,
+        seal: watch::Receiver<Seal>,
+    ) -> Self {
+        MemberApi { events, modules, journal, seal, watching: Mutex::default() }
+    }
+
+    /// The latest seal committed, which every answer carries.
+    pub fn seal(&self) -> Seal {
+        *self.seal.borrow()
+    }
+
+    /// A read of the core's state, answered after the batch it falls in is durable.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Core) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        let event = Event::Read(Box::new(move |core: &Core| {
+            let value = f(core);
+            Box::new(move || drop(reply.send(value))) as Reply
+        }));
+        self.events.send(event).await.map_err(|_| stopping())?;
+        answer.await.map_err(|_| stopping())
+    }
+
+    /// A change to the core's state, answered once it is durable.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Core, Now) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        let event = Event::Write(Box::new(move |core: &mut Core, now: Now| {
+            let value = f(core, now);
+            Box::new(move || drop(reply.send(value))) as Reply
+        }));
+        self.events.send(event).await.map_err(|_| stopping())?;
+        answer.await.map_err(|_| stopping())
+    }
+
+    /// Answers `member`'s request. Watching a job is [`MemberApi::watch`].
+    pub async fn handle(&self, member: PublicKey, request: ClientRequest) -> ClientResponse {
+        match self.answer(member, request).await {
+            Ok(response) => response,
+            Err(error) => ClientResponse::Error(error),
+        }
+    }
+
+    async fn answer(&self, member: PublicKey, request: ClientRequest) -> Result<ClientResponse, ApiError> {
+        if let Some(refusal) = relayed(&request, &member) {
+            return Err(refusal);
+        }
+        Ok(match request {
+            ClientRequest::HasModule(cid) => {
+                let modules = self.modules.clone();
+                ClientResponse::HasModule(
+                    blocking(move || modules.contains(&cid).map_err(|e| e.to_string())).await?,
+                )
+            }
+            ClientRequest::PutModule(bytes) => {
+                let modules = self.modules.clone();
+                let stored = blocking(move || modules.put(bytes)).await;
+                ClientResponse::ModuleStored(stored.map_err(|e| ApiError::new("invalid_module", e.message))?)
+            }
+            ClientRequest::Submit(envelope) => ClientResponse::Submitted(self.submit(envelope).await?),
+            ClientRequest::Status(job) => ClientResponse::Job(Box::new(
+                self.read(move |core| core.job(&job)).await?.ok_or_else(|| unknown_job(&job))?,
+            )),
+            ClientRequest::Watch(job) => {
+                return Err(ApiError::new(
+                    "invalid",
+                    format!("watching job {job} takes a stream of its own"),
+                ));
+            }
+            ClientRequest::Propose(envelope) => {
+                let proposal: Proposal = envelope.open().map_err(|e| refused("proposal", e.into()))?;
+                let made = self.write(move |core, now| core.propose(now, envelope, proposal)).await?;
+                let (proposal, closes_ms) = made.map_err(|e| refused("proposal", e))?;
+                ClientResponse::Proposed { proposal, closes_ms }
+            }
+            ClientRequest::Vote(envelope) => {
+                let ballot: Ballot = envelope.open().map_err(|e| refused("ballot", e.into()))?;
+                let proposal = ballot.proposal;
+                self.write(move |core, now| core.vote(now, envelope, ballot))
+                    .await?
+                    .map_err(|e| refused("ballot", e))?;
+                ClientResponse::Voted { proposal }
+            }
+            ClientRequest::Clear(envelope) => {
+                let request: ClearRequest = envelope.open().map_err(|e| refused("clearing", e.into()))?;
+                let federation = request.federation.clone();
+                let cleared = self.write(move |core, now| core.clear(now, envelope, request)).await?;
+                let clearing = cleared.map_err(|e| refused("clearing", e))?;
+                let obligations = |list: Vec<icn_ledger::Obligation>| {
+                    list.into_iter()
+                        .map(|o| icn_protocol::views::ObligationView {
+                            debtor: o.debtor,
+                            creditor: o.creditor,
+                            amount: o.amount,
+                        })
+                        .collect()
+                };
+                ClientResponse::Cleared(ClearingView {
+                    federation,
+                    before: obligations(clearing.before),
+                    after: obligations(clearing.after),
+                })
+            }
+            ClientRequest::Members(page) => {
+                ClientResponse::Members(self.read(move |core| core.members(&page)).await?)
+            }
+            ClientRequest::Scopes => ClientResponse::Scopes(self.read(|core| core.scopes()).await?),
+            ClientRequest::Scope(scope, page) => {
+                let view = self.read(move |core| core.scope(&scope, &page)).await?;
+                ClientResponse::Scope(Box::new(view.map_err(|e| ApiError::new(e.code(), e.to_string()))?))
+            }
+            ClientRequest::Proposals(page) => {
+                ClientResponse::Proposals(self.read(move |core| core.proposals(&page)).await?)
+            }
+            ClientRequest::Proposal(id) => ClientResponse::Proposal(Box::new(
+                self.read(move |core| core.proposal(&id)).await?.ok_or_else(|| {
+                    ApiError::new("unknown_proposal", format!("proposal {id} is not known"))
+                })?,
+            )),
+            ClientRequest::Decisions(page) => {
+                ClientResponse::Decisions(self.read(move |core| core.decisions(&page)).await?)
+            }
+            ClientRequest::Decision(seq) => ClientResponse::Decision(Box::new(
+                self.read(move |core| core.decision(seq)).await?.ok_or_else(|| {
+                    ApiError::new("unknown_decision", format!("entry {seq} is not a decision"))
+                })?,
+            )),
+            ClientRequest::Positions => ClientResponse::Positions(self.read(|core| core.positions()).await?),
+            ClientRequest::Workers(page) => {
+                ClientResponse::Workers(self.read(move |core| core.workers(&page)).await?)
+            }
+            ClientRequest::Statement(scope, page) => {
+                let known = self.read({
+                    let scope = scope.clone();
+                    move |core| core.governance().scope(&scope).is_ok()
+                });
+                if !known.await? {
+                    return Err(ApiError::new("unknown_scope", format!("scope {scope} does not exist")));
+                }
+                let statement = self.provenance(move |p| p.statement(&scope, &page)).await?;
+                ClientResponse::Statement(statement)
+            }
+            ClientRequest::Trace(query) => {
+                let trace = self
+                    .provenance(move |p| match query {
+                        TraceQuery::Job(job) => p.job(&job),
+                        TraceQuery::Decision(seq, page) => p.decision(seq, &page),
+                    })
+                    .await?;
+                ClientResponse::Trace(Box::new(trace))
+            }
+        })
+    }
+
+    async fn submit(&self, envelope: Envelope) -> Result<JobId, ApiError> {
+        let submission: Submission = envelope.open().map_err(|e| refused("submission", e.into()))?;
+        submission.validate().map_err(|e| refused("submission", e.into()))?;
+        let modules = self.modules.clone();
+        let module = submission.module;
+        let stored = blocking(move || modules.contains(&module).map_err(|e| e.to_string())).await?;
+        if !stored {
+            return Err(ApiError::new(
+                "unknown_module",
+                format!("submission refused: module {module} is not stored here; upload it first"),
+            ));
+        }
+        self.write(move |core, now| core.submit(now, envelope, submission))
+            .await?
+            .map_err(|e| refused("submission", e))
+    }
+
+    /// A trace or statement, read from the journal's index on a blocking thread, naming
+    /// members as the commons knows them now.
+    async fn provenance<T: Send + 'static>(
+        &self,
+        build: impl FnOnce(&Provenance<'_, JournalReader>) -> Result<T, String> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let names = self.read(|core| core.names()).await?;
+        let path = self.journal.clone();
+        let built = blocking(move || {
+            let reader = JournalReader::open(&path).map_err(|e| e.to_string())?;
+            build(&Provenance::new(&reader, &names))
+        });
+        built.await.map_err(|e| ApiError::new("not_found", e.message))
+    }
+
+    /// Follows `job`: its view now and at every change, until it ends or goes into dispute.
+    pub async fn watch(&self, member: PublicKey, job: JobId) -> Result<Watching<'_>, ApiError> {
+        {
+            let mut watching = self.watching.lock().expect("watching lock");
+            let count = watching.entry(member).or_default();
+            if *count >= WATCHERS_PER_MEMBER_MAX {
+                return Err(ApiError::new(
+                    "too_many_watches",
+                    format!("you follow {count} jobs at once, the limit; stop following some first"),
+                ));
+            }
+            *count += 1;
+        }
+        let mut guard = Watching { api: self, member, updates: None };
+        let (updates, receiver) = mpsc::channel(WATCH_UPDATES_MAX);
+        self.events.send(Event::Watch { job, updates }).await.map_err(|_| stopping())?;
+        guard.updates = Some(receiver);
+        Ok(guard)
+    }
+}
+
+/// A job being followed; the member's count of followed jobs goes down when it is dropped.
+pub struct Watching<'a> {
+    api: &'a MemberApi,
+    member: PublicKey,
+    updates: Option<mpsc::Receiver<JobView>>,
+}
+
+impl Watching<'_> {
+    /// The next view; `None` when the job ended (after its last view), or is unknown
+    /// (before any view).
+    pub async fn next(&mut self) -> Option<JobView> {
+        self.updates.as_mut()?.recv().await
+    }
+}
+
+impl Drop for Watching<'_> {
+    fn drop(&mut self) {
+        let mut watching = self.api.watching.lock().expect("watching lock");
+        if let Some(count) = watching.get_mut(&self.member) {
+            *count -= 1;
+            if *count == 0 {
+                watching.remove(&self.member);
+            }
+        }
+    }
+}
+
+/// Runs blocking work (SQLite) off the async threads; its error becomes an API error.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(message)) => Err(ApiError::new("failed", message)),
+        Err(e) => Err(ApiError::new("failed", e.to_string())),
+    }
+}
+
+/// A member's connection carries only statements the member signed: a signed envelope
+/// is evidence of who asked, and a connection relaying another member's envelopes could
+/// replay them. The refusal, when `request` carries someone else's.
+fn relayed(request: &ClientRequest, member: &PublicKey) -> Option<ApiError> {
+    let envelope = match request {
+        ClientRequest::Submit(e)
+        | ClientRequest::Propose(e)
+        | ClientRequest::Vote(e)
+        | ClientRequest::Clear(e) => e,
+        _ => return None,
+    };
+    (envelope.signer != *member).then(|| {
+        ApiError::new(
+            "relayed",
+            format!(
+                "refused: this connection is member {}'s and cannot carry a statement signed by {}; each member \
+                 sends their own",
+                member.short(),
+                envelope.signer.short()
+            ),
+        )
+    })
+}

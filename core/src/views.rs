@@ -1,0 +1,218 @@
+//! The views members read, made on request from the core's state: plain values, cheap to
+//! clone, with no encoding here (the adapters serialize them off the core's thread).
+//! Lists that grow with the commons are paged.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use icn_governance::{Decision, ProposalState, describe_effect};
+use icn_protocol::governance::ScopeId;
+use icn_protocol::views::{
+    AccountView, DecisionView, MandateView, MemberView, ObligationView, Page, Paged, Person, PositionsView,
+    ProposalView, ScopeSummary, ScopeView, WorkerView,
+};
+use icn_protocol::{ContentId, PublicKey};
+
+use crate::{Core, Refusal};
+
+impl Core {
+    fn person(&self, key: &PublicKey) -> Person {
+        Person { key: *key, name: self.governance.member_name(key).map(str::to_string) }
+    }
+
+    fn name(&self, key: &PublicKey) -> String {
+        self.governance.member_name(key).map_or_else(|| key.short(), str::to_string)
+    }
+
+    /// Members' names by key, shared: traces name people with it off the core's thread.
+    pub fn names(&self) -> Arc<BTreeMap<PublicKey, String>> {
+        self.names.clone()
+    }
+
+    /// Members and their standing, by key; the cursor is the position in that order.
+    pub fn members(&self, page: &Page) -> Paged<MemberView> {
+        let from = page.after.map_or(0, |after| after as usize + 1);
+        let members = self.governance.members.keys().enumerate().skip(from).take(page.limit() + 1).map(
+            |(position, key)| {
+                let standing = self
+                    .governance
+                    .scopes
+                    .iter()
+                    .filter_map(|(id, scope)| {
+                        scope.standing.get(key).map(|s| (id.clone(), s.iter().copied().collect()))
+                    })
+                    .collect();
+                (position as u64, MemberView { person: self.person(key), standing })
+            },
+        );
+        Paged::of(members, page)
+    }
+
+    pub fn scopes(&self) -> Vec<ScopeSummary> {
+        self.governance
+            .scopes
+            .iter()
+            .map(|(id, scope)| ScopeSummary {
+                id: id.clone(),
+                kind: scope.kind,
+                parent: scope.parent.clone(),
+                members: scope.standing.len() as u64,
+            })
+            .collect()
+    }
+
+    /// One scope: its rule, prices and policy in force, mandate, account, a page of its
+    /// members, and the workers it owns.
+    pub fn scope(&self, id: &ScopeId, page: &Page) -> Result<ScopeView, Refusal> {
+        let scope = self.governance.scope(id)?;
+        let from = page.after.map_or(0, |after| after as usize + 1);
+        let members = scope.standing.iter().enumerate().skip(from).take(page.limit() + 1).map(
+            |(position, (key, held))| (position as u64, (self.person(key), held.iter().copied().collect())),
+        );
+        let mandate = scope.mandate.map(|decision| {
+            let m = &self.governance.mandates[&decision];
+            MandateView {
+                decision: m.decision,
+                mandate: m.mandate.clone(),
+                granted_ms: m.granted_ms,
+                expires_ms: m.expires_ms,
+                held: m.held,
+                spent: m.spent,
+                left: m.left(),
+                jobs: m.jobs,
+            }
+        });
+        Ok(ScopeView {
+            id: id.clone(),
+            kind: scope.kind,
+            parent: scope.parent.clone(),
+            rule: scope.rule,
+            prices: self.governance.prices(id),
+            policy: self.governance.placement_policy(id),
+            mandate,
+            account: self.ledger().account(id).ok().map(|a| account(id, a)),
+            members: Paged::of(members, page),
+            workers: self
+                .governance
+                .workers
+                .iter()
+                .filter(|(_, owner)| *owner == id)
+                .map(|(k, _)| *k)
+                .collect(),
+        })
+    }
+
+    /// Open proposals, oldest first; the cursor is the proposal's entry.
+    pub fn proposals(&self, page: &Page) -> Paged<ProposalView> {
+        let mut open: Vec<(u64, &ContentId)> =
+            self.governance.open.iter().map(|(id, p)| (p.seq, id)).collect();
+        open.sort_unstable();
+        let views =
+            open.into_iter().map(|(seq, id)| (seq, self.open_proposal(id, &self.governance.open[id])));
+        Paged::of(views, page)
+    }
+
+    /// A proposal, open or decided.
+    pub fn proposal(&self, id: &ContentId) -> Option<ProposalView> {
+        if let Some(open) = self.governance.open.get(id) {
+            return Some(self.open_proposal(id, open));
+        }
+        let decision = &self.governance.decisions[self.governance.closed.get(id)?];
+        Some(ProposalView {
+            id: *id,
+            seq: decision.proposal_seq,
+            scope: decision.proposal.scope.clone(),
+            title: decision.proposal.title.clone(),
+            effect: decision.proposal.effect.clone(),
+            effect_text: self.effect_text(&decision.proposal.scope, &decision.proposal.effect),
+            proposer: self.person(&decision.proposer),
+            opened_ms: decision.decided_ms,
+            closes_ms: decision.decided_ms,
+            rule: decision.record.rule,
+            tally: decision.record.tally,
+            ballots: vec![],
+            decision: Some(decision.seq),
+        })
+    }
+
+    fn open_proposal(&self, id: &ContentId, open: &ProposalState) -> ProposalView {
+        let scope = &open.proposal.scope;
+        let tally = self.governance.decide(id).tally;
+        ProposalView {
+            id: *id,
+            seq: open.seq,
+            scope: scope.clone(),
+            title: open.proposal.title.clone(),
+            effect: open.proposal.effect.clone(),
+            effect_text: self.effect_text(scope, &open.proposal.effect),
+            proposer: self.person(&open.proposer),
+            opened_ms: open.opened_ms,
+            closes_ms: open.closes_ms,
+            rule: self.governance.scopes[scope].rule,
+            tally,
+            ballots: open.ballots.iter().map(|(key, (choice, _, _))| (self.person(key), *choice)).collect(),
+            decision: None,
+        }
+    }
+
+    /// Decisions, oldest first; the cursor is the decision's entry.
+    pub fn decisions(&self, page: &Page) -> Paged<DecisionView> {
+        let from = page.after.map_or(0, |after| after + 1);
+        let views = self.governance.decisions.range(from..).map(|(seq, d)| (*seq, self.decision_view(d)));
+        Paged::of(views, page)
+    }
+
+    pub fn decision(&self, seq: u64) -> Option<DecisionView> {
+        self.governance.decisions.get(&seq).map(|d| self.decision_view(d))
+    }
+
+    fn decision_view(&self, decision: &Decision) -> DecisionView {
+        let proposal = &decision.proposal;
+        DecisionView {
+            seq: decision.seq,
+            proposal: decision.proposal_id,
+            proposal_seq: decision.proposal_seq,
+            scope: proposal.scope.clone(),
+            title: proposal.title.clone(),
+            effect: proposal.effect.clone(),
+            effect_text: self.effect_text(&proposal.scope, &proposal.effect),
+            proposer: self.person(&decision.proposer),
+            decided_ms: decision.decided_ms,
+            accepted: decision.record.accepted,
+            tally: decision.record.tally,
+            rule: decision.record.rule,
+            reason: decision.record.reason.clone(),
+            effect_refused: decision.record.effect_refused.clone(),
+        }
+    }
+
+    fn effect_text(&self, scope: &ScopeId, effect: &icn_protocol::governance::Effect) -> String {
+        describe_effect(scope, effect, |key| self.name(key))
+    }
+
+    pub fn positions(&self) -> PositionsView {
+        let ledger = self.ledger();
+        PositionsView {
+            accounts: ledger.accounts().iter().map(|(scope, a)| account(scope, a)).collect(),
+            obligations: ledger
+                .obligations()
+                .map(|o| ObligationView { debtor: o.debtor, creditor: o.creditor, amount: o.amount })
+                .collect(),
+        }
+    }
+
+    /// Every worker admitted or with a history, by key; the cursor is the position.
+    pub fn workers(&self, page: &Page) -> Paged<WorkerView> {
+        Paged::of(self.workers_view().into_iter().enumerate().map(|(i, w)| (i as u64, w)), page)
+    }
+}
+
+fn account(scope: &ScopeId, a: &icn_ledger::Account) -> AccountView {
+    AccountView {
+        scope: scope.clone(),
+        position: a.position,
+        reserved: a.reserved,
+        limit: a.limit,
+        available: a.available(),
+    }
+}
