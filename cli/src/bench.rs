@@ -77,7 +77,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
             executor.load_module(module, &bytes).map_err(anyhow::Error::msg)?;
             let started = Instant::now();
             for _ in 0..jobs {
-                let execution = executor.run(&module, b"", &[], &limits);
+                let execution = executor.execute(&module, b"", &[], &limits);
                 anyhow::ensure!(
                     execution.output == b"hello from the commons\n",
                     "baseline run failed: {execution:?}"

@@ -58,6 +58,8 @@ pub struct LocalOptions<'a> {
     pub credit_limit: Credits,
     /// More admitted worker keys (with their cooperative) that the caller runs itself.
     pub extra_workers: &'a [(PublicKey, &'a str)],
+    /// The executors the founding mandate allows.
+    pub mandate_executors: &'a [ExecutorKind],
 }
 
 impl Default for LocalOptions<'_> {
@@ -72,6 +74,7 @@ impl Default for LocalOptions<'_> {
             founding_budget: Some(Credits(1_000_000_000)),
             credit_limit: Credits(1_000_000_000),
             extra_workers: &[],
+            mandate_executors: &[ExecutorKind::Wasm],
         }
     }
 }
@@ -182,7 +185,11 @@ pub fn genesis(
     };
     let mandates = options
         .founding_budget
-        .map(|budget| Mandate { limits: most, ..day_mandate(budget) })
+        .map(|budget| Mandate {
+            limits: most,
+            executors: options.mandate_executors.to_vec(),
+            ..day_mandate(budget)
+        })
         .into_iter()
         .collect();
     let genesis = Genesis { scopes, members, workers, mandates, free_compute: false };

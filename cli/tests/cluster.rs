@@ -343,3 +343,69 @@ async fn bench_runs_every_job_to_completion_and_reports_the_ratio() {
     assert!(report.latency_p50 <= report.latency_p99, "{report:?}");
     assert!(report.end_to_end_jobs_per_s > 0.0 && report.in_process_runs_per_s > 0.0, "{report:?}");
 }
+
+/// An executor that echoes a task's input, standing in for any kind a worker may offer.
+struct Echo;
+
+impl icn_worker::Executor for Echo {
+    fn kind(&self) -> icn_protocol::wire::ExecutorKind {
+        icn_protocol::wire::ExecutorKind::Container
+    }
+    fn has_program(&self, _: &ContentId) -> bool {
+        true
+    }
+    fn load_program(&self, _: ContentId, _: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
+    fn run(self: Arc<Self>, assignment: icn_protocol::wire::Assignment) -> icn_worker::executor::Running {
+        Box::pin(async move {
+            icn_worker::Execution {
+                outcome: Outcome::Exited { code: 0 },
+                output: assignment.input,
+                stderr: vec![],
+                fuel: Fuel(1),
+            }
+        })
+    }
+}
+
+/// A worker offers exactly the executors it registered: tasks of that kind run through
+/// it, and tasks of a kind it does not offer are never placed on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_runs_tasks_through_the_executors_it_registered_and_no_others() {
+    use icn_protocol::wire::ExecutorKind;
+    let dir = tempfile::tempdir().unwrap();
+    let key = Arc::new(Keypair::generate());
+    let extra: &'static [(icn_protocol::PublicKey, &'static str)] =
+        Box::leak(Box::new([(key.public(), "coop-e")]));
+    let options = LocalOptions {
+        owners: &[],
+        extra_workers: extra,
+        mandate_executors: &[ExecutorKind::Wasm, ExecutorKind::Container],
+        ..LocalOptions::default()
+    };
+    let commons = LocalCommons::start(dir.path(), options).await.unwrap();
+    let config = icn_worker::WorkerConfig {
+        key: key.clone(),
+        coordinator: commons.coordinator.addr(),
+        coordinator_key: commons.coordinator.public_key(),
+        slots: 1,
+        memory_bytes: 256 << 20,
+        agent: "echo".into(),
+    };
+    let worker = tokio::spawn(icn_worker::run(config, icn_worker::Executors::default().with(Arc::new(Echo))));
+    commons.wait_for_workers(1).await.unwrap();
+    let client = commons.client().await.unwrap();
+    let module = client.ensure_module(&wat::parse_str(HELLO_WAT).unwrap()).await.unwrap();
+    let mut container = job(module, b"echoed", Limits::default());
+    container.executor = ExecutorKind::Container;
+    let echoed = client.submit(&container).await.unwrap();
+    let view =
+        tokio::time::timeout(Duration::from_secs(20), client.watch(echoed, |_| {})).await.unwrap().unwrap();
+    assert_eq!(output(&view), b"echoed");
+    let wasm = client.submit(&job(module, b"", Limits::default())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(client.status(wasm).await.unwrap().state, JobState::Queued, "no worker here runs wasm");
+    worker.abort();
+    commons.stop().await.unwrap();
+}

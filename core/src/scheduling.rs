@@ -121,6 +121,7 @@ impl Core {
         let assignment = Assignment {
             task,
             attempt,
+            executor: job.submission.executor,
             module: job.submission.module,
             input: job.submission.input.clone(),
             args: job.submission.args.clone(),

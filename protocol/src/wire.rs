@@ -45,7 +45,7 @@ pub enum Role {
 #[serde(rename_all = "lowercase")]
 pub enum ExecutorKind {
     Wasm,
-    /// Docker containers; no worker runs them yet.
+    /// Docker containers.
     Container,
 }
 
@@ -224,6 +224,8 @@ impl Submission {
 pub struct Assignment {
     pub task: TaskId,
     pub attempt: u32,
+    /// Which of the worker's executors runs it.
+    pub executor: ExecutorKind,
     pub module: ContentId,
     pub input: Vec<u8>,
     pub args: Vec<String>,

@@ -16,10 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use icn_protocol::wire::{
-    Assignment, Capacity, CoordinatorMessage, ExecutionReport, ExecutorKind, FailureKind, Hello,
-    MESSAGE_SIZE_BYTES_MAX, MODULE_SIZE_BYTES_MAX, Outcome, Role, WorkerMessage,
+    Assignment, Capacity, CoordinatorMessage, ExecutionReport, Hello, MESSAGE_SIZE_BYTES_MAX,
+    MODULE_SIZE_BYTES_MAX, Role, WorkerMessage,
 };
-use icn_protocol::{ContentId, Envelope, Fuel, Keypair, PublicKey, Seal, SealKeeper, TaskId};
+use icn_protocol::{ContentId, Envelope, Keypair, PublicKey, Seal, SealKeeper, TaskId};
 use icn_transport::endpoint::{self as transport, Session};
 use icn_transport::{Error, FrameReader, FrameWriter};
 use quinn::{Connection, RecvStream, SendStream};
@@ -28,7 +28,7 @@ type Outgoing = FrameWriter<SendStream>;
 type Incoming = FrameReader<RecvStream>;
 use tokio::sync::Semaphore;
 
-use crate::executor::{Execution, WasmExecutor};
+use crate::executor::{Execution, Executors};
 
 /// The longest pause between two attempts to reach the coordinator.
 pub const RECONNECT_DELAY_MS_MAX: u64 = 2_000;
@@ -51,7 +51,7 @@ pub struct WorkerConfig {
 /// What the agent holds across connections.
 struct Agent {
     config: WorkerConfig,
-    executor: Arc<WasmExecutor>,
+    executors: Executors,
     slots: Arc<Semaphore>,
     /// Tasks running now, by attempt.
     running: Mutex<BTreeSet<(TaskId, u32)>>,
@@ -76,13 +76,14 @@ struct Link {
 /// a history other than the one it showed before, or the task is cancelled. A lost
 /// connection is retried with backoff; tasks keep running meanwhile and resume on the
 /// next connection.
-pub async fn run(config: WorkerConfig, executor: Arc<WasmExecutor>) -> anyhow::Result<()> {
+pub async fn run(config: WorkerConfig, executors: impl Into<Executors>) -> anyhow::Result<()> {
+    let executors = executors.into();
     let endpoint = transport::client_endpoint()?;
     let agent = Arc::new(Agent {
         slots: Arc::new(Semaphore::new(config.slots as usize)),
         seals: Mutex::new(SealKeeper::new(config.coordinator_key, None)?),
         config,
-        executor,
+        executors,
         running: Mutex::default(),
         link: Mutex::default(),
         distrust: Mutex::default(),
@@ -141,7 +142,7 @@ impl Agent {
             capacity: Some(Capacity {
                 slots: config.slots,
                 memory_bytes: config.memory_bytes,
-                executors: vec![ExecutorKind::Wasm],
+                executors: self.executors.kinds(),
             }),
             seen: None,
             running: self.held(),
@@ -238,7 +239,7 @@ impl Agent {
         }
         let attempt = (assignment.task, assignment.attempt);
         let execution = match self.slots.clone().try_acquire_owned() {
-            Err(_) => refusal(FailureKind::WorkerError, "the worker has no free slot".into()),
+            Err(_) => Execution::refused("the worker has no free slot".into()),
             Ok(_permit) => {
                 // Held from here until its report is delivered or in the outbox.
                 self.running.lock().expect("running lock").insert(attempt);
@@ -311,45 +312,39 @@ impl Agent {
         recv: &mut Incoming,
     ) -> Result<Execution, Error> {
         if let Err(e) = assignment.limits.validate() {
-            return Ok(refusal(
-                FailureKind::WorkerError,
-                format!("the assignment's limits are invalid: {e}"),
-            ));
+            return Ok(Execution::refused(format!("the assignment's limits are invalid: {e}")));
         }
         if assignment.limits.memory_bytes > self.config.memory_bytes {
-            return Ok(refusal(
-                FailureKind::WorkerError,
-                format!(
-                    "the task wants {} bytes of memory; this worker offers {}",
-                    assignment.limits.memory_bytes, self.config.memory_bytes
-                ),
-            ));
+            return Ok(Execution::refused(format!(
+                "the task wants {} bytes of memory; this worker offers {}",
+                assignment.limits.memory_bytes, self.config.memory_bytes
+            )));
         }
+        let Some(executor) = self.executors.get(assignment.executor).cloned() else {
+            return Ok(Execution::refused(format!(
+                "this worker does not run the {} executor",
+                assignment.executor
+            )));
+        };
         let module = assignment.module;
-        if !self.executor.has_module(&module) {
+        if !executor.has_program(&module) {
             send.write(&WorkerMessage::FetchModule(module)).await?;
             let bytes = match recv.read::<CoordinatorMessage>(MODULE_FRAME_BYTES_MAX).await? {
                 Some(CoordinatorMessage::Module(bytes)) => bytes,
                 Some(CoordinatorMessage::NoModule(reason)) => {
-                    return Ok(refusal(FailureKind::WorkerError, format!("module unavailable: {reason}")));
+                    return Ok(Execution::refused(format!("module unavailable: {reason}")));
                 }
                 other => return Err(Error::invalid(format!("expected the module's bytes, got {other:?}"))),
             };
-            let executor = self.executor.clone();
-            let loaded = tokio::task::spawn_blocking(move || executor.load_module(module, &bytes))
+            let loader = executor.clone();
+            let loaded = tokio::task::spawn_blocking(move || loader.load_program(module, &bytes))
                 .await
                 .map_err(|e| Error::Transport(format!("module compilation panicked: {e}")))?;
             if let Err(reason) = loaded {
-                return Ok(refusal(FailureKind::WorkerError, reason));
+                return Ok(Execution::refused(reason));
             }
         }
-        let executor = self.executor.clone();
-        let assignment = assignment.clone();
-        tokio::task::spawn_blocking(move || {
-            executor.run(&assignment.module, &assignment.input, &assignment.args, &assignment.limits)
-        })
-        .await
-        .map_err(|e| Error::Transport(format!("the executor panicked: {e}")))
+        Ok(executor.run(assignment.clone()).await)
     }
 }
 
@@ -360,13 +355,4 @@ async fn report_on(send: &mut Outgoing, recv: &mut Incoming, report: Envelope) -
     send.write(&WorkerMessage::Report(report)).await?;
     send.get_mut().finish().map_err(|e| Error::Transport(e.to_string()))?;
     recv.finished().await
-}
-
-fn refusal(kind: FailureKind, detail: String) -> Execution {
-    Execution {
-        outcome: Outcome::Failed { kind, detail },
-        output: Vec::new(),
-        stderr: Vec::new(),
-        fuel: Fuel(0),
-    }
 }

@@ -1,8 +1,10 @@
 //! The ICN worker agent: connects to the coordinator over QUIC, proves its key, reports
-//! its capacity, and runs the tasks it is given in the wasm sandbox.
+//! its capacity, and runs the tasks it is given through its executors (the wasm sandbox).
 
 pub mod agent;
 pub mod executor;
+pub mod wasm;
 
 pub use agent::{WorkerConfig, run};
-pub use executor::{Execution, WasmExecutor};
+pub use executor::{Execution, Executor, Executors};
+pub use wasm::WasmExecutor;

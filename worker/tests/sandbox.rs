@@ -9,7 +9,7 @@ fn run_with(executor: &WasmExecutor, wat: &str, input: &[u8], args: &[&str], lim
     let module = ContentId::of(&bytes);
     executor.load_module(module, &bytes).unwrap();
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    executor.run(&module, input, &args, &limits)
+    executor.execute(&module, input, &args, &limits)
 }
 
 fn run(wat: &str, input: &[u8]) -> Execution {
@@ -126,7 +126,7 @@ fn trap_and_malformed_module_are_named() {
     let garbage = b"\0asm\x01\0\0\0this is not a module".to_vec();
     let module = ContentId::of(&garbage);
     executor.load_module(module, &garbage).unwrap();
-    let execution = executor.run(&module, b"", &[], &Limits::default());
+    let execution = executor.execute(&module, b"", &[], &Limits::default());
     let (kind, detail) = failure(&execution);
     assert_eq!(kind, FailureKind::InvalidModule);
     assert!(detail.contains("not a valid WebAssembly module"), "{detail}");
