@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use icn_protocol::wire::{JobState, Limits, Submission};
+use icn_protocol::wire::{JobState, Limits};
 use icn_protocol::{ContentId, Fuel};
 use icn_worker::WasmExecutor;
 use tokio::sync::Semaphore;
@@ -101,14 +101,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     for _ in 0..options.jobs {
         let permit = permits.clone().acquire_owned().await?;
         let client = client.clone();
-        let submission = Submission {
-            scope: crate::local::federation(),
-            executor: icn_protocol::wire::ExecutorKind::Wasm,
-            module,
-            input: vec![],
-            args: vec![],
-            limits,
-        };
+        let submission = crate::local::submission(module, b"", limits);
         tasks.push(tokio::spawn(async move {
             let begun = Instant::now();
             let job = client.submit(&submission).await?;

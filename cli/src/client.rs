@@ -138,8 +138,34 @@ impl Client {
         }
     }
 
-    /// Signs and submits; returns once the coordinator has journaled the job.
-    pub async fn submit(&self, submission: &Submission) -> anyhow::Result<JobId> {
+    /// Makes sure the coordinator holds a job's input; returns its content id.
+    pub async fn ensure_input(&self, bytes: &[u8]) -> anyhow::Result<ContentId> {
+        let cid = ContentId::of(bytes);
+        match self.request(&ClientRequest::HasInput(cid)).await? {
+            ClientResponse::HasInput(true) => return Ok(cid),
+            ClientResponse::HasInput(false) => {}
+            other => bail!(unexpected(other)),
+        }
+        match self.request(&ClientRequest::PutInput(bytes.to_vec())).await? {
+            ClientResponse::InputStored(stored) if stored == cid => Ok(cid),
+            ClientResponse::Error(error) => bail!("input upload refused: {}", error.message),
+            other => bail!(unexpected(other)),
+        }
+    }
+
+    /// Uploads the job's input (once), signs the submission and submits it; returns
+    /// once the coordinator has journaled the job.
+    pub async fn submit(&self, job: &JobRequest) -> anyhow::Result<JobId> {
+        let stored = self.ensure_input(&job.input).await?;
+        anyhow::ensure!(
+            stored == job.submission.input,
+            "the submission names another input than the one given"
+        );
+        self.submit_signed(&job.submission).await
+    }
+
+    /// Signs and submits a submission whose input the coordinator already holds.
+    pub async fn submit_signed(&self, submission: &Submission) -> anyhow::Result<JobId> {
         let envelope = Envelope::seal(&self.key, transport::nonce(), submission);
         match self.request(&ClientRequest::Submit(envelope)).await? {
             ClientResponse::Submitted(job) => Ok(job),
@@ -302,6 +328,20 @@ impl Client {
         }
     }
 
+    /// A completed job's output, checked against the digest its accepted report named.
+    pub async fn output(&self, job: JobId) -> anyhow::Result<Vec<u8>> {
+        match self.call(ClientRequest::Output(job)).await? {
+            ClientResponse::Output { digest, bytes, .. } => {
+                anyhow::ensure!(
+                    ContentId::of(&bytes) == digest,
+                    "the coordinator sent an output that does not hash to the accepted digest {digest}"
+                );
+                Ok(bytes)
+            }
+            other => bail!(unexpected(other)),
+        }
+    }
+
     pub async fn status(&self, job: JobId) -> anyhow::Result<JobView> {
         match self.request(&ClientRequest::Status(job)).await? {
             ClientResponse::Job(view) => Ok(*view),
@@ -379,6 +419,28 @@ fn refuse_history(error: anyhow::Error, seal_file: Option<&PathBuf>) -> anyhow::
         "{error}. This client refuses it: jobs, payments or decisions it showed you are no longer in its record. \
          Tell the operator.{forget}"
     )
+}
+
+/// A job to submit: the submission to sign and the input bytes it names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobRequest {
+    pub submission: Submission,
+    pub input: Vec<u8>,
+}
+
+impl JobRequest {
+    /// A submission of `module` on `input`; the submission names the input's content id.
+    pub fn new(
+        scope: icn_protocol::governance::ScopeId,
+        executor: icn_protocol::wire::ExecutorKind,
+        module: ContentId,
+        input: &[u8],
+        args: Vec<String>,
+        limits: icn_protocol::wire::Limits,
+    ) -> Self {
+        let submission = Submission { scope, executor, module, input: ContentId::of(input), args, limits };
+        JobRequest { submission, input: input.to_vec() }
+    }
 }
 
 fn unexpected(response: ClientResponse) -> String {

@@ -1,4 +1,6 @@
-//! The coordinator's configuration file.
+//! The coordinator's configuration: a TOML file, and environment variables named
+//! `ICN_CONFIG_<SETTING>` (for example `ICN_CONFIG_WORKER_TIMEOUT_MS=2000`) that override
+//! it, as container deployments expect. Layered with `figment`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,6 +25,12 @@ pub struct ConfigFile {
     pub worker_timeout_ms: u64,
     #[serde(default = "default_attempts_max")]
     pub attempts_max: u32,
+    /// How long a job's input and output are kept beside the journal (default 7 days).
+    #[serde(default = "default_payload_retention_ms")]
+    pub payload_retention_ms: u64,
+    /// How long an output is kept once a member fetched it (default 1 hour).
+    #[serde(default = "default_fetched_output_retention_ms")]
+    pub fetched_output_retention_ms: u64,
     /// The founding document (scopes, members, workers, founding mandates). Read on
     /// every start; after the first, it must match the journal's first entry.
     pub genesis: PathBuf,
@@ -37,13 +45,35 @@ fn default_worker_timeout_ms() -> u64 {
 fn default_attempts_max() -> u32 {
     5
 }
+fn default_payload_retention_ms() -> u64 {
+    icn_coordinator::blobs::Retention::default().retention_ms
+}
+fn default_fetched_output_retention_ms() -> u64 {
+    icn_coordinator::blobs::Retention::default().fetched_retention_ms
+}
+
+/// The prefix of the environment variables that override the file.
+pub const ENV_PREFIX: &str = "ICN_CONFIG_";
 
 impl ConfigFile {
+    /// Reads the file at `path` with the environment's overrides on top.
     pub fn read(path: &Path) -> anyhow::Result<(ConfigFile, PathBuf)> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the coordinator config {}", path.display()))?;
-        let config: ConfigFile = toml::from_str(&text)
-            .with_context(|| format!("the coordinator config {} is not valid", path.display()))?;
+        use figment::providers::{Env, Format, Toml};
+        anyhow::ensure!(
+            path.is_file(),
+            "cannot read the coordinator config {}: no such file",
+            path.display()
+        );
+        let config: ConfigFile = figment::Figment::new()
+            .merge(Toml::file_exact(path))
+            .merge(Env::prefixed(ENV_PREFIX))
+            .extract()
+            .with_context(|| {
+                format!(
+                    "the coordinator config {} (with any {ENV_PREFIX}* variables) is not valid",
+                    path.display()
+                )
+            })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Ok((config, base))
     }
@@ -83,6 +113,10 @@ impl ConfigFile {
             core,
             genesis,
             accept_journal_end: false,
+            retention: icn_coordinator::blobs::Retention {
+                retention_ms: self.payload_retention_ms,
+                fetched_retention_ms: self.fetched_output_retention_ms,
+            },
         };
         Ok((base.join(&self.key), config))
     }

@@ -9,7 +9,7 @@ use anyhow::Context;
 use icn_coordinator::journal;
 use icn_protocol::governance::{Choice, Credits, Effect, Proposal};
 use icn_protocol::views::DecisionView;
-use icn_protocol::wire::{JobState, JobView, Limits, Outcome, Submission, TraceQuery};
+use icn_protocol::wire::{JobState, JobView, Limits, Outcome, TraceQuery};
 use icn_protocol::{ContentId, Fuel};
 
 use crate::client::Client;
@@ -90,7 +90,11 @@ pub async fn run() -> anyhow::Result<()> {
     let mut views = Vec::new();
     for (name, job) in &submitted {
         let view = ana.watch(*job, |_| {}).await?;
-        println!("{}", row(&commons, name, &view));
+        let output = match view.state {
+            JobState::Completed => String::from_utf8_lossy(&ana.output(*job).await?).trim_end().to_string(),
+            _ => String::new(),
+        };
+        println!("{}", row(&commons, name, &view, &output));
         views.push(view);
     }
 
@@ -148,7 +152,7 @@ async fn modules(client: &Client) -> anyhow::Result<Vec<ContentId>> {
     Ok(modules)
 }
 
-fn submission(module: &ContentId, input: &[u8], fuel: u64) -> Submission {
+fn submission(module: &ContentId, input: &[u8], fuel: u64) -> crate::client::JobRequest {
     local::submission(*module, input, Limits { fuel: Fuel(fuel), ..Limits::default() })
 }
 
@@ -164,7 +168,7 @@ pub async fn wait_for_decision(client: &Client, proposal: ContentId) -> anyhow::
     }
 }
 
-fn row(commons: &LocalCommons, name: &str, view: &JobView) -> String {
+fn row(commons: &LocalCommons, name: &str, view: &JobView, output: &str) -> String {
     let state = match view.state {
         JobState::Completed => "completed",
         JobState::Failed => "failed",
@@ -175,7 +179,7 @@ fn row(commons: &LocalCommons, name: &str, view: &JobView) -> String {
     let (ran_on, fuel, output) = match &view.result {
         Some((worker, report)) => {
             let output = match &report.outcome {
-                Outcome::Exited { .. } => String::from_utf8_lossy(&report.output).trim_end().to_string(),
+                Outcome::Exited { .. } => output.to_string(),
                 Outcome::Failed { kind, .. } => format!("({kind:?})"),
             };
             (format!("{} {}", worker.short(), commons.owner_of(worker)), report.fuel.0.to_string(), output)

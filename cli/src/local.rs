@@ -89,15 +89,8 @@ pub fn submission(
     module: icn_protocol::ContentId,
     input: &[u8],
     limits: Limits,
-) -> icn_protocol::wire::Submission {
-    icn_protocol::wire::Submission {
-        scope: federation(),
-        executor: ExecutorKind::Wasm,
-        module,
-        input: input.to_vec(),
-        args: vec![],
-        limits,
-    }
+) -> crate::client::JobRequest {
+    crate::client::JobRequest::new(federation(), ExecutorKind::Wasm, module, input, vec![], limits)
 }
 
 /// A mandate for the federation: `budget` for a day, wasm only, default limits.
@@ -225,6 +218,7 @@ impl LocalCommons {
             core: CoreConfig { worker_timeout_ms: options.worker_timeout_ms, ..CoreConfig::default() },
             genesis: genesis.clone(),
             accept_journal_end: false,
+            retention: icn_coordinator::blobs::Retention::default(),
         };
         let coordinator = Coordinator::start(coordinator_key, config).await?;
         let mut workers = Vec::new();

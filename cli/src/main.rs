@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use icn_cli::client::Client;
+use icn_cli::client::{Client, JobRequest};
 use icn_cli::config::ConfigFile;
 use icn_coordinator::Coordinator;
 use icn_coordinator::journal;
@@ -16,7 +16,7 @@ use icn_protocol::governance::{
     Choice, Credits, Effect, Mandate, PlacementPolicy, PriceSchedule, Proposal, ScopeId, Standing,
 };
 use icn_protocol::views::{PAGE_ITEMS_MAX, Page};
-use icn_protocol::wire::{ExecutorKind, JobState, JobView, Limits, Outcome, Submission, TraceQuery};
+use icn_protocol::wire::{ExecutorKind, JobState, JobView, Limits, Outcome, TraceQuery};
 use icn_protocol::{ContentId, Fuel, JobId, Keypair, PublicKey, SealPoint};
 
 #[derive(Parser)]
@@ -493,18 +493,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 timeout_ms,
                 output_bytes,
             };
-            let submission = Submission {
-                scope,
-                executor,
-                module: icn_protocol::ContentId::of(&bytes),
-                input,
-                args,
-                limits,
-            };
-            submission.validate()?;
+            icn_protocol::wire::check_input(&input)?;
+            let job = JobRequest::new(scope, executor, ContentId::of(&bytes), &input, args, limits);
+            job.submission.validate()?;
             let client = connect.client().await?;
             client.ensure_module(&bytes).await?;
-            let job = client.submit(&submission).await?;
+            let job = client.submit(&job).await?;
             eprintln!("job {job}");
             if wait {
                 return follow(&client, job).await;
@@ -748,7 +742,7 @@ async fn follow(client: &Client, job: JobId) -> anyhow::Result<ExitCode> {
         (JobState::Disputed, _) => Ok(ExitCode::from(EXIT_DISPUTED)),
         (JobState::Completed, Some((_, report))) => {
             use std::io::Write;
-            std::io::stdout().write_all(&report.output)?;
+            std::io::stdout().write_all(&client.output(job).await?)?;
             Ok(match report.outcome {
                 Outcome::Exited { code: 0 } => ExitCode::SUCCESS,
                 _ => ExitCode::from(1),
@@ -773,7 +767,7 @@ fn describe(view: &JobView) -> String {
             "job {id}: completed on worker {}: {}, {} output bytes, {}",
             worker.short(),
             icn_core::record::describe_outcome(&report.outcome),
-            report.output.len(),
+            report.output_bytes,
             report.fuel
         ),
         (JobState::Failed, _) => {

@@ -91,7 +91,7 @@ async fn a_worker_cut_off_mid_task_resumes_and_its_report_arrives_on_the_new_con
     cut.store(false, Ordering::Relaxed);
 
     let view = tokio::time::timeout(Duration::from_secs(30), ana.watch(job, |_| {})).await.unwrap().unwrap();
-    assert_eq!(view.result.as_ref().unwrap().1.output, b"done\n", "{view:?}");
+    assert_eq!(ana.output(job).await.unwrap(), b"done\n", "{view:?}");
     let records: Vec<Record> =
         journal::read(&commons.journal).unwrap().iter().map(|e| e.decode_record().unwrap()).collect();
     let requeued = records.iter().filter(|r| matches!(r, Record::TaskRequeued { .. })).count();

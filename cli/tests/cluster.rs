@@ -3,14 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use icn_cli::client::Client;
+use icn_cli::client::{Client, JobRequest};
 use icn_cli::demo::{BUSY_WAT, HELLO_WAT, SPIN_WAT, SUM_WAT};
 use icn_cli::local::{LocalCommons, LocalOptions};
 use icn_coordinator::journal;
 use icn_core::record::Record;
 use icn_protocol::wire::{
     Answer, ClientResponse, CoordinatorMessage, ExecutionReport, FailureKind, Hello, JobState, JobView,
-    Limits, Outcome, Role, Submission, WorkerMessage,
+    Limits, Outcome, Role, WorkerMessage,
 };
 use icn_protocol::{ContentId, Envelope, Fuel, JobId, Keypair, SealKeeper};
 use icn_transport::endpoint as transport;
@@ -19,7 +19,7 @@ fn two_workers() -> LocalOptions<'static> {
     LocalOptions { owners: &["coop-a", "coop-b"], ..LocalOptions::default() }
 }
 
-fn job(module: ContentId, input: &[u8], limits: Limits) -> Submission {
+fn job(module: ContentId, input: &[u8], limits: Limits) -> JobRequest {
     icn_cli::local::submission(module, input, limits)
 }
 
@@ -34,9 +34,9 @@ async fn run_wat(client: &Client, wat: &str, input: &[u8], limits: Limits) -> Jo
     tokio::time::timeout(Duration::from_secs(30), client.watch(job, |_| {})).await.unwrap().unwrap()
 }
 
-fn output(view: &JobView) -> &[u8] {
+async fn output(client: &Client, view: &JobView) -> Vec<u8> {
     assert_eq!(view.state, JobState::Completed, "{view:?}");
-    &view.result.as_ref().unwrap().1.output
+    client.output(view.job).await.unwrap()
 }
 
 fn failure_kind(view: &JobView) -> FailureKind {
@@ -59,7 +59,7 @@ async fn jobs_run_on_both_workers_and_every_step_is_journaled() {
     let mut workers_used = std::collections::BTreeSet::new();
     for (i, job) in jobs.iter().enumerate() {
         let view = client.watch(*job, |_| {}).await.unwrap();
-        assert_eq!(output(&view), format!("{}\n", i + 100).as_bytes());
+        assert_eq!(output(&client, &view).await, format!("{}\n", i + 100).as_bytes());
         workers_used.insert(view.result.unwrap().0);
     }
     assert_eq!(workers_used.len(), 2, "both workers took jobs");
@@ -107,7 +107,7 @@ async fn bad_modules_fail_cleanly_and_the_workers_carry_on() {
 
     // Both workers still serve: two jobs after all that, each completes.
     let hello = run_wat(&client, HELLO_WAT, b"", Limits::default()).await;
-    assert_eq!(output(&hello), b"hello from the commons\n");
+    assert_eq!(output(&client, &hello).await, b"hello from the commons\n");
     assert_eq!(commons.coordinator.workers().await.unwrap().len(), 2);
     commons.stop().await.unwrap();
 }
@@ -211,7 +211,7 @@ async fn oversized_and_malformed_requests_are_refused_and_the_coordinator_serves
     let client = commons.client().await.unwrap();
     let module = client.ensure_module(&wat::parse_str(HELLO_WAT).unwrap()).await.unwrap();
     let submission = job(module, b"", Limits::default());
-    let mut forged = Envelope::seal(&commons.member, 1, &submission);
+    let mut forged = Envelope::seal(&commons.member, 1, &submission.submission);
     forged.payload.push(0);
     let (mut send, mut recv) = icn_transport::open(&session.connection).await.unwrap();
     send.write(&icn_protocol::wire::ClientRequest::Submit(forged)).await.unwrap();
@@ -220,7 +220,7 @@ async fn oversized_and_malformed_requests_are_refused_and_the_coordinator_serves
     assert!(matches!(&answer, ClientResponse::Error(e) if e.message.contains("signature")), "{answer:?}");
 
     let view = run_wat(&client, HELLO_WAT, b"", Limits::default()).await;
-    assert_eq!(output(&view), b"hello from the commons\n");
+    assert_eq!(output(&client, &view).await, b"hello from the commons\n");
     commons.stop().await.unwrap();
 }
 
@@ -235,7 +235,7 @@ async fn report_signed_by_the_wrong_key_is_refused_and_the_task_runs_elsewhere()
     // A first job, on the honest worker alone: its cooperative has now earned, so the
     // rogue's, which has not, scores higher on donor fairness and gets the next task.
     let first = run_wat(&client, SUM_WAT, b"1 1", Limits::default()).await;
-    assert_eq!(output(&first), b"2\n");
+    assert_eq!(output(&client, &first).await, b"2\n");
     let (_endpoint, session) = commons.connect_worker(&rogue_key, 4).await.unwrap();
     let job = submit_wat(&client, SUM_WAT, b"2 2", Limits::default()).await;
     let (mut send, mut recv) = icn_transport::accept(&session.connection).await.unwrap();
@@ -248,19 +248,19 @@ async fn report_signed_by_the_wrong_key_is_refused_and_the_task_runs_elsewhere()
         attempt: assignment.attempt,
         outcome: Outcome::Exited { code: 0 },
         output_digest: ContentId::of(&lie),
-        output: lie,
+        output_bytes: lie.len() as u64,
         stderr: vec![],
         fuel: Fuel(10),
     };
     let someone_else = Keypair::generate();
     let envelope = Envelope::seal(&someone_else, 1, &report);
-    send.write(&WorkerMessage::Report(envelope)).await.unwrap();
+    send.write(&WorkerMessage::Report { report: envelope, output: lie }).await.unwrap();
     let closed = tokio::time::timeout(Duration::from_secs(10), session.connection.closed()).await.unwrap();
     assert!(closed.to_string().contains("signed by"), "{closed}");
 
     let view =
         tokio::time::timeout(Duration::from_secs(30), client.watch(job, |_| {})).await.unwrap().unwrap();
-    assert_eq!(output(&view), b"4\n");
+    assert_eq!(output(&client, &view).await, b"4\n");
     assert_ne!(view.result.unwrap().0, rogue_key.public());
     let signers: Vec<_> = journal::read(&commons.journal).unwrap().iter().map(|e| e.signer).collect();
     assert!(!signers.contains(&someone_else.public()), "the forged report never entered the journal");
@@ -290,6 +290,7 @@ async fn start_with_rogue(dir: &std::path::Path, rogue: Arc<Keypair>) -> LocalCo
         core: CoreConfig { worker_timeout_ms: 2_000, ..CoreConfig::default() },
         genesis: genesis.clone(),
         accept_journal_end: false,
+        retention: icn_coordinator::blobs::Retention::default(),
     };
     let coordinator = Coordinator::start(coordinator_key, config).await.unwrap();
     let worker = icn_worker::WorkerConfig {
@@ -327,11 +328,11 @@ async fn a_short_job_runs_in_the_free_slot_while_a_long_one_holds_the_other() {
     let limits = Limits { fuel: Fuel(50_000_000_000), timeout_ms: 60_000, ..Limits::default() };
     let long = submit_wat(&client, BUSY_WAT, &[b'x'; 40], limits).await;
     let short = run_wat(&client, HELLO_WAT, b"", Limits::default()).await;
-    assert_eq!(output(&short), b"hello from the commons\n");
+    assert_eq!(output(&client, &short).await, b"hello from the commons\n");
     let still = client.status(long).await.unwrap();
     assert!(matches!(still.state, JobState::Running { .. }), "the long job is still running: {still:?}");
     let long = client.watch(long, |_| {}).await.unwrap();
-    assert_eq!(output(&long), b"done\n");
+    assert_eq!(output(&client, &long).await, b"done\n");
     commons.stop().await.unwrap();
 }
 
@@ -357,11 +358,15 @@ impl icn_worker::Executor for Echo {
     fn load_program(&self, _: ContentId, _: &[u8]) -> Result<(), String> {
         Ok(())
     }
-    fn run(self: Arc<Self>, assignment: icn_protocol::wire::Assignment) -> icn_worker::executor::Running {
+    fn run(
+        self: Arc<Self>,
+        _: icn_protocol::wire::Assignment,
+        input: Vec<u8>,
+    ) -> icn_worker::executor::Running {
         Box::pin(async move {
             icn_worker::Execution {
                 outcome: Outcome::Exited { code: 0 },
-                output: assignment.input,
+                output: input,
                 stderr: vec![],
                 fuel: Fuel(1),
             }
@@ -398,14 +403,54 @@ async fn a_worker_runs_tasks_through_the_executors_it_registered_and_no_others()
     let client = commons.client().await.unwrap();
     let module = client.ensure_module(&wat::parse_str(HELLO_WAT).unwrap()).await.unwrap();
     let mut container = job(module, b"echoed", Limits::default());
-    container.executor = ExecutorKind::Container;
+    container.submission.executor = ExecutorKind::Container;
     let echoed = client.submit(&container).await.unwrap();
     let view =
         tokio::time::timeout(Duration::from_secs(20), client.watch(echoed, |_| {})).await.unwrap().unwrap();
-    assert_eq!(output(&view), b"echoed");
+    assert_eq!(output(&client, &view).await, b"echoed");
     let wasm = client.submit(&job(module, b"", Limits::default())).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(client.status(wasm).await.unwrap().state, JobState::Queued, "no worker here runs wasm");
     worker.abort();
     commons.stop().await.unwrap();
+}
+
+/// Inputs and outputs live beside the journal, by content id: the journal holds their
+/// digests (inside the signed submission and report), never their bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_stay_out_of_the_journal_and_a_submission_names_only_stored_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let commons = LocalCommons::start(dir.path(), two_workers()).await.unwrap();
+    let client = commons.client().await.unwrap();
+    let module = client.ensure_module(&wat::parse_str(icn_cli::demo::UPPER_WAT).unwrap()).await.unwrap();
+    let input = b"a payload that only the blob store should hold";
+    let view = run_wat(&client, icn_cli::demo::UPPER_WAT, input, Limits::default()).await;
+    let output = output(&client, &view).await;
+    assert_eq!(output, input.to_ascii_uppercase());
+    let report = &view.result.as_ref().unwrap().1;
+    assert_eq!((report.output_digest, report.output_bytes), (ContentId::of(&output), output.len() as u64));
+    commons.stop().await.unwrap();
+    let contains = |path: &std::path::Path, needle: &[u8]| {
+        let bytes = std::fs::read(path).unwrap_or_default();
+        let wal = std::fs::read(journal::with_suffix(path, "-wal")).unwrap_or_default();
+        [bytes, wal].iter().any(|b| b.windows(needle.len()).any(|w| w == needle))
+    };
+    let blobs = icn_coordinator::blobs::path(&commons_journal(dir.path()));
+    assert!(!contains(&commons_journal(dir.path()), input), "the input is not in the journal");
+    assert!(!contains(&commons_journal(dir.path()), &output), "the output is not in the journal");
+    assert!(contains(&blobs, input) && contains(&blobs, &output), "both are in the blob store");
+
+    // A submission may name only an input the coordinator holds.
+    let commons = LocalCommons::start(tempfile::tempdir().unwrap().path(), two_workers()).await.unwrap();
+    let client = commons.client().await.unwrap();
+    let module2 = client.ensure_module(&wat::parse_str(icn_cli::demo::UPPER_WAT).unwrap()).await.unwrap();
+    assert_eq!(module, module2);
+    let unstored = job(module, b"never uploaded", Limits::default());
+    let refused = client.submit_signed(&unstored.submission).await.unwrap_err().to_string();
+    assert!(refused.contains("is not stored here; upload it first"), "{refused}");
+    commons.stop().await.unwrap();
+}
+
+fn commons_journal(dir: &std::path::Path) -> std::path::PathBuf {
+    dir.join("journal.db")
 }

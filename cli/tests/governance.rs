@@ -13,9 +13,7 @@ use icn_core::record::Record;
 use icn_governance::Event;
 use icn_protocol::governance::{Ballot, Choice, Credits, Effect, Proposal, Standing};
 use icn_protocol::views::{DecisionView as Decision, Page};
-use icn_protocol::wire::{
-    ClientRequest, ClientResponse, ExecutorKind, JobState, Limits, Submission, TraceQuery,
-};
+use icn_protocol::wire::{ClientRequest, ClientResponse, ExecutorKind, JobState, Limits, TraceQuery};
 use icn_protocol::{ContentId, Envelope, Fuel, Keypair};
 
 const WINDOW_MS: u64 = 400;
@@ -31,7 +29,7 @@ async fn commons(dir: &std::path::Path) -> LocalCommons {
     LocalCommons::start(dir, options).await.unwrap()
 }
 
-fn hello(module: ContentId, fuel: u64) -> Submission {
+fn hello(module: ContentId, fuel: u64) -> icn_cli::client::JobRequest {
     local::submission(module, b"", Limits { fuel: Fuel(fuel), ..Limits::default() })
 }
 
@@ -46,7 +44,7 @@ async fn decide(clients: &[&Client], title: &str, effect: Effect) -> Decision {
     tokio::time::timeout(Duration::from_secs(20), wait_for_decision(clients[0], id)).await.unwrap().unwrap()
 }
 
-async fn refusal(client: &Client, submission: &Submission) -> String {
+async fn refusal(client: &Client, submission: &icn_cli::client::JobRequest) -> String {
     client.submit(submission).await.unwrap_err().to_string()
 }
 
@@ -75,7 +73,7 @@ async fn jobs_run_only_under_a_mandate_in_force_with_budget_and_standing() {
     let why = refusal(&ana, &hello(module, 3_000_000)).await;
     assert!(why.contains("fuel limit 3000000 is over the mandate's per-job limit of 2000000"), "{why}");
     let mut container = hello(module, 1_000_000);
-    container.executor = ExecutorKind::Container;
+    container.submission.executor = ExecutorKind::Container;
     let why = refusal(&ana, &container).await;
     assert!(why.contains("does not allow the container executor (it allows wasm)"), "{why}");
     let second = ben.submit(&hello(module, 1_000_000)).await.unwrap();
@@ -91,8 +89,8 @@ async fn jobs_run_only_under_a_mandate_in_force_with_budget_and_standing() {
     let granted = decide(&[&ana, &cy], "more", Effect::Mandate(local::day_mandate(Credits(1_000_000)))).await;
     let busy = wat::parse_str(icn_cli::demo::BUSY_WAT).unwrap();
     let busy = ben.ensure_module(&busy).await.unwrap();
-    let mut before = hello(busy, 1_000_000_000);
-    before.input = vec![b'x'; 5];
+    let before =
+        local::submission(busy, &[b'x'; 5], Limits { fuel: Fuel(1_000_000_000), ..Limits::default() });
     let before = ben.submit(&before).await.unwrap();
     let revoke =
         Effect::RevokeStanding { key: commons.members[1].key.public(), standing: vec![Standing::Submit] };

@@ -8,7 +8,7 @@ use icn_cli::demo::{HELLO_WAT, SPIN_WAT, wait_for_decision};
 use icn_cli::local::{self, LocalCommons, LocalOptions};
 use icn_protocol::governance::{Choice, Credits, Effect, Proposal, ScopeId};
 use icn_protocol::views::DecisionView as Decision;
-use icn_protocol::wire::{JobState, Limits, Submission};
+use icn_protocol::wire::{JobState, Limits};
 use icn_protocol::{ContentId, Fuel};
 
 async fn decide(clients: &[&Client], effect: Effect) -> Decision {
@@ -20,7 +20,7 @@ async fn decide(clients: &[&Client], effect: Effect) -> Decision {
     tokio::time::timeout(Duration::from_secs(20), wait_for_decision(clients[0], id)).await.unwrap().unwrap()
 }
 
-fn job(module: ContentId, fuel: u64) -> Submission {
+fn job(module: ContentId, fuel: u64) -> icn_cli::client::JobRequest {
     local::submission(module, b"", Limits { fuel: Fuel(fuel), ..Limits::default() })
 }
 

@@ -44,7 +44,9 @@ async fn a_submission_sent_twice_is_one_job() {
     let commons = commons(dir.path(), &[]).await;
     let ana = commons.client().await.unwrap();
     let module = ana.ensure_module(&wat::parse_str(SUM_WAT).unwrap()).await.unwrap();
-    let envelope = Envelope::seal(&commons.member, 7, &local::submission(module, b"1 2", Limits::default()));
+    let job = local::submission(module, b"1 2", Limits::default());
+    ana.ensure_input(&job.input).await.unwrap();
+    let envelope = Envelope::seal(&commons.member, 7, &job.submission);
     let first = raw(&ana, ClientRequest::Submit(envelope.clone())).await;
     let again = raw(&ana, ClientRequest::Submit(envelope.clone())).await;
     let (ClientResponse::Submitted(a), ClientResponse::Submitted(b)) = (&first, &again) else {
@@ -52,7 +54,7 @@ async fn a_submission_sent_twice_is_one_job() {
     };
     assert_eq!(a, b, "the replay answers with the job the first made");
     let view = tokio::time::timeout(Duration::from_secs(20), ana.watch(*a, |_| {})).await.unwrap().unwrap();
-    assert_eq!(view.result.unwrap().1.output, b"3\n");
+    assert_eq!(ana.output(view.job).await.unwrap(), b"3\n");
     // Sent again after the job ended, it is still the same job and runs no more.
     let late = raw(&ana, ClientRequest::Submit(envelope)).await;
     assert!(matches!(late, ClientResponse::Submitted(c) if c == *a), "{late:?}");
@@ -147,18 +149,18 @@ async fn a_report_sent_twice_is_received_once_and_costs_its_worker_nothing() {
         attempt: assignment.attempt,
         outcome: Outcome::Exited { code: 0 },
         output_digest: ContentId::of(&output),
-        output,
+        output_bytes: output.len() as u64,
         stderr: vec![],
         fuel: Fuel(100),
     };
     let envelope = Envelope::seal(&key, 31, &report);
-    send.write(&WorkerMessage::Report(envelope.clone())).await.unwrap();
+    send.write(&WorkerMessage::Report { report: envelope.clone(), output: output.clone() }).await.unwrap();
     send.get_mut().finish().unwrap();
     let view = tokio::time::timeout(Duration::from_secs(20), ana.watch(job, |_| {})).await.unwrap().unwrap();
-    assert_eq!(view.result.unwrap().1.output, b"4\n");
+    assert_eq!(ana.output(view.job).await.unwrap(), b"4\n");
     // The same signed report again, on a stream of the worker's own.
     let (mut send, mut recv) = icn_transport::open(&session.connection).await.unwrap();
-    send.write(&WorkerMessage::Report(envelope)).await.unwrap();
+    send.write(&WorkerMessage::Report { report: envelope, output }).await.unwrap();
     send.get_mut().finish().unwrap();
     let _ = recv.finished().await;
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -96,11 +96,12 @@ async fn rogue(commons: &LocalCommons, key: Arc<Keypair>) -> tokio::task::JoinHa
                     attempt: assignment.attempt,
                     outcome: Outcome::Exited { code: 0 },
                     output_digest: ContentId::of(&output),
-                    output,
+                    output_bytes: output.len() as u64,
                     stderr: vec![],
                     fuel: Fuel(10),
                 };
-                let _ = send.write(&WorkerMessage::Report(Envelope::seal(&key, 1, &report))).await;
+                let report = Envelope::seal(&key, 1, &report);
+                let _ = send.write(&WorkerMessage::Report { report, output }).await;
                 let _ = send.get_mut().finish();
             }
         };
@@ -159,7 +160,7 @@ async fn a_lying_worker_is_outvoted_loses_trust_and_is_not_paid() {
         let view = run(&ana, SUM_WAT, format!("{i} 2").as_bytes()).await;
         assert_eq!(view.state, JobState::Completed, "{view:?}");
         assert_eq!(
-            view.result.as_ref().unwrap().1.output,
+            ana.output(view.job).await.unwrap(),
             format!("{}\n", i + 2).into_bytes(),
             "the truth stands"
         );
@@ -231,7 +232,7 @@ async fn a_dispute_is_settled_by_a_decision_that_moves_trust_and_money_as_it_say
 
     let view = tokio::time::timeout(Duration::from_secs(20), ana.watch(job, |_| {})).await.unwrap().unwrap();
     assert_eq!(view.state, JobState::Completed, "{view:?}");
-    assert_eq!(view.result.unwrap().1.output, b"hello from the commons\n");
+    assert_eq!(ana.output(job).await.unwrap(), b"hello from the commons\n");
     let records = records_of(&commons, job);
     assert!(records.iter().any(|r| matches!(r, Record::DisputeOpened { .. })));
     assert!(records.iter().any(|r| matches!(

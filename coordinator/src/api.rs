@@ -20,9 +20,10 @@ use icn_protocol::wire::{ApiError, ClientRequest, ClientResponse, JobView, Submi
 use icn_protocol::{Envelope, JobId, PublicKey, Seal};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::blobs::{self, BlobStore, Missing};
 use crate::journal::JournalReader;
 use crate::modules::ModuleStore;
-use crate::server::{Event, Reply};
+use crate::server::{Event, Reply, now_ms};
 
 /// Jobs one member may follow at once.
 pub const WATCHERS_PER_MEMBER_MAX: usize = 64;
@@ -33,6 +34,7 @@ pub const WATCH_UPDATES_MAX: usize = 16;
 pub struct MemberApi {
     events: mpsc::Sender<Event>,
     modules: Arc<ModuleStore>,
+    blobs: Arc<BlobStore>,
     journal: PathBuf,
     seal: watch::Receiver<Seal>,
     /// How many jobs each member follows now.
@@ -55,10 +57,11 @@ impl MemberApi {
     pub(crate) fn new(
         events: mpsc::Sender<Event>,
         modules: Arc<ModuleStore>,
+        blobs: Arc<BlobStore>,
         journal: PathBuf,
         seal: watch::Receiver<Seal>,
     ) -> Self {
-        MemberApi { events, modules, journal, seal, watching: Mutex::default() }
+        MemberApi { events, modules, blobs, journal, seal, watching: Mutex::default() }
     }
 
     /// The latest seal committed, which every answer carries.
@@ -118,6 +121,22 @@ impl MemberApi {
                 let stored = blocking(move || modules.put(bytes)).await;
                 ClientResponse::ModuleStored(stored.map_err(|e| ApiError::new("invalid_module", e.message))?)
             }
+            ClientRequest::HasInput(cid) => {
+                let blobs = self.blobs.clone();
+                ClientResponse::HasInput(
+                    blocking(move || blobs.contains(&cid).map_err(|e| e.to_string())).await?,
+                )
+            }
+            ClientRequest::PutInput(bytes) => {
+                icn_protocol::wire::check_input(&bytes)
+                    .map_err(|e| ApiError::new("invalid_input", e.to_string()))?;
+                let blobs = self.blobs.clone();
+                let stored = blocking(move || {
+                    blobs.put(blobs::Kind::Input, &bytes, now_ms()).map_err(|e| e.to_string())
+                });
+                ClientResponse::InputStored(stored.await?)
+            }
+            ClientRequest::Output(job) => self.output(job).await?,
             ClientRequest::Submit(envelope) => ClientResponse::Submitted(self.submit(envelope).await?),
             ClientRequest::Status(job) => ClientResponse::Job(Box::new(
                 self.read(move |core| core.job(&job)).await?.ok_or_else(|| unknown_job(&job))?,
@@ -225,9 +244,49 @@ impl MemberApi {
                 format!("submission refused: module {module} is not stored here; upload it first"),
             ));
         }
+        let blobs = self.blobs.clone();
+        let input = submission.input;
+        let stored = blocking(move || blobs.contains(&input).map_err(|e| e.to_string())).await?;
+        if !stored {
+            return Err(ApiError::new(
+                "unknown_input",
+                format!("submission refused: input {input} is not stored here; upload it first"),
+            ));
+        }
         self.write(move |core, now| core.submit(now, envelope, submission))
             .await?
             .map_err(|e| refused("submission", e))
+    }
+
+    /// The output a job's accepted result named, from the payload store.
+    async fn output(&self, job: JobId) -> Result<ClientResponse, ApiError> {
+        let view = self.read(move |core| core.job(&job)).await?.ok_or_else(|| unknown_job(&job))?;
+        let Some((_, report)) = view.result.filter(|_| view.state == icn_protocol::wire::JobState::Completed)
+        else {
+            return Err(ApiError::new(
+                "no_output",
+                format!("job {job} has no accepted result yet ({:?})", view.state),
+            ));
+        };
+        let digest = report.output_digest;
+        let blobs = self.blobs.clone();
+        let found = blocking(move || blobs.get(&digest, now_ms()).map_err(|e| e.to_string())).await?;
+        match found {
+            Ok(bytes) => Ok(ClientResponse::Output { job, digest, bytes }),
+            Err(Missing::Expired { dropped_ms }) => Err(ApiError::new(
+                "expired",
+                format!(
+                    "the output of job {job} ({} bytes, digest {digest}) was kept until {} and is no longer stored; \
+                     the journal's digest still proves what it was",
+                    report.output_bytes,
+                    icn_protocol::views::when(dropped_ms)
+                ),
+            )),
+            Err(Missing::Unknown) => Err(ApiError::new(
+                "missing",
+                format!("the output of job {job} (digest {digest}) is not stored at this coordinator"),
+            )),
+        }
     }
 
     /// A trace or statement, read from the journal's index on a blocking thread, naming

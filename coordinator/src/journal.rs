@@ -100,7 +100,7 @@ pub fn lock_path(journal: &Path) -> PathBuf {
     with_suffix(journal, ".lock")
 }
 
-pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
     PathBuf::from(name)

@@ -4,6 +4,7 @@
 
 pub mod anchor;
 pub mod api;
+pub mod blobs;
 pub mod journal;
 pub mod modules;
 pub mod server;

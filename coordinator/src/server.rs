@@ -28,6 +28,7 @@ use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::api::MemberApi;
+use crate::blobs::{self, BlobStore, Retention};
 use crate::journal::Journal;
 use crate::modules::ModuleStore;
 
@@ -61,7 +62,12 @@ pub struct CoordinatorConfig {
     /// Start from the journal as it is even when its anchor shows entries missing from
     /// its end: the operator's explicit acceptance that they are lost.
     pub accept_journal_end: bool,
+    /// How long jobs' inputs and outputs are kept beside the journal.
+    pub retention: Retention,
 }
+
+/// How often payloads past their retention are let go.
+pub const SWEEP_INTERVAL_MS: u64 = 60_000;
 
 /// A reply held back until the batch it belongs to is durable.
 pub(crate) type Reply = Box<dyn FnOnce()>;
@@ -141,6 +147,8 @@ impl Coordinator {
         let (core, journal, clock) = recover(&key, &config)?;
         let sealed = journal.seal_at(core.journal_len() - 1)?.expect("the journal ends sealed");
         let modules = Arc::new(ModuleStore::open(&config.journal)?);
+        let blobs = Arc::new(BlobStore::open(&config.journal, config.retention)?);
+        tokio::spawn(sweep(blobs.clone()));
         let endpoint = transport::server_endpoint(config.listen)?;
         let addr = endpoint.local_addr()?;
         let (events, receiver) = mpsc::channel(EVENTS_QUEUE_MAX);
@@ -152,13 +160,19 @@ impl Coordinator {
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("the core thread panicked")));
             let _ = done.send(result);
         })?;
-        let api =
-            Arc::new(MemberApi::new(events.clone(), modules.clone(), config.journal.clone(), seal.clone()));
+        let api = Arc::new(MemberApi::new(
+            events.clone(),
+            modules.clone(),
+            blobs.clone(),
+            config.journal.clone(),
+            seal.clone(),
+        ));
         let shell = Shell {
             key: key.clone(),
             events: events.clone(),
             api: api.clone(),
             modules,
+            blobs,
             heartbeat_interval_ms: config.heartbeat_interval_ms,
             journal: config.journal.clone(),
             seal,
@@ -270,6 +284,25 @@ fn recover(key: &Arc<Keypair>, config: &CoordinatorConfig) -> anyhow::Result<(Co
     let _ = core.take_commands();
     tracing::info!(entries = loaded.entries, "journal replayed");
     Ok((core, journal, clock))
+}
+
+/// Lets go of payloads past their retention, every [`SWEEP_INTERVAL_MS`], while the
+/// coordinator runs.
+async fn sweep(blobs: Arc<BlobStore>) {
+    let mut interval = tokio::time::interval(Duration::from_millis(SWEEP_INTERVAL_MS));
+    loop {
+        interval.tick().await;
+        if Arc::strong_count(&blobs) == 1 {
+            return;
+        }
+        let store = blobs.clone();
+        match tokio::task::spawn_blocking(move || store.sweep(now_ms())).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(dropped)) => tracing::info!(dropped, "payloads past their retention let go"),
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot sweep the payload store"),
+            Err(e) => tracing::error!(error = %e, "the payload sweep failed"),
+        }
+    }
 }
 
 pub fn now_ms() -> u64 {
@@ -447,6 +480,7 @@ struct Shell {
     events: mpsc::Sender<Event>,
     api: Arc<MemberApi>,
     modules: Arc<ModuleStore>,
+    blobs: Arc<BlobStore>,
     heartbeat_interval_ms: u64,
     journal: PathBuf,
     /// The latest committed seal, which every answer carries.
@@ -632,17 +666,34 @@ impl Shell {
             .await
             .map_err(|e| e.to_string())?
             .ok_or("the worker closed the stream without a report")?;
-        let WorkerMessage::Report(envelope) = message else {
-            return Err(format!("a worker's own stream carries a report, not {message:?}"));
+        let WorkerMessage::Report { report: envelope, output } = message else {
+            return Err("a worker's own stream carries a report, not another message".into());
         };
         let report: ExecutionReport = envelope.open().map_err(|e| format!("report refused: {e}"))?;
         if envelope.signer != worker {
             return Err(format!("report signed by {} on the connection of worker {worker}", envelope.signer));
         }
+        self.keep_output(&report, output).await?;
         let report = Box::new(report);
         let _ = self.events.send(Event::Report { worker, session, envelope, report }).await;
         let _ = send.get_mut().finish();
         Ok(())
+    }
+
+    /// Checks that `output` is what `report` commits to and stores it, before the report
+    /// reaches the core: an accepted result's output is always there to fetch.
+    async fn keep_output(&self, report: &ExecutionReport, output: Vec<u8>) -> Result<(), String> {
+        report.check_output(&output).map_err(|e| e.to_string())?;
+        if output.is_empty() {
+            return Ok(());
+        }
+        let blobs = self.blobs.clone();
+        let stored = tokio::task::spawn_blocking(move || blobs.put(blobs::Kind::Output, &output, now_ms()));
+        match stored.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("cannot store the output: {e}")),
+            Err(e) => Err(format!("cannot store the output: {e}")),
+        }
     }
 
     /// The QUIC adapter of the member API: one request per stream, each answer with the
@@ -747,10 +798,21 @@ impl TaskStream {
 
     async fn exchange(&self, assignment: &Assignment, seal: Seal) -> Result<(), StreamError> {
         let lost = |e: icn_transport::Error| StreamError::Connection(e.to_string());
+        let blobs = self.shell.blobs.clone();
+        let digest = assignment.input;
+        let input = match tokio::task::spawn_blocking(move || blobs.get(&digest, now_ms())).await {
+            Ok(Ok(Ok(bytes))) => bytes,
+            Ok(Ok(Err(missing))) => {
+                return Err(StreamError::Connection(format!(
+                    "the task's input {digest} is not stored: {missing:?}"
+                )));
+            }
+            Ok(Err(e)) => return Err(StreamError::Connection(format!("cannot read the task's input: {e}"))),
+            Err(e) => return Err(StreamError::Connection(format!("cannot read the task's input: {e}"))),
+        };
         let (mut send, mut recv) = transport::open(&self.connection).await.map_err(lost)?;
-        send.write(&CoordinatorMessage::Assign { assignment: Box::new(assignment.clone()), seal })
-            .await
-            .map_err(lost)?;
+        let assign = CoordinatorMessage::Assign { assignment: Box::new(assignment.clone()), input, seal };
+        send.write(&assign).await.map_err(lost)?;
         loop {
             let message = recv
                 .read::<WorkerMessage>(MESSAGE_SIZE_BYTES_MAX)
@@ -776,7 +838,7 @@ impl TaskStream {
                         "the worker asked for module {cid}, which its task does not use"
                     )));
                 }
-                WorkerMessage::Report(envelope) => {
+                WorkerMessage::Report { report: envelope, output } => {
                     let report: ExecutionReport =
                         envelope.open().map_err(|e| StreamError::Protocol(format!("report refused: {e}")))?;
                     if envelope.signer != self.worker {
@@ -791,6 +853,7 @@ impl TaskStream {
                             report.task, assignment.task
                         )));
                     }
+                    self.shell.keep_output(&report, output).await.map_err(StreamError::Protocol)?;
                     let event = Event::Report {
                         worker: self.worker,
                         session: self.session,

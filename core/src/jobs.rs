@@ -217,8 +217,6 @@ impl Jobs {
         job.failure = failure;
         job.result = result.or_else(|| job.reports.last().map(|r| (r.worker, r.report.clone())));
         job.entries.push(seq);
-        // The input is no longer needed once the job has ended.
-        job.submission.input = Vec::new();
         let submitted = job.submitted_seq;
         self.queue.remove(&submitted);
         self.open -= 1;

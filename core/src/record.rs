@@ -155,12 +155,12 @@ impl Record {
             Record::JobSubmitted { submission, authorization } => {
                 match submission.open_trusted::<Submission>() {
                     Ok(s) => format!(
-                        "job {} submitted by {} for {}: module {}, {} input bytes, up to {}; holds {} under decision #{}",
+                        "job {} submitted by {} for {}: module {}, input {}, up to {}; holds {} under decision #{}",
                         JobId(submission.id()).0.short(),
                         submission.signer.short(),
                         s.scope,
                         s.module.short(),
-                        s.input.len(),
+                        s.input.short(),
                         s.limits.fuel,
                         authorization.hold,
                         authorization.decision
@@ -205,7 +205,7 @@ impl Record {
                     r.attempt,
                     describe_outcome(&r.outcome),
                     r.output_digest.short(),
-                    r.output.len(),
+                    r.output_bytes,
                     r.fuel
                 ),
                 Err(_) => "report received (unreadable report)".into(),

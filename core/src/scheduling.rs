@@ -123,7 +123,7 @@ impl Core {
             attempt,
             executor: job.submission.executor,
             module: job.submission.module,
-            input: job.submission.input.clone(),
+            input: job.submission.input,
             args: job.submission.args.clone(),
             limits: job.submission.limits,
         };

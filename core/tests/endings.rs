@@ -221,7 +221,7 @@ impl World {
                     scope: scope("fed"),
                     executor: ExecutorKind::Wasm,
                     module: ContentId::of(b"m"),
-                    input: self.nonce.to_le_bytes().to_vec(),
+                    input: ContentId::of(&self.nonce.to_le_bytes()),
                     args: vec![],
                     limits: Limits { timeout_ms: 2_000, ..Limits::default() },
                 };
@@ -258,7 +258,7 @@ impl World {
                     attempt: assignment.attempt,
                     outcome: Outcome::Exited { code: 0 },
                     output_digest: ContentId::of(&output),
-                    output,
+                    output_bytes: output.len() as u64,
                     stderr: vec![],
                     fuel: Fuel(1_000),
                 };

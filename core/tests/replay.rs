@@ -84,7 +84,7 @@ fn submission(fuel: u64) -> Submission {
         scope: scope("fed"),
         executor: ExecutorKind::Wasm,
         module: ContentId::of(b"m"),
-        input: vec![],
+        input: icn_protocol::wire::empty_input(),
         args: vec![],
         limits: Limits { fuel: Fuel(fuel), ..Limits::default() },
     }
@@ -214,8 +214,8 @@ proptest! {
                             task: assignment.task,
                             attempt: assignment.attempt,
                             outcome,
-                            output: vec![],
                             output_digest: ContentId::of(b""),
+                            output_bytes: 0,
                             stderr: vec![],
                             fuel,
                         };

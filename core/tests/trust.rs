@@ -63,7 +63,7 @@ fn a_worker_lost_twice_mid_task_is_quarantined_until_a_decision_readmits_it() {
         scope: "fed".parse().unwrap(),
         executor: ExecutorKind::Wasm,
         module: ContentId::of(b"m"),
-        input: vec![],
+        input: icn_protocol::wire::empty_input(),
         args: vec![],
         limits: Limits::default(),
     };

@@ -165,7 +165,7 @@ fn job(scope_id: &str, fuel: u64) -> Submission {
         scope: scope(scope_id),
         executor: ExecutorKind::Wasm,
         module: ContentId::of(b"module"),
-        input: vec![],
+        input: icn_protocol::wire::empty_input(),
         args: vec![],
         limits: Limits { fuel: Fuel(fuel), ..Limits::default() },
     }

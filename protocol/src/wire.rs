@@ -179,16 +179,23 @@ impl Limits {
 }
 
 /// What a member asks the commons to run. Signed by the member; the job's id is the
-/// content id of that signed envelope.
+/// content id of that signed envelope. Its input travels apart, as a blob stored by
+/// content id beforehand: the submission (and so the journal) holds only its digest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Submission {
     /// The scope the job is submitted for; its mandate pays.
     pub scope: ScopeId,
     pub executor: ExecutorKind,
     pub module: ContentId,
-    pub input: Vec<u8>,
+    /// The content id of the job's stdin.
+    pub input: ContentId,
     pub args: Vec<String>,
     pub limits: Limits,
+}
+
+/// The content id of an empty input, which every coordinator holds without an upload.
+pub fn empty_input() -> ContentId {
+    ContentId::of(b"")
 }
 
 impl Signed for Submission {
@@ -197,12 +204,6 @@ impl Signed for Submission {
 
 impl Submission {
     pub fn validate(&self) -> Result<(), Error> {
-        if self.input.len() > INPUT_SIZE_BYTES_MAX {
-            return Err(Error::invalid(format!(
-                "input is {} bytes; at most {INPUT_SIZE_BYTES_MAX} are accepted",
-                self.input.len()
-            )));
-        }
         if self.args.len() > ARGS_COUNT_MAX {
             return Err(Error::invalid(format!(
                 "{} arguments given; at most {ARGS_COUNT_MAX} are accepted",
@@ -227,9 +228,21 @@ pub struct Assignment {
     /// Which of the worker's executors runs it.
     pub executor: ExecutorKind,
     pub module: ContentId,
-    pub input: Vec<u8>,
+    /// The content id of its stdin; the bytes come with the assignment.
+    pub input: ContentId,
     pub args: Vec<String>,
     pub limits: Limits,
+}
+
+/// An input's size, checked where bytes arrive: a member's upload, a worker's assignment.
+pub fn check_input(bytes: &[u8]) -> Result<(), Error> {
+    if bytes.len() > INPUT_SIZE_BYTES_MAX {
+        return Err(Error::invalid(format!(
+            "input is {} bytes; at most {INPUT_SIZE_BYTES_MAX} are accepted",
+            bytes.len()
+        )));
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -265,14 +278,17 @@ pub enum Outcome {
     Failed { kind: FailureKind, detail: String },
 }
 
-/// A worker's signed statement of what one task attempt did.
+/// A worker's signed statement of what one task attempt did. The output itself travels
+/// beside the signed report, which commits to it by digest and size: the journal keeps
+/// the report, the blob store the bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecutionReport {
     pub task: TaskId,
     pub attempt: u32,
     pub outcome: Outcome,
-    pub output: Vec<u8>,
     pub output_digest: ContentId,
+    pub output_bytes: u64,
+    /// The tail of stderr, bounded by [`STDERR_SIZE_BYTES_MAX`].
     pub stderr: Vec<u8>,
     pub fuel: Fuel,
 }
@@ -284,15 +300,11 @@ impl Signed for ExecutionReport {
 impl ExecutionReport {
     /// Checks the report against the limits its task ran under.
     pub fn validate(&self, limits: &Limits) -> Result<(), Error> {
-        if self.output.len() as u64 > limits.output_bytes {
+        if self.output_bytes > limits.output_bytes {
             return Err(Error::invalid(format!(
                 "report output is {} bytes, over the task's limit of {}",
-                self.output.len(),
-                limits.output_bytes
+                self.output_bytes, limits.output_bytes
             )));
-        }
-        if ContentId::of(&self.output) != self.output_digest {
-            return Err(Error::invalid("report output digest does not match its output"));
         }
         if self.stderr.len() > STDERR_SIZE_BYTES_MAX {
             return Err(Error::invalid(format!(
@@ -308,6 +320,20 @@ impl ExecutionReport {
         }
         if let Outcome::Failed { detail, .. } = &self.outcome {
             check_text("failure detail", detail)?;
+        }
+        Ok(())
+    }
+
+    /// Checks that `output` is the output this report commits to.
+    pub fn check_output(&self, output: &[u8]) -> Result<(), Error> {
+        if output.len() as u64 != self.output_bytes || ContentId::of(output) != self.output_digest {
+            return Err(Error::invalid(format!(
+                "the output sent is {} bytes hashing to {}; the signed report names {} bytes hashing to {}",
+                output.len(),
+                ContentId::of(output).short(),
+                self.output_bytes,
+                self.output_digest.short()
+            )));
         }
         Ok(())
     }
@@ -330,16 +356,22 @@ pub enum WorkerMessage {
     },
     /// On a task stream: the worker lacks the module and asks for its bytes.
     FetchModule(ContentId),
-    /// On a task stream: the signed [`ExecutionReport`].
-    Report(Envelope),
+    /// On a task stream (or one of the worker's own, for a report made while its
+    /// connection was down): the signed [`ExecutionReport`] and the output it names.
+    Report {
+        report: Envelope,
+        output: Vec<u8>,
+    },
 }
 
 /// Coordinator → worker.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum CoordinatorMessage {
-    /// Opens a task stream, with the journal seal that covers the placement.
+    /// Opens a task stream: the assignment, its input's bytes, and the journal seal
+    /// that covers the placement.
     Assign {
         assignment: Box<Assignment>,
+        input: Vec<u8>,
         seal: Seal,
     },
     Module(Vec<u8>),
@@ -352,6 +384,12 @@ pub enum CoordinatorMessage {
 pub enum ClientRequest {
     HasModule(ContentId),
     PutModule(Vec<u8>),
+    /// Whether the coordinator holds a job's input by this content id.
+    HasInput(ContentId),
+    /// A job's input, stored by its content id before a submission names it.
+    PutInput(Vec<u8>),
+    /// A job's accepted output.
+    Output(JobId),
     /// A signed [`Submission`].
     Submit(Envelope),
     Status(JobId),
@@ -431,6 +469,9 @@ pub struct Answer {
 pub enum ClientResponse {
     HasModule(bool),
     ModuleStored(ContentId),
+    HasInput(bool),
+    InputStored(ContentId),
+    Output { job: JobId, digest: ContentId, bytes: Vec<u8> },
     Submitted(JobId),
     Job(Box<JobView>),
     Proposed { proposal: ContentId, closes_ms: u64 },
@@ -489,7 +530,7 @@ mod tests {
             scope: "fed-north".parse().unwrap(),
             executor: ExecutorKind::Wasm,
             module: ContentId::of(b"m"),
-            input: vec![],
+            input: empty_input(),
             args: vec!["a".into()],
             limits: Limits::default(),
         }
@@ -498,9 +539,8 @@ mod tests {
     #[test]
     fn submission_limits_name_the_bad_value() {
         assert!(submission().validate().is_ok());
-        let mut big = submission();
-        big.input = vec![0; INPUT_SIZE_BYTES_MAX + 1];
-        assert!(big.validate().unwrap_err().to_string().contains("1048577 bytes"));
+        let big = vec![0; INPUT_SIZE_BYTES_MAX + 1];
+        assert!(check_input(&big).unwrap_err().to_string().contains("1048577 bytes"));
         let mut zero_fuel = submission();
         zero_fuel.limits.fuel = Fuel(0);
         assert!(zero_fuel.validate().unwrap_err().to_string().contains("fuel is 0"));
@@ -510,21 +550,26 @@ mod tests {
     }
 
     #[test]
-    fn report_must_match_its_digest_and_limits() {
+    fn report_must_match_its_output_and_limits() {
         let output = b"42\n".to_vec();
         let report = ExecutionReport {
             task: TaskId { job: JobId(ContentId::of(b"j")), index: 0 },
             attempt: 1,
             outcome: Outcome::Exited { code: 0 },
             output_digest: ContentId::of(&output),
-            output,
+            output_bytes: output.len() as u64,
             stderr: vec![],
             fuel: Fuel(10),
         };
         assert!(report.validate(&Limits::default()).is_ok());
-        let mut lying = report.clone();
-        lying.output = b"43\n".to_vec();
-        assert!(lying.validate(&Limits::default()).unwrap_err().to_string().contains("digest"));
+        assert!(report.check_output(&output).is_ok());
+        let lie = report.check_output(b"43\n").unwrap_err().to_string();
+        assert!(lie.contains("the signed report names 3 bytes"), "{lie}");
+        let mut large = report.clone();
+        large.output_bytes = Limits::default().output_bytes + 1;
+        assert!(
+            large.validate(&Limits::default()).unwrap_err().to_string().contains("over the task's limit")
+        );
         let mut greedy = report;
         greedy.fuel = Fuel(Limits::default().fuel.0 + 1);
         assert!(

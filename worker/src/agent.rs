@@ -64,12 +64,20 @@ struct Agent {
     distrust: Mutex<Option<String>>,
 }
 
+/// A signed report not yet delivered, with the output it names.
+#[derive(Clone)]
+struct Pending {
+    attempt: (TaskId, u32),
+    report: Envelope,
+    output: Vec<u8>,
+}
+
 #[derive(Default)]
 struct Link {
     connection: Option<Connection>,
     /// Reports of tasks that ended while no connection was up, by attempt; at most one
     /// per slot.
-    outbox: Vec<((TaskId, u32), Envelope)>,
+    outbox: Vec<Pending>,
 }
 
 /// Runs the worker until the coordinator refuses it (an error naming the reason), shows
@@ -164,8 +172,8 @@ impl Agent {
             link.connection = Some(session.connection.clone());
             std::mem::take(&mut link.outbox)
         };
-        for (attempt, report) in outbox {
-            self.send_later(attempt, report).await;
+        for pending in outbox {
+            self.send_later(pending).await;
         }
         Ok(session)
     }
@@ -174,7 +182,7 @@ impl Agent {
     /// delivered. A new connection names them so the coordinator keeps them placed here.
     fn held(&self) -> Vec<(TaskId, u32)> {
         let mut held: BTreeSet<(TaskId, u32)> = self.running.lock().expect("running lock").clone();
-        held.extend(self.link.lock().expect("link lock").outbox.iter().map(|(attempt, _)| *attempt));
+        held.extend(self.link.lock().expect("link lock").outbox.iter().map(|pending| pending.attempt));
         held.into_iter().collect()
     }
 
@@ -219,8 +227,8 @@ impl Agent {
     }
 
     async fn handle(self: Arc<Self>, mut send: Outgoing, mut recv: Incoming) -> Result<(), Error> {
-        let (assignment, seal) = match recv.read::<CoordinatorMessage>(MESSAGE_SIZE_BYTES_MAX).await? {
-            Some(CoordinatorMessage::Assign { assignment, seal }) => (assignment, seal),
+        let (assignment, input, seal) = match recv.read::<CoordinatorMessage>(MESSAGE_SIZE_BYTES_MAX).await? {
+            Some(CoordinatorMessage::Assign { assignment, input, seal }) => (assignment, input, seal),
             other => {
                 return Err(Error::invalid(format!(
                     "a task stream must open with an assignment, got {other:?}"
@@ -243,7 +251,7 @@ impl Agent {
             Ok(_permit) => {
                 // Held from here until its report is delivered or in the outbox.
                 self.running.lock().expect("running lock").insert(attempt);
-                let execution = self.execute(&assignment, &mut send, &mut recv).await;
+                let execution = self.execute(&assignment, input, &mut send, &mut recv).await;
                 match execution {
                     Ok(execution) => execution,
                     Err(e) => {
@@ -257,16 +265,17 @@ impl Agent {
             task: assignment.task,
             attempt: assignment.attempt,
             output_digest: ContentId::of(&execution.output),
+            output_bytes: execution.output.len() as u64,
             outcome: execution.outcome,
-            output: execution.output,
             stderr: execution.stderr,
             fuel: execution.fuel,
         };
         let envelope = Envelope::seal(&self.config.key, transport::nonce(), &report);
-        if let Err(e) = report_on(&mut send, &mut recv, envelope.clone()).await {
+        let pending = Pending { attempt, report: envelope, output: execution.output };
+        if let Err(e) = report_on(&mut send, &mut recv, &pending).await {
             // The stream went with its connection: the report goes by the next one.
             tracing::info!(task = %assignment.task, error = %e, "report not delivered; it waits for a connection");
-            self.send_later(attempt, envelope).await;
+            self.send_later(pending).await;
         }
         self.running.lock().expect("running lock").remove(&attempt);
         Ok(())
@@ -282,12 +291,12 @@ impl Agent {
 
     /// A report whose own stream is gone: on a stream of the worker's own over the
     /// current connection, or, when that fails too, into the outbox for the next one.
-    async fn send_later(&self, attempt: (TaskId, u32), report: Envelope) {
+    async fn send_later(&self, pending: Pending) {
         let current = self.link.lock().expect("link lock").connection.clone();
         if let Some(connection) = current {
             let delivered = async {
                 let (mut send, mut recv) = transport::open(&connection).await?;
-                report_on(&mut send, &mut recv, report.clone()).await
+                report_on(&mut send, &mut recv, &pending).await
             };
             match delivered.await {
                 Ok(()) => return,
@@ -302,15 +311,26 @@ impl Agent {
             // one its coordinator has most surely given up on.
             link.outbox.remove(0);
         }
-        link.outbox.push((attempt, report));
+        link.outbox.push(pending);
     }
 
     async fn execute(
         &self,
         assignment: &Assignment,
+        input: Vec<u8>,
         send: &mut Outgoing,
         recv: &mut Incoming,
     ) -> Result<Execution, Error> {
+        if let Err(e) = icn_protocol::wire::check_input(&input) {
+            return Ok(Execution::refused(format!("the assignment's input is refused: {e}")));
+        }
+        if ContentId::of(&input) != assignment.input {
+            return Ok(Execution::refused(format!(
+                "the input sent hashes to {}, not to the assignment's {}",
+                ContentId::of(&input).short(),
+                assignment.input.short()
+            )));
+        }
         if let Err(e) = assignment.limits.validate() {
             return Ok(Execution::refused(format!("the assignment's limits are invalid: {e}")));
         }
@@ -344,15 +364,16 @@ impl Agent {
                 return Ok(Execution::refused(reason));
             }
         }
-        Ok(executor.run(assignment.clone()).await)
+        Ok(executor.run(assignment.clone(), input).await)
     }
 }
 
 /// Sends a report and waits for the coordinator to close its side of the stream, which
 /// it does once it has taken the report: only then is the report delivered. (A report
 /// delivered twice is harmless: the second is stale.)
-async fn report_on(send: &mut Outgoing, recv: &mut Incoming, report: Envelope) -> Result<(), Error> {
-    send.write(&WorkerMessage::Report(report)).await?;
+async fn report_on(send: &mut Outgoing, recv: &mut Incoming, pending: &Pending) -> Result<(), Error> {
+    let message = WorkerMessage::Report { report: pending.report.clone(), output: pending.output.clone() };
+    send.write(&message).await?;
     send.get_mut().finish().map_err(|e| Error::Transport(e.to_string()))?;
     recv.finished().await
 }

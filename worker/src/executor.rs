@@ -48,8 +48,8 @@ pub trait Executor: Send + Sync + 'static {
     /// fails its tasks as invalid, so it is not fetched again.
     fn load_program(&self, program: ContentId, bytes: &[u8]) -> Result<(), String>;
 
-    /// Runs one task within its limits, off the async threads where it blocks.
-    fn run(self: Arc<Self>, assignment: Assignment) -> Running;
+    /// Runs one task on `input` within its limits, off the async threads where it blocks.
+    fn run(self: Arc<Self>, assignment: Assignment, input: Vec<u8>) -> Running;
 }
 
 /// The executors a worker offers, by kind.

@@ -414,11 +414,15 @@ impl crate::executor::Executor for WasmExecutor {
         self.load_module(program, bytes)
     }
 
-    fn run(self: Arc<Self>, assignment: icn_protocol::wire::Assignment) -> crate::executor::Running {
+    fn run(
+        self: Arc<Self>,
+        assignment: icn_protocol::wire::Assignment,
+        input: Vec<u8>,
+    ) -> crate::executor::Running {
         Box::pin(async move {
             let executor = self.clone();
             let ran = tokio::task::spawn_blocking(move || {
-                executor.execute(&assignment.module, &assignment.input, &assignment.args, &assignment.limits)
+                executor.execute(&assignment.module, &input, &assignment.args, &assignment.limits)
             });
             ran.await.unwrap_or_else(|e| Execution::refused(format!("the wasm executor panicked: {e}")))
         })
