@@ -31,6 +31,13 @@ pub struct ConfigFile {
     /// How long an output is kept once a member fetched it (default 1 hour).
     #[serde(default = "default_fetched_output_retention_ms")]
     pub fetched_output_retention_ms: u64,
+    /// Ended jobs kept in memory (the most recent); older ones are answered from the
+    /// journal's index (default 10000).
+    #[serde(default = "default_ended_jobs_in_memory")]
+    pub ended_jobs_in_memory: usize,
+    /// How long an ended job stays in memory at most (default 1 hour).
+    #[serde(default = "default_ended_job_memory_ms")]
+    pub ended_job_memory_ms: u64,
     /// The founding document (scopes, members, workers, founding mandates). Read on
     /// every start; after the first, it must match the journal's first entry.
     pub genesis: PathBuf,
@@ -50,6 +57,13 @@ fn default_payload_retention_ms() -> u64 {
 }
 fn default_fetched_output_retention_ms() -> u64 {
     icn_coordinator::blobs::Retention::default().fetched_retention_ms
+}
+
+fn default_ended_jobs_in_memory() -> usize {
+    CoreConfig::default().ended_jobs_max
+}
+fn default_ended_job_memory_ms() -> u64 {
+    CoreConfig::default().ended_job_memory_ms
 }
 
 /// The prefix of the environment variables that override the file.
@@ -96,6 +110,12 @@ impl ConfigFile {
         if !(1..=100).contains(&self.attempts_max) {
             anyhow::bail!("attempts_max is {}; use a value from 1 to 100", self.attempts_max);
         }
+        if self.ended_jobs_in_memory > 1_000_000 {
+            anyhow::bail!(
+                "ended_jobs_in_memory is {}; use at most 1000000 (older jobs are answered from the journal)",
+                self.ended_jobs_in_memory
+            );
+        }
         let genesis_path = base.join(&self.genesis);
         let text = std::fs::read_to_string(&genesis_path)
             .with_context(|| format!("cannot read the genesis {}", genesis_path.display()))?;
@@ -104,6 +124,8 @@ impl ConfigFile {
         let core = CoreConfig {
             worker_timeout_ms: self.worker_timeout_ms,
             attempts_max: self.attempts_max,
+            ended_jobs_max: self.ended_jobs_in_memory,
+            ended_job_memory_ms: self.ended_job_memory_ms,
             ..CoreConfig::default()
         };
         let config = CoordinatorConfig {

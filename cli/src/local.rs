@@ -60,6 +60,8 @@ pub struct LocalOptions<'a> {
     pub extra_workers: &'a [(PublicKey, &'a str)],
     /// The executors the founding mandate allows.
     pub mandate_executors: &'a [ExecutorKind],
+    /// Ended jobs the coordinator keeps in memory.
+    pub ended_jobs_in_memory: usize,
 }
 
 impl Default for LocalOptions<'_> {
@@ -75,6 +77,7 @@ impl Default for LocalOptions<'_> {
             credit_limit: Credits(1_000_000_000),
             extra_workers: &[],
             mandate_executors: &[ExecutorKind::Wasm],
+            ended_jobs_in_memory: CoreConfig::default().ended_jobs_max,
         }
     }
 }
@@ -215,7 +218,11 @@ impl LocalCommons {
             listen: "127.0.0.1:0".parse()?,
             journal: journal.clone(),
             heartbeat_interval_ms: options.heartbeat_interval_ms,
-            core: CoreConfig { worker_timeout_ms: options.worker_timeout_ms, ..CoreConfig::default() },
+            core: CoreConfig {
+                worker_timeout_ms: options.worker_timeout_ms,
+                ended_jobs_max: options.ended_jobs_in_memory,
+                ..CoreConfig::default()
+            },
             genesis: genesis.clone(),
             accept_journal_end: false,
             retention: icn_coordinator::blobs::Retention::default(),

@@ -441,13 +441,46 @@ async fn payloads_stay_out_of_the_journal_and_a_submission_names_only_stored_inp
     assert!(contains(&blobs, input) && contains(&blobs, &output), "both are in the blob store");
 
     // A submission may name only an input the coordinator holds.
-    let commons = LocalCommons::start(tempfile::tempdir().unwrap().path(), two_workers()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let commons = LocalCommons::start(dir.path(), two_workers()).await.unwrap();
     let client = commons.client().await.unwrap();
     let module2 = client.ensure_module(&wat::parse_str(icn_cli::demo::UPPER_WAT).unwrap()).await.unwrap();
     assert_eq!(module, module2);
     let unstored = job(module, b"never uploaded", Limits::default());
     let refused = client.submit_signed(&unstored.submission).await.unwrap_err().to_string();
     assert!(refused.contains("is not stored here; upload it first"), "{refused}");
+    commons.stop().await.unwrap();
+}
+
+/// Ended jobs leave the coordinator's memory beyond the configured count; their
+/// status, output, a watch and a repeated submission are answered from the journal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_jobs_leave_memory_and_the_journal_answers_for_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LocalOptions { ended_jobs_in_memory: 2, ..two_workers() };
+    let commons = LocalCommons::start(dir.path(), options).await.unwrap();
+    let client = commons.client().await.unwrap();
+    let module = client.ensure_module(&wat::parse_str(SUM_WAT).unwrap()).await.unwrap();
+    let first = job(module, b"20 22", Limits::default());
+    let first_id = client.submit(&first).await.unwrap();
+    let first_view = client.watch(first_id, |_| {}).await.unwrap();
+    for i in 0..4u32 {
+        run_wat(&client, SUM_WAT, format!("{i} 1").as_bytes(), Limits::default()).await;
+    }
+    let api = commons.coordinator.api();
+    assert_eq!(api.read(|core| core.jobs_in_memory()).await.unwrap(), 2, "the two latest ended jobs");
+
+    assert_eq!(client.status(first_id).await.unwrap(), first_view, "status from the journal");
+    assert_eq!(client.watch(first_id, |_| {}).await.unwrap(), first_view, "a watch ends at once");
+    assert_eq!(client.output(first_id).await.unwrap(), b"42\n");
+    let submitted = journal::read(&commons.journal)
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e.decode_record().unwrap(), Record::JobSubmitted { .. }))
+        .count();
+    assert_eq!(submitted, 5, "one submission entry per job");
+    let unknown = client.status(JobId(ContentId::of(b"never submitted"))).await.unwrap_err().to_string();
+    assert!(unknown.contains("no job"), "{unknown}");
     commons.stop().await.unwrap();
 }
 

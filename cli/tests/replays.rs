@@ -40,8 +40,20 @@ async fn commons(dir: &std::path::Path, extra: &'static [(PublicKey, &'static st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_submission_sent_twice_is_one_job() {
+    a_submission_sent_twice(LocalOptions::default().ended_jobs_in_memory).await;
+}
+
+/// The same, when the job left the coordinator's memory as soon as it ended: the
+/// journal's index knows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submission_sent_again_after_its_job_left_memory_is_the_same_job() {
+    a_submission_sent_twice(0).await;
+}
+
+async fn a_submission_sent_twice(ended_jobs_in_memory: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let commons = commons(dir.path(), &[]).await;
+    let options = LocalOptions { voting_window_ms: 60_000, ended_jobs_in_memory, ..LocalOptions::default() };
+    let commons = LocalCommons::start(dir.path(), options).await.unwrap();
     let ana = commons.client().await.unwrap();
     let module = ana.ensure_module(&wat::parse_str(SUM_WAT).unwrap()).await.unwrap();
     let job = local::submission(module, b"1 2", Limits::default());

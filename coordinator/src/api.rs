@@ -138,9 +138,7 @@ impl MemberApi {
             }
             ClientRequest::Output(job) => self.output(job).await?,
             ClientRequest::Submit(envelope) => ClientResponse::Submitted(self.submit(envelope).await?),
-            ClientRequest::Status(job) => ClientResponse::Job(Box::new(
-                self.read(move |core| core.job(&job)).await?.ok_or_else(|| unknown_job(&job))?,
-            )),
+            ClientRequest::Status(job) => ClientResponse::Job(Box::new(self.job(job).await?)),
             ClientRequest::Watch(job) => {
                 return Err(ApiError::new(
                     "invalid",
@@ -244,6 +242,11 @@ impl MemberApi {
                 format!("submission refused: module {module} is not stored here; upload it first"),
             ));
         }
+        let id = JobId(envelope.id());
+        if self.journaled(id).await? {
+            // Sent again after the job ended and left memory: the same job, not a new one.
+            return Ok(id);
+        }
         let blobs = self.blobs.clone();
         let input = submission.input;
         let stored = blocking(move || blobs.contains(&input).map_err(|e| e.to_string())).await?;
@@ -260,7 +263,7 @@ impl MemberApi {
 
     /// The output a job's accepted result named, from the payload store.
     async fn output(&self, job: JobId) -> Result<ClientResponse, ApiError> {
-        let view = self.read(move |core| core.job(&job)).await?.ok_or_else(|| unknown_job(&job))?;
+        let view = self.job(job).await?;
         let Some((_, report)) = view.result.filter(|_| view.state == icn_protocol::wire::JobState::Completed)
         else {
             return Err(ApiError::new(
@@ -287,6 +290,26 @@ impl MemberApi {
                 format!("the output of job {job} (digest {digest}) is not stored at this coordinator"),
             )),
         }
+    }
+
+    /// A job's view: from the core while it holds the job, else from the journal's
+    /// index (an ended job that left memory).
+    pub async fn job(&self, job: JobId) -> Result<JobView, ApiError> {
+        if let Some(view) = self.read(move |core| core.job(&job)).await? {
+            return Ok(view);
+        }
+        self.provenance(move |p| p.job_view(&job)).await?.ok_or_else(|| unknown_job(&job))
+    }
+
+    /// Whether the journal holds a job: its submission is durable.
+    async fn journaled(&self, job: JobId) -> Result<bool, ApiError> {
+        let path = self.journal.clone();
+        blocking(move || {
+            let reader = JournalReader::open(&path).map_err(|e| e.to_string())?;
+            let rows = icn_core::trace::Source::indexed(&reader, &icn_core::IndexKey::Job(job), None, 1)?;
+            Ok(!rows.is_empty())
+        })
+        .await
     }
 
     /// A trace or statement, read from the journal's index on a blocking thread, naming
@@ -317,7 +340,7 @@ impl MemberApi {
             }
             *count += 1;
         }
-        let mut guard = Watching { api: self, member, updates: None };
+        let mut guard = Watching { api: self, member, job, seen: false, updates: None };
         let (updates, receiver) = mpsc::channel(WATCH_UPDATES_MAX);
         self.events.send(Event::Watch { job, updates }).await.map_err(|_| stopping())?;
         guard.updates = Some(receiver);
@@ -329,14 +352,27 @@ impl MemberApi {
 pub struct Watching<'a> {
     api: &'a MemberApi,
     member: PublicKey,
+    job: JobId,
+    /// Whether a view was given yet.
+    seen: bool,
     updates: Option<mpsc::Receiver<JobView>>,
 }
 
 impl Watching<'_> {
     /// The next view; `None` when the job ended (after its last view), or is unknown
-    /// (before any view).
+    /// (before any view). A job the core no longer holds gets its one, final view from
+    /// the journal.
     pub async fn next(&mut self) -> Option<JobView> {
-        self.updates.as_mut()?.recv().await
+        let view = match self.updates.as_mut()?.recv().await {
+            Some(view) => Some(view),
+            None if !self.seen => self.api.job(self.job).await.ok(),
+            None => None,
+        };
+        self.seen |= view.is_some();
+        if view.is_none() {
+            self.updates = None;
+        }
+        view
     }
 }
 

@@ -441,7 +441,12 @@ impl CoreShell {
                 }
             }
             Command::JobChanged(job) => {
-                let Some(view) = self.core.job(&job) else { return };
+                let Some(view) = self.core.job(&job) else {
+                    // It ended and left memory at once: its followers read the end from
+                    // the journal once this batch is durable.
+                    self.watchers.remove(&job);
+                    return;
+                };
                 let ended = ends_watch(&view.state);
                 if let Some(watchers) = self.watchers.get_mut(&job) {
                     // A follower too slow to take the view is let go; it can follow again.

@@ -30,7 +30,6 @@ pub(crate) struct Received {
 
 #[derive(Clone, Debug)]
 pub(crate) struct Job {
-    pub submitter: PublicKey,
     pub authorization: Authorization,
     pub submission: Submission,
     pub submitted_seq: u64,
@@ -55,8 +54,8 @@ pub(crate) struct Job {
     pub result: Option<(PublicKey, ExecutionReport)>,
     pub failure: Option<String>,
     pub ended: bool,
-    /// Every journal entry about this job, in order.
-    pub entries: Vec<u64>,
+    /// The latest journal entry about this job: the cause of what follows from it.
+    pub last_seq: u64,
 }
 
 impl Job {
@@ -77,6 +76,8 @@ pub(crate) struct Jobs {
     /// Jobs waiting for a worker, in submission order (keyed by their submission entry).
     queue: BTreeMap<u64, JobId>,
     open: usize,
+    /// Ended jobs still in memory, in the order they ended, with when (wall ms).
+    ended: std::collections::VecDeque<(JobId, u64)>,
 }
 
 impl Jobs {
@@ -97,6 +98,34 @@ impl Jobs {
         self.open
     }
 
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Forgets the oldest ended jobs beyond `kept`.
+    pub fn forget_ended_beyond(&mut self, kept: usize) {
+        while self.ended.len() > kept {
+            let (id, _) = self.ended.pop_front().expect("longer than kept");
+            self.forget(&id);
+        }
+    }
+
+    /// Forgets the jobs that ended before `before_ms`.
+    pub fn forget_ended_before(&mut self, before_ms: u64) {
+        while self.ended.front().is_some_and(|(_, ended_ms)| *ended_ms < before_ms) {
+            let (id, _) = self.ended.pop_front().expect("checked");
+            self.forget(&id);
+        }
+    }
+
+    fn forget(&mut self, id: &JobId) {
+        let job = self.map.remove(id).expect("a remembered ended job is in the table");
+        assert!(
+            job.ended && job.placements.is_empty(),
+            "only an ended job with nothing in flight is forgotten"
+        );
+    }
+
     pub fn queue_len(&self) -> usize {
         self.queue.len()
     }
@@ -110,7 +139,6 @@ impl Jobs {
         let id = JobId(envelope.id());
         let submission = envelope.open_trusted::<Submission>().expect("journaled submissions decode");
         let job = Job {
-            submitter: envelope.signer,
             authorization: *authorization,
             submission,
             submitted_seq: seq,
@@ -127,7 +155,7 @@ impl Jobs {
             result: None,
             failure: None,
             ended: false,
-            entries: vec![seq],
+            last_seq: seq,
         };
         assert!(self.map.insert(id, job).is_none(), "entry {seq}: job {id} is admitted once");
         self.queue.insert(seq, id);
@@ -136,6 +164,7 @@ impl Jobs {
 
     pub fn placed(&mut self, seq: u64, task: TaskId, placement: Placement, quorum: u32) {
         let job = self.known_mut(&task.job);
+        job.last_seq = seq;
         if !job.vacant.remove(&task.index) {
             assert_eq!(task.index, job.replicas_placed, "entry {seq}: a new replica takes the next index");
             job.replicas_placed += 1;
@@ -144,7 +173,6 @@ impl Jobs {
         job.quorum = quorum;
         job.attempts = placement.attempt;
         job.placements.insert(task.index, placement);
-        job.entries.push(seq);
         if job.placed_all() {
             let submitted = job.submitted_seq;
             self.queue.remove(&submitted);
@@ -154,11 +182,11 @@ impl Jobs {
     /// The replica's attempt is over and it waits for a worker again.
     pub fn requeued(&mut self, seq: u64, task: TaskId) -> Option<Placement> {
         let job = self.known_mut(&task.job);
+        job.last_seq = seq;
         assert!(!job.ended, "entry {seq}: task {task} of an ended job is requeued");
         let placement = job.placements.remove(&task.index);
         job.vacant.insert(task.index);
         job.requeues += 1;
-        job.entries.push(seq);
         let submitted = job.submitted_seq;
         self.queue.insert(submitted, task.job);
         placement
@@ -169,7 +197,7 @@ impl Jobs {
         let job = self.known_mut(&report.task.job);
         let placement =
             job.placements.remove(&report.task.index).expect("a journaled report answers a placement");
-        job.entries.push(seq);
+        job.last_seq = seq;
         let retry = matches!(&report.outcome, Outcome::Failed { kind, .. } if !kind.is_final());
         if !retry {
             job.reports.push(Received { worker, owner: placement.owner.clone(), report });
@@ -179,22 +207,23 @@ impl Jobs {
 
     pub fn want_replicas(&mut self, seq: u64, id: &JobId, count: u32) {
         let job = self.known_mut(id);
+        job.last_seq = seq;
         job.extra += count;
-        job.entries.push(seq);
         let submitted = job.submitted_seq;
         self.queue.insert(submitted, *id);
     }
 
-    pub fn dispute(&mut self, seq: u64, id: &JobId) {
-        let job = self.known_mut(id);
-        job.disputed = true;
-        job.entries.push(seq);
-        let submitted = job.submitted_seq;
-        self.queue.remove(&submitted);
+    /// An entry about the job that changes nothing else in it.
+    pub fn touch(&mut self, seq: u64, id: &JobId) {
+        self.known_mut(id).last_seq = seq;
     }
 
-    pub fn touch(&mut self, seq: u64, id: &JobId) {
-        self.known_mut(id).entries.push(seq);
+    pub fn dispute(&mut self, seq: u64, id: &JobId) {
+        let job = self.known_mut(id);
+        job.last_seq = seq;
+        job.disputed = true;
+        let submitted = job.submitted_seq;
+        self.queue.remove(&submitted);
     }
 
     /// The job ends: its replicas in flight are released (returned, for the fleet to
@@ -203,6 +232,7 @@ impl Jobs {
     pub fn end(
         &mut self,
         seq: u64,
+        time_ms: u64,
         id: &JobId,
         result: Option<(PublicKey, ExecutionReport)>,
         failure: Option<String>,
@@ -216,10 +246,14 @@ impl Jobs {
         job.ended = true;
         job.failure = failure;
         job.result = result.or_else(|| job.reports.last().map(|r| (r.worker, r.report.clone())));
-        job.entries.push(seq);
+        // What judging needed is done with; an ended job keeps only what its view shows.
+        job.reports = Vec::new();
+        job.vacant = BTreeSet::new();
+        job.last_seq = seq;
         let submitted = job.submitted_seq;
         self.queue.remove(&submitted);
         self.open -= 1;
+        self.ended.push_back((*id, time_ms));
         released
     }
 
@@ -357,9 +391,10 @@ impl Core {
         result: Option<(PublicKey, ExecutionReport)>,
         failure: Option<String>,
     ) {
-        for (task, placement) in self.jobs.end(seq, id, result, failure) {
+        for (task, placement) in self.jobs.end(seq, self.clock.wall_ms, id, result, failure) {
             self.fleet.vacate(&placement.worker, &task);
         }
+        self.jobs.forget_ended_beyond(self.config.ended_jobs_max);
     }
 
     /// Puts a replica back in the queue, if `attempt` is still the one in flight: an

@@ -83,6 +83,11 @@ pub struct CoreConfig {
     /// A job without a final result this long after submission fails, and its
     /// reservation is voided, so credit is never held by a job that cannot end.
     pub job_expiry_ms: u64,
+    /// Ended jobs kept in memory, the most recent; older ones are answered from the
+    /// journal's index, so memory does not grow with history.
+    pub ended_jobs_max: usize,
+    /// An ended job leaves memory this long after it ended, if not sooner.
+    pub ended_job_memory_ms: u64,
 }
 
 impl Default for CoreConfig {
@@ -93,6 +98,8 @@ impl Default for CoreConfig {
             deadline_grace_ms: 5_000,
             jobs_open_max: 100_000,
             job_expiry_ms: 24 * 3_600_000,
+            ended_jobs_max: 10_000,
+            ended_job_memory_ms: 3_600_000,
         }
     }
 }
@@ -231,6 +238,7 @@ impl Core {
             self.requeue(task, attempt, reason, true);
         }
         self.expire();
+        self.jobs.forget_ended_before(now.wall_ms.saturating_sub(self.config.ended_job_memory_ms));
         self.schedule();
     }
 
@@ -256,14 +264,9 @@ impl Core {
         self.jobs.view(id)
     }
 
-    /// The journal entries about a job, in order.
-    pub fn job_entries(&self, id: &JobId) -> Vec<u64> {
-        self.jobs.get(id).map(|j| j.entries.clone()).unwrap_or_default()
-    }
-
-    /// Who submitted a job; for the shell's access checks.
-    pub fn submitter(&self, id: &JobId) -> Option<PublicKey> {
-        self.jobs.get(id).map(|j| j.submitter)
+    /// Jobs held in memory: open ones, and ended ones not yet forgotten.
+    pub fn jobs_in_memory(&self) -> usize {
+        self.jobs.len()
     }
 
     pub fn queue_len(&self) -> usize {

@@ -26,7 +26,10 @@ impl Core {
         self.clock = now;
         let task = report.task;
         let Some(job) = self.jobs.get(&task.job) else {
-            return self.misbehaved(worker, session, format!("it reported on unknown task {task}"));
+            // A job this core no longer holds (it ended and was forgotten), or never did:
+            // no result either way, and nothing a worker gains by it.
+            tracing::debug!(%task, worker = %worker.short(), "report on a job not held ignored");
+            return;
         };
         let Some(placement) = job.current(&task, report.attempt).filter(|p| p.worker == worker).cloned()
         else {
@@ -117,7 +120,7 @@ impl Core {
     fn place_replica(&mut self, task: TaskId, worker: PublicKey, score: &icn_placement::Score, quorum: u32) {
         let job = self.jobs.known(&task.job);
         let attempt = job.attempts + 1;
-        let cause = *job.entries.last().expect("a job has its submission entry");
+        let cause = job.last_seq;
         let assignment = Assignment {
             task,
             attempt,

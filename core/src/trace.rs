@@ -13,7 +13,7 @@ use icn_protocol::views::{
     Authority, AuthorizedJob, BallotTrace, JobTrace, Line, Page, Person, ProposalTrace, Statement,
     StatementLine, Trace,
 };
-use icn_protocol::wire::Submission;
+use icn_protocol::wire::{ExecutionReport, JobState, JobView, Submission};
 use icn_protocol::{Envelope, JobId, PublicKey};
 
 use crate::chain::Entry;
@@ -131,6 +131,39 @@ impl<'a, S: Source> Provenance<'a, S> {
             authority: self.authority(authorization.decision)?,
             authorized_jobs: vec![],
         })
+    }
+
+    /// A job's view as its journal entries tell it: for a job the core no longer holds
+    /// in memory (it ended and was forgotten). `None` when the journal has no such job.
+    pub fn job_view(&self, job: &JobId) -> Result<Option<JobView>, String> {
+        let rows = self.source.indexed(&IndexKey::Job(*job), None, JOB_ENTRIES_MAX)?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut view =
+            JobView { job: *job, state: JobState::Queued, attempts: 0, result: None, failure: None };
+        let mut reports: Vec<(PublicKey, ExecutionReport)> = vec![];
+        for row in rows {
+            match self.read(row.seq)?.1 {
+                Record::TaskPlaced { attempt, .. } => view.attempts = attempt,
+                Record::ReportReceived { report } => {
+                    let decoded = report.open_trusted::<ExecutionReport>().map_err(|e| e.to_string())?;
+                    reports.push((report.signer, decoded));
+                }
+                Record::DisputeOpened { .. } => view.state = JobState::Disputed,
+                Record::JobCompleted { worker, .. } => {
+                    view.state = JobState::Completed;
+                    view.result = reports.iter().find(|(w, _)| *w == worker).cloned();
+                }
+                Record::JobFailed { reason, .. } => {
+                    view.state = JobState::Failed;
+                    view.failure = Some(reason);
+                    view.result = reports.last().cloned();
+                }
+                _ => {}
+            }
+        }
+        Ok(Some(view))
     }
 
     /// A page of the entries that moved or held `scope`'s account, with the decision

@@ -19,6 +19,10 @@ use serde::{Deserialize, Serialize};
 pub const AMOUNT_MAX: i64 = 1_000_000_000_000_000;
 /// Payees of one posting (replicas whose results were accepted).
 pub const PAYEES_MAX: usize = 16;
+/// Settled (posted or voided) transfers remembered, the most recent: a repeat of one of
+/// them is `AlreadyDone`. Older ones are forgotten so that memory does not grow with
+/// history; a repeat of a forgotten one is refused as unknown, and changes nothing.
+pub const SETTLED_REMEMBERED_MAX: usize = 16_384;
 
 /// A transfer's id, derived from what caused it: the same cause always names the same
 /// transfer, which is what makes retries harmless.
@@ -139,6 +143,8 @@ pub struct Positions {
 pub struct Ledger {
     accounts: BTreeMap<ScopeId, Account>,
     reservations: BTreeMap<TransferId, Reservation>,
+    /// Settled reservations still remembered, oldest first.
+    settled: std::collections::VecDeque<TransferId>,
     /// Posted amounts still owed between pairs of accounts, netted by clearing.
     obligations: BTreeMap<(ScopeId, ScopeId), i64>,
 }
@@ -278,8 +284,22 @@ impl Ledger {
             }
         }
         self.reservations.get_mut(&id).expect("checked above").state = State::Posted;
+        self.settle(id);
         self.assert_balanced();
         Ok(Applied::Done)
+    }
+
+    /// Remembers a settled transfer, forgetting the oldest past [`SETTLED_REMEMBERED_MAX`].
+    fn settle(&mut self, id: TransferId) {
+        self.settled.push_back(id);
+        while self.settled.len() > SETTLED_REMEMBERED_MAX {
+            let old = self.settled.pop_front().expect("longer than the maximum");
+            let forgotten = self.reservations.remove(&old);
+            assert!(
+                forgotten.is_some_and(|r| r.state != State::Pending),
+                "only settled transfers are forgotten"
+            );
+        }
     }
 
     /// Releases a reservation without paying anything.
@@ -295,6 +315,7 @@ impl Ledger {
         let (payer, held) = (reservation.payer.clone(), reservation.amount.0);
         self.accounts.get_mut(&payer).expect("a reservation's payer has an account").reserved -= held;
         self.reservations.get_mut(&id).expect("checked above").state = State::Voided;
+        self.settle(id);
         Ok(Applied::Done)
     }
 

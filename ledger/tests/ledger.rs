@@ -191,3 +191,33 @@ fn clearing_nets_a_cycle_away_and_a_chain_into_one_transfer() {
     );
     assert_eq!(ledger.account(&b).unwrap().position, 0);
 }
+
+#[test]
+fn settled_transfers_are_remembered_up_to_a_bound_so_memory_does_not_grow_with_history() {
+    use icn_ledger::{Applied, LedgerError, SETTLED_REMEMBERED_MAX, TransferId};
+    use icn_protocol::governance::{Credits, ScopeId};
+    let payer: ScopeId = "fed".parse().unwrap();
+    let payee: ScopeId = "coop".parse().unwrap();
+    let mut ledger = icn_ledger::Ledger::default();
+    ledger.open(payer.clone());
+    ledger.open(payee.clone());
+    ledger.set_limit(&payer, Credits(icn_ledger::AMOUNT_MAX)).unwrap();
+    let id = |i: usize| TransferId::derive("test", &i.to_le_bytes());
+    let total = SETTLED_REMEMBERED_MAX + 100;
+    for i in 0..total {
+        ledger.reserve(id(i), &payer, Credits(10)).unwrap();
+        ledger.post(id(i), &[(payee.clone(), Credits(3))]).unwrap();
+    }
+    // The most recent are remembered: a repeat changes nothing and says so.
+    assert_eq!(ledger.post(id(total - 1), &[(payee.clone(), Credits(3))]), Ok(Applied::AlreadyDone));
+    // The oldest are forgotten: a repeat is refused as unknown, and changes nothing.
+    let before = ledger.positions();
+    assert!(matches!(
+        ledger.post(id(0), &[(payee.clone(), Credits(3))]),
+        Err(LedgerError::UnknownTransfer(_))
+    ));
+    assert_eq!(ledger.positions(), before);
+    assert!(ledger.reservation(&id(99)).is_none() && ledger.reservation(&id(100)).is_some());
+    assert_eq!(ledger.account(&payee).unwrap().position, 3 * total as i64);
+    assert_eq!(ledger.check(), Ok(()));
+}
