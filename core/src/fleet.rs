@@ -73,6 +73,14 @@ impl Fleet {
         self.workers.get(key)
     }
 
+    pub fn trust(&self) -> &BTreeMap<PublicKey, Trust> {
+        &self.trust
+    }
+
+    pub fn quarantined(&self) -> &BTreeSet<PublicKey> {
+        &self.quarantined
+    }
+
     pub fn is_quarantined(&self, key: &PublicKey) -> bool {
         self.quarantined.contains(key)
     }

@@ -20,15 +20,25 @@ pub(crate) struct Placement {
     pub deadline_mono_ms: u64,
 }
 
+/// Placements are equal when the journal says the same of them: the deadline is on
+/// this process's monotonic clock, which a replay cannot know (and a replayed placement
+/// is requeued when the coordinator resumes).
+impl PartialEq for Placement {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.worker, &self.owner, self.attempt, self.placed_seq)
+            == (&other.worker, &other.owner, other.attempt, other.placed_seq)
+    }
+}
+
 /// A replica's final result, kept for verification.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Received {
     pub worker: PublicKey,
     pub owner: ScopeId,
     pub report: ExecutionReport,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Job {
     pub authorization: Authorization,
     pub submission: Submission,
@@ -70,7 +80,7 @@ impl Job {
     }
 }
 
-#[derive(Default)]
+#[derive(Debug, Default, PartialEq)]
 pub(crate) struct Jobs {
     map: BTreeMap<JobId, Job>,
     /// Jobs waiting for a worker, in submission order (keyed by their submission entry).

@@ -69,6 +69,14 @@ impl Now {
     }
 }
 
+/// See [`Core::state`].
+#[derive(Debug, PartialEq)]
+pub struct State<'a> {
+    jobs: &'a jobs::Jobs,
+    trust: &'a std::collections::BTreeMap<PublicKey, icn_protocol::governance::Trust>,
+    quarantined: &'a std::collections::BTreeSet<PublicKey>,
+}
+
 /// Tunables of the core, each with its unit.
 #[derive(Clone, Debug)]
 pub struct CoreConfig {
@@ -238,7 +246,6 @@ impl Core {
             self.requeue(task, attempt, reason, true);
         }
         self.expire();
-        self.jobs.forget_ended_before(now.wall_ms.saturating_sub(self.config.ended_job_memory_ms));
         self.schedule();
     }
 
@@ -262,6 +269,13 @@ impl Core {
 
     pub fn job(&self, id: &JobId) -> Option<JobView> {
         self.jobs.view(id)
+    }
+
+    /// What a replay of the journal must rebuild exactly, beside the governance and the
+    /// ledger: the jobs held (open, and ended ones not yet forgotten), trust and
+    /// quarantine. Compared by checks and tests; connections are not in it.
+    pub fn state(&self) -> State<'_> {
+        State { jobs: &self.jobs, trust: self.fleet.trust(), quarantined: self.fleet.quarantined() }
     }
 
     /// Jobs held in memory: open ones, and ended ones not yet forgotten.
@@ -292,6 +306,9 @@ impl Core {
     /// The one place state changes: live, right after a record is made, and at start,
     /// for every record in the journal. Each record goes to the concern it is about.
     fn apply(&mut self, seq: u64, time_ms: u64, record: &Record) {
+        // By the entry's time, not the clock's, so a replay forgets exactly what was
+        // forgotten live.
+        self.jobs.forget_ended_before(time_ms.saturating_sub(self.config.ended_job_memory_ms));
         self.file(seq, record);
         match record {
             Record::JobSubmitted { submission, authorization } => {

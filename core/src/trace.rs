@@ -13,7 +13,7 @@ use icn_protocol::views::{
     Authority, AuthorizedJob, BallotTrace, JobTrace, Line, Page, Person, ProposalTrace, Statement,
     StatementLine, Trace,
 };
-use icn_protocol::wire::{ExecutionReport, JobState, JobView, Submission};
+use icn_protocol::wire::{ExecutionReport, JobState, JobView, Outcome, Submission};
 use icn_protocol::{Envelope, JobId, PublicKey};
 
 use crate::chain::Entry;
@@ -148,7 +148,10 @@ impl<'a, S: Source> Provenance<'a, S> {
                 Record::TaskPlaced { attempt, .. } => view.attempts = attempt,
                 Record::ReportReceived { report } => {
                     let decoded = report.open_trusted::<ExecutionReport>().map_err(|e| e.to_string())?;
-                    reports.push((report.signer, decoded));
+                    // A failure of the worker's own is retried, not judged: as the core keeps them.
+                    if !matches!(&decoded.outcome, Outcome::Failed { kind, .. } if !kind.is_final()) {
+                        reports.push((report.signer, decoded));
+                    }
                 }
                 Record::DisputeOpened { .. } => view.state = JobState::Disputed,
                 Record::JobCompleted { worker, .. } => {
