@@ -9,6 +9,8 @@ use icn_protocol::{ContentId, Fuel};
 use icn_worker::WasmExecutor;
 use tokio::sync::Semaphore;
 
+pub mod memory;
+
 use crate::demo::HELLO_WAT;
 use crate::local::{LocalCommons, LocalOptions};
 
@@ -95,26 +97,8 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     let commons = LocalCommons::start(dir.path(), local).await?;
     let client = Arc::new(commons.client().await?);
     let module = client.ensure_module(&bytes).await?;
-    let permits = Arc::new(Semaphore::new(options.in_flight));
     let started = Instant::now();
-    let mut tasks = Vec::with_capacity(options.jobs);
-    for _ in 0..options.jobs {
-        let permit = permits.clone().acquire_owned().await?;
-        let client = client.clone();
-        let submission = crate::local::submission(module, b"", limits);
-        tasks.push(tokio::spawn(async move {
-            let begun = Instant::now();
-            let job = client.submit(&submission).await?;
-            let view = client.watch(job, |_| {}).await?;
-            drop(permit);
-            anyhow::ensure!(view.state == JobState::Completed, "job {job} ended {:?}", view.state);
-            Ok::<Duration, anyhow::Error>(begun.elapsed())
-        }));
-    }
-    let mut latencies = Vec::with_capacity(options.jobs);
-    for task in tasks {
-        latencies.push(task.await??);
-    }
+    let mut latencies = drive(&client, module, options.jobs, options.in_flight, limits, |_| vec![]).await?;
     let elapsed = started.elapsed();
     drop(client);
     commons.stop().await?;
@@ -127,6 +111,38 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         in_process_runs_per_s,
         options,
     })
+}
+
+/// Runs `count` jobs of `module` through `client`, `in_flight` at a time, the i-th with
+/// input `input(i)`; every one must complete. Their latencies, in order of submission.
+async fn drive(
+    client: &Arc<crate::client::Client>,
+    module: ContentId,
+    count: usize,
+    in_flight: usize,
+    limits: Limits,
+    input: impl Fn(usize) -> Vec<u8>,
+) -> anyhow::Result<Vec<Duration>> {
+    let permits = Arc::new(Semaphore::new(in_flight));
+    let mut tasks = Vec::with_capacity(count);
+    for i in 0..count {
+        let permit = permits.clone().acquire_owned().await?;
+        let client = client.clone();
+        let submission = crate::local::submission(module, &input(i), limits);
+        tasks.push(tokio::spawn(async move {
+            let begun = Instant::now();
+            let job = client.submit(&submission).await?;
+            let view = client.watch(job, |_| {}).await?;
+            drop(permit);
+            anyhow::ensure!(view.state == JobState::Completed, "job {job} ended {:?}", view.state);
+            Ok::<Duration, anyhow::Error>(begun.elapsed())
+        }));
+    }
+    let mut latencies = Vec::with_capacity(count);
+    for task in tasks {
+        latencies.push(task.await??);
+    }
+    Ok(latencies)
 }
 
 // ---- the ledger ----------------------------------------------------------------------
@@ -231,7 +247,7 @@ pub fn ledger(postings: usize, batch: usize) -> anyhow::Result<LedgerBenchReport
             entries.push(entry);
         }
         entries.last_mut().expect("chunks are not empty").seal_with(&key);
-        journal.append(&entries, &index)?;
+        journal.append(&entries, &index, &[])?;
     }
     let durable_postings_per_s = postings as f64 / started.elapsed().as_secs_f64();
 

@@ -70,6 +70,23 @@ fn default_ended_job_memory_ms() -> u64 {
 pub const ENV_PREFIX: &str = "ICN_CONFIG_";
 
 impl ConfigFile {
+    /// A config with every optional setting at its default.
+    pub fn new(listen: SocketAddr, key: PathBuf, journal: PathBuf, genesis: PathBuf) -> ConfigFile {
+        ConfigFile {
+            listen,
+            key,
+            journal,
+            heartbeat_interval_ms: default_heartbeat_interval_ms(),
+            worker_timeout_ms: default_worker_timeout_ms(),
+            attempts_max: default_attempts_max(),
+            payload_retention_ms: default_payload_retention_ms(),
+            fetched_output_retention_ms: default_fetched_output_retention_ms(),
+            ended_jobs_in_memory: default_ended_jobs_in_memory(),
+            ended_job_memory_ms: default_ended_job_memory_ms(),
+            genesis,
+        }
+    }
+
     /// Reads the file at `path` with the environment's overrides on top.
     pub fn read(path: &Path) -> anyhow::Result<(ConfigFile, PathBuf)> {
         use figment::providers::{Env, Format, Toml};

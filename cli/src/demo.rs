@@ -20,6 +20,7 @@ pub const UPPER_WAT: &str = include_str!("../../examples/wat/upper.wat");
 pub const SUM_WAT: &str = include_str!("../../examples/wat/sum.wat");
 pub const SPIN_WAT: &str = include_str!("../../examples/wat/spin.wat");
 pub const BUSY_WAT: &str = include_str!("../../examples/wat/busy.wat");
+pub const MEBIBYTE_WAT: &str = include_str!("../../examples/wat/mebibyte.wat");
 
 struct DemoJob {
     name: &'static str,

@@ -193,6 +193,30 @@ pub fn genesis(
     Ok(genesis)
 }
 
+/// Worker agents in this process, one per key, serving the coordinator at `addr`.
+pub fn spawn_workers(
+    addr: std::net::SocketAddr,
+    coordinator_key: PublicKey,
+    keys: Vec<(Arc<Keypair>, String)>,
+    slots: u32,
+) -> anyhow::Result<Vec<LocalWorker>> {
+    let mut workers = Vec::new();
+    for (key, owner) in keys {
+        let config = WorkerConfig {
+            key: key.clone(),
+            coordinator: addr,
+            coordinator_key,
+            slots,
+            memory_bytes: 256 * 1024 * 1024,
+            agent: crate::client::agent(),
+        };
+        let executor = Arc::new(WasmExecutor::new()?);
+        let task = tokio::spawn(icn_worker::run(config, executor));
+        workers.push(LocalWorker { key: key.public(), owner, task });
+    }
+    Ok(workers)
+}
+
 impl LocalCommons {
     pub async fn start(dir: &Path, options: LocalOptions<'_>) -> anyhow::Result<LocalCommons> {
         let coordinator_key = Arc::new(Keypair::generate());
@@ -228,20 +252,8 @@ impl LocalCommons {
             retention: icn_coordinator::blobs::Retention::default(),
         };
         let coordinator = Coordinator::start(coordinator_key, config).await?;
-        let mut workers = Vec::new();
-        for (key, owner) in worker_keys {
-            let config = WorkerConfig {
-                key: key.clone(),
-                coordinator: coordinator.addr(),
-                coordinator_key: coordinator.public_key(),
-                slots: options.slots,
-                memory_bytes: 256 * 1024 * 1024,
-                agent: crate::client::agent(),
-            };
-            let executor = Arc::new(WasmExecutor::new()?);
-            let task = tokio::spawn(icn_worker::run(config, executor));
-            workers.push(LocalWorker { key: key.public(), owner, task });
-        }
+        let workers =
+            spawn_workers(coordinator.addr(), coordinator.public_key(), worker_keys, options.slots)?;
         let commons = LocalCommons {
             coordinator,
             journal,

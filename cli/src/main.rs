@@ -160,8 +160,9 @@ enum Command {
     Demo,
     /// Measure jobs/s and latency end to end beside in-process wasmtime.
     Bench {
-        #[arg(long, default_value_t = 2000)]
-        jobs: usize,
+        /// Jobs to run (default 2000; 100000 with --memory).
+        #[arg(long)]
+        jobs: Option<usize>,
         #[arg(long, default_value_t = 4)]
         workers: usize,
         #[arg(long, default_value_t = 4)]
@@ -183,6 +184,14 @@ enum Command {
         placement: bool,
         #[arg(long, default_value_t = 10_000)]
         pool: usize,
+        /// Measure the coordinator's memory instead: its process's RSS after 1000 and after
+        /// --jobs trivial jobs, then after --large-jobs jobs with 1 MiB outputs and after a
+        /// restart.
+        #[arg(long)]
+        memory: bool,
+        /// With --memory: jobs with 1 MiB outputs.
+        #[arg(long, default_value_t = 1_000)]
+        large_jobs: usize,
         /// Run the seeded trust simulation against fixed two-fold replication.
         #[arg(long)]
         simulate: bool,
@@ -617,7 +626,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Demo => icn_cli::demo::run().await?,
         Command::Bench { placement: true, pool, jobs, .. } => {
-            let placements = jobs.max(100) * 50;
+            let placements = jobs.unwrap_or(2_000).max(100) * 50;
             tokio::task::spawn_blocking(move || icn_cli::bench::placement(pool, placements)).await??.print();
         }
         Command::Bench { simulate: true, tasks, seed, .. } => {
@@ -627,7 +636,19 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench { ledger: true, postings, batch, .. } => {
             tokio::task::spawn_blocking(move || icn_cli::bench::ledger(postings, batch)).await??.print();
         }
+        Command::Bench { memory: true, jobs, large_jobs, workers, slots, in_flight, .. } => {
+            let options = icn_cli::bench::memory::MemoryBenchOptions {
+                jobs: jobs.unwrap_or(100_000),
+                first: 1_000,
+                large_jobs,
+                workers,
+                slots,
+                in_flight,
+            };
+            icn_cli::bench::memory::run(options).await?.print();
+        }
         Command::Bench { jobs, workers, slots, in_flight, .. } => {
+            let jobs = jobs.unwrap_or(2_000);
             let report =
                 icn_cli::bench::run(icn_cli::bench::BenchOptions { jobs, workers, slots, in_flight }).await?;
             report.print();

@@ -20,10 +20,13 @@ use icn_protocol::wire::{ApiError, ClientRequest, ClientResponse, JobView, Submi
 use icn_protocol::{Envelope, JobId, PublicKey, Seal};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::blobs::{self, BlobStore, Missing};
+use crate::blobs::{BlobStore, Missing};
 use crate::journal::JournalReader;
-use crate::modules::ModuleStore;
-use crate::server::{Event, Reply, now_ms};
+use crate::modules::Modules;
+use crate::server::{Event, Journaled, Reply, now_ms};
+
+/// Journal readers kept open for members' reads, at most.
+pub const READERS_MAX: usize = 4;
 
 /// Jobs one member may follow at once.
 pub const WATCHERS_PER_MEMBER_MAX: usize = 64;
@@ -33,9 +36,10 @@ pub const WATCH_UPDATES_MAX: usize = 16;
 
 pub struct MemberApi {
     events: mpsc::Sender<Event>,
-    modules: Arc<ModuleStore>,
+    modules: Arc<Modules>,
     blobs: Arc<BlobStore>,
-    journal: PathBuf,
+    payload_budget: Arc<tokio::sync::Semaphore>,
+    readers: Arc<Readers>,
     seal: watch::Receiver<Seal>,
     /// How many jobs each member follows now.
     watching: Mutex<HashMap<PublicKey, usize>>,
@@ -56,12 +60,13 @@ fn unknown_job(job: &JobId) -> ApiError {
 impl MemberApi {
     pub(crate) fn new(
         events: mpsc::Sender<Event>,
-        modules: Arc<ModuleStore>,
-        blobs: Arc<BlobStore>,
+        modules: Arc<Modules>,
+        (blobs, payload_budget): (Arc<BlobStore>, Arc<tokio::sync::Semaphore>),
         journal: PathBuf,
         seal: watch::Receiver<Seal>,
     ) -> Self {
-        MemberApi { events, modules, blobs, journal, seal, watching: Mutex::default() }
+        let readers = Arc::new(Readers { journal, idle: Mutex::default() });
+        MemberApi { events, modules, blobs, payload_budget, readers, seal, watching: Mutex::default() }
     }
 
     /// The latest seal committed, which every answer carries.
@@ -88,9 +93,17 @@ impl MemberApi {
         &self,
         f: impl FnOnce(&mut Core, Now) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
+        self.write_journaled(move |core, now, _| f(core, now)).await
+    }
+
+    /// A change that may also ask the journal what the core no longer holds.
+    async fn write_journaled<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Core, Now, &Journaled) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
         let (reply, answer) = oneshot::channel();
-        let event = Event::Write(Box::new(move |core: &mut Core, now: Now| {
-            let value = f(core, now);
+        let event = Event::Write(Box::new(move |core: &mut Core, now: Now, journaled: &Journaled| {
+            let value = f(core, now, journaled);
             Box::new(move || drop(reply.send(value))) as Reply
         }));
         self.events.send(event).await.map_err(|_| stopping())?;
@@ -110,6 +123,7 @@ impl MemberApi {
             return Err(refusal);
         }
         Ok(match request {
+            ClientRequest::HasModule(cid) if self.modules.is_cached(&cid) => ClientResponse::HasModule(true),
             ClientRequest::HasModule(cid) => {
                 let modules = self.modules.clone();
                 ClientResponse::HasModule(
@@ -130,11 +144,10 @@ impl MemberApi {
             ClientRequest::PutInput(bytes) => {
                 icn_protocol::wire::check_input(&bytes)
                     .map_err(|e| ApiError::new("invalid_input", e.to_string()))?;
-                let blobs = self.blobs.clone();
-                let stored = blocking(move || {
-                    blobs.put(blobs::Kind::Input, &bytes, now_ms()).map_err(|e| e.to_string())
-                });
-                ClientResponse::InputStored(stored.await?)
+                let budget = crate::server::reserve(&self.payload_budget, &bytes).await;
+                let (reply, stored) = oneshot::channel();
+                self.events.send(Event::PutInput { bytes, budget, reply }).await.map_err(|_| stopping())?;
+                ClientResponse::InputStored(stored.await.map_err(|_| stopping())?)
             }
             ClientRequest::Output(job) => self.output(job).await?,
             ClientRequest::Submit(envelope) => ClientResponse::Submitted(self.submit(envelope).await?),
@@ -233,31 +246,41 @@ impl MemberApi {
     async fn submit(&self, envelope: Envelope) -> Result<JobId, ApiError> {
         let submission: Submission = envelope.open().map_err(|e| refused("submission", e.into()))?;
         submission.validate().map_err(|e| refused("submission", e.into()))?;
-        let modules = self.modules.clone();
-        let module = submission.module;
-        let stored = blocking(move || modules.contains(&module).map_err(|e| e.to_string())).await?;
-        if !stored {
-            return Err(ApiError::new(
-                "unknown_module",
-                format!("submission refused: module {module} is not stored here; upload it first"),
-            ));
+        let (module, input) = (submission.module, submission.input);
+        let (modules, blobs) = (self.modules.clone(), self.blobs.clone());
+        let cached = self.modules.is_cached(&module) && input == icn_protocol::wire::empty_input();
+        if !cached {
+            let found = blocking(move || {
+                let module = modules.contains(&module).map_err(|e| e.to_string())?;
+                Ok((module, blobs.contains(&input).map_err(|e| e.to_string())?))
+            });
+            match found.await? {
+                (false, _) => {
+                    return Err(ApiError::new(
+                        "unknown_module",
+                        format!("submission refused: module {module} is not stored here; upload it first"),
+                    ));
+                }
+                (_, false) => {
+                    return Err(ApiError::new(
+                        "unknown_input",
+                        format!("submission refused: input {input} is not stored here; upload it first"),
+                    ));
+                }
+                (true, true) => {}
+            }
         }
-        let id = JobId(envelope.id());
-        if self.journaled(id).await? {
+        let submitted = self.write_journaled(move |core, now, journal| {
+            let id = JobId(envelope.id());
             // Sent again after the job ended and left memory: the same job, not a new one.
-            return Ok(id);
-        }
-        let blobs = self.blobs.clone();
-        let input = submission.input;
-        let stored = blocking(move || blobs.contains(&input).map_err(|e| e.to_string())).await?;
-        if !stored {
-            return Err(ApiError::new(
-                "unknown_input",
-                format!("submission refused: input {input} is not stored here; upload it first"),
-            ));
-        }
-        self.write(move |core, now| core.submit(now, envelope, submission))
+            if core.job(&id).is_none() && journal.holds_job(&id).map_err(|e| e.to_string())? {
+                return Ok(Ok(id));
+            }
+            Ok(core.submit(now, envelope, submission))
+        });
+        submitted
             .await?
+            .map_err(|e: String| ApiError::new("failed", e))?
             .map_err(|e| refused("submission", e))
     }
 
@@ -301,17 +324,6 @@ impl MemberApi {
         self.provenance(move |p| p.job_view(&job)).await?.ok_or_else(|| unknown_job(&job))
     }
 
-    /// Whether the journal holds a job: its submission is durable.
-    async fn journaled(&self, job: JobId) -> Result<bool, ApiError> {
-        let path = self.journal.clone();
-        blocking(move || {
-            let reader = JournalReader::open(&path).map_err(|e| e.to_string())?;
-            let rows = icn_core::trace::Source::indexed(&reader, &icn_core::IndexKey::Job(job), None, 1)?;
-            Ok(!rows.is_empty())
-        })
-        .await
-    }
-
     /// A trace or statement, read from the journal's index on a blocking thread, naming
     /// members as the commons knows them now.
     async fn provenance<T: Send + 'static>(
@@ -319,11 +331,8 @@ impl MemberApi {
         build: impl FnOnce(&Provenance<'_, JournalReader>) -> Result<T, String> + Send + 'static,
     ) -> Result<T, ApiError> {
         let names = self.read(|core| core.names()).await?;
-        let path = self.journal.clone();
-        let built = blocking(move || {
-            let reader = JournalReader::open(&path).map_err(|e| e.to_string())?;
-            build(&Provenance::new(&reader, &names))
-        });
+        let readers = self.readers.clone();
+        let built = blocking(move || readers.with(|reader| build(&Provenance::new(reader, &names))));
         built.await.map_err(|e| ApiError::new("not_found", e.message))
     }
 
@@ -345,6 +354,29 @@ impl MemberApi {
         self.events.send(Event::Watch { job, updates }).await.map_err(|_| stopping())?;
         guard.updates = Some(receiver);
         Ok(guard)
+    }
+}
+
+/// Open journal readers, reused across requests (opening one reads the schema).
+struct Readers {
+    journal: PathBuf,
+    idle: Mutex<Vec<JournalReader>>,
+}
+
+impl Readers {
+    /// Runs `read` on an idle reader, or a new one. Blocking.
+    fn with<T>(&self, read: impl FnOnce(&JournalReader) -> Result<T, String>) -> Result<T, String> {
+        let idle = self.idle.lock().expect("readers lock").pop();
+        let reader = match idle {
+            Some(reader) => reader,
+            None => JournalReader::open(&self.journal).map_err(|e| e.to_string())?,
+        };
+        let result = read(&reader);
+        let mut idle = self.idle.lock().expect("readers lock");
+        if idle.len() < READERS_MAX {
+            idle.push(reader);
+        }
+        result
     }
 }
 

@@ -1,20 +1,26 @@
-//! Payloads: jobs' inputs and outputs, by content id, in a SQLite file beside the journal
-//! (`journal.db.blobs`). The journal holds only their digests and sizes, inside the
-//! signed submissions and reports, so the chain still commits to every byte while the
-//! journal stays small and a replay never reads a payload.
+//! Payloads: jobs' inputs and outputs, by content id, in a table of their own in the
+//! journal's database file. The journal holds only their digests and sizes, inside the
+//! signed submissions and reports, so the chain still commits to every byte while its
+//! entries stay small and a replay never reads a payload.
+//!
+//! Payloads are written by the journal itself, in the transaction of the batch whose
+//! entries name them (`JournalStore::append`): an output is never durable later than the
+//! report that names it, and both share the batch's one fsync. This store reads them,
+//! records first fetches and lets them go under the retention policy.
 //!
 //! Outputs are kept for members to fetch: an output already fetched goes after
 //! `fetched_retention_ms`, any output after `retention_ms`. Inputs go after
 //! `retention_ms` too (a job cannot wait that long: jobs expire sooner). A fetch of what
 //! is gone says so, and the journal's digest still proves what it was.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
+use icn_core::store::Payload;
 use icn_protocol::ContentId;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::journal::{JournalError, with_suffix};
+use crate::journal::JournalError;
 
 /// How long payloads are kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,11 +37,7 @@ impl Default for Retention {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    Input = 0,
-    Output = 1,
-}
+pub use icn_core::store::PayloadKind as Kind;
 
 /// A payload that is not (or no longer) stored.
 #[derive(Debug, PartialEq, Eq)]
@@ -46,7 +48,7 @@ pub enum Missing {
     Expired { dropped_ms: u64 },
 }
 
-const SCHEMA: &str = "
+pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS blobs (
     cid BLOB PRIMARY KEY,
     kind INTEGER NOT NULL,
@@ -67,36 +69,32 @@ pub struct BlobStore {
     retention: Retention,
 }
 
-/// The blob file beside a journal.
-pub fn path(journal: &Path) -> PathBuf {
-    with_suffix(journal, ".blobs")
-}
-
 impl BlobStore {
     pub fn open(journal: &Path, retention: Retention) -> Result<Self, JournalError> {
-        let connection = Connection::open(path(journal))?;
-        connection.pragma_update(None, "journal_mode", "WAL")?;
-        connection.pragma_update(None, "synchronous", "FULL")?;
-        connection.busy_timeout(std::time::Duration::from_secs(10))?;
-        connection.execute_batch(SCHEMA)?;
+        let connection = crate::journal::open_connection(journal)?;
         Ok(BlobStore { connection: Mutex::new(connection), retention })
+    }
+
+    /// Bytes of payloads stored now.
+    pub fn stored_bytes(&self) -> Result<u64, JournalError> {
+        let sum: i64 =
+            self.connection()
+                .query_row("SELECT COALESCE(SUM(LENGTH(bytes)), 0) FROM blobs", [], |row| row.get(0))?;
+        Ok(sum as u64)
     }
 
     fn connection(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.connection.lock().expect("blob store lock")
     }
 
-    /// Stores `bytes` by their content id (once). Blocking; durable when it returns.
+    /// Stores `bytes` by their content id (once), alone: for tools and tests; the
+    /// coordinator stores payloads with the journal batch that names them. Blocking.
     pub fn put(&self, kind: Kind, bytes: &[u8], now_ms: u64) -> Result<ContentId, JournalError> {
-        let cid = ContentId::of(bytes);
-        let connection = self.connection();
-        connection.execute(
-            "INSERT INTO blobs (cid, kind, bytes, stored_ms) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (cid) DO UPDATE SET stored_ms = MAX(stored_ms, excluded.stored_ms)",
-            params![cid.0.as_slice(), kind as i64, bytes, now_ms as i64],
-        )?;
-        connection.execute("DELETE FROM expired WHERE cid = ?1", params![cid.0.as_slice()])?;
-        Ok(cid)
+        let mut connection = self.connection();
+        let transaction = connection.transaction()?;
+        insert(&transaction, &[Payload { kind, bytes: bytes.to_vec(), stored_ms: now_ms }])?;
+        transaction.commit()?;
+        Ok(ContentId::of(bytes))
     }
 
     pub fn contains(&self, cid: &ContentId) -> Result<bool, JournalError> {
@@ -105,7 +103,8 @@ impl BlobStore {
         }
         let found: Option<i64> = self
             .connection()
-            .query_row("SELECT 1 FROM blobs WHERE cid = ?1", params![cid.0.as_slice()], |row| row.get(0))
+            .prepare_cached("SELECT 1 FROM blobs WHERE cid = ?1")?
+            .query_row(params![cid.0.as_slice()], |row| row.get(0))
             .optional()?;
         Ok(found.is_some())
     }
@@ -167,6 +166,32 @@ impl BlobStore {
         transaction.commit()?;
         Ok(dropped)
     }
+}
+
+/// Stores `payloads` by content id in `transaction` (each once; storing one again
+/// renews it and forgets that it had expired).
+pub(crate) fn insert(
+    transaction: &rusqlite::Transaction<'_>,
+    payloads: &[Payload],
+) -> Result<(), JournalError> {
+    for payload in payloads {
+        let cid = ContentId::of(&payload.bytes);
+        transaction
+            .prepare_cached(
+                "INSERT INTO blobs (cid, kind, bytes, stored_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (cid) DO UPDATE SET stored_ms = MAX(stored_ms, excluded.stored_ms)",
+            )?
+            .execute(params![
+                cid.0.as_slice(),
+                payload.kind as i64,
+                payload.bytes,
+                payload.stored_ms as i64
+            ])?;
+        transaction
+            .prepare_cached("DELETE FROM expired WHERE cid = ?1")?
+            .execute(params![cid.0.as_slice()])?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

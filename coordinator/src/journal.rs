@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use icn_core::store::{JournalStore, READ_ENTRIES_MAX};
+use icn_core::store::{JournalStore, Payload, READ_ENTRIES_MAX};
 use icn_core::{BadEntry, Entry, GENESIS_HASH, IndexKey, IndexRow, check_link, first_bad};
 use icn_protocol::governance::ScopeId;
 use icn_protocol::{ContentId, PublicKey, Seal, Signature};
@@ -92,6 +92,7 @@ pub fn open_connection(path: &Path) -> Result<Connection, JournalError> {
     connection.pragma_update(None, "synchronous", "FULL")?;
     connection.busy_timeout(std::time::Duration::from_secs(10))?;
     connection.execute_batch(SCHEMA)?;
+    connection.execute_batch(crate::blobs::SCHEMA)?;
     Ok(connection)
 }
 
@@ -299,11 +300,12 @@ fn insert_index<'a>(
         let (kind, key) = index_key(&row.key);
         insert.execute(params![kind, key, row.seq as i64, row.change])?;
     }
-    transaction.execute(
-        "INSERT INTO meta (name, value) VALUES ('indexed_through', ?1)
-         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-        params![through.to_be_bytes().to_vec()],
-    )?;
+    transaction
+        .prepare_cached(
+            "INSERT INTO meta (name, value) VALUES ('indexed_through', ?1)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )?
+        .execute(params![through.to_be_bytes().to_vec()])?;
     Ok(())
 }
 
@@ -317,16 +319,54 @@ fn index_key(key: &IndexKey) -> (i64, Vec<u8>) {
     }
 }
 
+impl Journal {
+    /// Moves everything in the write-ahead log into the database file, so that the file
+    /// alone holds the journal (a clean stop does this; copies and backups then need only
+    /// the one file).
+    pub fn checkpoint(&self) -> Result<(), JournalError> {
+        self.connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// Whether the journal holds a job (its submission is durable): one indexed read.
+    pub fn holds_job(&self, job: &icn_protocol::JobId) -> Result<bool, JournalError> {
+        holds_job(&self.connection, job)
+    }
+}
+
+/// Whether the journal on `connection` holds a job: one indexed read.
+fn holds_job(connection: &Connection, job: &icn_protocol::JobId) -> Result<bool, JournalError> {
+    let (kind, bytes) = index_key(&IndexKey::Job(*job));
+    let found: Option<i64> = connection
+        .prepare_cached("SELECT 1 FROM journal_index WHERE kind = ?1 AND key = ?2 LIMIT 1")?
+        .query_row(params![kind, bytes], |row| row.get(0))
+        .optional()?;
+    Ok(found.is_some())
+}
+
 impl JournalStore for Journal {
     type Error = JournalError;
 
-    /// Appends a batch and its index rows in one transaction: one fsync for all of it.
+    /// Appends a batch, its index rows and the payloads it names in one transaction: one
+    /// fsync for all of it.
     /// The batch ends with its seal, so what commits is always sealed; the anchor
     /// follows once it has.
-    fn append(&mut self, entries: &[Entry], index: &[IndexRow]) -> Result<(), JournalError> {
-        let Some(last) = entries.last() else { return Ok(()) };
-        let seal = last.sealed().expect("a batch ends with its seal");
+    fn append(
+        &mut self,
+        entries: &[Entry],
+        index: &[IndexRow],
+        payloads: &[Payload],
+    ) -> Result<(), JournalError> {
+        if entries.is_empty() && payloads.is_empty() {
+            return Ok(());
+        }
         let transaction = self.connection.transaction()?;
+        crate::blobs::insert(&transaction, payloads)?;
+        let Some(last) = entries.last() else {
+            transaction.commit()?;
+            return Ok(());
+        };
+        let seal = last.sealed().expect("a batch ends with its seal");
         insert_index(&transaction, index.iter(), last.seq)?;
         {
             let mut insert = transaction.prepare_cached(
@@ -652,8 +692,8 @@ mod tests {
         let key = Keypair::from_seed([5; 32]);
         let mut journal = Journal::open(&path, key.public()).unwrap();
         let written = entries(&key, 5);
-        journal.append(&written[..3], &[]).unwrap();
-        journal.append(&written[3..], &[]).unwrap();
+        journal.append(&written[..3], &[], &[]).unwrap();
+        journal.append(&written[3..], &[], &[]).unwrap();
         assert_eq!(load(&journal).unwrap(), written);
         let verification = verify(&path, None).unwrap();
         assert_eq!(verification.entries, 5);
@@ -675,7 +715,7 @@ mod tests {
             }
         }
         for batch in all.chunks(7) {
-            journal.append(batch, &[]).unwrap();
+            journal.append(batch, &[], &[]).unwrap();
         }
         let mut replayed = Vec::new();
         let pass = journal
@@ -708,7 +748,7 @@ mod tests {
         let path = dir.path().join("journal.db");
         let key = Keypair::from_seed([5; 32]);
         let mut journal = Journal::open(&path, key.public()).unwrap();
-        journal.append(&entries(&key, 6), &[]).unwrap();
+        journal.append(&entries(&key, 6), &[], &[]).unwrap();
         journal.connection.execute("UPDATE journal SET time_ms = 1 WHERE seq = 3", []).unwrap();
         let verification = verify(&path, None).unwrap();
         let BadEntry { seq, reason } = verification.first_bad.unwrap();
@@ -721,7 +761,7 @@ mod tests {
     fn journal_with(path: &Path, key: &Keypair, n: u64) -> Journal {
         let mut journal = Journal::open(path, key.public()).unwrap();
         for entry in entries(key, n) {
-            journal.append(&[entry], &[]).unwrap();
+            journal.append(&[entry], &[], &[]).unwrap();
         }
         journal
     }
@@ -854,13 +894,13 @@ mod tests {
         let key = Keypair::from_seed([5; 32]);
         let forger = Keypair::from_seed([7; 32]);
         let mut journal = Journal::open(&path, key.public()).unwrap();
-        journal.append(&entries(&key, 2), &[]).unwrap();
+        journal.append(&entries(&key, 2), &[], &[]).unwrap();
         // A forger appends a well-chained entry but cannot seal it with the coordinator key.
         let prev = load(&journal).unwrap().last().unwrap().hash;
         let record = Record::JobFailed { job: JobId(ContentId::of(b"x")), reason: "forged".into() };
         let mut forged = Entry::new(2, prev, None, 5, key.public(), &record);
         forged.seal_with(&forger);
-        journal.append(&[forged], &[]).unwrap();
+        journal.append(&[forged], &[], &[]).unwrap();
         let BadEntry { seq, reason } = verify(&path, None).unwrap().first_bad.unwrap();
         assert_eq!(seq, 2);
         assert!(reason.contains("seal"), "{reason}");

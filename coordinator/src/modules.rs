@@ -26,23 +26,76 @@ impl Weighter<ContentId, Arc<Vec<u8>>> for ByLength {
     }
 }
 
-pub struct ModuleStore {
+/// Where module bytes live by content id. Implementations store and return bytes; `Modules`
+/// in front of them validates, checks ids and caches.
+pub trait ModuleStore: Send + Sync {
+    /// Stores `bytes` under `cid` durably; storing the same id twice is not an error. Blocking.
+    fn insert(&self, cid: &ContentId, bytes: &[u8]) -> Result<(), JournalError>;
+    /// The bytes stored under `cid`, as stored. Blocking.
+    fn fetch(&self, cid: &ContentId) -> Result<Option<Vec<u8>>, JournalError>;
+    /// Whether anything is stored under `cid`. Blocking.
+    fn holds(&self, cid: &ContentId) -> Result<bool, JournalError>;
+}
+
+/// Modules in the `modules` table of the journal's SQLite file.
+pub struct SqliteModules {
     connection: Mutex<Connection>,
+}
+
+impl SqliteModules {
+    pub fn open(path: &Path) -> Result<Self, JournalError> {
+        Ok(SqliteModules { connection: Mutex::new(open_connection(path)?) })
+    }
+}
+
+impl ModuleStore for SqliteModules {
+    fn insert(&self, cid: &ContentId, bytes: &[u8]) -> Result<(), JournalError> {
+        self.connection.lock().expect("module store lock").execute(
+            "INSERT OR IGNORE INTO modules (cid, bytes) VALUES (?1, ?2)",
+            params![cid.0.as_slice(), bytes],
+        )?;
+        Ok(())
+    }
+
+    fn fetch(&self, cid: &ContentId) -> Result<Option<Vec<u8>>, JournalError> {
+        Ok(self
+            .connection
+            .lock()
+            .expect("module store lock")
+            .query_row("SELECT bytes FROM modules WHERE cid = ?1", params![cid.0.as_slice()], |row| {
+                row.get(0)
+            })
+            .optional()?)
+    }
+
+    fn holds(&self, cid: &ContentId) -> Result<bool, JournalError> {
+        let found: Option<i64> = self
+            .connection
+            .lock()
+            .expect("module store lock")
+            .query_row("SELECT 1 FROM modules WHERE cid = ?1", params![cid.0.as_slice()], |row| row.get(0))
+            .optional()?;
+        Ok(found.is_some())
+    }
+}
+
+/// The coordinator's modules: uploads validated as WebAssembly, bytes checked against their id
+/// on the way out, and a cache bounded by bytes in front of the store.
+pub struct Modules {
+    store: Box<dyn ModuleStore>,
     /// Content ids never go stale: eviction only bounds memory.
     cache: Cache<ContentId, Arc<Vec<u8>>, ByLength>,
 }
 
-impl ModuleStore {
+impl Modules {
+    /// The modules of the journal at `path`, with the default cache.
     pub fn open(path: &Path) -> Result<Self, JournalError> {
-        Self::with_cache(path, MODULE_CACHE_BYTES_MAX)
+        Ok(Self::new(Box::new(SqliteModules::open(path)?), MODULE_CACHE_BYTES_MAX))
     }
 
-    /// The store with at most `cache_bytes_max` module bytes in memory.
-    pub fn with_cache(path: &Path, cache_bytes_max: u64) -> Result<Self, JournalError> {
-        Ok(ModuleStore {
-            connection: Mutex::new(open_connection(path)?),
-            cache: Cache::with_weighter(1_024, cache_bytes_max, ByLength),
-        })
+    /// `store` behind a cache of at most `cache_bytes_max` module bytes.
+    pub fn new(store: Box<dyn ModuleStore>, cache_bytes_max: u64) -> Self {
+        Modules { store, cache: Cache::with_weighter(1_024, cache_bytes_max, ByLength) }
     }
 
     /// Checks that `bytes` are a valid WebAssembly module, then stores them durably.
@@ -62,32 +115,17 @@ impl ModuleStore {
             ));
         }
         let cid = ContentId::of(&bytes);
-        self.connection
-            .lock()
-            .expect("module store lock")
-            .execute(
-                "INSERT OR IGNORE INTO modules (cid, bytes) VALUES (?1, ?2)",
-                params![cid.0.as_slice(), bytes],
-            )
-            .map_err(|e| format!("cannot store the module: {e}"))?;
+        self.store.insert(&cid, &bytes).map_err(|e| format!("cannot store the module: {e}"))?;
         self.cache.insert(cid, Arc::new(bytes));
         Ok(cid)
     }
 
-    /// The module's bytes, from the cache or the database. Blocking.
+    /// The module's bytes, from the cache or the store. Blocking.
     pub fn get(&self, cid: &ContentId) -> Result<Option<Arc<Vec<u8>>>, JournalError> {
         if let Some(bytes) = self.cache.get(cid) {
             return Ok(Some(bytes));
         }
-        let bytes: Option<Vec<u8>> = self
-            .connection
-            .lock()
-            .expect("module store lock")
-            .query_row("SELECT bytes FROM modules WHERE cid = ?1", params![cid.0.as_slice()], |row| {
-                row.get(0)
-            })
-            .optional()?;
-        let Some(bytes) = bytes else { return Ok(None) };
+        let Some(bytes) = self.store.fetch(cid)? else { return Ok(None) };
         if ContentId::of(&bytes) != *cid {
             return Err(JournalError::Corrupt {
                 seq: 0,
@@ -99,17 +137,13 @@ impl ModuleStore {
         Ok(Some(bytes))
     }
 
+    /// Whether the module is in memory now: a yes needs no trip to the store.
+    pub fn is_cached(&self, cid: &ContentId) -> bool {
+        self.cache.contains_key(cid)
+    }
+
     pub fn contains(&self, cid: &ContentId) -> Result<bool, JournalError> {
-        if self.cache.contains_key(cid) {
-            return Ok(true);
-        }
-        let found: Option<i64> = self
-            .connection
-            .lock()
-            .expect("module store lock")
-            .query_row("SELECT 1 FROM modules WHERE cid = ?1", params![cid.0.as_slice()], |row| row.get(0))
-            .optional()?;
-        Ok(found.is_some())
+        Ok(self.cache.contains_key(cid) || self.store.holds(cid)?)
     }
 }
 
@@ -120,7 +154,7 @@ mod tests {
     #[test]
     fn invalid_module_is_refused_with_its_offset() {
         let dir = tempfile::tempdir().unwrap();
-        let store = ModuleStore::open(&dir.path().join("j.db")).unwrap();
+        let store = Modules::open(&dir.path().join("j.db")).unwrap();
         let error = store.put(b"\0asm\x01\0\0\0garbage".to_vec()).unwrap_err();
         assert!(error.contains("not valid WebAssembly") && error.contains("at byte offset 10"), "{error}");
         let error = store.put(b"not wasm at all".to_vec()).unwrap_err();
@@ -130,7 +164,7 @@ mod tests {
     #[test]
     fn the_cache_holds_at_most_its_bytes_and_evicted_modules_come_from_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let store = ModuleStore::with_cache(&dir.path().join("j.db"), 300).unwrap();
+        let store = Modules::new(Box::new(SqliteModules::open(&dir.path().join("j.db")).unwrap()), 300);
         // Three valid modules of about 100 bytes each: a custom section pads them.
         let modules: Vec<Vec<u8>> = (0..3u8)
             .map(|i| {
@@ -153,8 +187,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.db");
         let bytes = b"\0asm\x01\0\0\0".to_vec();
-        let cid = ModuleStore::open(&path).unwrap().put(bytes.clone()).unwrap();
-        let reopened = ModuleStore::open(&path).unwrap();
+        let cid = Modules::open(&path).unwrap().put(bytes.clone()).unwrap();
+        let reopened = Modules::open(&path).unwrap();
         assert!(reopened.contains(&cid).unwrap());
         assert_eq!(*reopened.get(&cid).unwrap().unwrap(), bytes);
         assert!(reopened.get(&ContentId::of(b"other")).unwrap().is_none());

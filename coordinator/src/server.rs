@@ -14,23 +14,23 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use icn_core::store::JournalStore;
+use icn_core::store::{JournalStore, Payload, PayloadKind};
 use icn_core::{Command, Core, CoreConfig, Now, Refusal};
 use icn_governance::Genesis;
 use icn_protocol::wire::{
     Answer, Assignment, Capacity, ClientRequest, ClientResponse, CoordinatorMessage, ExecutionReport,
     JobState, JobView, MESSAGE_SIZE_BYTES_MAX, Role, SLOTS_MAX, WorkerMessage,
 };
-use icn_protocol::{Envelope, JobId, Keypair, PublicKey, Seal, TaskId};
+use icn_protocol::{ContentId, Envelope, JobId, Keypair, PublicKey, Seal, TaskId};
 use icn_transport::endpoint as transport;
 use icn_transport::{FrameReader, FrameWriter};
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::api::MemberApi;
-use crate::blobs::{self, BlobStore, Retention};
-use crate::journal::Journal;
-use crate::modules::ModuleStore;
+use crate::blobs::{BlobStore, Retention};
+use crate::journal::{Journal, JournalError};
+use crate::modules::Modules;
 
 /// The halves of a framed QUIC stream.
 type Outgoing = FrameWriter<SendStream>;
@@ -74,7 +74,17 @@ pub(crate) type Reply = Box<dyn FnOnce()>;
 /// A read of the core's state that makes its reply.
 pub(crate) type ReadFn = Box<dyn FnOnce(&Core) -> Reply + Send>;
 /// A change to the core's state, at the batch's time, that makes its reply.
-pub(crate) type WriteFn = Box<dyn FnOnce(&mut Core, Now) -> Reply + Send>;
+pub(crate) type WriteFn = Box<dyn FnOnce(&mut Core, Now, &Journaled) -> Reply + Send>;
+
+/// What a change may ask of the journal on the core's thread, where its connection is:
+/// whether a job the core no longer holds was journaled.
+pub(crate) struct Journaled<'a>(&'a Journal);
+
+impl Journaled<'_> {
+    pub fn holds_job(&self, job: &JobId) -> Result<bool, JournalError> {
+        self.0.holds_job(job)
+    }
+}
 
 pub(crate) enum Event {
     WorkerHello {
@@ -100,6 +110,15 @@ pub(crate) enum Event {
         session: u64,
         envelope: Envelope,
         report: Box<ExecutionReport>,
+        /// Checked against the report; stored with the batch that journals it.
+        output: Vec<u8>,
+        budget: Option<Budget>,
+    },
+    /// A member's input, stored with the next batch; its id is answered once durable.
+    PutInput {
+        bytes: Vec<u8>,
+        budget: Option<Budget>,
+        reply: oneshot::Sender<ContentId>,
     },
     MemberHello {
         member: PublicKey,
@@ -146,9 +165,10 @@ impl Coordinator {
     pub async fn start(key: Arc<Keypair>, config: CoordinatorConfig) -> anyhow::Result<Coordinator> {
         let (core, journal, clock) = recover(&key, &config)?;
         let sealed = journal.seal_at(core.journal_len() - 1)?.expect("the journal ends sealed");
-        let modules = Arc::new(ModuleStore::open(&config.journal)?);
+        let modules = Arc::new(Modules::open(&config.journal)?);
         let blobs = Arc::new(BlobStore::open(&config.journal, config.retention)?);
         tokio::spawn(sweep(blobs.clone()));
+        let payload_budget = payload_budget();
         let endpoint = transport::server_endpoint(config.listen)?;
         let addr = endpoint.local_addr()?;
         let (events, receiver) = mpsc::channel(EVENTS_QUEUE_MAX);
@@ -163,7 +183,7 @@ impl Coordinator {
         let api = Arc::new(MemberApi::new(
             events.clone(),
             modules.clone(),
-            blobs.clone(),
+            (blobs.clone(), payload_budget.clone()),
             config.journal.clone(),
             seal.clone(),
         ));
@@ -173,6 +193,7 @@ impl Coordinator {
             api: api.clone(),
             modules,
             blobs,
+            payload_budget,
             heartbeat_interval_ms: config.heartbeat_interval_ms,
             journal: config.journal.clone(),
             seal,
@@ -279,7 +300,7 @@ fn recover(key: &Arc<Keypair>, config: &CoordinatorConfig) -> anyhow::Result<(Co
     core.resume(clock.now());
     core.found(clock.now(), &config.genesis)?;
     let (entries, index) = (core.take_entries(), core.take_index());
-    journal.append(&entries, &index)?;
+    journal.append(&entries, &index, &[])?;
     // Nothing is connected yet, so recovery commands have no one to go to.
     let _ = core.take_commands();
     tracing::info!(entries = loaded.entries, "journal replayed");
@@ -337,6 +358,31 @@ struct CoreShell {
     watchers: HashMap<JobId, Vec<mpsc::Sender<JobView>>>,
     /// The latest seal committed: dispatches carry it.
     seal: Seal,
+    /// Payloads to store with this batch, and the budget they hold until then.
+    payloads: Vec<Payload>,
+    budgets: Vec<Budget>,
+}
+
+/// Payload bytes on their way to the journal, at most: a flood of outputs or inputs
+/// waits for room instead of growing memory.
+pub const PAYLOADS_IN_FLIGHT_BYTES_MAX: usize = 64 * 1024 * 1024;
+const _: () = assert!(icn_protocol::wire::OUTPUT_SIZE_BYTES_MAX as usize <= PAYLOADS_IN_FLIGHT_BYTES_MAX);
+
+/// A payload's share of [`PAYLOADS_IN_FLIGHT_BYTES_MAX`], in KiB, held until it is stored.
+pub(crate) type Budget = tokio::sync::OwnedSemaphorePermit;
+
+/// The budgets of payloads in flight.
+pub(crate) fn payload_budget() -> Arc<tokio::sync::Semaphore> {
+    Arc::new(tokio::sync::Semaphore::new(PAYLOADS_IN_FLIGHT_BYTES_MAX / 1024))
+}
+
+/// Waits for room for `bytes` of payload; none is needed for an empty one.
+pub(crate) async fn reserve(budget: &Arc<tokio::sync::Semaphore>, bytes: &[u8]) -> Option<Budget> {
+    if bytes.is_empty() {
+        return None;
+    }
+    let kib = bytes.len().div_ceil(1024) as u32;
+    budget.clone().acquire_many_owned(kib).await.ok()
 }
 
 fn core_loop(
@@ -347,7 +393,15 @@ fn core_loop(
     clock: Clock,
 ) -> anyhow::Result<()> {
     let seal = *seals.borrow();
-    let mut shell = CoreShell { core, journal, workers: HashMap::new(), watchers: HashMap::new(), seal };
+    let mut shell = CoreShell {
+        core,
+        journal,
+        workers: HashMap::new(),
+        watchers: HashMap::new(),
+        seal,
+        payloads: Vec::new(),
+        budgets: Vec::new(),
+    };
     let mut batch = Vec::with_capacity(BATCH_EVENTS_MAX);
     while receiver.blocking_recv_many(&mut batch, BATCH_EVENTS_MAX) > 0 {
         let now = clock.now();
@@ -357,12 +411,15 @@ fn core_loop(
             stop |= shell.handle(now, event, &mut replies);
         }
         let (entries, index) = (shell.core.take_entries(), shell.core.take_index());
-        if let Err(e) = shell.journal.append(&entries, &index) {
+        // The outputs the batch's reports name are stored in the same transaction.
+        if let Err(e) = shell.journal.append(&entries, &index, &shell.payloads) {
             // Nothing of this batch was acknowledged or dispatched; stopping here loses
             // nothing a member or worker was told about.
             tracing::error!(error = %e, "cannot write the journal; stopping");
             return Err(anyhow::anyhow!("cannot write the journal: {e}"));
         }
+        shell.payloads.clear();
+        shell.budgets.clear();
         if let Some(sealed) = entries.last().and_then(|e| e.sealed()) {
             shell.seal = sealed;
             seals.send_replace(sealed);
@@ -374,6 +431,7 @@ fn core_loop(
             shell.carry_out(command);
         }
         if stop {
+            shell.journal.checkpoint()?;
             return Ok(());
         }
     }
@@ -381,6 +439,14 @@ fn core_loop(
 }
 
 impl CoreShell {
+    /// Stores `bytes` with this batch.
+    fn keep(&mut self, kind: PayloadKind, bytes: Vec<u8>, budget: Option<Budget>, now: Now) {
+        if !bytes.is_empty() {
+            self.payloads.push(Payload { kind, bytes, stored_ms: now.wall_ms });
+        }
+        self.budgets.extend(budget);
+    }
+
     fn handle(&mut self, now: Now, event: Event, replies: &mut Vec<Reply>) -> bool {
         match event {
             Event::WorkerHello { worker, session, capacity, running, commands, reply } => {
@@ -399,8 +465,14 @@ impl CoreShell {
             Event::Heartbeat { worker, session, running } => {
                 self.core.heartbeat(now, worker, session, &running)
             }
-            Event::Report { worker, session, envelope, report } => {
+            Event::Report { worker, session, envelope, report, output, budget } => {
+                self.keep(PayloadKind::Output, output, budget, now);
                 self.core.report(now, worker, session, envelope, *report)
+            }
+            Event::PutInput { bytes, budget, reply } => {
+                let id = ContentId::of(&bytes);
+                self.keep(PayloadKind::Input, bytes, budget, now);
+                replies.push(later(reply, id));
             }
             Event::MemberHello { member, reply } => {
                 let result = if self.core.is_member(&member) {
@@ -411,7 +483,7 @@ impl CoreShell {
                 replies.push(later(reply, result));
             }
             Event::Read(read) => replies.push(read(&self.core)),
-            Event::Write(write) => replies.push(write(&mut self.core, now)),
+            Event::Write(write) => replies.push(write(&mut self.core, now, &Journaled(&self.journal))),
             Event::Watch { job, updates } => self.watch(job, updates, replies),
             Event::Tick => self.core.tick(now),
             Event::Stop => return true,
@@ -441,6 +513,9 @@ impl CoreShell {
                 }
             }
             Command::JobChanged(job) => {
+                if !self.watchers.contains_key(&job) {
+                    return;
+                }
                 let Some(view) = self.core.job(&job) else {
                     // It ended and left memory at once: its followers read the end from
                     // the journal once this batch is durable.
@@ -448,12 +523,11 @@ impl CoreShell {
                     return;
                 };
                 let ended = ends_watch(&view.state);
-                if let Some(watchers) = self.watchers.get_mut(&job) {
-                    // A follower too slow to take the view is let go; it can follow again.
-                    watchers.retain(|w| w.try_send(view.clone()).is_ok());
-                    if ended || watchers.is_empty() {
-                        self.watchers.remove(&job);
-                    }
+                let watchers = self.watchers.get_mut(&job).expect("checked above");
+                // A follower too slow to take the view is let go; it can follow again.
+                watchers.retain(|w| w.try_send(view.clone()).is_ok());
+                if ended || watchers.is_empty() {
+                    self.watchers.remove(&job);
                 }
             }
         }
@@ -484,8 +558,10 @@ struct Shell {
     key: Arc<Keypair>,
     events: mpsc::Sender<Event>,
     api: Arc<MemberApi>,
-    modules: Arc<ModuleStore>,
+    modules: Arc<Modules>,
     blobs: Arc<BlobStore>,
+    /// Room for outputs on their way to the journal.
+    payload_budget: Arc<tokio::sync::Semaphore>,
     heartbeat_interval_ms: u64,
     journal: PathBuf,
     /// The latest committed seal, which every answer carries.
@@ -678,27 +754,18 @@ impl Shell {
         if envelope.signer != worker {
             return Err(format!("report signed by {} on the connection of worker {worker}", envelope.signer));
         }
-        self.keep_output(&report, output).await?;
+        let budget = self.check_output(&report, &output).await?;
         let report = Box::new(report);
-        let _ = self.events.send(Event::Report { worker, session, envelope, report }).await;
+        let _ = self.events.send(Event::Report { worker, session, envelope, report, output, budget }).await;
         let _ = send.get_mut().finish();
         Ok(())
     }
 
-    /// Checks that `output` is what `report` commits to and stores it, before the report
-    /// reaches the core: an accepted result's output is always there to fetch.
-    async fn keep_output(&self, report: &ExecutionReport, output: Vec<u8>) -> Result<(), String> {
-        report.check_output(&output).map_err(|e| e.to_string())?;
-        if output.is_empty() {
-            return Ok(());
-        }
-        let blobs = self.blobs.clone();
-        let stored = tokio::task::spawn_blocking(move || blobs.put(blobs::Kind::Output, &output, now_ms()));
-        match stored.await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(format!("cannot store the output: {e}")),
-            Err(e) => Err(format!("cannot store the output: {e}")),
-        }
+    /// Checks that `output` is what `report` commits to, and waits for room for it on its
+    /// way to the journal, which stores it with the report.
+    async fn check_output(&self, report: &ExecutionReport, output: &[u8]) -> Result<Option<Budget>, String> {
+        report.check_output(output).map_err(|e| e.to_string())?;
+        Ok(reserve(&self.payload_budget, output).await)
     }
 
     /// The QUIC adapter of the member API: one request per stream, each answer with the
@@ -767,6 +834,18 @@ impl Shell {
     }
 }
 
+/// The empty input without a trip to the blob store; any other through `read`, off the
+/// async threads.
+async fn empty_or_blocking<T: Send + 'static>(
+    digest: ContentId,
+    read: impl FnOnce() -> Result<Result<Vec<u8>, T>, JournalError> + Send + 'static,
+) -> Result<Result<Result<Vec<u8>, T>, JournalError>, tokio::task::JoinError> {
+    if digest == icn_protocol::wire::empty_input() {
+        return Ok(Ok(Ok(Vec::new())));
+    }
+    tokio::task::spawn_blocking(read).await
+}
+
 /// Why a task stream failed: the worker broke the protocol (it is disconnected), or the
 /// connection went (the worker's connection task sees to that).
 enum StreamError {
@@ -805,7 +884,7 @@ impl TaskStream {
         let lost = |e: icn_transport::Error| StreamError::Connection(e.to_string());
         let blobs = self.shell.blobs.clone();
         let digest = assignment.input;
-        let input = match tokio::task::spawn_blocking(move || blobs.get(&digest, now_ms())).await {
+        let input = match empty_or_blocking(digest, move || blobs.get(&digest, now_ms())).await {
             Ok(Ok(Ok(bytes))) => bytes,
             Ok(Ok(Err(missing))) => {
                 return Err(StreamError::Connection(format!(
@@ -858,12 +937,15 @@ impl TaskStream {
                             report.task, assignment.task
                         )));
                     }
-                    self.shell.keep_output(&report, output).await.map_err(StreamError::Protocol)?;
+                    let budget =
+                        self.shell.check_output(&report, &output).await.map_err(StreamError::Protocol)?;
                     let event = Event::Report {
                         worker: self.worker,
                         session: self.session,
                         envelope,
                         report: Box::new(report),
+                        output,
+                        budget,
                     };
                     let _ = self.shell.events.send(event).await;
                     let _ = send.get_mut().finish();

@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use icn_protocol::Seal;
 use icn_protocol::governance::ScopeId;
+use icn_protocol::{ContentId, Seal};
 
 use crate::chain::Entry;
 use crate::index::{IndexKey, IndexRow};
@@ -15,13 +15,35 @@ use crate::index::{IndexKey, IndexRow};
 /// number of them beyond what the caller keeps.
 pub const READ_ENTRIES_MAX: usize = 4_096;
 
+/// What a payload is to its job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PayloadKind {
+    Input = 0,
+    Output = 1,
+}
+
+/// A job's input or output, stored by content id beside the entries that name it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Payload {
+    pub kind: PayloadKind,
+    pub bytes: Vec<u8>,
+    /// When it was stored (wall ms): its retention counts from then.
+    pub stored_ms: u64,
+}
+
 pub trait JournalStore {
     type Error: std::error::Error + Send + Sync + 'static;
 
-    /// Appends a batch, which ends with its seal, and the index rows of its entries, in
-    /// one atomic step: all of it is stored, or none. Index rows of entries stored
-    /// before (a replay files them again) are ignored.
-    fn append(&mut self, entries: &[Entry], index: &[IndexRow]) -> Result<(), Self::Error>;
+    /// Appends a batch, which ends with its seal, the index rows of its entries and the
+    /// payloads they name, in one atomic step: all of it is stored, or none, so no entry
+    /// is ever durable without the payloads it names. Index rows of entries stored
+    /// before (a replay files them again) are ignored. A batch may hold payloads alone.
+    fn append(
+        &mut self,
+        entries: &[Entry],
+        index: &[IndexRow],
+        payloads: &[Payload],
+    ) -> Result<(), Self::Error>;
 
     /// Up to `limit` entries from entry `from` on, in order.
     fn read(&self, from: u64, limit: usize) -> Result<Vec<Entry>, Self::Error>;
@@ -44,6 +66,7 @@ pub trait JournalStore {
 pub struct MemoryJournal {
     pub entries: Vec<Entry>,
     index: BTreeMap<IndexKey, BTreeMap<u64, i64>>,
+    pub payloads: BTreeMap<ContentId, Payload>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +76,12 @@ pub struct MemoryError(String);
 impl JournalStore for MemoryJournal {
     type Error = MemoryError;
 
-    fn append(&mut self, entries: &[Entry], index: &[IndexRow]) -> Result<(), MemoryError> {
+    fn append(
+        &mut self,
+        entries: &[Entry],
+        index: &[IndexRow],
+        payloads: &[Payload],
+    ) -> Result<(), MemoryError> {
         let next = self.entries.len() as u64;
         if entries.first().is_some_and(|e| e.seq != next) {
             return Err(MemoryError(format!("entry {} appended where {next} was next", entries[0].seq)));
@@ -61,6 +89,9 @@ impl JournalStore for MemoryJournal {
         self.entries.extend_from_slice(entries);
         for row in index {
             self.index.entry(row.key.clone()).or_default().entry(row.seq).or_insert(row.change);
+        }
+        for payload in payloads {
+            self.payloads.insert(ContentId::of(&payload.bytes), payload.clone());
         }
         Ok(())
     }

@@ -408,7 +408,7 @@ impl Sim {
     /// The batch of this input is made durable, then its commands are carried out.
     fn settle(&mut self) {
         let entries = self.core.take_entries();
-        self.journal.append(&entries, &self.core.take_index()).unwrap();
+        self.journal.append(&entries, &self.core.take_index(), &[]).unwrap();
         for command in self.core.take_commands() {
             match command {
                 Command::Dispatch { worker: key, assignment, .. } => {
