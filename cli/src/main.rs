@@ -780,7 +780,14 @@ const EXIT_DISPUTED: u8 = 75;
 fn describe(view: &JobView) -> String {
     let id = view.job.0.short();
     match (&view.state, &view.result) {
-        (JobState::Queued, _) => format!("job {id}: queued, waiting for a free worker"),
+        (JobState::Queued, _) => match &view.waiting {
+            Some(waiting) if waiting.is_stuck() => format!(
+                "job {id}: queued; it cannot be placed with the workers connected now: {waiting}. \
+                 It waits until such a worker connects"
+            ),
+            Some(waiting) => format!("job {id}: queued: {waiting}"),
+            None => format!("job {id}: queued, waiting for a free worker"),
+        },
         (JobState::Running { worker, attempt }, _) => {
             format!("job {id}: running on worker {} (attempt {attempt})", worker.short())
         }

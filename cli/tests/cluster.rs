@@ -488,3 +488,52 @@ async fn ended_jobs_leave_memory_and_the_journal_answers_for_them() {
 fn commons_journal(dir: &std::path::Path) -> std::path::PathBuf {
     dir.join("journal.db")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_no_worker_can_take_wait_with_their_reason_and_never_delay_the_others() {
+    use icn_protocol::wire::{ExecutorKind, Waiting};
+    let dir = tempfile::tempdir().unwrap();
+    let options =
+        LocalOptions { mandate_executors: &[ExecutorKind::Wasm, ExecutorKind::Container], ..two_workers() };
+    let commons = LocalCommons::start(dir.path(), options).await.unwrap();
+    let client = commons.client().await.unwrap();
+    let module = client.ensure_module(&wat::parse_str(HELLO_WAT).unwrap()).await.unwrap();
+    // More memory than the workers offer (256 MiB each), and an executor none offers.
+    let asked_bytes = 512 * 1024 * 1024;
+    let too_big = Limits { memory_bytes: asked_bytes, ..Limits::default() };
+    let big = client.submit(&job(module, b"", too_big)).await.unwrap();
+    let container = JobRequest::new(
+        icn_cli::local::federation(),
+        ExecutorKind::Container,
+        module,
+        b"",
+        vec![],
+        Limits::default(),
+    );
+    let container = client.submit(&container).await.unwrap();
+    let mut placeable = Vec::new();
+    for _ in 0..20 {
+        placeable.push(client.submit(&job(module, b"", Limits::default())).await.unwrap());
+    }
+    for id in &placeable {
+        let view =
+            tokio::time::timeout(Duration::from_secs(30), client.watch(*id, |_| {})).await.unwrap().unwrap();
+        assert_eq!(output(&client, &view).await, b"hello from the commons\n");
+    }
+
+    let view = client.status(big).await.unwrap();
+    assert_eq!(view.state, JobState::Queued);
+    let waiting = view.waiting.expect("a queued job says why it waits");
+    assert_eq!(waiting, Waiting::NoMemory { asked_bytes, largest_bytes: 256 * 1024 * 1024 });
+    assert!(waiting.is_stuck());
+    assert_eq!(
+        waiting.to_string(),
+        "it asks 536870912 bytes of memory; the largest connected worker offers 268435456"
+    );
+    let view = client.status(container).await.unwrap();
+    assert_eq!(view.state, JobState::Queued);
+    let waiting = view.waiting.expect("a queued job says why it waits");
+    assert_eq!(waiting, Waiting::NoExecutor { executor: ExecutorKind::Container });
+    assert_eq!(waiting.to_string(), "no connected worker offers the container executor");
+    commons.stop().await.unwrap();
+}

@@ -69,6 +69,11 @@ pub(crate) struct Job {
 }
 
 impl Job {
+    /// Whether nothing of the job was placed yet: it waits for its first replicas.
+    pub fn is_fresh(&self) -> bool {
+        self.replicas_placed == 0 && self.placed_all()
+    }
+
     /// Whether the job waits for nothing to be placed.
     fn placed_all(&self) -> bool {
         self.vacant.is_empty() && self.extra == 0
@@ -140,9 +145,24 @@ impl Jobs {
         self.queue.len()
     }
 
-    /// The first job in the queue.
-    pub fn head(&self) -> Option<JobId> {
-        self.queue.values().next().copied()
+    /// The first job in the queue after the one keyed `after` (from the start without it):
+    /// its key and id.
+    pub fn queued_after(&self, after: Option<u64>) -> Option<(u64, JobId)> {
+        let range = match after {
+            Some(key) => self.queue.range(key + 1..),
+            None => self.queue.range(..),
+        };
+        range.map(|(key, id)| (*key, *id)).next()
+    }
+
+    /// Jobs of the same scope that wait before `id` in the queue.
+    pub fn ahead_in_scope(&self, id: &JobId) -> u32 {
+        let job = self.known(id);
+        let scope = &job.submission.scope;
+        self.queue
+            .range(..job.submitted_seq)
+            .filter(|(_, other)| self.known(other).submission.scope == *scope)
+            .count() as u32
     }
 
     pub fn admit(&mut self, seq: u64, time_ms: u64, envelope: &Envelope, authorization: &Authorization) {
@@ -317,6 +337,7 @@ impl Jobs {
             attempts: job.attempts,
             result: job.result.clone(),
             failure: job.failure.clone(),
+            waiting: None,
         })
     }
 }

@@ -267,8 +267,13 @@ impl Core {
         self.chain.next_seq
     }
 
+    /// What a member sees of a job held in memory, with why it waits when it does.
     pub fn job(&self, id: &JobId) -> Option<JobView> {
-        self.jobs.view(id)
+        let mut view = self.jobs.view(id)?;
+        if view.state == icn_protocol::wire::JobState::Queued {
+            view.waiting = Some(self.waiting(id));
+        }
+        Some(view)
     }
 
     /// What a replay of the journal must rebuild exactly, beside the governance and the

@@ -4,9 +4,9 @@
 
 use std::collections::BTreeSet;
 
-use icn_placement::{Plan, Policy, Request, Verdict};
+use icn_placement::{Plan, Policy, Request, Shortfall, Verdict};
 use icn_protocol::governance::ScopeId;
-use icn_protocol::wire::{Assignment, ExecutionReport, FailureKind, Outcome};
+use icn_protocol::wire::{Assignment, ExecutionReport, ExecutorKind, FailureKind, Outcome, Waiting};
 use icn_protocol::{ContentId, Envelope, Fuel, JobId, PublicKey, TaskId};
 
 use crate::jobs::Received;
@@ -57,22 +57,73 @@ impl Core {
 
     /// Places queued jobs in submission order: a job's first replicas by the policy's
     /// plan, then replacements for lost replicas and the extra replicas a disagreement
-    /// asked for. Stops at the first job that cannot be placed, so none is overtaken.
+    /// asked for. A job that cannot be placed now is passed over, so it never delays one
+    /// that can; fresh jobs of a shape (scope, executor, memory) that could not be placed
+    /// in this pass are passed over without trying (placing only takes slots, so they
+    /// could not be either), and the pass ends when no slot is free.
     pub(crate) fn schedule(&mut self) {
-        while let Some(id) = self.jobs.head() {
-            if !self.place(id) {
-                return;
+        let mut after = None;
+        let mut held: BTreeSet<(ScopeId, ExecutorKind, u64)> = BTreeSet::new();
+        while self.fleet.pool().free_slots() > 0 {
+            let Some((key, id)) = self.jobs.queued_after(after) else { return };
+            after = Some(key);
+            let job = self.jobs.known(&id);
+            let fresh = job.is_fresh();
+            let shape =
+                (job.submission.scope.clone(), job.submission.executor, job.submission.limits.memory_bytes);
+            if fresh && held.contains(&shape) {
+                continue;
             }
+            if !self.place(id) && fresh {
+                held.insert(shape);
+            }
+        }
+    }
+
+    /// What placing `id` asks of the pool now: its executor and memory, the replicas a
+    /// fresh job's policy wants, and the workers and owners its replicas already used.
+    fn request_for(&self, id: &JobId) -> (Request, Policy) {
+        let job = self.jobs.known(id);
+        let policy = self.policy_for(&job.submission.scope);
+        let replicas = if job.is_fresh() { policy.replicas.max(1) } else { 1 };
+        let mut request = Request::new(job.submission.executor, job.submission.limits.memory_bytes, replicas);
+        for p in job.placements.values() {
+            request.exclude_workers.insert(p.worker);
+            request.exclude_owners.insert(p.owner.clone());
+        }
+        for r in &job.reports {
+            request.exclude_workers.insert(r.worker);
+            request.exclude_owners.insert(r.owner.clone());
+        }
+        (request, policy)
+    }
+
+    /// Why a queued job waits: the first stage of placement the connected workers fail.
+    pub(crate) fn waiting(&self, id: &JobId) -> Waiting {
+        let (request, _) = self.request_for(id);
+        let job = self.jobs.known(id);
+        match self.fleet.pool().shortfall(&request) {
+            Shortfall::Executor => Waiting::NoExecutor { executor: request.executor },
+            Shortfall::Memory { largest_bytes } => {
+                Waiting::NoMemory { asked_bytes: request.memory_bytes, largest_bytes }
+            }
+            Shortfall::Owners { owners } => {
+                Waiting::TooFewCooperatives { replicas: request.replicas, cooperatives: owners }
+            }
+            Shortfall::Slots { slots } => Waiting::SlotsBusy {
+                slots,
+                ahead: self.jobs.ahead_in_scope(id),
+                scope: job.submission.scope.clone(),
+            },
         }
     }
 
     /// Places what `id` waits for; whether it got all of it.
     fn place(&mut self, id: JobId) -> bool {
+        let (mut request, policy) = self.request_for(&id);
         let job = self.jobs.known(&id);
-        let policy = self.policy_for(&job.submission.scope);
-        let mut request = Request::new(job.submission.executor, job.submission.limits.memory_bytes, 1);
         let pool = self.fleet.pool();
-        if job.replicas_placed == 0 && job.vacant.is_empty() && job.extra == 0 {
+        if job.is_fresh() {
             let plan = if policy.replicas <= 1 {
                 pool.place(&request).first().map(|chosen| Plan {
                     chosen: vec![*chosen],
@@ -87,15 +138,6 @@ impl Core {
                 self.place_replica(TaskId { job: id, index: index as u32 }, *worker, score, plan.quorum);
             }
             return true;
-        }
-        // Replicas of this job already in flight or reported keep their owners off it.
-        for p in job.placements.values() {
-            request.exclude_workers.insert(p.worker);
-            request.exclude_owners.insert(p.owner.clone());
-        }
-        for r in &job.reports {
-            request.exclude_workers.insert(r.worker);
-            request.exclude_owners.insert(r.owner.clone());
         }
         let wanted: Vec<(u32, bool)> = job
             .vacant

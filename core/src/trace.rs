@@ -140,8 +140,14 @@ impl<'a, S: Source> Provenance<'a, S> {
         if rows.is_empty() {
             return Ok(None);
         }
-        let mut view =
-            JobView { job: *job, state: JobState::Queued, attempts: 0, result: None, failure: None };
+        let mut view = JobView {
+            job: *job,
+            state: JobState::Queued,
+            attempts: 0,
+            result: None,
+            failure: None,
+            waiting: None,
+        };
         let mut reports: Vec<(PublicKey, ExecutionReport)> = vec![];
         for row in rows {
             match self.read(row.seq)?.1 {

@@ -18,7 +18,7 @@ pub mod sim;
 mod trust;
 mod verify;
 
-pub use pool::{Candidate, Infeasible, Pool, Request, Weights, feasible, naive_place, score};
+pub use pool::{Candidate, Infeasible, Pool, Request, Shortfall, Weights, feasible, naive_place, score};
 pub use trust::Trust;
 pub use verify::{Judged, Report, Verdict, judge};
 

@@ -137,6 +137,8 @@ pub struct Pool {
     by_owner: HashMap<ScopeId, BTreeSet<PublicKey>>,
     earned: HashMap<ScopeId, u64>,
     weights: Weights,
+    /// Free slots of workers out of quarantine, summed.
+    free_slots: u64,
 }
 
 impl Pool {
@@ -172,9 +174,15 @@ impl Pool {
         score(candidate, self.earned(&candidate.owner), &self.weights)
     }
 
+    /// Free slots of workers out of quarantine: no placement is possible at zero.
+    pub fn free_slots(&self) -> u64 {
+        self.free_slots
+    }
+
     /// Adds or replaces a worker.
     pub fn insert(&mut self, candidate: Candidate) {
         self.remove(&candidate.key);
+        self.free_slots += available(&candidate);
         let rank = rank(&self.score_of(&candidate));
         self.index.insert((rank, candidate.key));
         self.by_owner.entry(candidate.owner.clone()).or_default().insert(candidate.key);
@@ -183,6 +191,7 @@ impl Pool {
 
     pub fn remove(&mut self, key: &PublicKey) -> Option<Candidate> {
         let (candidate, rank) = self.workers.remove(key)?;
+        self.free_slots -= available(&candidate);
         self.index.remove(&(rank, *key));
         if let Some(keys) = self.by_owner.get_mut(&candidate.owner) {
             keys.remove(key);
@@ -240,6 +249,52 @@ impl Pool {
             b.1.trust.total_cmp(&a.1.trust).then(b.1.total.total_cmp(&a.1.total)).then(a.0.key.cmp(&b.0.key))
         });
         first_of_distinct_owners(feasible_now, request.replicas)
+    }
+}
+
+/// The slots a worker offers placement now.
+fn available(candidate: &Candidate) -> u64 {
+    if candidate.quarantined { 0 } else { u64::from(candidate.free_slots) }
+}
+
+/// What holds a request back when it cannot be placed now: the first stage at which the
+/// connected workers out of quarantine fall short.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shortfall {
+    /// None offers the executor.
+    Executor,
+    /// None of those offers enough memory; the largest offers `largest_bytes`.
+    Memory { largest_bytes: u64 },
+    /// Those that could take it belong to fewer owners (not excluded) than the replicas.
+    Owners { owners: u32 },
+    /// Enough could take it; their `slots` are busy.
+    Slots { slots: u32 },
+}
+
+impl Pool {
+    /// Why `request` cannot be placed now (it says `Slots` when it could be). A full
+    /// scan: for a member's view of a waiting job, not for placement.
+    pub fn shortfall(&self, request: &Request) -> Shortfall {
+        let offering: Vec<&Candidate> = self
+            .candidates()
+            .filter(|c| !c.quarantined && c.executors.contains(&request.executor))
+            .filter(|c| !request.exclude_workers.contains(&c.key))
+            .collect();
+        if offering.is_empty() {
+            return Shortfall::Executor;
+        }
+        let fitting: Vec<&&Candidate> =
+            offering.iter().filter(|c| c.memory_bytes >= request.memory_bytes).collect();
+        if fitting.is_empty() {
+            let largest_bytes = offering.iter().map(|c| c.memory_bytes).max().unwrap_or(0);
+            return Shortfall::Memory { largest_bytes };
+        }
+        let owners: BTreeSet<&ScopeId> =
+            fitting.iter().map(|c| &c.owner).filter(|o| !request.exclude_owners.contains(*o)).collect();
+        if (owners.len() as u32) < request.replicas {
+            return Shortfall::Owners { owners: owners.len() as u32 };
+        }
+        Shortfall::Slots { slots: fitting.iter().map(|c| c.slots).sum() }
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use icn_placement::sim::{self, SimConfig};
 use icn_placement::{
-    Candidate, Infeasible, Policy, Pool, Request, Trust, Weights, feasible, naive_place, plan,
+    Candidate, Infeasible, Policy, Pool, Request, Shortfall, Trust, Weights, feasible, naive_place, plan,
 };
 use icn_protocol::PublicKey;
 use icn_protocol::governance::ScopeId;
@@ -142,4 +142,38 @@ fn the_seeded_simulation_accepts_no_wrong_result_and_replicates_less_than_two_fo
     assert_eq!(aware.quarantined_honest, 0, "{aware:#?}");
     // The same seed gives the same run.
     assert_eq!(format!("{aware:?}"), format!("{:?}", sim::trust_aware(&config)));
+}
+
+/// A request that cannot be placed names the first stage the workers fall short at, and
+/// the free-slot count placement stops on follows every change, quarantine included.
+#[test]
+fn shortfall_names_the_first_stage_that_holds_a_request_back() {
+    let mut pool = Pool::new(Weights::default());
+    let wasm = |replicas| Request::new(ExecutorKind::Wasm, 1 << 20, replicas);
+    assert_eq!(pool.shortfall(&wasm(1)), Shortfall::Executor);
+    pool.insert(candidate(1, 1, 0, 0, 0));
+    pool.insert(Candidate { memory_bytes: 1 << 28, ..candidate(2, 2, 3, 0, 0) });
+    assert_eq!(pool.free_slots(), 3);
+    assert_eq!(pool.shortfall(&Request::new(ExecutorKind::Container, 1 << 20, 1)), Shortfall::Executor);
+    assert_eq!(
+        pool.shortfall(&Request::new(ExecutorKind::Wasm, 1 << 31, 1)),
+        Shortfall::Memory { largest_bytes: 1 << 30 }
+    );
+    // Only worker 1 has a gigabyte: one cooperative for two replicas.
+    assert_eq!(
+        pool.shortfall(&Request::new(ExecutorKind::Wasm, 1 << 30, 2)),
+        Shortfall::Owners { owners: 1 }
+    );
+    let mut excluded = wasm(2);
+    excluded.exclude_owners.insert("coop-1".parse().unwrap());
+    assert_eq!(pool.shortfall(&excluded), Shortfall::Owners { owners: 1 });
+    assert_eq!(pool.shortfall(&wasm(2)), Shortfall::Slots { slots: 8 });
+    pool.update(&PublicKey([2; 32]), |c| c.quarantined = true);
+    assert_eq!(pool.free_slots(), 0, "a quarantined worker's slots are not free to placement");
+    assert_eq!(pool.shortfall(&wasm(1)), Shortfall::Slots { slots: 4 });
+    pool.update(&PublicKey([1; 32]), |c| c.free_slots = 2);
+    assert_eq!(pool.free_slots(), 2);
+    pool.remove(&PublicKey([1; 32]));
+    assert_eq!(pool.free_slots(), 0);
+    assert_eq!(pool.shortfall(&wasm(1)), Shortfall::Executor);
 }

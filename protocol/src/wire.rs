@@ -455,6 +455,57 @@ pub struct JobView {
     pub result: Option<(PublicKey, ExecutionReport)>,
     /// Why the job failed, in words, when it failed without a report.
     pub failure: Option<String>,
+    /// Why a queued job waits, when it does.
+    pub waiting: Option<Waiting>,
+}
+
+/// Why a job waits for a worker: the first stage of placement that holds it back, with
+/// the counts a member needs to understand it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Waiting {
+    /// No connected worker (out of quarantine) offers the executor the job asks for.
+    NoExecutor { executor: ExecutorKind },
+    /// The job asks more memory than any connected worker offers a task.
+    NoMemory { asked_bytes: u64, largest_bytes: u64 },
+    /// Replication needs replicas on workers of that many distinct cooperatives; fewer
+    /// cooperatives have workers that could take the job.
+    TooFewCooperatives { replicas: u32, cooperatives: u32 },
+    /// Workers could take it, but their slots are busy; `ahead` jobs wait before it in
+    /// its scope's queue.
+    SlotsBusy { slots: u32, ahead: u32, scope: ScopeId },
+}
+
+impl Waiting {
+    /// Whether the job cannot be placed with the workers connected now, however long
+    /// it waits for slots.
+    pub fn is_stuck(&self) -> bool {
+        !matches!(self, Waiting::SlotsBusy { .. })
+    }
+}
+
+impl std::fmt::Display for Waiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Waiting::NoExecutor { executor } => {
+                write!(f, "no connected worker offers the {executor} executor")
+            }
+            Waiting::NoMemory { asked_bytes, largest_bytes } => write!(
+                f,
+                "it asks {asked_bytes} bytes of memory; the largest connected worker offers {largest_bytes}"
+            ),
+            Waiting::TooFewCooperatives { replicas, cooperatives } => write!(
+                f,
+                "replication {replicas} needs {replicas} cooperatives; {cooperatives} {} workers that could take it",
+                if *cooperatives == 1 { "has" } else { "have" }
+            ),
+            Waiting::SlotsBusy { slots, ahead, scope } => {
+                write!(
+                    f,
+                    "all {slots} slots that could take it are busy; {ahead} jobs wait before it in {scope}'s queue"
+                )
+            }
+        }
+    }
 }
 
 /// Every frame the coordinator sends a member: the answer and its latest journal seal,
