@@ -8,7 +8,7 @@ use icn_cli::demo::{HELLO_WAT, SPIN_WAT, wait_for_decision};
 use icn_cli::local::{self, LocalCommons, LocalOptions};
 use icn_protocol::governance::{Choice, Credits, Effect, Proposal, ScopeId};
 use icn_protocol::views::DecisionView as Decision;
-use icn_protocol::wire::{JobState, Limits};
+use icn_protocol::wire::{JobState, Limits, TraceQuery};
 use icn_protocol::{ContentId, Fuel};
 
 async fn decide(clients: &[&Client], effect: Effect) -> Decision {
@@ -57,24 +57,31 @@ async fn usage_settles_into_the_ledger_within_credit_lines_set_by_decisions() {
     assert_eq!(ana.watch(done, |_| {}).await.unwrap().state, JobState::Completed);
     assert_eq!(ana.watch(failed, |_| {}).await.unwrap().state, JobState::Failed);
     let positions = ana.positions().await.unwrap();
-    // hello uses 12 fuel: 1 credit, rounded up; the spinning job's hold is voided.
-    assert_eq!(positions.account(&fed).unwrap().position, -1);
+    // hello uses 12 fuel: 1 credit, rounded up. The spinning job ran out of its 2,000,000
+    // fuel by its own doing: usage is usage, so it pays 2 credits to the cooperative that
+    // ran it.
+    assert_eq!(positions.account(&fed).unwrap().position, -3);
     assert_eq!(positions.account(&fed).unwrap().reserved, 0, "nothing stays held once jobs end");
-    assert_eq!(positions.account(&coop).unwrap().position, 1);
+    assert_eq!(positions.account(&coop).unwrap().position, 3);
     assert_eq!(positions.accounts.iter().map(|a| a.position).sum::<i64>(), 0);
 
     let statement = ana.statement(fed.clone()).await.unwrap();
     // The genesis, entry 0, granted the founding mandate both jobs ran under.
     assert!(statement.lines.iter().all(|l| l.decision == Some(0)), "{statement}");
     let moved: Vec<i64> = statement.lines.iter().map(|l| l.change.0).filter(|c| *c != 0).collect();
-    assert_eq!(moved, vec![-1], "one posting, once: {statement}");
-    assert!(statement.to_string().contains("failed; its hold was released"), "{statement}");
+    assert_eq!(moved, vec![-1, -2], "one posting per job, once: {statement}");
+    assert!(
+        statement.to_string().contains("paid 2 to coop-a for a run that failed by the job's own doing"),
+        "{statement}"
+    );
+    let trace = ana.trace(TraceQuery::Job(failed)).await.unwrap().to_string();
+    assert!(trace.contains("the job failed by its own doing, so it pays for what it used"), "{trace}");
 
     // Lowering the line below what the account uses: accepted, but the effect is refused.
     let ana_first =
         decide(&[&ana, &ben], Effect::CreditLimit { scope: fed.clone(), limit: Credits(0) }).await;
     let why = ana_first.effect_refused.expect("the effect cannot apply");
-    assert!(why.contains("already uses 1 credits below zero"), "{why}");
+    assert!(why.contains("already uses 3 credits below zero"), "{why}");
     assert_eq!(ana.positions().await.unwrap().account(&fed).unwrap().limit, 5_000, "nothing half applied");
 
     // Clearing: only members with vote or operate standing in the federation may ask.

@@ -48,7 +48,7 @@ impl Core {
                     self.index.push(row(IndexKey::Scope(scope), 0));
                 }
             }
-            Record::JobCompleted { job, payees, .. } => {
+            Record::JobCompleted { job, payees, .. } | Record::JobFailedPaid { job, payees, .. } => {
                 let payer = self.jobs.known(job).submission.scope.clone();
                 let paid_out: i64 = payees.iter().filter(|(p, _)| *p != payer).map(|(_, c)| c.0).sum();
                 self.index.push(row(IndexKey::Scope(payer.clone()), -paid_out));

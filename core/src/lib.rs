@@ -330,7 +330,10 @@ impl Core {
             Record::ReplicasWanted { job, count, .. } => self.jobs.want_replicas(seq, job, *count),
             Record::DisputeOpened { job, .. } => self.jobs.dispute(seq, job),
             Record::JobCompleted { job, fuel, worker, payees, .. } => {
-                self.apply_completed(seq, *job, *fuel, *worker, payees)
+                self.apply_paid(seq, *job, *fuel, *worker, payees, None)
+            }
+            Record::JobFailedPaid { job, reason, fuel, worker, payees } => {
+                self.apply_paid(seq, *job, *fuel, *worker, payees, Some(reason))
             }
             Record::JobFailed { job, reason } => self.apply_failed(seq, *job, reason),
             Record::Governance(event) => self.apply_governance(seq, time_ms, event),

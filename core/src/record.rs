@@ -117,6 +117,19 @@ pub enum Record {
         request: Envelope,
         clearing: Clearing,
     },
+    /// The job failed by its own doing — it trapped, ran out of fuel, or overran its
+    /// time, memory or output — and the result saying so is accepted. Usage is usage:
+    /// the submitting scope pays what the job used, as for a completed job, to each
+    /// cooperative whose worker's result was accepted. (A failure that is a worker's —
+    /// lost, late, an invalid report — is retried elsewhere, and ends as `JobFailed`
+    /// with nothing paid if no worker can run it.)
+    JobFailedPaid {
+        job: JobId,
+        reason: String,
+        fuel: Fuel,
+        worker: PublicKey,
+        payees: Vec<(ScopeId, Credits)>,
+    },
 }
 
 impl Record {
@@ -142,6 +155,7 @@ impl Record {
             }
             Record::JobCompleted { job, .. }
             | Record::JobFailed { job, .. }
+            | Record::JobFailedPaid { job, .. }
             | Record::Verified { job, .. }
             | Record::ReplicasWanted { job, .. }
             | Record::DisputeOpened { job, .. } => Some(*job),
@@ -222,6 +236,16 @@ impl Record {
                 )
             }
             Record::JobFailed { job, reason } => format!("job {} failed: {reason}", job.0.short()),
+            Record::JobFailedPaid { job, reason, fuel, worker, payees } => {
+                let paid: Vec<String> = payees.iter().map(|(p, c)| format!("{c} to {p}")).collect();
+                format!(
+                    "job {} failed by its own doing on worker {}: {reason}; it used {}, and posted {}",
+                    job.0.short(),
+                    worker.short(),
+                    fuel,
+                    if paid.is_empty() { "nothing".to_string() } else { paid.join(", ") }
+                )
+            }
             Record::Governance(event) => describe_event(event),
             Record::Cleared { request, clearing } => match request.open_trusted::<ClearRequest>() {
                 Ok(r) => format!(

@@ -250,20 +250,21 @@ impl Core {
         let received =
             |w: &PublicKey| job.reports.iter().find(|r| r.worker == *w).expect("an agreeing worker reported");
         let accepted = received(&agreeing[0]);
+        // Each agreeing cooperative is paid what the accepted run used, whether the job
+        // completed or failed by its own doing.
+        let each = cost(&job.authorization, accepted.report.fuel);
+        let payees = agreeing.iter().map(|w| (received(w).owner.clone(), each)).collect();
+        let (fuel, worker) = (accepted.report.fuel, accepted.worker);
         let ended = match &accepted.report.outcome {
-            Outcome::Exited { .. } => {
-                let each = cost(&job.authorization, accepted.report.fuel);
-                let payees = agreeing.iter().map(|w| (received(w).owner.clone(), each)).collect();
-                Record::JobCompleted {
-                    job: id,
-                    output_digest: accepted.report.output_digest,
-                    fuel: accepted.report.fuel,
-                    worker: accepted.worker,
-                    payees,
-                }
-            }
+            Outcome::Exited { .. } => Record::JobCompleted {
+                job: id,
+                output_digest: accepted.report.output_digest,
+                fuel,
+                worker,
+                payees,
+            },
             Outcome::Failed { kind, detail } => {
-                Record::JobFailed { job: id, reason: format!("{kind:?}: {detail}") }
+                Record::JobFailedPaid { job: id, reason: format!("{kind:?}: {detail}"), fuel, worker, payees }
             }
         };
         self.record(Some(cause), signer, ended);

@@ -1,6 +1,7 @@
 //! Settlement: the mutual-credit ledger as jobs move through it. Admission reserves a
-//! job's most cost against its scope's account, completion posts what was used to the
-//! cooperatives whose workers' results were accepted, failure voids; members ask for
+//! job's most cost against its scope's account; an accepted result — completed, or failed
+//! by the job's own doing — posts what was used to the cooperatives whose workers' results
+//! were accepted; a failure no worker could be blamed on the job for voids; members ask for
 //! clearing, which nets obligations without moving any position.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -146,16 +147,19 @@ impl Core {
         Ok(clearing)
     }
 
-    pub(crate) fn apply_completed(
+    /// A job's accepted result is paid for: it completed, or it failed by its own doing
+    /// (`failure`, which then ends it as failed).
+    pub(crate) fn apply_paid(
         &mut self,
         seq: u64,
         job: JobId,
         fuel: Fuel,
         worker: PublicKey,
         payees: &[(ScopeId, Credits)],
+        failure: Option<&str>,
     ) {
         let state = self.jobs.known(&job);
-        assert!(!state.ended, "entry {seq}: job {job} completes after it ended");
+        assert!(!state.ended, "entry {seq}: job {job} is paid for after it ended");
         let authorization = state.authorization;
         let each = cost(&authorization, fuel);
         assert!(
@@ -170,7 +174,7 @@ impl Core {
         for (payee, paid) in payees {
             self.fleet.earn(payee, paid.0.max(0) as u64);
         }
-        self.end(seq, &job, accepted, None);
+        self.end(seq, &job, accepted, failure.map(str::to_string));
     }
 
     pub(crate) fn apply_failed(&mut self, seq: u64, job: JobId, reason: &str) {

@@ -112,9 +112,22 @@ impl<'a, S: Source> Provenance<'a, S> {
                         if paid.is_empty() { "nothing".to_string() } else { paid.join(", ") }
                     ))
                 }
-                Record::JobFailed { .. } if authorization.hold.0 > 0 => {
-                    money.push(format!("#{}: the reservation was voided; nobody paid", line.seq))
+                Record::JobFailedPaid { payees, .. } => {
+                    let paid: Vec<String> = payees.iter().map(|(p, c)| format!("{c} to {p}")).collect();
+                    money.push(format!(
+                        "#{} (caused by entry #{}, which accepted the failure): the job failed by its own doing, \
+                         so it pays for what it used: {} paid {}; the rest of the hold was released",
+                        line.seq,
+                        line.cause.unwrap_or_default(),
+                        submission.scope,
+                        if paid.is_empty() { "nothing".to_string() } else { paid.join(", ") }
+                    ))
                 }
+                Record::JobFailed { .. } if authorization.hold.0 > 0 => money.push(format!(
+                    "#{}: no worker could run the job to an accepted result, so the reservation was voided; \
+                     nobody paid",
+                    line.seq
+                )),
                 _ => {}
             }
             lines.push(line);
@@ -169,6 +182,11 @@ impl<'a, S: Source> Provenance<'a, S> {
                     view.failure = Some(reason);
                     view.result = reports.last().cloned();
                 }
+                Record::JobFailedPaid { reason, worker, .. } => {
+                    view.state = JobState::Failed;
+                    view.failure = Some(reason);
+                    view.result = reports.iter().find(|(w, _)| *w == worker).cloned();
+                }
                 _ => {}
             }
         }
@@ -211,7 +229,7 @@ impl<'a, S: Source> Provenance<'a, S> {
                 format!("held up to {} for job {}", authorization.hold, submission.id().short()),
                 Some(authorization.decision),
             ),
-            Record::JobCompleted { job, payees, .. } => {
+            Record::JobCompleted { job, payees, .. } | Record::JobFailedPaid { job, payees, .. } => {
                 let (_, envelope, authorization) = self.submitted(job)?;
                 let payer = envelope.open_trusted::<Submission>().map_err(|e| e.to_string())?.scope;
                 let others: Vec<String> = payees
@@ -219,12 +237,16 @@ impl<'a, S: Source> Provenance<'a, S> {
                     .filter(|(p, _)| *p != payer)
                     .map(|(p, c)| format!("{} to {p}", c.0))
                     .collect();
+                let result = match record {
+                    Record::JobCompleted { .. } => "an accepted result",
+                    _ => "a run that failed by the job's own doing",
+                };
                 let what = if payer != *scope {
-                    format!("earned from {payer} for an accepted result")
+                    format!("earned from {payer} for {result}")
                 } else if others.is_empty() {
                     "paid its own cooperative".to_string()
                 } else {
-                    format!("paid {} for the accepted result", others.join(", "))
+                    format!("paid {} for {result}", others.join(", "))
                 };
                 (format!("job {}: {what}", job.0.short()), Some(authorization.decision))
             }

@@ -291,9 +291,9 @@ fn endings(journal: &[Entry]) -> BTreeMap<JobId, usize> {
     let mut ended = BTreeMap::new();
     for entry in journal {
         match entry.decode_record().unwrap() {
-            Record::JobCompleted { job, .. } | Record::JobFailed { job, .. } => {
-                *ended.entry(job).or_default() += 1
-            }
+            Record::JobCompleted { job, .. }
+            | Record::JobFailed { job, .. }
+            | Record::JobFailedPaid { job, .. } => *ended.entry(job).or_default() += 1,
             _ => {}
         }
     }
