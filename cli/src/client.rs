@@ -188,6 +188,16 @@ impl Client {
         }
     }
 
+    /// Signs a request to cancel `job`; the job as it stands once cancelled.
+    pub async fn cancel(&self, job: JobId) -> anyhow::Result<JobView> {
+        let envelope = Envelope::seal(&self.key, transport::nonce(), &icn_protocol::wire::Cancel { job });
+        match self.request(&ClientRequest::Cancel(envelope)).await? {
+            ClientResponse::Cancelled(view) => Ok(*view),
+            ClientResponse::Error(error) => bail!("{}", error.message),
+            other => bail!(unexpected(other)),
+        }
+    }
+
     /// Signs and casts a ballot.
     pub async fn vote(&self, proposal: ContentId, choice: Choice) -> anyhow::Result<()> {
         let envelope = Envelope::seal(&self.key, transport::nonce(), &Ballot { proposal, choice });

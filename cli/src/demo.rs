@@ -176,6 +176,7 @@ fn row(commons: &LocalCommons, name: &str, view: &JobView, output: &str) -> Stri
         JobState::Queued => "queued",
         JobState::Running { .. } => "running",
         JobState::Disputed => "disputed",
+        JobState::Cancelled => "cancelled",
     };
     let (ran_on, fuel, output) = match &view.result {
         Some((worker, report)) => {

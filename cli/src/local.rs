@@ -47,6 +47,9 @@ pub struct LocalOptions<'a> {
     /// Members of the federation with vote and submit standing; the i-th also votes
     /// in the i-th cooperative.
     pub members: &'a [&'a str],
+    /// Members who hold only vote standing in the commons and none in the federation;
+    /// they come after `members` in the commons' member list.
+    pub commons_only: &'a [&'a str],
     pub slots: u32,
     pub heartbeat_interval_ms: u64,
     pub worker_timeout_ms: u64,
@@ -69,6 +72,7 @@ impl Default for LocalOptions<'_> {
         LocalOptions {
             owners: &["coop-a", "coop-b", "coop-c"],
             members: &["ana", "ben"],
+            commons_only: &[],
             slots: 2,
             heartbeat_interval_ms: 200,
             worker_timeout_ms: 2_000,
@@ -158,12 +162,12 @@ pub fn genesis(
         .enumerate()
         .map(|(i, (name, key))| {
             // Every member also votes in the commons, which settles disputes.
-            let mut standing = std::collections::BTreeMap::from([
-                (federation(), vec![Standing::Vote, Standing::Submit]),
-                ("commons".parse()?, vec![Standing::Vote]),
-            ]);
-            if let Some(owner) = options.owners.get(i) {
-                standing.insert(owner.parse()?, vec![Standing::Vote, Standing::Donate]);
+            let mut standing = std::collections::BTreeMap::from([("commons".parse()?, vec![Standing::Vote])]);
+            if !options.commons_only.contains(&name.as_str()) {
+                standing.insert(federation(), vec![Standing::Vote, Standing::Submit]);
+                if let Some(owner) = options.owners.get(i) {
+                    standing.insert(owner.parse()?, vec![Standing::Vote, Standing::Donate]);
+                }
             }
             Ok(GenesisMember { name: name.clone(), key: *key, standing })
         })
@@ -224,6 +228,7 @@ impl LocalCommons {
         let members: Vec<LocalMember> = options
             .members
             .iter()
+            .chain(options.commons_only)
             .map(|name| LocalMember { name: name.to_string(), key: Arc::new(Keypair::generate()) })
             .collect();
         let worker_keys: Vec<(Arc<Keypair>, String)> =

@@ -92,6 +92,14 @@ enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// Cancel a job: its submitter, or a member with vote or operate standing in its
+    /// scope, may. Running replicas are stopped and the job's hold is released.
+    Cancel {
+        #[command(flatten)]
+        connect: Connect,
+        /// The job's id, as `icn submit` printed it.
+        job: String,
+    },
     /// Ask a scope to decide on an effect; prints the proposal id and when voting closes.
     Propose {
         #[command(flatten)]
@@ -523,6 +531,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let view = client.status(job).await?;
             eprintln!("{}", describe(&view));
         }
+        Command::Cancel { connect, job } => {
+            let job: JobId = job.parse()?;
+            let view = connect.client().await?.cancel(job).await?;
+            eprintln!("{}", describe(&view));
+        }
         Command::Propose { connect, scope, title, effect } => {
             let proposal = Proposal { scope, title, effect: effect.effect()? };
             proposal.validate()?;
@@ -797,6 +810,10 @@ fn describe(view: &JobView) -> String {
             icn_core::record::describe_outcome(&report.outcome),
             report.output_bytes,
             report.fuel
+        ),
+        (JobState::Cancelled, _) => format!(
+            "job {id}: {}; its hold was released and nobody paid",
+            view.failure.clone().unwrap_or_else(|| "cancelled".into())
         ),
         (JobState::Failed, _) => {
             format!(

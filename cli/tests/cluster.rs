@@ -362,6 +362,7 @@ impl icn_worker::Executor for Echo {
         self: Arc<Self>,
         _: icn_protocol::wire::Assignment,
         input: Vec<u8>,
+        _: icn_worker::executor::Stop,
     ) -> icn_worker::executor::Running {
         Box::pin(async move {
             icn_worker::Execution {
@@ -535,5 +536,64 @@ async fn jobs_no_worker_can_take_wait_with_their_reason_and_never_delay_the_othe
     let waiting = view.waiting.expect("a queued job says why it waits");
     assert_eq!(waiting, Waiting::NoExecutor { executor: ExecutorKind::Container });
     assert_eq!(waiting.to_string(), "no connected worker offers the container executor");
+    commons.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_a_running_job_voids_its_hold_and_needs_standing() {
+    use icn_protocol::governance::ScopeId;
+    let dir = tempfile::tempdir().unwrap();
+    // One worker with one slot: a second job runs only once the first stopped.
+    let options =
+        LocalOptions { owners: &["coop-a"], slots: 1, commons_only: &["cleo"], ..LocalOptions::default() };
+    let commons = LocalCommons::start(dir.path(), options).await.unwrap();
+    let ana = commons.client().await.unwrap();
+    let cleo = commons.client_for(commons.members[2].key.clone()).await.unwrap();
+    let spin = ana.ensure_module(&wat::parse_str(SPIN_WAT).unwrap()).await.unwrap();
+    let hello = ana.ensure_module(&wat::parse_str(HELLO_WAT).unwrap()).await.unwrap();
+    // It would spin for a minute.
+    let long = Limits { fuel: Fuel(icn_protocol::wire::FUEL_MAX), timeout_ms: 60_000, ..Limits::default() };
+    let spinning = ana.submit(&job(spin, b"", long)).await.unwrap();
+    let started = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if matches!(ana.status(spinning).await.unwrap().state, JobState::Running { .. }) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    started.await.expect("the spinning job starts");
+    let waiting = ana.submit(&job(hello, b"", Limits::default())).await.unwrap();
+
+    // A member without standing in the job's scope may not cancel it.
+    let refused = cleo.cancel(spinning).await.unwrap_err().to_string();
+    assert!(
+        refused.contains("cleo did not submit job")
+            && refused.contains("holds neither vote nor operate standing in fed-north"),
+        "{refused}"
+    );
+    assert!(matches!(ana.status(spinning).await.unwrap().state, JobState::Running { .. }));
+
+    let cancelled = ana.cancel(spinning).await.unwrap();
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    let by = cancelled.failure.clone().unwrap();
+    assert!(by.contains("cancelled by ana"), "{by}");
+    // The worker stopped the spinning task: its only slot takes the waiting job, long
+    // before the minute is up.
+    let view =
+        tokio::time::timeout(Duration::from_secs(10), ana.watch(waiting, |_| {})).await.unwrap().unwrap();
+    assert_eq!(output(&ana, &view).await, b"hello from the commons\n");
+
+    // Nothing was paid for the cancelled job and nothing stays held: the ledger moved
+    // only for the job that ran.
+    let positions = ana.positions().await.unwrap();
+    let fed = positions.account(&icn_cli::local::federation()).unwrap();
+    assert_eq!((fed.position, fed.reserved), (-1, 0));
+    assert_eq!(positions.account(&"coop-a".parse::<ScopeId>().unwrap()).unwrap().position, 1);
+    assert_eq!(positions.accounts.iter().map(|a| a.position).sum::<i64>(), 0);
+    let again = ana.cancel(spinning).await.unwrap_err().to_string();
+    assert!(again.contains("has already ended"), "{again}");
+    let trace = ana.trace(icn_protocol::wire::TraceQuery::Job(spinning)).await.unwrap().to_string();
+    assert!(trace.contains("cancelled by ana"), "{trace}");
     commons.stop().await.unwrap();
 }

@@ -16,7 +16,7 @@ use icn_core::trace::Provenance;
 use icn_core::{Core, Now, Refusal};
 use icn_protocol::governance::{Ballot, ClearRequest, Proposal};
 use icn_protocol::views::ClearingView;
-use icn_protocol::wire::{ApiError, ClientRequest, ClientResponse, JobView, Submission, TraceQuery};
+use icn_protocol::wire::{ApiError, Cancel, ClientRequest, ClientResponse, JobView, Submission, TraceQuery};
 use icn_protocol::{Envelope, JobId, PublicKey, Seal};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -171,6 +171,22 @@ impl MemberApi {
                     .await?
                     .map_err(|e| refused("ballot", e))?;
                 ClientResponse::Voted { proposal }
+            }
+            ClientRequest::Cancel(envelope) => {
+                let request: Cancel = envelope.open().map_err(|e| refused("cancel", e.into()))?;
+                let job = request.job;
+                let cancelled = self.write_journaled(move |core, now, journal| {
+                    // Ended and forgotten: the journal still knows it.
+                    if core.job(&job).is_none() && journal.holds_job(&job).map_err(|e| e.to_string())? {
+                        return Ok(Err(icn_core::Refusal::JobEnded { job, state: "ended".into() }));
+                    }
+                    Ok(core.cancel(now, envelope, request))
+                });
+                let view = cancelled
+                    .await?
+                    .map_err(|e: String| ApiError::new("failed", e))?
+                    .map_err(|e| refused("cancel", e))?;
+                ClientResponse::Cancelled(Box::new(view))
             }
             ClientRequest::Clear(envelope) => {
                 let request: ClearRequest = envelope.open().map_err(|e| refused("clearing", e.into()))?;
@@ -439,7 +455,8 @@ fn relayed(request: &ClientRequest, member: &PublicKey) -> Option<ApiError> {
         ClientRequest::Submit(e)
         | ClientRequest::Propose(e)
         | ClientRequest::Vote(e)
-        | ClientRequest::Clear(e) => e,
+        | ClientRequest::Clear(e)
+        | ClientRequest::Cancel(e) => e,
         _ => return None,
     };
     (envelope.signer != *member).then(|| {

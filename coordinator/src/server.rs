@@ -138,6 +138,8 @@ pub(crate) enum Event {
 
 pub(crate) enum WorkerCommand {
     Assign(Box<Assignment>, Seal),
+    /// Stop this attempt: its job was cancelled.
+    Stop(TaskId, u32),
     Close(String),
 }
 
@@ -512,6 +514,9 @@ impl CoreShell {
                     self.workers.remove(&worker);
                 }
             }
+            Command::Stop { worker, session, task, attempt } => {
+                self.send_to(worker, session, WorkerCommand::Stop(task, attempt));
+            }
             Command::JobChanged(job) => {
                 if !self.watchers.contains_key(&job) {
                     return;
@@ -544,7 +549,7 @@ impl CoreShell {
 }
 
 pub fn is_final(state: &JobState) -> bool {
-    matches!(state, JobState::Completed | JobState::Failed)
+    matches!(state, JobState::Completed | JobState::Failed | JobState::Cancelled)
 }
 
 /// Where a member following a job stops: the job ended, or it waits on a decision of the
@@ -687,6 +692,9 @@ impl Shell {
             }
         };
         let dispatch = async {
+            // How to stop each attempt whose stream is open: at most the worker's slots,
+            // as streams that ended are dropped at each new one.
+            let mut stops: HashMap<(TaskId, u32), oneshot::Sender<()>> = HashMap::new();
             while let Some(command) = commands.recv().await {
                 match command {
                     WorkerCommand::Assign(assignment, seal) => {
@@ -696,7 +704,15 @@ impl Shell {
                             worker,
                             session,
                         };
-                        tokio::spawn(task.run(*assignment, seal));
+                        let (stop, stopped) = oneshot::channel();
+                        stops.retain(|_, stop| !stop.is_closed());
+                        stops.insert((assignment.task, assignment.attempt), stop);
+                        tokio::spawn(task.run(*assignment, seal, stopped));
+                    }
+                    WorkerCommand::Stop(task, attempt) => {
+                        if let Some(stop) = stops.remove(&(task, attempt)) {
+                            let _ = stop.send(());
+                        }
                     }
                     WorkerCommand::Close(reason) => {
                         connection.close(2u32.into(), reason.as_bytes());
@@ -871,8 +887,8 @@ struct TaskStream {
 }
 
 impl TaskStream {
-    async fn run(self, assignment: Assignment, seal: Seal) {
-        if let Err(error) = self.exchange(&assignment, seal).await {
+    async fn run(self, assignment: Assignment, seal: Seal, stopped: oneshot::Receiver<()>) {
+        if let Err(error) = self.exchange(&assignment, seal, stopped).await {
             tracing::warn!(worker = %self.worker.short(), task = %assignment.task, %error, "task stream failed");
             if let StreamError::Protocol(reason) = error {
                 self.connection.close(3u32.into(), reason.as_bytes());
@@ -880,7 +896,12 @@ impl TaskStream {
         }
     }
 
-    async fn exchange(&self, assignment: &Assignment, seal: Seal) -> Result<(), StreamError> {
+    async fn exchange(
+        &self,
+        assignment: &Assignment,
+        seal: Seal,
+        mut stopped: oneshot::Receiver<()>,
+    ) -> Result<(), StreamError> {
         let lost = |e: icn_transport::Error| StreamError::Connection(e.to_string());
         let blobs = self.shell.blobs.clone();
         let digest = assignment.input;
@@ -898,13 +919,18 @@ impl TaskStream {
         let assign = CoordinatorMessage::Assign { assignment: Box::new(assignment.clone()), input, seal };
         send.write(&assign).await.map_err(lost)?;
         loop {
-            let message = recv
-                .read::<WorkerMessage>(MESSAGE_SIZE_BYTES_MAX)
-                .await
-                .map_err(|e| StreamError::Protocol(e.to_string()))?
-                .ok_or_else(|| {
-                    StreamError::Connection("the worker closed the task stream without a report".into())
-                })?;
+            let message = tokio::select! {
+                message = recv.read::<WorkerMessage>(MESSAGE_SIZE_BYTES_MAX) => message,
+                Ok(()) = &mut stopped => {
+                    // The job was cancelled: the worker stops the task and reports nothing.
+                    send.write(&CoordinatorMessage::Cancel).await.map_err(lost)?;
+                    let _ = send.get_mut().finish();
+                    return Ok(());
+                }
+            };
+            let message = message.map_err(|e| StreamError::Protocol(e.to_string()))?.ok_or_else(|| {
+                StreamError::Connection("the worker closed the task stream without a report".into())
+            })?;
             match message {
                 WorkerMessage::FetchModule(cid) if cid == assignment.module => {
                     let modules = self.shell.modules.clone();

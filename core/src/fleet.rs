@@ -108,6 +108,16 @@ impl Fleet {
         self.refresh(worker);
     }
 
+    /// A task this coordinator no longer places on `worker` (its job was cancelled) still
+    /// runs there until the worker stops it: its slot stays taken until a heartbeat no
+    /// longer names it. Connection state, like heartbeats: not journaled.
+    pub fn still_running(&mut self, worker: &PublicKey) {
+        if let Some(state) = self.workers.get_mut(worker) {
+            state.foreign += 1;
+        }
+        self.refresh(worker);
+    }
+
     /// The worker failed: `failure` counts it (a missed task, a result that disagreed).
     /// Below the floor, it is quarantined.
     pub fn lose_trust(&mut self, worker: &PublicKey, seq: u64, failure: impl FnOnce(&mut Trust)) {
@@ -217,8 +227,14 @@ impl Core {
         state.last_seen_mono_ms = now.mono_ms;
         let foreign = running.iter().filter(|(task, _)| !state.running.contains(task)).count() as u32;
         if foreign != state.foreign {
+            let freed = foreign < state.foreign;
             state.foreign = foreign;
             self.fleet.refresh(&worker);
+            // Tasks it ran for attempts given up on (or cancelled) have ended: their
+            // slots take waiting jobs now.
+            if freed {
+                self.schedule();
+            }
         }
     }
 

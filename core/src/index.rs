@@ -60,7 +60,8 @@ impl Core {
                     self.index.push(row(IndexKey::Scope(payee.clone()), amount));
                 }
             }
-            Record::JobFailed { job, .. } => {
+            Record::JobFailed { .. } | Record::JobCancelled { .. } => {
+                let job = &record.job().expect("a failure or cancel names its job");
                 let state = self.jobs.known(job);
                 if state.authorization.hold.0 > 0 {
                     self.index.push(row(IndexKey::Scope(state.submission.scope.clone()), 0));

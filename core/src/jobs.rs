@@ -4,11 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use icn_governance::Authorization;
-use icn_protocol::governance::ScopeId;
-use icn_protocol::wire::{ExecutionReport, JobState, JobView, Outcome, Submission};
+use icn_protocol::governance::{ScopeId, Standing};
+use icn_protocol::wire::{Cancel, ExecutionReport, JobState, JobView, Outcome, Submission};
 use icn_protocol::{Envelope, JobId, PublicKey, TaskId};
 
-use crate::{Core, Refusal};
+use crate::{Command, Core, Refusal};
 
 #[derive(Clone, Debug)]
 pub(crate) struct Placement {
@@ -41,6 +41,8 @@ pub(crate) struct Received {
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Job {
     pub authorization: Authorization,
+    /// Who signed the submission.
+    pub submitter: PublicKey,
     pub submission: Submission,
     pub submitted_seq: u64,
     pub submitted_ms: u64,
@@ -64,6 +66,8 @@ pub(crate) struct Job {
     pub result: Option<(PublicKey, ExecutionReport)>,
     pub failure: Option<String>,
     pub ended: bool,
+    /// Ended by a member's cancel.
+    pub cancelled: bool,
     /// The latest journal entry about this job: the cause of what follows from it.
     pub last_seq: u64,
 }
@@ -115,6 +119,13 @@ impl Jobs {
 
     pub fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// An ended job was ended by a cancel.
+    pub fn mark_cancelled(&mut self, id: &JobId) {
+        if let Some(job) = self.map.get_mut(id) {
+            job.cancelled = true;
+        }
     }
 
     /// Forgets the oldest ended jobs beyond `kept`.
@@ -170,6 +181,7 @@ impl Jobs {
         let submission = envelope.open_trusted::<Submission>().expect("journaled submissions decode");
         let job = Job {
             authorization: *authorization,
+            submitter: envelope.signer,
             submission,
             submitted_seq: seq,
             submitted_ms: time_ms,
@@ -185,6 +197,7 @@ impl Jobs {
             result: None,
             failure: None,
             ended: false,
+            cancelled: false,
             last_seq: seq,
         };
         assert!(self.map.insert(id, job).is_none(), "entry {seq}: job {id} is admitted once");
@@ -325,6 +338,7 @@ impl Jobs {
     pub fn view(&self, id: &JobId) -> Option<JobView> {
         let job = self.map.get(id)?;
         let state = match (job.placements.values().next(), job.ended, &job.failure) {
+            _ if job.cancelled => JobState::Cancelled,
             (_, true, None) => JobState::Completed,
             (_, true, Some(_)) => JobState::Failed,
             _ if job.disputed => JobState::Disputed,
@@ -365,6 +379,55 @@ impl Core {
         self.record(Some(authorization.decision), envelope.signer, record);
         self.schedule();
         Ok(job)
+    }
+
+    /// A member's request to cancel a job, already verified as signed by its signer:
+    /// the submitter may, and so may a member with vote or operate standing in the job's
+    /// scope. Replicas in flight are told to stop; the hold is voided.
+    pub fn cancel(
+        &mut self,
+        now: crate::Now,
+        envelope: Envelope,
+        request: Cancel,
+    ) -> Result<JobView, Refusal> {
+        self.clock = now;
+        let id = request.job;
+        let job = self.jobs.get(&id).ok_or(Refusal::UnknownJob { job: id })?;
+        if job.ended {
+            let state = self
+                .job(&id)
+                .map_or_else(|| "ended".to_string(), |v| format!("{:?}", v.state).to_lowercase());
+            return Err(Refusal::JobEnded { job: id, state });
+        }
+        let signer = envelope.signer;
+        let scope = job.submission.scope.clone();
+        let submitter = job.submitter;
+        let may = signer == submitter
+            || [Standing::Vote, Standing::Operate].iter().any(|s| self.governance.holds(&signer, &scope, *s));
+        if !may {
+            let member =
+                self.governance.member_name(&signer).map_or_else(|| signer.to_string(), str::to_string);
+            return Err(Refusal::NoCancelStanding { member, job: id, scope });
+        }
+        let stops: Vec<Command> = job
+            .placements
+            .iter()
+            .filter_map(|(index, p)| {
+                let session = self.fleet.worker(&p.worker)?.session;
+                let task = TaskId { job: id, index: *index };
+                Some(Command::Stop { worker: p.worker, session, task, attempt: p.attempt })
+            })
+            .collect();
+        let cause = job.last_seq;
+        self.record(Some(cause), signer, crate::Record::JobCancelled { request: envelope });
+        for stop in &stops {
+            if let Command::Stop { worker, .. } = stop {
+                self.fleet.still_running(worker);
+            }
+        }
+        self.commands.extend(stops);
+        self.schedule();
+        Ok(self.job(&id).expect("a job just cancelled is held"))
     }
 
     pub(crate) fn apply_submitted(
@@ -437,9 +500,22 @@ impl Core {
         else {
             return;
         };
+        self.record_requeue(task, attempt, placed_seq, reason, fault);
+    }
+
+    /// Journals that `task`'s `attempt` goes back to the queue (caused by entry `cause`),
+    /// and fails the job once its replicas were requeued `attempts_max` times.
+    pub(crate) fn record_requeue(
+        &mut self,
+        task: TaskId,
+        attempt: u32,
+        cause: u64,
+        reason: String,
+        fault: bool,
+    ) {
         let signer = self.key.public();
         let record = crate::Record::TaskRequeued { task, attempt, reason, fault };
-        let requeued = self.record(Some(placed_seq), signer, record);
+        let requeued = self.record(Some(cause), signer, record);
         if self.jobs.known(&task.job).requeues >= self.config.attempts_max {
             let reason = format!("replicas were lost {} times, the limit", self.config.attempts_max);
             self.record(Some(requeued), signer, crate::Record::JobFailed { job: task.job, reason });

@@ -127,6 +127,13 @@ pub enum Command {
     },
     /// A job's state changed; whoever watches it wants to know.
     JobChanged(JobId),
+    /// The job was cancelled: the worker running this attempt is to stop it.
+    Stop {
+        worker: PublicKey,
+        session: u64,
+        task: icn_protocol::TaskId,
+        attempt: u32,
+    },
 }
 
 /// Where the chain stands: the next entry's number and the last entry's hash.
@@ -336,6 +343,7 @@ impl Core {
                 self.apply_paid(seq, *job, *fuel, *worker, payees, Some(reason))
             }
             Record::JobFailed { job, reason } => self.apply_failed(seq, *job, reason),
+            Record::JobCancelled { request } => self.apply_cancelled(seq, request),
             Record::Governance(event) => self.apply_governance(seq, time_ms, event),
             Record::Cleared { request, clearing } => {
                 let members = |federation: &_| self.governance.descendants(federation);

@@ -4,7 +4,7 @@
 use icn_governance::{Authorization, Event};
 use icn_ledger::Clearing;
 use icn_protocol::governance::{Ballot, ClearRequest, Credits, Proposal, ScopeId};
-use icn_protocol::wire::{ExecutionReport, Submission};
+use icn_protocol::wire::{Cancel, ExecutionReport, Submission};
 use icn_protocol::{ContentId, Envelope, Fuel, JobId, PublicKey, TaskId};
 use serde::{Deserialize, Serialize};
 
@@ -130,6 +130,11 @@ pub enum Record {
         worker: PublicKey,
         payees: Vec<(ScopeId, Credits)>,
     },
+    /// A member's signed [`Cancel`]: the job ends, its replicas in flight are told to
+    /// stop, and its hold is voided.
+    JobCancelled {
+        request: Envelope,
+    },
 }
 
 impl Record {
@@ -141,6 +146,7 @@ impl Record {
             Record::Governance(Event::ProposalOpened { proposal, .. }) => Some(proposal),
             Record::Governance(Event::BallotCast { ballot, .. }) => Some(ballot),
             Record::Cleared { request, .. } => Some(request),
+            Record::JobCancelled { request } => Some(request),
             _ => None,
         }
     }
@@ -159,6 +165,7 @@ impl Record {
             | Record::Verified { job, .. }
             | Record::ReplicasWanted { job, .. }
             | Record::DisputeOpened { job, .. } => Some(*job),
+            Record::JobCancelled { request } => request.open_trusted::<Cancel>().ok().map(|c| c.job),
             Record::Governance(_) | Record::Cleared { .. } => None,
         }
     }
@@ -236,6 +243,10 @@ impl Record {
                 )
             }
             Record::JobFailed { job, reason } => format!("job {} failed: {reason}", job.0.short()),
+            Record::JobCancelled { request } => match request.open_trusted::<Cancel>() {
+                Ok(c) => format!("job {} cancelled by {}", c.job.0.short(), request.signer.short()),
+                Err(_) => "job cancelled (unreadable request)".into(),
+            },
             Record::JobFailedPaid { job, reason, fuel, worker, payees } => {
                 let paid: Vec<String> = payees.iter().map(|(p, c)| format!("{c} to {p}")).collect();
                 format!(

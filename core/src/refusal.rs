@@ -44,6 +44,15 @@ pub enum Refusal {
          {window_ms} ms apart; make a new request (and check this machine's clock)"
     )]
     ClearingStale { made_ms: u64, now_ms: u64, window_ms: u64 },
+    #[error("job {job} is not known here; check the id (`icn jobs` lists yours)")]
+    UnknownJob { job: JobId },
+    #[error("job {job} has already ended ({state}); there is nothing to cancel")]
+    JobEnded { job: JobId, state: String },
+    #[error(
+        "{member} did not submit job {job} and holds neither vote nor operate standing in {scope}, so may not \
+         cancel it"
+    )]
+    NoCancelStanding { member: String, job: JobId, scope: ScopeId },
     #[error("the genesis is not valid: {0}")]
     BadGenesis(icn_governance::Refusal),
     #[error("the journal holds entries but no genesis; it was not made by this version")]
@@ -76,6 +85,9 @@ impl Refusal {
             Refusal::NoClearingStanding { .. } => "no_standing",
             Refusal::ClearingReplayed { .. } => "replayed",
             Refusal::ClearingStale { .. } => "stale",
+            Refusal::UnknownJob { .. } => "unknown_job",
+            Refusal::JobEnded { .. } => "job_ended",
+            Refusal::NoCancelStanding { .. } => "no_standing",
             Refusal::BadGenesis(_) | Refusal::NoGenesis | Refusal::GenesisChanged => "genesis",
         }
     }

@@ -48,7 +48,9 @@ impl Core {
         let received =
             self.record(Some(placement.placed_seq), worker, Record::ReportReceived { report: envelope });
         if retry {
-            self.requeue(task, placement.attempt, "the worker failed for a reason of its own".into(), false);
+            // The report ended its attempt; the replica goes back to the queue.
+            let reason = "the worker failed for a reason of its own".to_string();
+            self.record_requeue(task, placement.attempt, received, reason, false);
         } else {
             self.verify(task.job, received);
         }

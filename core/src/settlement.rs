@@ -177,6 +177,17 @@ impl Core {
         self.end(seq, &job, accepted, failure.map(str::to_string));
     }
 
+    /// A cancelled job ends with its hold voided; its replicas' slots come free.
+    pub(crate) fn apply_cancelled(&mut self, seq: u64, request: &Envelope) {
+        let job = request.open_trusted::<icn_protocol::wire::Cancel>().expect("journaled cancels decode").job;
+        let by = self
+            .governance
+            .member_name(&request.signer)
+            .map_or_else(|| request.signer.short(), str::to_string);
+        self.apply_failed(seq, job, &format!("cancelled by {by}"));
+        self.jobs.mark_cancelled(&job);
+    }
+
     pub(crate) fn apply_failed(&mut self, seq: u64, job: JobId, reason: &str) {
         let state = self.jobs.known(&job);
         assert!(!state.ended, "entry {seq}: job {job} fails after it ended");

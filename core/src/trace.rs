@@ -123,6 +123,11 @@ impl<'a, S: Source> Provenance<'a, S> {
                         if paid.is_empty() { "nothing".to_string() } else { paid.join(", ") }
                     ))
                 }
+                Record::JobCancelled { request } if authorization.hold.0 > 0 => money.push(format!(
+                    "#{}: cancelled by {}; the reservation was voided and nobody paid",
+                    line.seq,
+                    self.person(&request.signer)
+                )),
                 Record::JobFailed { .. } if authorization.hold.0 > 0 => money.push(format!(
                     "#{}: no worker could run the job to an accepted result, so the reservation was voided; \
                      nobody paid",
@@ -180,6 +185,11 @@ impl<'a, S: Source> Provenance<'a, S> {
                 Record::JobFailed { reason, .. } => {
                     view.state = JobState::Failed;
                     view.failure = Some(reason);
+                    view.result = reports.last().cloned();
+                }
+                Record::JobCancelled { request } => {
+                    view.state = JobState::Cancelled;
+                    view.failure = Some(format!("cancelled by {}", self.name(&request.signer)));
                     view.result = reports.last().cloned();
                 }
                 Record::JobFailedPaid { reason, worker, .. } => {
@@ -249,6 +259,14 @@ impl<'a, S: Source> Provenance<'a, S> {
                     format!("paid {} for {result}", others.join(", "))
                 };
                 (format!("job {}: {what}", job.0.short()), Some(authorization.decision))
+            }
+            Record::JobCancelled { .. } => {
+                let job = record.job().ok_or("a cancel names its job")?;
+                let (_, _, authorization) = self.submitted(&job)?;
+                (
+                    format!("job {}: cancelled; its hold was released", job.0.short()),
+                    Some(authorization.decision),
+                )
             }
             Record::JobFailed { job, .. } => {
                 let (_, _, authorization) = self.submitted(job)?;

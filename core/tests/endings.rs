@@ -14,7 +14,7 @@ use icn_protocol::governance::{
     Credits, Mandate, PlacementPolicy, PriceSchedule, Rule, ScopeId, ScopeKind, Standing,
 };
 use icn_protocol::wire::{
-    Assignment, Capacity, ExecutionReport, ExecutorKind, JobState, Limits, Outcome, Submission,
+    Assignment, Capacity, ExecutionReport, ExecutorKind, FailureKind, JobState, Limits, Outcome, Submission,
 };
 use icn_protocol::{ContentId, Envelope, Fuel, JobId, Keypair, TaskId};
 use proptest::prelude::*;
@@ -122,6 +122,11 @@ enum Op {
         worker: usize,
         honest: bool,
     },
+    /// Reports a failure of its own (a full disk) on one assignment it holds: the
+    /// replica goes back to the queue.
+    Fail {
+        worker: usize,
+    },
     /// The coordinator crashes and starts again from its journal.
     Crash,
 }
@@ -134,6 +139,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..COOPS).prop_map(|worker| Op::Disconnect { worker }),
         2 => (0..COOPS, any::<bool>()).prop_map(|(worker, keep)| Op::Reconnect { worker, keep }),
         4 => (0..COOPS, proptest::bool::weighted(0.85)).prop_map(|(worker, honest)| Op::Report { worker, honest }),
+        1 => (0..COOPS).prop_map(|worker| Op::Fail { worker }),
         1 => Just(Op::Crash),
     ]
 }
@@ -207,6 +213,10 @@ impl World {
                         w.held.clear();
                     }
                 }
+                Command::Stop { worker, task, attempt, .. } => {
+                    let w = self.workers.iter_mut().find(|w| w.key.public() == worker).unwrap();
+                    w.held.retain(|a| (a.task, a.attempt) != (task, attempt));
+                }
                 Command::JobChanged(_) => {}
             }
         }
@@ -246,17 +256,33 @@ impl World {
                 }
             }
             Op::Reconnect { worker, keep } => self.connect(worker, keep),
-            Op::Report { worker, honest } => {
+            Op::Report { .. } | Op::Fail { .. } => {
+                let (worker, honest, failed) = match op {
+                    Op::Report { worker, honest } => (worker, honest, false),
+                    Op::Fail { worker } => (worker, true, true),
+                    _ => unreachable!(),
+                };
                 let w = &mut self.workers[worker];
                 if !w.connected || w.held.is_empty() {
                     return;
                 }
                 let assignment = w.held.remove(0);
-                let output = if honest { b"42\n".to_vec() } else { b"lie\n".to_vec() };
+                let output = if failed {
+                    vec![]
+                } else if honest {
+                    b"42\n".to_vec()
+                } else {
+                    b"lie\n".to_vec()
+                };
+                let outcome = if failed {
+                    Outcome::Failed { kind: FailureKind::WorkerError, detail: "the disk filled".into() }
+                } else {
+                    Outcome::Exited { code: 0 }
+                };
                 let report = ExecutionReport {
                     task: assignment.task,
                     attempt: assignment.attempt,
-                    outcome: Outcome::Exited { code: 0 },
+                    outcome,
                     output_digest: ContentId::of(&output),
                     output_bytes: output.len() as u64,
                     stderr: vec![],
@@ -332,10 +358,14 @@ proptest! {
         for (job, count) in endings(&world.journal) {
             prop_assert_eq!(count, 1, "job {} ended {} times", job, count);
         }
+        let mut waiting = 0;
         for job in submitted(&world.journal) {
             let state = world.core.job(&job).unwrap().state;
             prop_assert!(!matches!(state, JobState::Running { .. }), "job {} is still running: {:?}", job, state);
+            waiting += usize::from(state == JobState::Queued);
         }
+        // A job that waits is in the queue: none is left neither placed nor queued.
+        prop_assert_eq!(waiting, world.core.queue_len(), "jobs waiting outside the queue");
         // A start from this journal never panics and gives the same state.
         let mut replayed = Core::new(world.coordinator.clone(), world.config.clone());
         replayed.recover(&world.journal, world.now()).unwrap();

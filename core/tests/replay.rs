@@ -148,6 +148,11 @@ enum Op {
         member: usize,
         fuel_mega: u64,
     },
+    /// A member asks to cancel one of the jobs submitted so far (refused when it ended).
+    Cancel {
+        member: usize,
+        job: usize,
+    },
     Advance {
         ms: u64,
     },
@@ -176,6 +181,7 @@ fn op() -> impl Strategy<Value = Op> {
         10 => (0..MEMBERS, prop_oneof![3 => Just(0usize), 1 => 1..3usize], 0..10u8)
             .prop_map(|(member, proposal, choice)| Op::Vote { member, proposal, choice }),
         4 => (0..MEMBERS, 1..3_000u64).prop_map(|(member, fuel_mega)| Op::Submit { member, fuel_mega }),
+        1 => (0..MEMBERS, 0..16usize).prop_map(|(member, job)| Op::Cancel { member, job }),
         3 => (1..1_500u64).prop_map(|ms| Op::Advance { ms }),
         8 => (0..8usize, proptest::bool::weighted(0.45), proptest::bool::weighted(0.1))
             .prop_map(|(task, lie, flaky)| Op::Finish { task, lie, flaky }),
@@ -292,6 +298,13 @@ impl Sim {
                 let envelope = Envelope::seal(&key(member), nonce, &submission);
                 if let Ok(job) = self.core.submit(now, envelope, submission) {
                     self.jobs.push(job);
+                }
+            }
+            Op::Cancel { member, job } => {
+                if let Some(job) = self.jobs.get(job).copied() {
+                    let request = icn_protocol::wire::Cancel { job };
+                    let envelope = Envelope::seal(&key(member), nonce, &request);
+                    let _ = self.core.cancel(now, envelope, request);
                 }
             }
             Op::Advance { ms } => {
@@ -424,6 +437,9 @@ impl Sim {
                     // A worker let go drops what it ran for this coordinator.
                     self.running.retain(|(w, _)| *w != i);
                 }
+                Command::Stop { task, attempt, .. } => {
+                    self.running.retain(|(_, a)| (a.task, a.attempt) != (task, attempt));
+                }
                 Command::JobChanged(_) => {}
             }
         }
@@ -468,12 +484,17 @@ impl Sim {
             let journaled = provenance.job_view(job).unwrap();
             prop_assert!(journaled.is_some(), "job {} is in the index", job);
             match self.core.job(job) {
-                Some(view) if matches!(view.state, JobState::Completed | JobState::Failed) => {
+                Some(view)
+                    if matches!(view.state, JobState::Completed | JobState::Failed | JobState::Cancelled) =>
+                {
                     prop_assert_eq!(Some(view), journaled)
                 }
                 Some(_) => {}
                 None => prop_assert!(
-                    matches!(journaled.unwrap().state, JobState::Completed | JobState::Failed),
+                    matches!(
+                        journaled.unwrap().state,
+                        JobState::Completed | JobState::Failed | JobState::Cancelled
+                    ),
                     "only ended jobs leave memory"
                 ),
             }

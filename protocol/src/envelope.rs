@@ -27,6 +27,7 @@ pub enum Kind {
     Proposal,
     Ballot,
     ClearRequest,
+    Cancel,
 }
 
 /// A payload type that travels in an envelope.

@@ -202,6 +202,17 @@ impl Signed for Submission {
     const KIND: Kind = Kind::Submission;
 }
 
+/// A member's signed request to stop a job: its submitter, or a member with standing in
+/// its scope, may ask. Running replicas are told to stop and the job's hold is voided.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cancel {
+    pub job: JobId,
+}
+
+impl Signed for Cancel {
+    const KIND: Kind = Kind::Cancel;
+}
+
 impl Submission {
     pub fn validate(&self) -> Result<(), Error> {
         if self.args.len() > ARGS_COUNT_MAX {
@@ -377,6 +388,8 @@ pub enum CoordinatorMessage {
     Module(Vec<u8>),
     /// The coordinator could not serve a module fetch.
     NoModule(String),
+    /// The job was cancelled: stop the task on this stream; no report is wanted.
+    Cancel,
 }
 
 /// Member's client → coordinator, one request per stream.
@@ -423,6 +436,8 @@ pub enum ClientRequest {
     Trace(TraceQuery),
     /// Workers: owner, connection, slots, trust, quarantine.
     Workers(Page),
+    /// A signed [`Cancel`].
+    Cancel(Envelope),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -443,6 +458,8 @@ pub enum JobState {
     Failed,
     /// Replicas disagreed and more could not settle it: a decision of the commons will.
     Disputed,
+    /// A member cancelled it; `failure` says who.
+    Cancelled,
 }
 
 /// What a member sees of a job.
@@ -522,11 +539,20 @@ pub enum ClientResponse {
     ModuleStored(ContentId),
     HasInput(bool),
     InputStored(ContentId),
-    Output { job: JobId, digest: ContentId, bytes: Vec<u8> },
+    Output {
+        job: JobId,
+        digest: ContentId,
+        bytes: Vec<u8>,
+    },
     Submitted(JobId),
     Job(Box<JobView>),
-    Proposed { proposal: ContentId, closes_ms: u64 },
-    Voted { proposal: ContentId },
+    Proposed {
+        proposal: ContentId,
+        closes_ms: u64,
+    },
+    Voted {
+        proposal: ContentId,
+    },
     Cleared(ClearingView),
     Members(Paged<MemberView>),
     Scopes(Vec<ScopeSummary>),
@@ -540,6 +566,8 @@ pub enum ClientResponse {
     Trace(Box<Trace>),
     Workers(Paged<WorkerView>),
     Error(ApiError),
+    /// The job as it stands once cancelled.
+    Cancelled(Box<JobView>),
 }
 
 /// Why a request was refused: a code that does not change between versions, for

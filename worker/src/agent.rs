@@ -28,7 +28,7 @@ type Outgoing = FrameWriter<SendStream>;
 type Incoming = FrameReader<RecvStream>;
 use tokio::sync::Semaphore;
 
-use crate::executor::{Execution, Executors};
+use crate::executor::{Execution, Executors, Running, Stop};
 
 /// The longest pause between two attempts to reach the coordinator.
 pub const RECONNECT_DELAY_MS_MAX: u64 = 2_000;
@@ -36,6 +36,8 @@ pub const RECONNECT_DELAY_MS_MIN: u64 = 50;
 /// Frames that carry a module: the module plus the frame's own overhead.
 const MODULE_FRAME_BYTES_MAX: usize = MODULE_SIZE_BYTES_MAX + 1024;
 const _: () = assert!(MODULE_FRAME_BYTES_MAX <= MESSAGE_SIZE_BYTES_MAX);
+/// A cancel is a tag; anything longer on a running task's stream is not one.
+const CANCEL_FRAME_BYTES_MAX: usize = 1024;
 
 #[derive(Clone)]
 pub struct WorkerConfig {
@@ -253,7 +255,12 @@ impl Agent {
                 self.running.lock().expect("running lock").insert(attempt);
                 let execution = self.execute(&assignment, input, &mut send, &mut recv).await;
                 match execution {
-                    Ok(execution) => execution,
+                    Ok(Some(execution)) => execution,
+                    Ok(None) => {
+                        tracing::info!(task = %assignment.task, "task stopped: its job was cancelled");
+                        self.running.lock().expect("running lock").remove(&attempt);
+                        return Ok(());
+                    }
                     Err(e) => {
                         self.running.lock().expect("running lock").remove(&attempt);
                         return Err(e);
@@ -314,37 +321,39 @@ impl Agent {
         link.outbox.push(pending);
     }
 
+    /// Runs the assignment; `None` when the coordinator cancelled it on the way.
     async fn execute(
         &self,
         assignment: &Assignment,
         input: Vec<u8>,
         send: &mut Outgoing,
         recv: &mut Incoming,
-    ) -> Result<Execution, Error> {
+    ) -> Result<Option<Execution>, Error> {
+        let stop = Stop::default();
         if let Err(e) = icn_protocol::wire::check_input(&input) {
-            return Ok(Execution::refused(format!("the assignment's input is refused: {e}")));
+            return Ok(Some(Execution::refused(format!("the assignment's input is refused: {e}"))));
         }
         if ContentId::of(&input) != assignment.input {
-            return Ok(Execution::refused(format!(
+            return Ok(Some(Execution::refused(format!(
                 "the input sent hashes to {}, not to the assignment's {}",
                 ContentId::of(&input).short(),
                 assignment.input.short()
-            )));
+            ))));
         }
         if let Err(e) = assignment.limits.validate() {
-            return Ok(Execution::refused(format!("the assignment's limits are invalid: {e}")));
+            return Ok(Some(Execution::refused(format!("the assignment's limits are invalid: {e}"))));
         }
         if assignment.limits.memory_bytes > self.config.memory_bytes {
-            return Ok(Execution::refused(format!(
+            return Ok(Some(Execution::refused(format!(
                 "the task wants {} bytes of memory; this worker offers {}",
                 assignment.limits.memory_bytes, self.config.memory_bytes
-            )));
+            ))));
         }
         let Some(executor) = self.executors.get(assignment.executor).cloned() else {
-            return Ok(Execution::refused(format!(
+            return Ok(Some(Execution::refused(format!(
                 "this worker does not run the {} executor",
                 assignment.executor
-            )));
+            ))));
         };
         let module = assignment.module;
         if !executor.has_program(&module) {
@@ -352,7 +361,7 @@ impl Agent {
             let bytes = match recv.read::<CoordinatorMessage>(MODULE_FRAME_BYTES_MAX).await? {
                 Some(CoordinatorMessage::Module(bytes)) => bytes,
                 Some(CoordinatorMessage::NoModule(reason)) => {
-                    return Ok(Execution::refused(format!("module unavailable: {reason}")));
+                    return Ok(Some(Execution::refused(format!("module unavailable: {reason}"))));
                 }
                 other => return Err(Error::invalid(format!("expected the module's bytes, got {other:?}"))),
             };
@@ -361,10 +370,31 @@ impl Agent {
                 .await
                 .map_err(|e| Error::Transport(format!("module compilation panicked: {e}")))?;
             if let Err(reason) = loaded {
-                return Ok(Execution::refused(reason));
+                return Ok(Some(Execution::refused(reason)));
             }
         }
-        Ok(executor.run(assignment.clone(), input).await)
+        Ok(run_until_cancelled(executor.run(assignment.clone(), input, stop.clone()), &stop, recv).await)
+    }
+}
+
+/// Runs a task while listening on its stream for the coordinator's cancel: on one, the
+/// executor is told to stop and the run's result is dropped (`None`). A stream that ends
+/// or fails otherwise went with its connection: the task runs on and reports later.
+async fn run_until_cancelled(running: Running, stop: &Stop, recv: &mut Incoming) -> Option<Execution> {
+    tokio::pin!(running);
+    let mut listening = true;
+    loop {
+        tokio::select! {
+            execution = &mut running => {
+                return (!stop.load(std::sync::atomic::Ordering::Relaxed)).then_some(execution);
+            }
+            message = recv.read::<CoordinatorMessage>(CANCEL_FRAME_BYTES_MAX), if listening => {
+                listening = false;
+                if let Ok(Some(CoordinatorMessage::Cancel)) = message {
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
     }
 }
 

@@ -37,6 +37,10 @@ impl Execution {
 
 pub type Running = Pin<Box<dyn Future<Output = Execution> + Send>>;
 
+/// Set when the task is to stop (its job was cancelled); an executor checks it while
+/// the task runs and ends the run soon after.
+pub type Stop = Arc<std::sync::atomic::AtomicBool>;
+
 pub trait Executor: Send + Sync + 'static {
     fn kind(&self) -> ExecutorKind;
 
@@ -48,8 +52,9 @@ pub trait Executor: Send + Sync + 'static {
     /// fails its tasks as invalid, so it is not fetched again.
     fn load_program(&self, program: ContentId, bytes: &[u8]) -> Result<(), String>;
 
-    /// Runs one task on `input` within its limits, off the async threads where it blocks.
-    fn run(self: Arc<Self>, assignment: Assignment, input: Vec<u8>) -> Running;
+    /// Runs one task on `input` within its limits, off the async threads where it blocks,
+    /// until it ends or `stop` is set.
+    fn run(self: Arc<Self>, assignment: Assignment, input: Vec<u8>, stop: Stop) -> Running;
 }
 
 /// The executors a worker offers, by kind.

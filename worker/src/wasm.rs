@@ -22,6 +22,8 @@ use bytes::{Bytes, BytesMut};
 
 use icn_protocol::wire::{FailureKind, Limits, Outcome, STDERR_SIZE_BYTES_MAX, TEXT_SIZE_BYTES_MAX};
 use icn_protocol::{ContentId, Fuel};
+
+use crate::executor::Stop;
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
 use wasmtime::{Caller, Config, Engine, InstancePre, Linker, Module, ResourceLimiter, Store, Trap};
@@ -303,6 +305,19 @@ impl WasmExecutor {
 
     /// Runs a cached module. Blocking: call it from a thread that may block.
     pub fn execute(&self, module: &ContentId, input: &[u8], args: &[String], limits: &Limits) -> Execution {
+        self.execute_until(module, input, args, limits, &Stop::default())
+    }
+
+    /// Runs a cached module until it ends or `stop` is set (checked every epoch tick,
+    /// [`EPOCH_TICK_MS`]). Blocking.
+    pub fn execute_until(
+        &self,
+        module: &ContentId,
+        input: &[u8],
+        args: &[String],
+        limits: &Limits,
+        stop: &Stop,
+    ) -> Execution {
         let compiled = self.cache.get(module).map(|cached| cached.compiled);
         let pre = match compiled {
             Some(Ok(pre)) => pre,
@@ -338,9 +353,17 @@ impl WasmExecutor {
         if let Err(e) = store.set_fuel(limits.fuel.0) {
             return failed(FailureKind::WorkerError, format!("cannot set fuel: {e}"), Fuel(0));
         }
-        let ticks = limits.timeout_ms.div_ceil(EPOCH_TICK_MS) + 1;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        // Each tick: over time, or told to stop, the module is interrupted.
+        let mut ticks_left = limits.timeout_ms.div_ceil(EPOCH_TICK_MS) + 1;
+        let stopping = stop.clone();
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            ticks_left -= 1;
+            if ticks_left == 0 || stopping.load(Ordering::Relaxed) {
+                return Err(Trap::Interrupt.into());
+            }
+            Ok(wasmtime::UpdateDeadline::Continue(1))
+        });
 
         let result = pre.instantiate(&mut store).and_then(|instance| {
             let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
@@ -418,11 +441,18 @@ impl crate::executor::Executor for WasmExecutor {
         self: Arc<Self>,
         assignment: icn_protocol::wire::Assignment,
         input: Vec<u8>,
+        stop: Stop,
     ) -> crate::executor::Running {
         Box::pin(async move {
             let executor = self.clone();
             let ran = tokio::task::spawn_blocking(move || {
-                executor.execute(&assignment.module, &input, &assignment.args, &assignment.limits)
+                executor.execute_until(
+                    &assignment.module,
+                    &input,
+                    &assignment.args,
+                    &assignment.limits,
+                    &stop,
+                )
             });
             ran.await.unwrap_or_else(|e| Execution::refused(format!("the wasm executor panicked: {e}")))
         })
