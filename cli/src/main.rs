@@ -84,7 +84,17 @@ enum Command {
         #[arg(long)]
         wait: bool,
     },
-    /// Show a job's state; with --wait, follow it until it ends.
+    /// Print what a job's module wrote to stderr (its accepted run's, or its last run's;
+    /// at most the last 4 KiB).
+    Logs {
+        #[command(flatten)]
+        connect: Connect,
+        /// The job's id, as `icn submit` printed it.
+        job: String,
+    },
+    /// Show a job's state; with --wait, follow it until it ends. The exit status is the
+    /// module's own exit code for a completed job, 70 for a failed or cancelled one, 75
+    /// for one in dispute, 0 while it waits or runs.
     Status {
         #[command(flatten)]
         connect: Connect,
@@ -516,11 +526,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let client = connect.client().await?;
             client.ensure_module(&bytes).await?;
             let job = client.submit(&job).await?;
-            eprintln!("job {job}");
+            // The id first, on its own line, so a script can read it before the output.
+            println!("{job}");
             if wait {
                 return follow(&client, job).await;
             }
-            println!("{job}");
         }
         Command::Status { connect, job, wait } => {
             let job: JobId = job.parse()?;
@@ -530,6 +540,19 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             let view = client.status(job).await?;
             eprintln!("{}", describe(&view));
+            return Ok(exit_code(&view));
+        }
+        Command::Logs { connect, job } => {
+            let job: JobId = job.parse()?;
+            let view = connect.client().await?.status(job).await?;
+            match &view.result {
+                Some((_, report)) if !report.stderr.is_empty() => {
+                    use std::io::Write;
+                    std::io::stdout().write_all(&report.stderr)?;
+                }
+                Some(_) => eprintln!("job {}: its module wrote nothing to stderr", job.0.short()),
+                None => eprintln!("{}; no run has reported yet", describe(&view)),
+            }
         }
         Command::Cancel { connect, job } => {
             let job: JobId = job.parse()?;
@@ -772,23 +795,48 @@ async fn follow(client: &Client, job: JobId) -> anyhow::Result<ExitCode> {
     let view = client.watch(job, |view| progress.set_message(describe(view))).await?;
     progress.finish_and_clear();
     eprintln!("{}", describe(&view));
+    if view.state == JobState::Completed {
+        use std::io::Write;
+        std::io::stdout().write_all(&client.output(job).await?)?;
+    }
+    Ok(exit_code(&view))
+}
+
+/// A job's exit status for `submit --wait` and `status`: the module's own exit code when
+/// it completed, [`EXIT_FAILED`] when it failed or was cancelled, [`EXIT_DISPUTED`] in
+/// dispute, and 0 while it waits or runs.
+fn exit_code(view: &JobView) -> ExitCode {
     match (&view.state, &view.result) {
-        (JobState::Disputed, _) => Ok(ExitCode::from(EXIT_DISPUTED)),
-        (JobState::Completed, Some((_, report))) => {
-            use std::io::Write;
-            std::io::stdout().write_all(&client.output(job).await?)?;
-            Ok(match report.outcome {
-                Outcome::Exited { code: 0 } => ExitCode::SUCCESS,
-                _ => ExitCode::from(1),
-            })
-        }
-        _ => Ok(ExitCode::from(1)),
+        (JobState::Completed, Some((_, report))) => match report.outcome {
+            // An exit code outside 1..=255 still says "not zero".
+            Outcome::Exited { code } => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            Outcome::Failed { .. } => ExitCode::from(EXIT_FAILED),
+        },
+        (JobState::Completed, None) => ExitCode::SUCCESS,
+        (JobState::Failed | JobState::Cancelled, _) => ExitCode::from(EXIT_FAILED),
+        (JobState::Disputed, _) => ExitCode::from(EXIT_DISPUTED),
+        (JobState::Queued | JobState::Running { .. }, _) => ExitCode::SUCCESS,
     }
 }
+
+/// A job that failed (a trap, its fuel, time, memory or output limit) or was cancelled
+/// (70 is the conventional "internal software error"; the module's own codes pass
+/// through as they are).
+const EXIT_FAILED: u8 = 70;
 
 /// `--wait` on a job in dispute: its result waits for a decision of the commons (75 is
 /// the conventional "temporary failure, try again later").
 const EXIT_DISPUTED: u8 = 75;
+
+/// Where a run's stderr can be read, when it wrote any.
+fn stderr_note(view: &JobView) -> String {
+    match &view.result {
+        Some((_, report)) if !report.stderr.is_empty() => {
+            format!("; {} bytes of stderr (`icn logs {}`)", report.stderr.len(), view.job)
+        }
+        _ => String::new(),
+    }
+}
 
 fn describe(view: &JobView) -> String {
     let id = view.job.0.short();
@@ -805,11 +853,12 @@ fn describe(view: &JobView) -> String {
             format!("job {id}: running on worker {} (attempt {attempt})", worker.short())
         }
         (JobState::Completed, Some((worker, report))) => format!(
-            "job {id}: completed on worker {}: {}, {} output bytes, {}",
+            "job {id}: completed on worker {}: {}, {} output bytes, {}{}",
             worker.short(),
             icn_core::record::describe_outcome(&report.outcome),
             report.output_bytes,
-            report.fuel
+            report.fuel,
+            stderr_note(view)
         ),
         (JobState::Cancelled, _) => format!(
             "job {id}: {}; its hold was released and nobody paid",
@@ -817,8 +866,9 @@ fn describe(view: &JobView) -> String {
         ),
         (JobState::Failed, _) => {
             format!(
-                "job {id}: failed: {}",
-                view.failure.clone().unwrap_or_else(|| "no reason recorded".into())
+                "job {id}: failed: {}{}",
+                view.failure.clone().unwrap_or_else(|| "no reason recorded".into()),
+                stderr_note(view)
             )
         }
         (JobState::Completed, None) => format!("job {id}: completed"),

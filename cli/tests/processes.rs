@@ -374,9 +374,53 @@ fn submit_wait_prints_the_output_and_a_tampered_row_is_named_by_verify() {
     args.push("--wait".into());
     let out = cluster.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "42\n");
+    // The job's id on the first line, then the module's output.
+    let stdout = text(&out.stdout);
+    let (id, output) = stdout.split_once('\n').unwrap();
+    assert!(id.len() == 64 && id.chars().all(|c| c.is_ascii_hexdigit()), "{stdout}");
+    assert_eq!(output, "42\n");
     let stderr = text(&out.stderr);
     assert!(stderr.contains("job ") && stderr.contains("completed on worker"), "{stderr}");
+
+    // A module's own exit code is icn's; what it wrote to stderr is kept and shown.
+    let mut args: Vec<String> = vec!["submit".into(), "--scope".into(), "fed-north".into()];
+    args.extend(cluster.member_args());
+    args.extend([wat("grumble.wat").to_str().unwrap().into(), "--wait".into()]);
+    let out = cluster.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let (grumble, output) = stdout.split_once('\n').unwrap();
+    assert_eq!(output, "partial\n");
+    assert!(text(&out.stderr).contains("30 bytes of stderr (`icn logs"), "{}", text(&out.stderr));
+    let mut args: Vec<String> = vec!["logs".into()];
+    args.extend(cluster.member_args());
+    args.push(grumble.into());
+    let logs = cluster.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(logs.status.success(), "{}", text(&logs.stderr));
+    assert_eq!(text(&logs.stdout), "cannot find the second number\n");
+    let mut args: Vec<String> = vec!["status".into()];
+    args.extend(cluster.member_args());
+    args.push(grumble.into());
+    assert_eq!(cluster.run(&args.iter().map(String::as_str).collect::<Vec<_>>()).status.code(), Some(3));
+
+    // A job that fails (here: out of fuel) exits 70 from `status` as from `submit --wait`.
+    let mut args: Vec<String> = vec!["submit".into(), "--scope".into(), "fed-north".into()];
+    args.extend(cluster.member_args());
+    args.extend([
+        wat("spin.wat").to_str().unwrap().into(),
+        "--fuel".into(),
+        "1000000".into(),
+        "--wait".into(),
+    ]);
+    let out = cluster.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(70), "{}", text(&out.stderr));
+    let spun = text(&out.stdout).trim().to_string();
+    let mut args: Vec<String> = vec!["status".into()];
+    args.extend(cluster.member_args());
+    args.push(spun);
+    let status = cluster.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(status.status.code(), Some(70), "{}", text(&status.stderr));
+    assert!(text(&status.stderr).contains("OutOfFuel"), "{}", text(&status.stderr));
 
     cluster.kill_coordinator();
     let verified = cluster.verify();
