@@ -11,7 +11,7 @@ use icn_protocol::views::{
     ScopeSummary, ScopeView, Statement, Trace, WorkerView,
 };
 use icn_protocol::wire::{
-    Answer, ClientRequest, ClientResponse, Hello, JobView, MESSAGE_SIZE_BYTES_MAX, Role, Submission,
+    Answer, ClientRequest, ClientResponse, Hello, IdKind, JobView, MESSAGE_SIZE_BYTES_MAX, Role, Submission,
     TraceQuery,
 };
 use icn_protocol::{ContentId, Envelope, JobId, Keypair, PublicKey, Seal, SealKeeper};
@@ -186,6 +186,40 @@ impl Client {
             ClientResponse::Error(error) => bail!("{}", error.message),
             other => bail!(unexpected(other)),
         }
+    }
+
+    /// The ids of `kind` that start with `prefix`, as the coordinator knows them.
+    pub async fn complete(&self, kind: IdKind, prefix: &str) -> anyhow::Result<Vec<String>> {
+        let request = ClientRequest::Complete { kind, prefix: prefix.to_string() };
+        match self.request(&request).await? {
+            ClientResponse::Completions(ids) => Ok(ids),
+            ClientResponse::Error(error) => bail!("{}", error.message),
+            other => bail!(unexpected(other)),
+        }
+    }
+
+    /// The full id a member typed, or the one id its prefix names: ids are 64 hex digits,
+    /// and any unique start of one (at least 6) will do.
+    pub async fn resolve(&self, kind: IdKind, typed: &str) -> anyhow::Result<String> {
+        let typed = typed.trim().to_ascii_lowercase();
+        if typed.len() == 64 {
+            return Ok(typed);
+        }
+        let ids = self.complete(kind, &typed).await?;
+        match ids.as_slice() {
+            [] => bail!("no {kind} known here starts with {typed}"),
+            [one] => Ok(one.clone()),
+            many => bail!(
+                "{typed} is the start of {}{} {kind}s: {}; type more of the id",
+                if many.len() >= icn_protocol::wire::COMPLETIONS_MAX { "at least " } else { "" },
+                many.len(),
+                many.iter().map(|id| &id[..16]).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+
+    pub async fn resolve_job(&self, typed: &str) -> anyhow::Result<JobId> {
+        Ok(self.resolve(IdKind::Job, typed).await?.parse()?)
     }
 
     /// Signs a request to cancel `job`; the job as it stands once cancelled.

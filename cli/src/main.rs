@@ -16,7 +16,7 @@ use icn_protocol::governance::{
     Choice, Credits, Effect, Mandate, PlacementPolicy, PriceSchedule, Proposal, ScopeId, Standing,
 };
 use icn_protocol::views::{PAGE_ITEMS_MAX, Page};
-use icn_protocol::wire::{ExecutorKind, JobState, JobView, Limits, Outcome, TraceQuery};
+use icn_protocol::wire::{ExecutorKind, IdKind, JobState, JobView, Limits, Outcome, TraceQuery};
 use icn_protocol::{ContentId, Fuel, JobId, Keypair, PublicKey, SealPoint};
 
 #[derive(Parser)]
@@ -127,7 +127,10 @@ enum Command {
     Vote {
         #[command(flatten)]
         connect: Connect,
-        proposal: ContentId,
+        /// The proposal's id, or any unique start of it (at least 6 hex digits), as
+        /// `icn decisions` lists it.
+        proposal: String,
+        /// yes, no or abstain.
         choice: Choice,
     },
     /// Decisions taken and proposals open, in plain words.
@@ -282,8 +285,9 @@ enum EffectArgs {
     },
     /// A worker leaves the commons; it is disconnected when the decision is taken.
     RemoveWorker {
+        /// The worker's key, or any unique start of it (at least 6 hex digits).
         #[arg(long)]
-        key: PublicKey,
+        key: String,
     },
     /// Give a member (new or known) standing in the deciding scope.
     Grant {
@@ -296,8 +300,9 @@ enum EffectArgs {
     },
     /// Take standing away in the deciding scope; later actions only.
     Revoke {
+        /// The member's key, or any unique start of it (at least 6 hex digits).
         #[arg(long)]
-        key: PublicKey,
+        key: String,
         #[arg(long, value_delimiter = ',', required = true)]
         standing: Vec<Standing>,
     },
@@ -319,8 +324,9 @@ enum EffectArgs {
     },
     /// A quarantined worker may take tasks again, its trust starting over.
     Readmit {
+        /// The worker's key, or any unique start of it (at least 6 hex digits).
         #[arg(long)]
-        key: PublicKey,
+        key: String,
     },
     /// How far below zero scope --for's account may go.
     CreditLimit {
@@ -337,7 +343,11 @@ enum EffectArgs {
 }
 
 impl EffectArgs {
-    fn effect(self) -> anyhow::Result<Effect> {
+    /// The effect, with every key or job named by a prefix resolved to its full id.
+    async fn effect(self, client: &Client) -> anyhow::Result<Effect> {
+        let key = |typed: String| async move {
+            anyhow::Ok(client.resolve(IdKind::Key, &typed).await?.parse::<PublicKey>()?)
+        };
         Ok(match self {
             EffectArgs::Mandate { target, budget, period_hours, executors, fuel } => {
                 if !(period_hours > 0.0 && period_hours.is_finite()) {
@@ -352,16 +362,20 @@ impl EffectArgs {
                 })
             }
             EffectArgs::AdmitWorker { key, owner } => Effect::AdmitWorker { key, owner },
-            EffectArgs::RemoveWorker { key } => Effect::RemoveWorker { key },
+            EffectArgs::RemoveWorker { key: typed } => Effect::RemoveWorker { key: key(typed).await? },
             EffectArgs::Grant { name, key, standing } => Effect::GrantStanding { name, key, standing },
-            EffectArgs::Revoke { key, standing } => Effect::RevokeStanding { key, standing },
+            EffectArgs::Revoke { key: typed, standing } => {
+                Effect::RevokeStanding { key: key(typed).await?, standing }
+            }
             EffectArgs::Policy { replicas, quorum } => {
                 Effect::PlacementPolicy(PlacementPolicy { replicas, quorum })
             }
-            EffectArgs::Readmit { key } => Effect::Readmit { key },
-            EffectArgs::ResolveDispute { job, output_digest, fuel } => {
-                Effect::ResolveDispute { job: job.parse()?, output_digest, fuel: Fuel(fuel) }
-            }
+            EffectArgs::Readmit { key: typed } => Effect::Readmit { key: key(typed).await? },
+            EffectArgs::ResolveDispute { job, output_digest, fuel } => Effect::ResolveDispute {
+                job: client.resolve_job(&job).await?,
+                output_digest,
+                fuel: Fuel(fuel),
+            },
             EffectArgs::CreditLimit { target, limit } => {
                 Effect::CreditLimit { scope: target, limit: Credits(limit) }
             }
@@ -533,8 +547,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Status { connect, job, wait } => {
-            let job: JobId = job.parse()?;
             let client = connect.client().await?;
+            let job = client.resolve_job(&job).await?;
             if wait {
                 return follow(&client, job).await;
             }
@@ -543,8 +557,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             return Ok(exit_code(&view));
         }
         Command::Logs { connect, job } => {
-            let job: JobId = job.parse()?;
-            let view = connect.client().await?.status(job).await?;
+            let client = connect.client().await?;
+            let job = client.resolve_job(&job).await?;
+            let view = client.status(job).await?;
             match &view.result {
                 Some((_, report)) if !report.stderr.is_empty() => {
                     use std::io::Write;
@@ -555,20 +570,24 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Cancel { connect, job } => {
-            let job: JobId = job.parse()?;
-            let view = connect.client().await?.cancel(job).await?;
+            let client = connect.client().await?;
+            let job = client.resolve_job(&job).await?;
+            let view = client.cancel(job).await?;
             eprintln!("{}", describe(&view));
         }
         Command::Propose { connect, scope, title, effect } => {
-            let proposal = Proposal { scope, title, effect: effect.effect()? };
+            let client = connect.client().await?;
+            let proposal = Proposal { scope, title, effect: effect.effect(&client).await? };
             proposal.validate()?;
-            let (id, closes_ms) = connect.client().await?.propose(&proposal).await?;
+            let (id, closes_ms) = client.propose(&proposal).await?;
             let seconds = closes_ms.saturating_sub(icn_coordinator::server::now_ms()) as f64 / 1000.0;
             eprintln!("proposal {} open; voting closes in {seconds:.1} s", id.short());
             println!("{id}");
         }
         Command::Vote { connect, proposal, choice } => {
-            connect.client().await?.vote(proposal, choice).await?;
+            let client = connect.client().await?;
+            let proposal: ContentId = client.resolve(IdKind::Proposal, &proposal).await?.parse()?;
+            client.vote(proposal, choice).await?;
             eprintln!("voted {choice} on proposal {}", proposal.short());
         }
         Command::Decisions { connect } => {
@@ -587,12 +606,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             print!("{}", icn_cli::governance::scope(&view, icn_coordinator::server::now_ms()));
         }
         Command::Trace { connect, job, decision, json } => {
+            let client = connect.client().await?;
             let query = match (job, decision) {
                 (_, Some(decision)) => TraceQuery::Decision(decision, Page::first(PAGE_ITEMS_MAX)),
-                (Some(job), None) => TraceQuery::Job(job.parse()?),
+                (Some(job), None) => TraceQuery::Job(client.resolve_job(&job).await?),
                 (None, None) => bail!("name a job, or a decision with --decision"),
             };
-            let trace = connect.client().await?.trace(query).await?;
+            let trace = client.trace(query).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&trace)?);
             } else {

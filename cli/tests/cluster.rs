@@ -475,6 +475,8 @@ async fn ended_jobs_leave_memory_and_the_journal_answers_for_them() {
     assert_eq!(client.status(first_id).await.unwrap(), first_view, "status from the journal");
     assert_eq!(client.watch(first_id, |_| {}).await.unwrap(), first_view, "a watch ends at once");
     assert_eq!(client.output(first_id).await.unwrap(), b"42\n");
+    // A forgotten job is found by the start of its id too, from the journal's index.
+    assert_eq!(client.resolve_job(&first_id.to_string()[..8]).await.unwrap(), first_id);
     let submitted = journal::read(&commons.journal)
         .unwrap()
         .iter()
@@ -596,4 +598,45 @@ async fn cancel_stops_a_running_job_voids_its_hold_and_needs_standing() {
     let trace = ana.trace(icn_protocol::wire::TraceQuery::Job(spinning)).await.unwrap().to_string();
     assert!(trace.contains("cancelled by ana"), "{trace}");
     commons.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_are_found_by_any_unique_start_and_an_ambiguous_one_names_the_matches() {
+    use icn_protocol::wire::IdKind;
+    // Two admitted worker keys that share their first 6 hex digits (found by drawing keys
+    // until two collide: about 5,000 draws for 24 bits).
+    let mut seen = std::collections::HashMap::new();
+    let (a, b) = loop {
+        let key = Keypair::generate().public();
+        let start = key.to_string()[..6].to_string();
+        if let Some(other) = seen.insert(start, key) {
+            break (other, key);
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let extra = [(a, "coop-a"), (b, "coop-b")];
+    let options = LocalOptions { extra_workers: &extra, ..two_workers() };
+    let commons = LocalCommons::start(dir.path(), options).await.unwrap();
+    let client = commons.client().await.unwrap();
+    let shared = &a.to_string()[..6];
+    let ambiguous = client.resolve(IdKind::Key, shared).await.unwrap_err().to_string();
+    assert!(ambiguous.contains(&format!("{shared} is the start of 2 keys")), "{ambiguous}");
+    assert!(
+        ambiguous.contains(&a.to_string()[..16]) && ambiguous.contains(&b.to_string()[..16]),
+        "{ambiguous}"
+    );
+    let longer = common_start(&a.to_string(), &b.to_string()) + 1;
+    assert_eq!(client.resolve(IdKind::Key, &a.to_string()[..longer]).await.unwrap(), a.to_string());
+
+    let job = submit_wat(&client, HELLO_WAT, b"", Limits::default()).await;
+    assert_eq!(client.resolve_job(&job.to_string()[..6]).await.unwrap(), job);
+    let short = client.resolve(IdKind::Job, "abc").await.unwrap_err().to_string();
+    assert!(short.contains("give at least 6 of its hex digits"), "{short}");
+    let unknown = client.resolve(IdKind::Proposal, &job.to_string()[..12]).await.unwrap_err().to_string();
+    assert!(unknown.contains("no proposal known here starts with"), "{unknown}");
+    commons.stop().await.unwrap();
+}
+
+fn common_start(a: &str, b: &str) -> usize {
+    a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count()
 }

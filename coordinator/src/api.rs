@@ -16,7 +16,9 @@ use icn_core::trace::Provenance;
 use icn_core::{Core, Now, Refusal};
 use icn_protocol::governance::{Ballot, ClearRequest, Proposal};
 use icn_protocol::views::ClearingView;
-use icn_protocol::wire::{ApiError, Cancel, ClientRequest, ClientResponse, JobView, Submission, TraceQuery};
+use icn_protocol::wire::{
+    ApiError, COMPLETIONS_MAX, Cancel, ClientRequest, ClientResponse, IdKind, JobView, Submission, TraceQuery,
+};
 use icn_protocol::{Envelope, JobId, PublicKey, Seal};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -171,6 +173,23 @@ impl MemberApi {
                     .await?
                     .map_err(|e| refused("ballot", e))?;
                 ClientResponse::Voted { proposal }
+            }
+            ClientRequest::Complete { kind, prefix } => {
+                let bounds = icn_protocol::prefix_bounds(&prefix).map_err(|e| ApiError::new("invalid", e))?;
+                let mut ids = self.read(move |core| core.complete(kind, bounds, COMPLETIONS_MAX)).await?;
+                if kind == IdKind::Job {
+                    // Jobs that left memory are in the journal's index.
+                    let readers = self.readers.clone();
+                    let (lo, hi) = bounds;
+                    let found = blocking(move || {
+                        readers.with(|r| r.jobs_between(&lo, &hi, COMPLETIONS_MAX).map_err(|e| e.to_string()))
+                    });
+                    ids.extend(found.await?);
+                    ids.sort_unstable();
+                    ids.dedup();
+                    ids.truncate(COMPLETIONS_MAX);
+                }
+                ClientResponse::Completions(ids.iter().map(hex::encode).collect())
             }
             ClientRequest::Cancel(envelope) => {
                 let request: Cancel = envelope.open().map_err(|e| refused("cancel", e.into()))?;

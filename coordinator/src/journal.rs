@@ -621,6 +621,32 @@ impl JournalReader {
     }
 }
 
+impl JournalReader {
+    /// Ids of the jobs the journal's index holds between `lo` and `hi`, in order, at most
+    /// `limit`: jobs that left the coordinator's memory are found here.
+    pub fn jobs_between(
+        &self,
+        lo: &[u8; 32],
+        hi: &[u8; 32],
+        limit: usize,
+    ) -> Result<Vec<[u8; 32]>, JournalError> {
+        let (kind, _) = index_key(&IndexKey::Job(icn_protocol::JobId(icn_protocol::ContentId(*lo))));
+        let mut statement = self.connection.prepare_cached(
+            "SELECT DISTINCT key FROM journal_index WHERE kind = ?1 AND key >= ?2 AND key <= ?3 ORDER BY key LIMIT ?4",
+        )?;
+        let rows = statement.query_map(params![kind, lo.as_slice(), hi.as_slice(), limit as i64], |row| {
+            row.get::<_, Vec<u8>>(0)
+        })?;
+        let mut ids = Vec::new();
+        for row in rows {
+            if let Ok(id) = <[u8; 32]>::try_from(row?) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+}
+
 impl icn_core::trace::Source for JournalReader {
     fn entry(&self, seq: u64) -> Result<Entry, String> {
         match read_chunk(&self.connection, seq, 1).map_err(|e| e.to_string())? {

@@ -121,6 +121,11 @@ impl Jobs {
         self.map.len()
     }
 
+    /// Ids of the jobs held between `lo` and `hi`, in order, at most `limit`.
+    pub fn ids_between(&self, lo: JobId, hi: JobId, limit: usize) -> Vec<[u8; 32]> {
+        self.map.range(lo..=hi).take(limit).map(|(id, _)| id.0.0).collect()
+    }
+
     /// An ended job was ended by a cancel.
     pub fn mark_cancelled(&mut self, id: &JobId) {
         if let Some(job) = self.map.get_mut(id) {

@@ -11,7 +11,8 @@ use icn_protocol::views::{
     AccountView, DecisionView, MandateView, MemberView, ObligationView, Page, Paged, Person, PositionsView,
     ProposalView, ScopeSummary, ScopeView, WorkerView,
 };
-use icn_protocol::{ContentId, PublicKey};
+use icn_protocol::wire::IdKind;
+use icn_protocol::{ContentId, JobId, PublicKey};
 
 use crate::{Core, Refusal};
 
@@ -22,6 +23,29 @@ impl Core {
 
     fn name(&self, key: &PublicKey) -> String {
         self.governance.member_name(key).map_or_else(|| key.short(), str::to_string)
+    }
+
+    /// Ids of `kind` between `lo` and `hi` (the bounds of a typed prefix) that this core
+    /// holds, in order, at most `limit`: jobs in memory, proposals open or closed, and the
+    /// keys of members and admitted workers.
+    pub fn complete(&self, kind: IdKind, (lo, hi): ([u8; 32], [u8; 32]), limit: usize) -> Vec<[u8; 32]> {
+        let ids: Vec<[u8; 32]> = match kind {
+            IdKind::Job => self.jobs.ids_between(JobId(ContentId(lo)), JobId(ContentId(hi)), limit),
+            IdKind::Proposal => {
+                let range = ContentId(lo)..=ContentId(hi);
+                let open = self.governance.open.range(range.clone()).map(|(id, _)| id.0);
+                let closed = self.governance.closed.range(range).map(|(id, _)| id.0);
+                open.chain(closed).collect()
+            }
+            IdKind::Key => {
+                let range = PublicKey(lo)..=PublicKey(hi);
+                let members = self.governance.members.range(range.clone()).map(|(key, _)| key.0);
+                let workers = self.governance.workers.range(range).map(|(key, _)| key.0);
+                members.chain(workers).collect()
+            }
+        };
+        let ids: std::collections::BTreeSet<[u8; 32]> = ids.into_iter().collect();
+        ids.into_iter().take(limit).collect()
     }
 
     /// Members' names by key, shared: traces name people with it off the core's thread.

@@ -125,6 +125,25 @@ impl fmt::Display for Fuel {
     }
 }
 
+/// Hex digits a typed prefix of an id must have at least.
+pub const PREFIX_HEX_MIN: usize = 6;
+
+/// The ids a hex prefix stands for, as the lowest and highest 32 bytes that start with
+/// it. At least [`PREFIX_HEX_MIN`] and at most 64 hex digits.
+pub fn prefix_bounds(prefix: &str) -> Result<([u8; 32], [u8; 32]), String> {
+    let prefix = prefix.trim().to_ascii_lowercase();
+    if prefix.len() < PREFIX_HEX_MIN || prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{prefix:?} is not an id or the start of one: give at least {PREFIX_HEX_MIN} of its hex digits"
+        ));
+    }
+    let bound = |fill: char| -> [u8; 32] {
+        let padded: String = prefix.chars().chain(std::iter::repeat(fill)).take(64).collect();
+        hex::decode(padded).expect("hex digits").try_into().expect("32 bytes")
+    };
+    Ok((bound('0'), bound('f')))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ pub mod wire;
 pub use envelope::{Envelope, Kind, Signed};
 pub use identity::{Keypair, PublicKey, Signature};
 pub use ids::{ContentId, Fuel, JobId, TaskId};
+pub use ids::{PREFIX_HEX_MIN, prefix_bounds};
 pub use seal::{HistoryError, Seal, SealKeeper, SealPoint};
 
 /// The wire protocol's version; a peer speaking another is refused with both numbers.

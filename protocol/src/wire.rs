@@ -392,6 +392,28 @@ pub enum CoordinatorMessage {
     Cancel,
 }
 
+/// Ids a prefix completes to, at most: enough to show that it is ambiguous.
+pub const COMPLETIONS_MAX: usize = 8;
+
+/// What an id a member types names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IdKind {
+    Job,
+    Proposal,
+    /// A member's or an admitted worker's key.
+    Key,
+}
+
+impl std::fmt::Display for IdKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            IdKind::Job => "job",
+            IdKind::Proposal => "proposal",
+            IdKind::Key => "key",
+        })
+    }
+}
+
 /// Member's client → coordinator, one request per stream.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum ClientRequest {
@@ -438,6 +460,12 @@ pub enum ClientRequest {
     Workers(Page),
     /// A signed [`Cancel`].
     Cancel(Envelope),
+    /// The ids of one kind that start with a hex prefix (at least [`crate::PREFIX_HEX_MIN`]
+    /// digits), at most [`COMPLETIONS_MAX`] of them.
+    Complete {
+        kind: IdKind,
+        prefix: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -568,6 +596,8 @@ pub enum ClientResponse {
     Error(ApiError),
     /// The job as it stands once cancelled.
     Cancelled(Box<JobView>),
+    /// Full ids in hex, in order; more than one means the prefix is ambiguous.
+    Completions(Vec<String>),
 }
 
 /// Why a request was refused: a code that does not change between versions, for
