@@ -11,8 +11,8 @@ use icn_protocol::views::{
     ScopeSummary, ScopeView, Statement, Trace, WorkerView,
 };
 use icn_protocol::wire::{
-    Answer, ClientRequest, ClientResponse, Hello, IdKind, JobView, MESSAGE_SIZE_BYTES_MAX, Role, Submission,
-    TraceQuery,
+    Answer, ClientRequest, ClientResponse, Hello, IdKind, JobSummary, JobView, JobsQuery,
+    MESSAGE_SIZE_BYTES_MAX, Role, Submission, TraceQuery,
 };
 use icn_protocol::{ContentId, Envelope, JobId, Keypair, PublicKey, Seal, SealKeeper};
 use icn_transport::endpoint::{self as transport, Session};
@@ -188,6 +188,25 @@ impl Client {
         }
     }
 
+    /// Every job the coordinator holds that passes `query`, newest first, page by page
+    /// (at most `most`).
+    pub async fn jobs(&self, query: &JobsQuery, most: usize) -> anyhow::Result<Vec<JobSummary>> {
+        let request = |page| ClientRequest::Jobs(query.clone(), page);
+        let mut jobs = self
+            .pages(request, most, |r| match r {
+                ClientResponse::Jobs(page) => Some(page),
+                _ => None,
+            })
+            .await?;
+        jobs.truncate(most);
+        Ok(jobs)
+    }
+
+    /// The member this client speaks for.
+    pub fn member(&self) -> PublicKey {
+        self.key.public()
+    }
+
     /// The ids of `kind` that start with `prefix`, as the coordinator knows them.
     pub async fn complete(&self, kind: IdKind, prefix: &str) -> anyhow::Result<Vec<String>> {
         let request = ClientRequest::Complete { kind, prefix: prefix.to_string() };
@@ -256,6 +275,16 @@ impl Client {
         request: impl Fn(Page) -> ClientRequest,
         items: impl Fn(ClientResponse) -> Option<Paged<T>>,
     ) -> anyhow::Result<Vec<T>> {
+        self.pages(request, usize::MAX, items).await
+    }
+
+    /// Pages of a list until it ends or holds at least `most` items.
+    async fn pages<T>(
+        &self,
+        request: impl Fn(Page) -> ClientRequest,
+        most: usize,
+        items: impl Fn(ClientResponse) -> Option<Paged<T>>,
+    ) -> anyhow::Result<Vec<T>> {
         let mut all = Vec::new();
         let mut page = Page::first(PAGE_ITEMS_MAX);
         loop {
@@ -266,8 +295,8 @@ impl Client {
             };
             all.extend(paged.items);
             match paged.next {
-                Some(next) => page.after = Some(next),
-                None => return Ok(all),
+                Some(next) if all.len() < most => page.after = Some(next),
+                _ => return Ok(all),
             }
         }
     }

@@ -176,3 +176,78 @@ pub fn workers(workers: &[WorkerView]) -> String {
     }
     out
 }
+
+/// `icn jobs`: one line a job, newest first, with a 12-digit id any command accepts.
+pub fn jobs(jobs: &[icn_protocol::wire::JobSummary], now_ms: u64) -> String {
+    let mut out = format!(
+        "{:<12}  {:<9}  {:<12}  {:<16}  {:>8}  detail\n",
+        "job", "state", "scope", "submitter", "age"
+    );
+    for j in jobs {
+        let detail = match (&j.waiting, &j.failure) {
+            (Some(waiting), _) => waiting.to_string(),
+            (None, Some(failure)) => failure.clone(),
+            (None, None) => String::new(),
+        };
+        let submitter = j.submitter.name.clone().unwrap_or_else(|| j.submitter.key.short());
+        let _ = writeln!(
+            out,
+            "{:<12}  {:<9}  {:<12}  {:<16}  {:>8}  {detail}",
+            &j.job.to_string()[..12],
+            j.state.name(),
+            j.scope.to_string(),
+            submitter,
+            age(now_ms.saturating_sub(j.submitted_ms))
+        );
+    }
+    out
+}
+
+/// A duration in the largest unit that keeps it readable: 42s, 7m, 3h, 2d.
+pub fn age(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3_600 => format!("{}m", s / 60),
+        3_600..86_400 => format!("{}h", s / 3_600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+/// Parses a duration as `--since` takes it: a number and a unit (s, m, h or d).
+pub fn parse_duration_ms(text: &str) -> anyhow::Result<u64> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let number: u64 = number.parse().map_err(|_| {
+        anyhow::anyhow!("{text:?} is not a duration; write a number and a unit, such as 30m, 2h or 1d")
+    })?;
+    let unit_ms = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => anyhow::bail!("{text:?} has no unit the duration takes; use s, m, h or d (for example 2h)"),
+    };
+    Ok(number.saturating_mul(unit_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_a_unit_and_bad_ones_say_how_to_write_them() {
+        assert_eq!(parse_duration_ms("30m").unwrap(), 1_800_000);
+        assert_eq!(parse_duration_ms("2h").unwrap(), 7_200_000);
+        assert_eq!(parse_duration_ms("1d").unwrap(), 86_400_000);
+        assert_eq!(parse_duration_ms("45s").unwrap(), 45_000);
+        let no_unit = parse_duration_ms("90").unwrap_err().to_string();
+        assert!(no_unit.contains("use s, m, h or d"), "{no_unit}");
+        let no_number = parse_duration_ms("soon").unwrap_err().to_string();
+        assert!(no_number.contains("\"soon\" is not a duration"), "{no_number}");
+        assert_eq!(
+            (age(59_999), age(60_000), age(7_200_000), age(172_800_000)),
+            ("59s".into(), "1m".into(), "2h".into(), "2d".into())
+        );
+    }
+}

@@ -162,6 +162,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Jobs the coordinator holds (every open job and the latest ended ones), newest first.
+    Jobs {
+        #[command(flatten)]
+        connect: Connect,
+        /// Only jobs of this scope.
+        #[arg(long)]
+        scope: Option<ScopeId>,
+        /// Only jobs in this state: queued, running, completed, failed, disputed or cancelled.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only jobs you submitted.
+        #[arg(long)]
+        mine: bool,
+        /// Only jobs submitted within this long: 30m, 2h, 1d.
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// As JSON, one array.
+        #[arg(long)]
+        json: bool,
+    },
     /// Workers: owner, connection, free slots, trust, agreements, disagreements, quarantine.
     Workers {
         #[command(flatten)]
@@ -617,6 +640,23 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&trace)?);
             } else {
                 print!("{trace}");
+            }
+        }
+        Command::Jobs { connect, scope, state, mine, since, limit, json } => {
+            let now_ms = icn_coordinator::server::now_ms();
+            let since_ms = since.map(|s| icn_cli::governance::parse_duration_ms(&s)).transpose()?;
+            let client = connect.client().await?;
+            let query = icn_protocol::wire::JobsQuery {
+                scope,
+                state,
+                submitter: mine.then(|| client.member()),
+                since_ms: since_ms.map(|ms| now_ms.saturating_sub(ms)),
+            };
+            let jobs = client.jobs(&query, limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&jobs)?);
+            } else {
+                print!("{}", icn_cli::governance::jobs(&jobs, now_ms));
             }
         }
         Command::Workers { connect } => {

@@ -640,3 +640,43 @@ async fn ids_are_found_by_any_unique_start_and_an_ambiguous_one_names_the_matche
 fn common_start(a: &str, b: &str) -> usize {
     a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_list_newest_first_with_filters_and_says_why_each_waits() {
+    use icn_protocol::wire::JobsQuery;
+    let dir = tempfile::tempdir().unwrap();
+    let commons = LocalCommons::start(dir.path(), two_workers()).await.unwrap();
+    let ana = commons.client().await.unwrap();
+    let ben = commons.client_for(commons.members[1].key.clone()).await.unwrap();
+    let done = run_wat(&ana, HELLO_WAT, b"", Limits::default()).await.job;
+    let by_ben = run_wat(&ben, SUM_WAT, b"1 2", Limits::default()).await.job;
+    let too_big = Limits { memory_bytes: 512 * 1024 * 1024, ..Limits::default() };
+    let stuck = submit_wat(&ana, HELLO_WAT, b"", too_big).await;
+
+    let all = ana.jobs(&JobsQuery::default(), 50).await.unwrap();
+    let ids: Vec<JobId> = all.iter().map(|j| j.job).collect();
+    assert_eq!(ids, vec![stuck, by_ben, done], "newest first");
+    assert_eq!(all[0].state, JobState::Queued);
+    assert!(all[0].waiting.as_ref().unwrap().to_string().contains("the largest connected worker offers"));
+    assert_eq!(all[1].submitter.name.as_deref(), Some("ben"));
+
+    let mine =
+        ben.jobs(&JobsQuery { submitter: Some(ben.member()), ..JobsQuery::default() }, 50).await.unwrap();
+    assert_eq!(mine.iter().map(|j| j.job).collect::<Vec<_>>(), vec![by_ben]);
+    let queued = JobsQuery { state: Some("queued".into()), ..JobsQuery::default() };
+    assert_eq!(ana.jobs(&queued, 50).await.unwrap().iter().map(|j| j.job).collect::<Vec<_>>(), vec![stuck]);
+    let later =
+        JobsQuery { since_ms: Some(icn_coordinator::server::now_ms() + 60_000), ..JobsQuery::default() };
+    assert!(ana.jobs(&later, 50).await.unwrap().is_empty());
+    let other_scope = JobsQuery { scope: Some("coop-a".parse().unwrap()), ..JobsQuery::default() };
+    assert!(ana.jobs(&other_scope, 50).await.unwrap().is_empty());
+    assert_eq!(ana.jobs(&JobsQuery::default(), 2).await.unwrap().len(), 2, "at most the limit");
+    let bad = JobsQuery { state: Some("sleeping".into()), ..JobsQuery::default() };
+    let refused = ana.jobs(&bad, 50).await.unwrap_err().to_string();
+    assert!(refused.contains("\"sleeping\" is not a job state; give one of queued, running"), "{refused}");
+
+    let table = icn_cli::governance::jobs(&all, icn_coordinator::server::now_ms());
+    let first = table.lines().nth(1).unwrap();
+    assert!(first.starts_with(&stuck.to_string()[..12]) && first.contains("queued"), "{table}");
+    commons.stop().await.unwrap();
+}

@@ -17,7 +17,8 @@ use icn_core::{Core, Now, Refusal};
 use icn_protocol::governance::{Ballot, ClearRequest, Proposal};
 use icn_protocol::views::ClearingView;
 use icn_protocol::wire::{
-    ApiError, COMPLETIONS_MAX, Cancel, ClientRequest, ClientResponse, IdKind, JobView, Submission, TraceQuery,
+    ApiError, COMPLETIONS_MAX, Cancel, ClientRequest, ClientResponse, IdKind, JobState, JobView, Submission,
+    TraceQuery,
 };
 use icn_protocol::{Envelope, JobId, PublicKey, Seal};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -252,6 +253,15 @@ impl MemberApi {
                 })?,
             )),
             ClientRequest::Positions => ClientResponse::Positions(self.read(|core| core.positions()).await?),
+            ClientRequest::Jobs(query, page) => {
+                if let Some(state) = query.state.as_deref().filter(|s| !JobState::NAMES.contains(s)) {
+                    return Err(ApiError::new(
+                        "invalid",
+                        format!("{state:?} is not a job state; give one of {}", JobState::NAMES.join(", ")),
+                    ));
+                }
+                ClientResponse::Jobs(self.read(move |core| core.jobs_list(&query, &page)).await?)
+            }
             ClientRequest::Workers(page) => {
                 ClientResponse::Workers(self.read(move |core| core.workers(&page)).await?)
             }

@@ -94,6 +94,8 @@ pub(crate) struct Jobs {
     map: BTreeMap<JobId, Job>,
     /// Jobs waiting for a worker, in submission order (keyed by their submission entry).
     queue: BTreeMap<u64, JobId>,
+    /// Every job held, by its submission entry: for listing newest first.
+    by_seq: BTreeMap<u64, JobId>,
     open: usize,
     /// Ended jobs still in memory, in the order they ended, with when (wall ms).
     ended: std::collections::VecDeque<(JobId, u64)>,
@@ -126,6 +128,11 @@ impl Jobs {
         self.map.range(lo..=hi).take(limit).map(|(id, _)| id.0.0).collect()
     }
 
+    /// Jobs held, newest first, with their submission entry.
+    pub fn newest_first(&self) -> impl Iterator<Item = (u64, &JobId)> {
+        self.by_seq.iter().rev().map(|(seq, id)| (*seq, id))
+    }
+
     /// An ended job was ended by a cancel.
     pub fn mark_cancelled(&mut self, id: &JobId) {
         if let Some(job) = self.map.get_mut(id) {
@@ -151,6 +158,7 @@ impl Jobs {
 
     fn forget(&mut self, id: &JobId) {
         let job = self.map.remove(id).expect("a remembered ended job is in the table");
+        self.by_seq.remove(&job.submitted_seq);
         assert!(
             job.ended && job.placements.is_empty(),
             "only an ended job with nothing in flight is forgotten"
@@ -207,6 +215,7 @@ impl Jobs {
         };
         assert!(self.map.insert(id, job).is_none(), "entry {seq}: job {id} is admitted once");
         self.queue.insert(seq, id);
+        self.by_seq.insert(seq, id);
         self.open += 1;
     }
 

@@ -11,7 +11,7 @@ use icn_protocol::views::{
     AccountView, DecisionView, MandateView, MemberView, ObligationView, Page, Paged, Person, PositionsView,
     ProposalView, ScopeSummary, ScopeView, WorkerView,
 };
-use icn_protocol::wire::IdKind;
+use icn_protocol::wire::{IdKind, JobSummary, JobsQuery};
 use icn_protocol::{ContentId, JobId, PublicKey};
 
 use crate::{Core, Refusal};
@@ -46,6 +46,35 @@ impl Core {
         };
         let ids: std::collections::BTreeSet<[u8; 32]> = ids.into_iter().collect();
         ids.into_iter().take(limit).collect()
+    }
+
+    /// A page of the jobs held, newest first, that pass `query`. The cursor counts down
+    /// from the newest submission entry, so pages stay put while jobs are submitted.
+    pub fn jobs_list(&self, query: &JobsQuery, page: &Page) -> Paged<JobSummary> {
+        let matching = self.jobs.newest_first().filter_map(|(seq, id)| {
+            let job = self.jobs.known(id);
+            let keep = query.scope.as_ref().is_none_or(|s| *s == job.submission.scope)
+                && query.submitter.is_none_or(|k| k == job.submitter)
+                && query.since_ms.is_none_or(|since| job.submitted_ms >= since);
+            if !keep {
+                return None;
+            }
+            let view = self.job(id)?;
+            if query.state.as_deref().is_some_and(|state| state != view.state.name()) {
+                return None;
+            }
+            let summary = JobSummary {
+                job: *id,
+                scope: job.submission.scope.clone(),
+                submitter: self.person(&job.submitter),
+                submitted_ms: job.submitted_ms,
+                state: view.state,
+                waiting: view.waiting,
+                failure: view.failure,
+            };
+            Some((u64::MAX - seq, summary))
+        });
+        Paged::of(matching, page)
     }
 
     /// Members' names by key, shared: traces name people with it off the core's thread.

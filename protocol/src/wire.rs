@@ -392,6 +392,46 @@ pub enum CoordinatorMessage {
     Cancel,
 }
 
+/// Which jobs `icn jobs` lists: every filter given must hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobsQuery {
+    pub scope: Option<ScopeId>,
+    /// By state name: queued, running, completed, failed, disputed, cancelled.
+    pub state: Option<String>,
+    pub submitter: Option<PublicKey>,
+    /// Submitted at or after this wall-clock time (ms since the epoch).
+    pub since_ms: Option<u64>,
+}
+
+/// One line of `icn jobs`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSummary {
+    pub job: JobId,
+    pub scope: ScopeId,
+    pub submitter: crate::views::Person,
+    pub submitted_ms: u64,
+    pub state: JobState,
+    pub waiting: Option<Waiting>,
+    pub failure: Option<String>,
+}
+
+impl JobState {
+    /// The state's name, as `icn jobs --state` takes it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running { .. } => "running",
+            JobState::Completed => "completed",
+            JobState::Failed => "failed",
+            JobState::Disputed => "disputed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub const NAMES: [&'static str; 6] =
+        ["queued", "running", "completed", "failed", "disputed", "cancelled"];
+}
+
 /// Ids a prefix completes to, at most: enough to show that it is ambiguous.
 pub const COMPLETIONS_MAX: usize = 8;
 
@@ -466,6 +506,9 @@ pub enum ClientRequest {
         kind: IdKind,
         prefix: String,
     },
+    /// Jobs the coordinator holds (every open job and the latest ended ones), newest
+    /// first, paged.
+    Jobs(JobsQuery, crate::views::Page),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -598,6 +641,7 @@ pub enum ClientResponse {
     Cancelled(Box<JobView>),
     /// Full ids in hex, in order; more than one means the prefix is ambiguous.
     Completions(Vec<String>),
+    Jobs(crate::views::Paged<JobSummary>),
 }
 
 /// Why a request was refused: a code that does not change between versions, for
