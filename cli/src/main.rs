@@ -528,7 +528,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let executor = Arc::new(icn_worker::WasmExecutor::new()?);
             tokio::select! {
                 result = icn_worker::run(config, executor) => result?,
-                _ = tokio::signal::ctrl_c() => eprintln!("worker stopping"),
+                signal = stop_signal() => eprintln!("worker stopping ({})", signal?),
             }
         }
         Command::Submit {
@@ -829,7 +829,7 @@ async fn run_coordinator(path: &Path, accept_journal_end: bool) -> anyhow::Resul
     );
     let mut coordinator = coordinator;
     tokio::select! {
-        result = tokio::signal::ctrl_c() => result?,
+        signal = stop_signal() => eprintln!("{}", signal?),
         // The core only stops on its own when it cannot go on; its error says why.
         result = coordinator.wait() => {
             result?;
@@ -838,6 +838,17 @@ async fn run_coordinator(path: &Path, accept_journal_end: bool) -> anyhow::Resul
     }
     eprintln!("coordinator stopping");
     coordinator.shutdown().await
+}
+
+/// Waits for SIGINT (Ctrl-C) or SIGTERM (what `kill`, systemd and Docker send): either
+/// stops a coordinator or worker cleanly. Which one came, in words.
+async fn stop_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.map(|()| "interrupted").map_err(Into::into),
+        _ = terminate.recv() => Ok("terminated"),
+    }
 }
 
 fn read_module(path: &Path) -> anyhow::Result<Vec<u8>> {

@@ -156,12 +156,13 @@ impl Cluster {
         self.coordinator = Some(child);
     }
 
-    /// Stops the coordinator as an operator does (SIGINT): it finishes its batch and its
-    /// anchor before it exits.
+    /// Stops the coordinator as an operator, systemd or Docker does (SIGTERM; Ctrl-C's
+    /// SIGINT does the same): it finishes its batch and its anchor, and leaves the journal
+    /// whole in its file, before it exits with status 0.
     fn stop_coordinator(&mut self) {
         let mut child = self.coordinator.take().expect("a running coordinator");
         // SAFETY: sends a signal to a child process this test started and still owns.
-        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let status = child.wait().unwrap();
         assert!(status.success(), "a stopped coordinator exits cleanly: {status}");
     }
@@ -531,6 +532,11 @@ fn ran_one_job() -> (Cluster, String) {
     cluster.start_worker("coop-a");
     let job = cluster.submit("hello.wat", b"", &[]);
     assert_eq!(cluster.wait_for(&job), "hello from the commons\n");
+    // A worker stops cleanly on SIGTERM too.
+    let (_, mut worker) = cluster.workers.pop().unwrap();
+    // SAFETY: sends a signal to a child process this test started and still owns.
+    unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
+    assert!(worker.wait().unwrap().success(), "a worker stopped by SIGTERM exits cleanly");
     cluster.stop_coordinator();
     (cluster, job)
 }
