@@ -232,14 +232,13 @@ impl Record {
                 Err(_) => "report received (unreadable report)".into(),
             },
             Record::JobCompleted { job, output_digest, fuel, worker, payees } => {
-                let paid: Vec<String> = payees.iter().map(|(p, c)| format!("{c} to {p}")).collect();
                 format!(
                     "job {} completed on worker {}: output {}, {}; posted {}",
                     job.0.short(),
                     worker.short(),
                     output_digest.short(),
                     fuel,
-                    if paid.is_empty() { "nothing".to_string() } else { paid.join(", ") }
+                    crate::record::paid_list(payees)
                 )
             }
             Record::JobFailed { job, reason } => format!("job {} failed: {reason}", job.0.short()),
@@ -248,13 +247,12 @@ impl Record {
                 Err(_) => "job cancelled (unreadable request)".into(),
             },
             Record::JobFailedPaid { job, reason, fuel, worker, payees } => {
-                let paid: Vec<String> = payees.iter().map(|(p, c)| format!("{c} to {p}")).collect();
                 format!(
                     "job {} failed by its own doing on worker {}: {reason}; it used {}, and posted {}",
                     job.0.short(),
                     worker.short(),
                     fuel,
-                    if paid.is_empty() { "nothing".to_string() } else { paid.join(", ") }
+                    crate::record::paid_list(payees)
                 )
             }
             Record::Governance(event) => describe_event(event),
@@ -270,6 +268,14 @@ impl Record {
             },
         }
     }
+}
+
+/// What a posting paid, in words: "3 credits to coop-a, 3 credits to coop-b", or "nothing".
+pub fn paid_list(payees: &[(ScopeId, Credits)]) -> String {
+    if payees.is_empty() {
+        return "nothing".to_string();
+    }
+    payees.iter().map(|(p, c)| format!("{c} to {p}")).collect::<Vec<_>>().join(", ")
 }
 
 pub fn describe_outcome(outcome: &icn_protocol::wire::Outcome) -> String {

@@ -103,24 +103,22 @@ impl<'a, S: Source> Provenance<'a, S> {
                     line.seq, authorization.hold, submission.scope
                 )),
                 Record::JobCompleted { payees, .. } => {
-                    let paid: Vec<String> = payees.iter().map(|(p, c)| format!("{c} to {p}")).collect();
                     money.push(format!(
                         "#{} (caused by entry #{}, which accepted the result): {} paid {}; the rest of the hold was released",
                         line.seq,
                         line.cause.unwrap_or_default(),
                         submission.scope,
-                        if paid.is_empty() { "nothing".to_string() } else { paid.join(", ") }
+                        crate::record::paid_list(payees)
                     ))
                 }
                 Record::JobFailedPaid { payees, .. } => {
-                    let paid: Vec<String> = payees.iter().map(|(p, c)| format!("{c} to {p}")).collect();
                     money.push(format!(
                         "#{} (caused by entry #{}, which accepted the failure): the job failed by its own doing, \
                          so it pays for what it used: {} paid {}; the rest of the hold was released",
                         line.seq,
                         line.cause.unwrap_or_default(),
                         submission.scope,
-                        if paid.is_empty() { "nothing".to_string() } else { paid.join(", ") }
+                        crate::record::paid_list(payees)
                     ))
                 }
                 Record::JobCancelled { request } if authorization.hold.0 > 0 => money.push(format!(
