@@ -38,6 +38,10 @@ pub struct ConfigFile {
     /// How long an ended job stays in memory at most (default 1 hour).
     #[serde(default = "default_ended_job_memory_ms")]
     pub ended_job_memory_ms: u64,
+    /// How long a job may go without an accepted result before it fails and its hold is
+    /// voided (default 24 hours).
+    #[serde(default = "default_job_expiry_ms")]
+    pub job_expiry_ms: u64,
     /// The founding document (scopes, members, workers, founding mandates). Read on
     /// every start; after the first, it must match the journal's first entry.
     pub genesis: PathBuf,
@@ -65,6 +69,9 @@ fn default_ended_jobs_in_memory() -> usize {
 fn default_ended_job_memory_ms() -> u64 {
     CoreConfig::default().ended_job_memory_ms
 }
+fn default_job_expiry_ms() -> u64 {
+    CoreConfig::default().job_expiry_ms
+}
 
 /// The prefix of the environment variables that override the file.
 pub const ENV_PREFIX: &str = "ICN_CONFIG_";
@@ -83,6 +90,7 @@ impl ConfigFile {
             fetched_output_retention_ms: default_fetched_output_retention_ms(),
             ended_jobs_in_memory: default_ended_jobs_in_memory(),
             ended_job_memory_ms: default_ended_job_memory_ms(),
+            job_expiry_ms: default_job_expiry_ms(),
             genesis,
         }
     }
@@ -133,6 +141,15 @@ impl ConfigFile {
                 self.ended_jobs_in_memory
             );
         }
+        // A job needs at least its own time limit, and a worker timeout to be declared lost.
+        let expiry_min_ms = icn_protocol::wire::TIMEOUT_MS_MAX + self.worker_timeout_ms;
+        if self.job_expiry_ms < expiry_min_ms {
+            anyhow::bail!(
+                "job_expiry_ms is {}; use at least {expiry_min_ms} (the longest time limit a job may ask for, \
+                 plus worker_timeout_ms), so a job that may still finish is not failed",
+                self.job_expiry_ms
+            );
+        }
         let genesis_path = base.join(&self.genesis);
         let text = std::fs::read_to_string(&genesis_path)
             .with_context(|| format!("cannot read the genesis {}", genesis_path.display()))?;
@@ -143,6 +160,7 @@ impl ConfigFile {
             attempts_max: self.attempts_max,
             ended_jobs_max: self.ended_jobs_in_memory,
             ended_job_memory_ms: self.ended_job_memory_ms,
+            job_expiry_ms: self.job_expiry_ms,
             ..CoreConfig::default()
         };
         let config = CoordinatorConfig {
@@ -158,5 +176,42 @@ impl ConfigFile {
             },
         };
         Ok((base.join(&self.key), config))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example genesis with real keys pasted in, in `dir`.
+    fn example_genesis(dir: &Path) -> PathBuf {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/genesis.example.toml"),
+        )
+        .unwrap()
+        .replace("<public key of ana>", &icn_protocol::Keypair::generate().public().to_string())
+        .replace("<public key of the worker>", &icn_protocol::Keypair::generate().public().to_string());
+        let path = dir.join("genesis.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn settings_out_of_range_are_named_with_what_to_use_instead() {
+        let dir = tempfile::tempdir().unwrap();
+        let genesis = example_genesis(dir.path());
+        let config = ConfigFile::new("127.0.0.1:0".parse().unwrap(), "c.key".into(), "j.db".into(), genesis);
+        let (_, resolved) = config.resolve(dir.path()).unwrap();
+        assert_eq!(resolved.core.job_expiry_ms, 24 * 3_600_000, "the default expiry");
+        assert_eq!(resolved.genesis.scopes[1].credit_limit, Some(icn_protocol::governance::Credits(10_000)));
+
+        let short = ConfigFile { job_expiry_ms: 60_000, ..config.clone() };
+        let error = short.resolve(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("job_expiry_ms is 60000; use at least 905000"), "{error}");
+        let hours = ConfigFile { job_expiry_ms: 2 * 3_600_000, ..config.clone() };
+        assert_eq!(hours.resolve(dir.path()).unwrap().1.core.job_expiry_ms, 7_200_000);
+        let none = ConfigFile { attempts_max: 0, ..config };
+        let error = none.resolve(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("attempts_max is 0; use a value from 1 to 100"), "{error}");
     }
 }
