@@ -99,6 +99,8 @@ fn the_readme_tour_runs_as_written_and_prints_42() {
             let words: Vec<&str> = first.split_whitespace().collect();
             assert_eq!(words.get(2), Some(&"listening"), "{first}");
             fills.insert("<KEY>", words[1].to_string());
+            // Its terminal keeps reading what it prints (a closed pipe would stop it).
+            std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
             shell.background.push(child);
             continue;
         }
