@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand};
 use icn_cli::client::{Client, JobRequest};
 use icn_cli::config::ConfigFile;
@@ -130,7 +131,9 @@ enum Command {
         /// The proposal's id, or any unique start of it (at least 6 hex digits), as
         /// `icn decisions` lists it.
         proposal: String,
-        /// yes, no or abstain.
+        /// Your ballot.
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(["yes", "no", "abstain"])
+            .map(|s| s.parse::<Choice>().expect("one of the listed choices")))]
         choice: Choice,
     },
     /// Decisions taken and proposals open, in plain words.
@@ -450,8 +453,8 @@ enum JournalCommand {
 
 #[derive(Args)]
 struct Connect {
-    /// The coordinator's address.
-    #[arg(long, env = "ICN_COORDINATOR")]
+    /// The coordinator's address: HOST:PORT, a name (localhost:7600) or an IP.
+    #[arg(long, env = "ICN_COORDINATOR", value_parser = coordinator_address)]
     coordinator: SocketAddr,
     /// The coordinator's public key, as it printed at start.
     #[arg(long, env = "ICN_COORDINATOR_KEY")]
@@ -459,6 +462,22 @@ struct Connect {
     /// Your key file.
     #[arg(long, env = "ICN_KEY")]
     key: PathBuf,
+}
+
+/// HOST:PORT resolved to one address, IPv4 first (a coordinator listening on 127.0.0.1
+/// is not at localhost's ::1).
+fn coordinator_address(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let addresses: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| format!("{text:?} is not an address the coordinator can be reached at ({e}); write HOST:PORT, such as 127.0.0.1:7600"))?
+        .collect();
+    addresses
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addresses.first())
+        .copied()
+        .ok_or_else(|| format!("{text:?} names no address"))
 }
 
 impl Connect {
@@ -524,7 +543,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 memory_bytes: memory_mib.saturating_mul(1024 * 1024),
                 agent: icn_cli::client::agent(),
             };
-            eprintln!("worker {} serving coordinator {}", config.key.public(), connect.coordinator);
+            eprintln!(
+                "worker {} connecting to coordinator {}; it serves once admitted",
+                config.key.public(),
+                connect.coordinator
+            );
             let executor = Arc::new(icn_worker::WasmExecutor::new()?);
             tokio::select! {
                 result = icn_worker::run(config, executor) => result?,
@@ -948,5 +971,16 @@ fn describe(view: &JobView) -> String {
              will (`icn decisions`, then `icn status {}` once it is taken)",
             view.job
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_coordinator_named_by_host_resolves_to_its_ipv4_address() {
+        assert_eq!(super::coordinator_address("localhost:7600").unwrap(), "127.0.0.1:7600".parse().unwrap());
+        assert_eq!(super::coordinator_address("10.1.2.3:9").unwrap(), "10.1.2.3:9".parse().unwrap());
+        let error = super::coordinator_address("7600").unwrap_err();
+        assert!(error.contains("write HOST:PORT, such as 127.0.0.1:7600"), "{error}");
     }
 }

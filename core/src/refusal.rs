@@ -31,7 +31,10 @@ pub enum Refusal {
     TooManyJobs { open: usize },
     #[error("job {job} is not in dispute")]
     NotInDispute { job: JobId },
-    #[error("worker key {key} is not admitted to this commons")]
+    #[error(
+        "worker key {key} is not admitted to this commons; a decision admits it: \
+         `icn propose --scope SCOPE --title ... admit-worker --key {key} --owner COOPERATIVE`"
+    )]
     WorkerNotAdmitted { key: PublicKey },
     #[error("{scope} is not a federation; clearing nets the obligations inside one")]
     NotAFederation { scope: ScopeId },
