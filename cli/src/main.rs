@@ -36,9 +36,13 @@ enum Command {
         out: PathBuf,
     },
     /// Print the public key of a key file.
-    Pubkey { key: PathBuf },
+    Pubkey {
+        /// The key file.
+        key: PathBuf,
+    },
     /// Run a coordinator from its config file.
     Coordinator {
+        /// The coordinator's config file (TOML; see deploy/coordinator.example.toml).
         #[arg(long)]
         config: PathBuf,
         /// Start even though the journal's anchor shows entries missing from its end,
@@ -61,10 +65,12 @@ enum Command {
     Submit {
         #[command(flatten)]
         connect: Connect,
+        /// The module: a .wasm file, or a .wat text file compiled here.
         module: PathBuf,
         /// The scope the job is for; its mandate pays.
         #[arg(long, env = "ICN_SCOPE")]
         scope: ScopeId,
+        /// What runs it: wasm (the default) or container.
         #[arg(long, default_value = "wasm")]
         executor: ExecutorKind,
         /// A file whose bytes are the job's stdin.
@@ -73,17 +79,32 @@ enum Command {
         /// An argument for the module (repeatable).
         #[arg(long = "arg")]
         args: Vec<String>,
+        /// The most fuel (wasm instructions, roughly) the job may use; its hold is this times the price.
         #[arg(long, default_value_t = Limits::default().fuel.0)]
         fuel: u64,
+        /// The most memory the job may use, in MiB.
         #[arg(long, default_value_t = Limits::default().memory_bytes / (1024 * 1024))]
         memory_mib: u64,
+        /// The most wall-clock time the job may run, in ms.
         #[arg(long, default_value_t = Limits::default().timeout_ms)]
         timeout_ms: u64,
+        /// The most output the job may write, in bytes.
         #[arg(long, default_value_t = Limits::default().output_bytes)]
         output_bytes: u64,
         /// Follow the job until it ends, then print its output.
         #[arg(long)]
         wait: bool,
+    },
+    /// Write a completed job's output, checked against the digest its accepted report
+    /// names, to a file (or to standard output).
+    Result {
+        #[command(flatten)]
+        connect: Connect,
+        /// The job's id, or any unique start of it (at least 6 hex digits).
+        job: String,
+        /// Where to write it; the file is replaced whole, never left half written.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Print what a job's module wrote to stderr (its accepted run's, or its last run's;
     /// at most the last 4 KiB).
@@ -99,7 +120,9 @@ enum Command {
     Status {
         #[command(flatten)]
         connect: Connect,
+        /// The job's id, or any unique start of it (at least 6 hex digits).
         job: String,
+        /// Follow the job until it ends, then print its output.
         #[arg(long)]
         wait: bool,
     },
@@ -210,8 +233,10 @@ enum Command {
         /// Jobs to run (default 2000; 100000 with --memory).
         #[arg(long)]
         jobs: Option<usize>,
+        /// Workers the benchmark runs.
         #[arg(long, default_value_t = 4)]
         workers: usize,
+        /// Slots per worker.
         #[arg(long, default_value_t = 4)]
         slots: u32,
         /// Jobs submitted and not yet finished at any moment.
@@ -229,6 +254,7 @@ enum Command {
         /// Measure placement instead: placements/s among --pool workers beside a full scan.
         #[arg(long)]
         placement: bool,
+        /// With --placement: workers in the pool.
         #[arg(long, default_value_t = 10_000)]
         pool: usize,
         /// Measure the coordinator's memory instead: its process's RSS after 1000 and after
@@ -242,8 +268,10 @@ enum Command {
         /// Run the seeded trust simulation against fixed two-fold replication.
         #[arg(long)]
         simulate: bool,
+        /// With --simulate: tasks to run.
         #[arg(long, default_value_t = 5_000)]
         tasks: usize,
+        /// With --simulate: the random seed (the same seed gives the same run).
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
@@ -260,7 +288,9 @@ enum LedgerCommand {
     Statement {
         #[command(flatten)]
         connect: Connect,
+        /// The scope whose account it lists.
         scope: ScopeId,
+        /// As JSON.
         #[arg(long)]
         json: bool,
     },
@@ -268,19 +298,23 @@ enum LedgerCommand {
     Clear {
         #[command(flatten)]
         connect: Connect,
+        /// The federation whose scopes' obligations are netted.
         federation: ScopeId,
     },
 }
 
 #[derive(Subcommand)]
 enum ScopeCommand {
+    /// Every scope: its kind, parent and rule.
     List {
         #[command(flatten)]
         connect: Connect,
     },
+    /// One scope: its rule, members and standing, mandates, budget spent and left.
     Show {
         #[command(flatten)]
         connect: Connect,
+        /// The scope's id, such as fed-north.
         scope: ScopeId,
     },
 }
@@ -290,12 +324,16 @@ enum ScopeCommand {
 enum EffectArgs {
     /// Scope --for may run jobs up to --budget credits for --period-hours.
     Mandate {
+        /// The scope that may run the jobs.
         #[arg(long = "for")]
         target: ScopeId,
+        /// Credits it may spend over the period.
         #[arg(long)]
         budget: i64,
+        /// How long the budget lasts, in hours.
         #[arg(long, default_value_t = 24.0)]
         period_hours: f64,
+        /// Executors its jobs may use (repeatable): wasm, container.
         #[arg(long = "executor", default_values = ["wasm"])]
         executors: Vec<ExecutorKind>,
         /// The most fuel one job may ask for.
@@ -304,8 +342,10 @@ enum EffectArgs {
     },
     /// A worker key owned by a cooperative joins the commons.
     AdmitWorker {
+        /// The worker's public key, as `icn keygen` printed it.
         #[arg(long)]
         key: PublicKey,
+        /// The cooperative that owns the worker.
         #[arg(long)]
         owner: ScopeId,
     },
@@ -317,10 +357,13 @@ enum EffectArgs {
     },
     /// Give a member (new or known) standing in the deciding scope.
     Grant {
+        /// The member's name, as others will see it.
         #[arg(long)]
         name: String,
+        /// The member's public key, as `icn keygen` printed it.
         #[arg(long)]
         key: PublicKey,
+        /// Standing to give, comma-separated: vote, submit, donate, operate.
         #[arg(long, value_delimiter = ',', required = true)]
         standing: Vec<Standing>,
     },
@@ -329,22 +372,28 @@ enum EffectArgs {
         /// The member's key, or any unique start of it (at least 6 hex digits).
         #[arg(long)]
         key: String,
+        /// Standing to take away, comma-separated: vote, submit, donate, operate.
         #[arg(long, value_delimiter = ',', required = true)]
         standing: Vec<Standing>,
     },
     /// Replicas per task and how many must agree, for the deciding scope.
     Policy {
+        /// Replicas each task runs as, on workers of different cooperatives.
         #[arg(long)]
         replicas: u32,
+        /// How many replicas' results must agree.
         #[arg(long)]
         quorum: u32,
     },
     /// In the commons: the result (output digest and fuel) that stands for a disputed job.
     ResolveDispute {
+        /// The disputed job's id, or any unique start of it (at least 6 hex digits).
         #[arg(long)]
         job: String,
+        /// The output digest that stands (from `icn trace JOB`).
         #[arg(long)]
         output_digest: ContentId,
+        /// The fuel that stands.
         #[arg(long)]
         fuel: u64,
     },
@@ -356,13 +405,16 @@ enum EffectArgs {
     },
     /// How far below zero scope --for's account may go.
     CreditLimit {
+        /// The scope whose credit line it sets.
         #[arg(long = "for")]
         target: ScopeId,
+        /// How far below zero its account may go, in credits.
         #[arg(long)]
         limit: i64,
     },
     /// What compute costs in the deciding scope.
     Prices {
+        /// Credits one million fuel costs.
         #[arg(long)]
         credits_per_mega_fuel: u64,
     },
@@ -416,6 +468,7 @@ impl EffectArgs {
 enum JournalCommand {
     /// Re-check every link, seal, signature and stored module; name the first bad one.
     Verify {
+        /// The journal file (the coordinator's journal.db).
         #[arg(long)]
         journal: PathBuf,
         /// The coordinator key the journal must belong to (default: the one it names).
@@ -436,6 +489,7 @@ enum JournalCommand {
     /// Drop entries after the last seal, which no coordinator wrote (it seals every
     /// batch it commits). Sealed history is never removed.
     Truncate {
+        /// The journal file (the coordinator's journal.db).
         #[arg(long)]
         journal: PathBuf,
         /// Required: says what is removed.
@@ -444,8 +498,11 @@ enum JournalCommand {
     },
     /// Print the entries in plain words, all or those of one job.
     Show {
+        /// The journal file (the coordinator's journal.db).
         #[arg(long)]
         journal: PathBuf,
+        /// Only the entries of this job: its id, or a start of it (6 hex digits at least;
+        /// read from the file, so every job that starts so matches).
         #[arg(long)]
         job: Option<String>,
     },
@@ -602,6 +659,42 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             eprintln!("{}", describe(&view));
             return Ok(exit_code(&view));
         }
+        Command::Result { connect, job, out } => {
+            let client = connect.client().await?;
+            let job = client.resolve_job(&job).await?;
+            let view = client.status(job).await?;
+            let (worker, report) = match (&view.state, &view.result) {
+                (JobState::Completed, Some(result)) => result,
+                _ => bail!("{}; only a completed job has an output", describe(&view)),
+            };
+            let bytes = client.output(job).await?;
+            anyhow::ensure!(
+                ContentId::of(&bytes) == report.output_digest,
+                "the output the coordinator sent does not hash to {}, the digest worker {} signed",
+                report.output_digest,
+                worker.short()
+            );
+            match out {
+                Some(path) => {
+                    let partial = path.with_extension("partial");
+                    std::fs::write(&partial, &bytes)
+                        .with_context(|| format!("cannot write {}", partial.display()))?;
+                    std::fs::rename(&partial, &path)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    eprintln!(
+                        "wrote {} bytes to {}: output {} as worker {} reported it",
+                        bytes.len(),
+                        path.display(),
+                        report.output_digest.short(),
+                        worker.short()
+                    );
+                }
+                None => {
+                    use std::io::Write;
+                    std::io::stdout().write_all(&bytes)?;
+                }
+            }
+        }
         Command::Logs { connect, job } => {
             let client = connect.client().await?;
             let job = client.resolve_job(&job).await?;
@@ -727,10 +820,18 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("removed {removed} unsealed entries from the end of journal {}", path.display());
         }
         Command::Journal { command: JournalCommand::Show { journal: path, job } } => {
-            let job: Option<JobId> = job.map(|j| j.parse()).transpose()?;
+            if let Some(job) = &job {
+                icn_protocol::prefix_bounds(job).map_err(|e| anyhow::anyhow!(e))?;
+            }
+            let job = job.map(|j| j.trim().to_ascii_lowercase());
             for entry in journal::read(&path)? {
                 let record = entry.decode_record()?;
-                if job.is_some() && record.job() != job {
+                // Read from the file, not a coordinator: a start of the id matches every
+                // job it starts (the full id, one job).
+                let of_job = |prefix: &String| {
+                    record.job().is_some_and(|j| j.to_string().starts_with(prefix.as_str()))
+                };
+                if job.as_ref().is_some_and(|prefix| !of_job(prefix)) {
                     continue;
                 }
                 let cause = entry.cause.map_or("-".to_string(), |c| format!("#{c}"));
@@ -976,6 +1077,28 @@ fn describe(view: &JobView) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// `--help` explains every command, argument and flag: none is left to guessing.
+    #[test]
+    fn every_command_argument_and_flag_has_help() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            if command.get_about().is_none() && !path.is_empty() {
+                missing.push(format!("command `{path}`"));
+            }
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() {
+                    missing.push(format!("`{path}` argument {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, format!("{path} {}", sub.get_name()).trim(), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&<super::Cli as clap::CommandFactory>::command(), "", &mut missing);
+        assert!(missing.is_empty(), "without help: {missing:#?}");
+    }
+
     #[test]
     fn a_coordinator_named_by_host_resolves_to_its_ipv4_address() {
         assert_eq!(super::coordinator_address("localhost:7600").unwrap(), "127.0.0.1:7600".parse().unwrap());

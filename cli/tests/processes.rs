@@ -382,6 +382,15 @@ fn submit_wait_prints_the_output_and_a_tampered_row_is_named_by_verify() {
     assert_eq!(output, "42\n");
     let stderr = text(&out.stderr);
     assert!(stderr.contains("job ") && stderr.contains("completed on worker"), "{stderr}");
+    // The verified output, to a file.
+    let file = cluster.dir.path().join("sum.out");
+    let mut args: Vec<String> = vec!["result".into()];
+    args.extend(cluster.member_args());
+    args.extend([id[..10].to_string(), "--out".into(), file.to_str().unwrap().into()]);
+    let result = cluster.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(result.status.success(), "{}", text(&result.stderr));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "42\n");
+    assert!(text(&result.stderr).contains("wrote 3 bytes to"), "{}", text(&result.stderr));
 
     // A module's own exit code is icn's; what it wrote to stderr is kept and shown.
     let mut args: Vec<String> = vec!["submit".into(), "--scope".into(), "fed-north".into()];
@@ -423,6 +432,10 @@ fn submit_wait_prints_the_output_and_a_tampered_row_is_named_by_verify() {
     let status = cluster.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(status.status.code(), Some(70), "{}", text(&status.stderr));
     assert!(text(&status.stderr).contains("OutOfFuel"), "{}", text(&status.stderr));
+    args[0] = "result".into();
+    let result = cluster.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!result.status.success());
+    assert!(text(&result.stderr).contains("only a completed job has an output"), "{}", text(&result.stderr));
 
     cluster.kill_coordinator();
     let verified = cluster.verify();
