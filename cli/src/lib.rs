@@ -7,3 +7,4 @@ pub mod config;
 pub mod demo;
 pub mod governance;
 pub mod local;
+pub mod spec;

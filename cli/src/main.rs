@@ -61,36 +61,38 @@ enum Command {
         #[arg(long, default_value_t = 256)]
         memory_mib: u64,
     },
-    /// Submit a wasm module (.wasm or .wat) as a job, under your scope's mandate.
+    /// Submit a wasm module (.wasm or .wat) as a job, under your scope's mandate; or a
+    /// job spec file (.toml) holding the same fields as these flags, which win over it.
     Submit {
         #[command(flatten)]
         connect: Connect,
-        /// The module: a .wasm file, or a .wat text file compiled here.
+        /// The module (.wasm or .wat), or a job spec (.toml) naming it.
         module: PathBuf,
         /// The scope the job is for; its mandate pays.
         #[arg(long, env = "ICN_SCOPE")]
-        scope: ScopeId,
+        scope: Option<ScopeId>,
         /// What runs it: wasm (the default) or container.
-        #[arg(long, default_value = "wasm")]
-        executor: ExecutorKind,
+        #[arg(long)]
+        executor: Option<ExecutorKind>,
         /// A file whose bytes are the job's stdin.
         #[arg(long)]
         input: Option<PathBuf>,
         /// An argument for the module (repeatable).
         #[arg(long = "arg")]
         args: Vec<String>,
-        /// The most fuel (wasm instructions, roughly) the job may use; its hold is this times the price.
-        #[arg(long, default_value_t = Limits::default().fuel.0)]
-        fuel: u64,
-        /// The most memory the job may use, in MiB.
-        #[arg(long, default_value_t = Limits::default().memory_bytes / (1024 * 1024))]
-        memory_mib: u64,
-        /// The most wall-clock time the job may run, in ms.
-        #[arg(long, default_value_t = Limits::default().timeout_ms)]
-        timeout_ms: u64,
-        /// The most output the job may write, in bytes.
-        #[arg(long, default_value_t = Limits::default().output_bytes)]
-        output_bytes: u64,
+        /// The most fuel (wasm instructions, roughly) the job may use; its hold is this
+        /// times the price (default 1000000000).
+        #[arg(long)]
+        fuel: Option<u64>,
+        /// The most memory the job may use, in MiB (default 64).
+        #[arg(long)]
+        memory_mib: Option<u64>,
+        /// The most wall-clock time the job may run, in ms (default 10000).
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+        /// The most output the job may write, in bytes (default 65536).
+        #[arg(long)]
+        output_bytes: Option<u64>,
         /// Follow the job until it ends, then print its output.
         #[arg(long)]
         wait: bool,
@@ -624,21 +626,26 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             output_bytes,
             wait,
         } => {
-            let bytes = read_module(&module)?;
-            let input = match input {
-                Some(path) => {
-                    std::fs::read(&path).with_context(|| format!("cannot read input {}", path.display()))?
-                }
-                None => Vec::new(),
+            let given = icn_cli::spec::Given {
+                scope,
+                executor,
+                input,
+                args,
+                limits: icn_cli::spec::SpecLimits { fuel, memory_mib, timeout_ms, output_bytes },
             };
-            let limits = Limits {
-                fuel: Fuel(fuel),
-                memory_bytes: memory_mib.saturating_mul(1024 * 1024),
-                timeout_ms,
-                output_bytes,
+            let spec_file = module.extension().is_some_and(|e| e == "toml");
+            let job = if spec_file {
+                let spec = icn_cli::spec::JobSpec::read(&module)?;
+                let base = module.parent().unwrap_or(Path::new("."));
+                icn_cli::spec::job(Some((spec, base)), None, given)?
+            } else {
+                icn_cli::spec::job(None, Some(module), given)?
             };
+            let bytes = read_module(&job.module)?;
+            let (input, limits) = (job.input, job.limits);
             icn_protocol::wire::check_input(&input)?;
-            let job = JobRequest::new(scope, executor, ContentId::of(&bytes), &input, args, limits);
+            let job =
+                JobRequest::new(job.scope, job.executor, ContentId::of(&bytes), &input, job.args, limits);
             job.submission.validate()?;
             let client = connect.client().await?;
             client.ensure_module(&bytes).await?;

@@ -382,6 +382,28 @@ fn submit_wait_prints_the_output_and_a_tampered_row_is_named_by_verify() {
     assert_eq!(output, "42\n");
     let stderr = text(&out.stderr);
     assert!(stderr.contains("job ") && stderr.contains("completed on worker"), "{stderr}");
+    // The same job from a spec file, its paths relative to the file.
+    let spec = cluster.dir.path().join("job.toml");
+    let module = wat("sum.wat").canonicalize().unwrap();
+    std::fs::write(
+        &spec,
+        format!(
+            "module = {:?}\nscope = \"fed-north\"\ninput = \"numbers\"\n[limits]\nfuel = 1000000\n",
+            module.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut args: Vec<String> = vec!["submit".into()];
+    args.extend(cluster.member_args());
+    args.extend([spec.to_str().unwrap().into(), "--wait".into()]);
+    let from_spec = cluster.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(from_spec.status.success(), "{}", text(&from_spec.stderr));
+    assert!(text(&from_spec.stdout).ends_with("\n42\n"), "{}", text(&from_spec.stdout));
+    std::fs::write(&spec, "module = \"sum.wat\"\nscope = \"fed-north\"\ndeadline = \"1h\"\n").unwrap();
+    let refused = cluster.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!refused.status.success());
+    assert!(text(&refused.stderr).contains("unknown field `deadline`"), "{}", text(&refused.stderr));
+
     // The verified output, to a file.
     let file = cluster.dir.path().join("sum.out");
     let mut args: Vec<String> = vec!["result".into()];

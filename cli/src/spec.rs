@@ -1,0 +1,155 @@
+//! A job spec file: `icn submit job.toml` takes the same fields as `icn submit`'s flags,
+//! so a job can be kept, reviewed and run again. Flags given on the command line win over
+//! the file; paths in the file are relative to the file.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use icn_protocol::Fuel;
+use icn_protocol::governance::ScopeId;
+use icn_protocol::wire::{ExecutorKind, Limits};
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// The module: a .wasm file or a .wat text file.
+    pub module: Option<PathBuf>,
+    pub scope: Option<ScopeId>,
+    pub executor: Option<ExecutorKind>,
+    /// A file whose bytes are the job's stdin.
+    pub input: Option<PathBuf>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub limits: SpecLimits,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SpecLimits {
+    pub fuel: Option<u64>,
+    pub memory_mib: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub output_bytes: Option<u64>,
+}
+
+/// What `icn submit` was given on the command line, beside a spec file or instead of one.
+#[derive(Debug, Default)]
+pub struct Given {
+    pub scope: Option<ScopeId>,
+    pub executor: Option<ExecutorKind>,
+    pub input: Option<PathBuf>,
+    pub args: Vec<String>,
+    pub limits: SpecLimits,
+}
+
+/// A job ready to submit: the module's path, the input's bytes and the rest.
+#[derive(Debug, PartialEq)]
+pub struct Job {
+    pub module: PathBuf,
+    pub scope: ScopeId,
+    pub executor: ExecutorKind,
+    pub input: Vec<u8>,
+    pub args: Vec<String>,
+    pub limits: Limits,
+}
+
+impl JobSpec {
+    pub fn read(path: &Path) -> anyhow::Result<JobSpec> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the job spec {}", path.display()))?;
+        toml::from_str(&text).with_context(|| {
+            format!(
+                "the job spec {} is not valid (its fields: module, scope, executor, input, args, and limits with \
+                 fuel, memory_mib, timeout_ms, output_bytes)",
+                path.display()
+            )
+        })
+    }
+}
+
+/// The job from a spec (paths relative to `base`) with the command line's values on top;
+/// `module` is the module named on the command line when there is no spec.
+pub fn job(spec: Option<(JobSpec, &Path)>, module: Option<PathBuf>, given: Given) -> anyhow::Result<Job> {
+    let (spec, base) = match spec {
+        Some((spec, base)) => (spec, base.to_path_buf()),
+        None => (JobSpec::default(), PathBuf::new()),
+    };
+    let module = module
+        .or(spec.module.map(|m| base.join(m)))
+        .context("name the module: `module = \"job.wat\"` in the spec, or a .wasm or .wat file")?;
+    let scope = given.scope.or(spec.scope).context(
+        "name the scope the job is for: `scope = \"fed-north\"` in the spec, or --scope (or ICN_SCOPE)",
+    )?;
+    let input_path = given.input.or(spec.input.map(|i| base.join(i)));
+    let input = match input_path {
+        Some(path) => {
+            std::fs::read(&path).with_context(|| format!("cannot read the input {}", path.display()))?
+        }
+        None => Vec::new(),
+    };
+    let defaults = Limits::default();
+    let pick = |flag: Option<u64>, file: Option<u64>, default: u64| flag.or(file).unwrap_or(default);
+    let (g, s) = (&given.limits, &spec.limits);
+    let limits = Limits {
+        fuel: Fuel(pick(g.fuel, s.fuel, defaults.fuel.0)),
+        memory_bytes: pick(g.memory_mib, s.memory_mib, defaults.memory_bytes / (1024 * 1024))
+            .saturating_mul(1024 * 1024),
+        timeout_ms: pick(g.timeout_ms, s.timeout_ms, defaults.timeout_ms),
+        output_bytes: pick(g.output_bytes, s.output_bytes, defaults.output_bytes),
+    };
+    let args = if given.args.is_empty() { spec.args } else { given.args };
+    let executor = given.executor.or(spec.executor).unwrap_or(ExecutorKind::Wasm);
+    Ok(Job { module, scope, executor, input, args, limits })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spec_gives_every_field_and_the_command_line_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("numbers"), "19 23").unwrap();
+        let spec: JobSpec = toml::from_str(
+            "module = \"sum.wat\"\nscope = \"fed-north\"\ninput = \"numbers\"\nargs = [\"-v\"]\n\
+             [limits]\nfuel = 5000000\ntimeout_ms = 2000\n",
+        )
+        .unwrap();
+        let from_spec = job(Some((spec, dir.path())), None, Given::default()).unwrap();
+        assert_eq!(from_spec.module, dir.path().join("sum.wat"));
+        assert_eq!(from_spec.scope.as_str(), "fed-north");
+        assert_eq!(from_spec.input, b"19 23");
+        assert_eq!(from_spec.args, vec!["-v".to_string()]);
+        assert_eq!((from_spec.limits.fuel, from_spec.limits.timeout_ms), (Fuel(5_000_000), 2_000));
+        assert_eq!(from_spec.limits.output_bytes, Limits::default().output_bytes, "unset: the default");
+
+        let spec: JobSpec =
+            toml::from_str("module = \"sum.wat\"\nscope = \"fed-north\"\n[limits]\nfuel = 5\n").unwrap();
+        let given = Given {
+            scope: Some("fed-south".parse().unwrap()),
+            limits: SpecLimits { fuel: Some(7), ..SpecLimits::default() },
+            ..Given::default()
+        };
+        let overridden = job(Some((spec, dir.path())), None, given).unwrap();
+        assert_eq!((overridden.scope.as_str(), overridden.limits.fuel), ("fed-south", Fuel(7)));
+    }
+
+    #[test]
+    fn a_bad_spec_names_the_field() {
+        let unknown =
+            toml::from_str::<JobSpec>("module = \"a.wat\"\ndeadline = \"1h\"\n").unwrap_err().to_string();
+        assert!(unknown.contains("unknown field `deadline`"), "{unknown}");
+        let wrong = toml::from_str::<JobSpec>("[limits]\nfuel = \"lots\"\n").unwrap_err().to_string();
+        assert!(wrong.contains("fuel") && wrong.contains("invalid type"), "{wrong}");
+        let no_scope = job(
+            Some((JobSpec { module: Some("a.wat".into()), ..JobSpec::default() }, Path::new("."))),
+            None,
+            Given::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(no_scope.contains("name the scope the job is for"), "{no_scope}");
+    }
+}
