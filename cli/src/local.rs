@@ -65,6 +65,9 @@ pub struct LocalOptions<'a> {
     pub mandate_executors: &'a [ExecutorKind],
     /// Ended jobs the coordinator keeps in memory.
     pub ended_jobs_in_memory: usize,
+    /// A second federation beside the first, with the same credit line, founding mandate
+    /// and member standing: jobs of two scopes sharing one pool of workers.
+    pub second_federation: Option<&'a str>,
 }
 
 impl Default for LocalOptions<'_> {
@@ -82,6 +85,7 @@ impl Default for LocalOptions<'_> {
             extra_workers: &[],
             mandate_executors: &[ExecutorKind::Wasm],
             ended_jobs_in_memory: CoreConfig::default().ended_jobs_max,
+            second_federation: None,
         }
     }
 }
@@ -142,6 +146,10 @@ pub fn genesis(
             credit_limit: Some(options.credit_limit),
         },
     ];
+    let second: Option<ScopeId> = options.second_federation.map(str::parse).transpose()?;
+    if let Some(id) = &second {
+        scopes.push(GenesisScope { id: id.clone(), ..scopes[1].clone() });
+    }
     let extra_owners =
         options.extra_workers.iter().map(|(_, owner)| *owner).filter(|o| !options.owners.contains(o));
     let owners: std::collections::BTreeSet<&str> =
@@ -165,6 +173,9 @@ pub fn genesis(
             let mut standing = std::collections::BTreeMap::from([("commons".parse()?, vec![Standing::Vote])]);
             if !options.commons_only.contains(&name.as_str()) {
                 standing.insert(federation(), vec![Standing::Vote, Standing::Submit]);
+                if let Some(id) = &second {
+                    standing.insert(id.clone(), vec![Standing::Vote, Standing::Submit]);
+                }
                 if let Some(owner) = options.owners.get(i) {
                     standing.insert(owner.parse()?, vec![Standing::Vote, Standing::Donate]);
                 }
@@ -183,14 +194,18 @@ pub fn genesis(
         timeout_ms: icn_protocol::wire::TIMEOUT_MS_MAX,
         output_bytes: icn_protocol::wire::OUTPUT_SIZE_BYTES_MAX,
     };
+    let scopes_with_mandates = std::iter::once(federation()).chain(second);
     let mandates = options
         .founding_budget
-        .map(|budget| Mandate {
-            limits: most,
-            executors: options.mandate_executors.to_vec(),
-            ..day_mandate(budget)
-        })
         .into_iter()
+        .flat_map(|budget| {
+            scopes_with_mandates.clone().map(move |scope| Mandate {
+                scope,
+                limits: most,
+                executors: options.mandate_executors.to_vec(),
+                ..day_mandate(budget)
+            })
+        })
         .collect();
     let genesis = Genesis { scopes, members, workers, mandates, free_compute: false };
     genesis.validate()?;

@@ -496,8 +496,11 @@ fn commons_journal(dir: &std::path::Path) -> std::path::PathBuf {
 async fn jobs_no_worker_can_take_wait_with_their_reason_and_never_delay_the_others() {
     use icn_protocol::wire::{ExecutorKind, Waiting};
     let dir = tempfile::tempdir().unwrap();
-    let options =
-        LocalOptions { mandate_executors: &[ExecutorKind::Wasm, ExecutorKind::Container], ..two_workers() };
+    let options = LocalOptions {
+        mandate_executors: &[ExecutorKind::Wasm, ExecutorKind::Container],
+        second_federation: Some("fed-south"),
+        ..two_workers()
+    };
     let commons = LocalCommons::start(dir.path(), options).await.unwrap();
     let client = commons.client().await.unwrap();
     let module = client.ensure_module(&wat::parse_str(HELLO_WAT).unwrap()).await.unwrap();
@@ -514,9 +517,16 @@ async fn jobs_no_worker_can_take_wait_with_their_reason_and_never_delay_the_othe
         Limits::default(),
     );
     let container = client.submit(&container).await.unwrap();
+    // Twenty in the same scope, then twenty in another.
     let mut placeable = Vec::new();
     for _ in 0..20 {
         placeable.push(client.submit(&job(module, b"", Limits::default())).await.unwrap());
+    }
+    let south: icn_protocol::governance::ScopeId = "fed-south".parse().unwrap();
+    for i in 0..20u8 {
+        let request =
+            JobRequest::new(south.clone(), ExecutorKind::Wasm, module, &[i], vec![], Limits::default());
+        placeable.push(client.submit(&request).await.unwrap());
     }
     for id in &placeable {
         let view =
