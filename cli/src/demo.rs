@@ -38,13 +38,28 @@ const JOBS: &[DemoJob] = &[
     DemoJob { name: "spin", wat: SPIN_WAT, input: b"", fuel: 5_000_000 },
 ];
 
-pub async fn run() -> anyhow::Result<()> {
+/// Runs the demo; with `keep`, in that directory (new or empty), which then keeps the
+/// journal, instead of a temporary one.
+pub async fn run(keep: Option<&std::path::Path>) -> anyhow::Result<()> {
     let started = Instant::now();
-    let dir = tempfile::tempdir()?;
+    let temporary = tempfile::tempdir()?;
+    let dir = match keep {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            anyhow::ensure!(
+                std::fs::read_dir(dir)?.next().is_none(),
+                "{} is not empty; --keep writes a fresh journal there, so give a new or empty directory",
+                dir.display()
+            );
+            dir.to_path_buf()
+        }
+        None => temporary.path().to_path_buf(),
+    };
     println!("ICN compute commons: demo on this machine, over QUIC on loopback\n");
+    let credit_line = Credits(10_000);
     let options =
-        LocalOptions { founding_budget: None, credit_limit: Credits(10_000), ..LocalOptions::default() };
-    let commons = LocalCommons::start(dir.path(), options).await?;
+        LocalOptions { founding_budget: None, credit_limit: credit_line, ..LocalOptions::default() };
+    let commons = LocalCommons::start(&dir, options).await?;
     let federation = local::federation();
     println!("coordinator {} at {}", commons.coordinator.public_key().short(), commons.coordinator.addr());
     println!("journal     {}", commons.journal.display());
@@ -58,6 +73,11 @@ pub async fn run() -> anyhow::Result<()> {
             member.key.public().short()
         );
     }
+    println!(
+        "credit      {federation} may go {credit_line} below zero: the genesis grants that line (journal \
+         entry #0); a decision of the commons can change it"
+    );
+    println!("            (#N below is the journal entry that recorded a step; every step has one)");
 
     let ana = commons.client_for(commons.members[0].key.clone()).await?;
     let ben = commons.client_for(commons.members[1].key.clone()).await?;
@@ -106,7 +126,7 @@ pub async fn run() -> anyhow::Result<()> {
     let scope = ana.scope(federation.clone()).await?;
     let mandate = scope.mandate.context("the federation's mandate is in force")?;
     println!(
-        "\nmandate of {federation}: budget {}, {} spent by completed jobs, {} left",
+        "\nmandate of {federation}: budget {}, {} spent by the jobs that ran, {} left",
         mandate.mandate.budget, mandate.spent.0, mandate.left.0
     );
     let positions = ana.positions().await?;
@@ -139,6 +159,13 @@ pub async fn run() -> anyhow::Result<()> {
     );
     drop((ana, ben));
     commons.stop().await?;
+    if keep.is_some() {
+        let journal = dir.join("journal.db");
+        println!(
+            "the journal stays in {0}: `icn journal show --journal {0}`, `icn journal verify --journal {0}`",
+            journal.display()
+        );
+    }
     if completed != views.len() - 1 {
         anyhow::bail!("expected every job but the spinning one to complete");
     }

@@ -229,7 +229,12 @@ enum Command {
         command: JournalCommand,
     },
     /// Start a coordinator and three workers here and run jobs through them.
-    Demo,
+    Demo {
+        /// Keep the demo's journal in this directory (new or empty) to explore afterwards
+        /// with `icn journal show` and `icn journal verify`.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+    },
     /// Measure jobs/s and latency end to end beside in-process wasmtime.
     Bench {
         /// Jobs to run (default 2000; 100000 with --memory).
@@ -851,7 +856,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        Command::Demo => icn_cli::demo::run().await?,
+        Command::Demo { keep } => icn_cli::demo::run(keep.as_deref()).await?,
         Command::Bench { placement: true, pool, jobs, .. } => {
             let placements = jobs.unwrap_or(2_000).max(100) * 50;
             tokio::task::spawn_blocking(move || icn_cli::bench::placement(pool, placements)).await??.print();

@@ -722,3 +722,27 @@ fn a_coordinator_killed_with_replicas_in_flight_at_one_attempt_starts_and_ends_e
     cluster.start_coordinator();
     assert_eq!(cluster.wait_for(&second), "42\n");
 }
+
+#[test]
+fn the_demo_runs_and_keeps_a_journal_that_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let kept = dir.path().join("demo");
+    let out = icn(&["demo", "--keep", kept.to_str().unwrap()]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let shown = text(&out.stdout);
+    for words in [
+        "may go 10000 credits below zero: the genesis grants that line (journal entry #0)",
+        "#N below is the journal entry that recorded a step",
+        "journal verified",
+        "the journal stays in",
+    ] {
+        assert!(shown.contains(words), "{words:?} in:\n{shown}");
+    }
+    let journal = kept.join("journal.db");
+    let verified = icn(&["journal", "verify", "--journal", journal.to_str().unwrap()]);
+    assert!(verified.status.success(), "{}", text(&verified.stdout));
+    // A directory that holds something is refused: the demo writes a fresh journal.
+    let again = icn(&["demo", "--keep", kept.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(text(&again.stderr).contains("is not empty"), "{}", text(&again.stderr));
+}
