@@ -65,6 +65,12 @@ pub struct LocalOptions<'a> {
     pub mandate_executors: &'a [ExecutorKind],
     /// Ended jobs the coordinator keeps in memory.
     pub ended_jobs_in_memory: usize,
+    /// Where keys persist: each one is read from `NAME.key` there, or made and written on
+    /// the first start, so the commons can stop and start again on its journal. `None`:
+    /// fresh keys every time.
+    pub keys: Option<&'a Path>,
+    /// Where the coordinator listens (default: any free port on loopback).
+    pub listen: std::net::SocketAddr,
     /// A second federation beside the first, with the same credit line, founding mandate
     /// and member standing: jobs of two scopes sharing one pool of workers.
     pub second_federation: Option<&'a str>,
@@ -86,6 +92,8 @@ impl Default for LocalOptions<'_> {
             mandate_executors: &[ExecutorKind::Wasm],
             ended_jobs_in_memory: CoreConfig::default().ended_jobs_max,
             second_federation: None,
+            keys: None,
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
 }
@@ -113,6 +121,19 @@ pub fn day_mandate(budget: Credits) -> Mandate {
         executors: vec![ExecutorKind::Wasm],
         limits: Limits::default(),
     }
+}
+
+/// The key called `name`: kept in `dir` as `NAME.key` (read, or made and written the first
+/// time), or fresh without a directory.
+fn key_in(dir: Option<&Path>, name: &str) -> anyhow::Result<Arc<Keypair>> {
+    let Some(dir) = dir else { return Ok(Arc::new(Keypair::generate())) };
+    let path = dir.join(format!("{name}.key"));
+    if path.exists() {
+        return Ok(Arc::new(icn_transport::keyfile::read(&path)?));
+    }
+    let key = Keypair::generate();
+    icn_transport::keyfile::write_new(&key, &path)?;
+    Ok(Arc::new(key))
 }
 
 /// A commons holding one federation whose cooperatives are `owners`.
@@ -238,16 +259,20 @@ pub fn spawn_workers(
 
 impl LocalCommons {
     pub async fn start(dir: &Path, options: LocalOptions<'_>) -> anyhow::Result<LocalCommons> {
-        let coordinator_key = Arc::new(Keypair::generate());
+        let key = |name: &str| key_in(options.keys, name);
+        let coordinator_key = key("coordinator")?;
         anyhow::ensure!(!options.members.is_empty(), "a local commons needs at least one member");
         let members: Vec<LocalMember> = options
             .members
             .iter()
             .chain(options.commons_only)
-            .map(|name| LocalMember { name: name.to_string(), key: Arc::new(Keypair::generate()) })
-            .collect();
-        let worker_keys: Vec<(Arc<Keypair>, String)> =
-            options.owners.iter().map(|owner| (Arc::new(Keypair::generate()), owner.to_string())).collect();
+            .map(|name| Ok(LocalMember { name: name.to_string(), key: key(name)? }))
+            .collect::<anyhow::Result<_>>()?;
+        let worker_keys: Vec<(Arc<Keypair>, String)> = options
+            .owners
+            .iter()
+            .map(|owner| Ok((key(&format!("{owner}-worker"))?, owner.to_string())))
+            .collect::<anyhow::Result<_>>()?;
         let genesis = genesis(
             &options,
             &members.iter().map(|m| (m.name.clone(), m.key.public())).collect::<Vec<_>>(),
@@ -259,7 +284,7 @@ impl LocalCommons {
         )?;
         let journal = dir.join("journal.db");
         let config = CoordinatorConfig {
-            listen: "127.0.0.1:0".parse()?,
+            listen: options.listen,
             journal: journal.clone(),
             heartbeat_interval_ms: options.heartbeat_interval_ms,
             core: CoreConfig {

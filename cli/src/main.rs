@@ -228,6 +228,17 @@ enum Command {
         #[command(subcommand)]
         command: JournalCommand,
     },
+    /// A development commons that stays up: a coordinator on 127.0.0.1:7600 and three
+    /// workers of three cooperatives, keys and journal kept in --dir so it starts again
+    /// where it stopped; prints what to export and what to try. Stops on Ctrl-C or SIGTERM.
+    Dev {
+        /// Where its keys and journal live (made on the first start).
+        #[arg(long, default_value = "icn-dev")]
+        dir: PathBuf,
+        /// Where the coordinator listens.
+        #[arg(long, default_value = "127.0.0.1:7600", value_parser = coordinator_address)]
+        listen: SocketAddr,
+    },
     /// Start a coordinator and three workers here and run jobs through them.
     Demo {
         /// Keep the demo's journal in this directory (new or empty) to explore afterwards
@@ -856,6 +867,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 );
             }
         }
+        Command::Dev { dir, listen } => return dev(&dir, listen).await,
         Command::Demo { keep } => icn_cli::demo::run(keep.as_deref()).await?,
         Command::Bench { placement: true, pool, jobs, .. } => {
             let placements = jobs.unwrap_or(2_000).max(100) * 50;
@@ -974,6 +986,41 @@ async fn run_coordinator(path: &Path, accept_journal_end: bool) -> anyhow::Resul
     }
     eprintln!("coordinator stopping");
     coordinator.shutdown().await
+}
+
+/// `icn dev`: a local commons on `listen` whose keys and journal live in `dir`.
+async fn dev(dir: &Path, listen: SocketAddr) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir = dir.canonicalize()?;
+    let options = icn_cli::local::LocalOptions { keys: Some(&dir), listen, ..Default::default() };
+    let commons = icn_cli::local::LocalCommons::start(&dir, options).await?;
+    let member = dir.join(format!("{}.key", commons.members[0].name));
+    println!(
+        "a development commons is up: coordinator, {} workers, journal {}",
+        commons.workers.len(),
+        commons.journal.display()
+    );
+    println!(
+        "members ana and ben hold vote and submit standing in fed-north, which has a budget; in another terminal:\n"
+    );
+    println!(
+        "export ICN_COORDINATOR={} ICN_COORDINATOR_KEY={} ICN_KEY={} ICN_SCOPE=fed-north",
+        commons.coordinator.addr(),
+        commons.coordinator.public_key(),
+        member.display()
+    );
+    println!("icn submit examples/wat/hello.wat --wait   # from the repository's root");
+    println!("icn jobs");
+    println!("icn workers");
+    println!("icn decisions");
+    println!("icn ledger positions\n");
+    println!("Ctrl-C stops it; `icn dev --dir {}` starts it again where it stopped.", dir.display());
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    let signal = stop_signal().await?;
+    eprintln!("development commons stopping ({signal})");
+    commons.stop().await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Waits for SIGINT (Ctrl-C) or SIGTERM (what `kill`, systemd and Docker send): either

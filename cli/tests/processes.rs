@@ -746,3 +746,72 @@ fn the_demo_runs_and_keeps_a_journal_that_verifies() {
     assert!(!again.status.success());
     assert!(text(&again.stderr).contains("is not empty"), "{}", text(&again.stderr));
 }
+
+/// `icn dev` started as a child: the variables it says to export.
+fn start_dev(dir: &Path, addr: &str) -> (Child, Vec<(String, String)>) {
+    use std::io::BufRead;
+    let mut child = Command::new(ICN)
+        .args(["dev", "--dir", dir.to_str().unwrap(), "--listen", addr])
+        .env("ICN_STATE_DIR", dir.join("state"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut vars = Vec::new();
+    let mut line = String::new();
+    while vars.is_empty() {
+        line.clear();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "icn dev ended before printing what to export");
+        if let Some(exports) = line.trim().strip_prefix("export ") {
+            for pair in exports.split_whitespace() {
+                let (name, value) = pair.split_once('=').unwrap();
+                vars.push((name.to_string(), value.to_string()));
+            }
+        }
+    }
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    (child, vars)
+}
+
+fn stop_with_sigterm(mut child: Child) {
+    // SAFETY: sends a signal to a child process this test started and still owns.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "stopped by SIGTERM: {status}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "it did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_dev_commons_stays_up_runs_jobs_and_starts_again_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let (dev, vars) = start_dev(dir.path(), &addr);
+    let with_vars = |args: &[&str]| {
+        let out = Command::new(ICN)
+            .args(args)
+            .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("ICN_STATE_DIR", dir.path().join("state"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "icn {args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let out = with_vars(&["submit", wat("hello.wat").to_str().unwrap(), "--wait"]);
+    assert!(out.ends_with("\nhello from the commons\n"), "{out}");
+    stop_with_sigterm(dev);
+
+    let (dev, vars_again) = start_dev(dir.path(), &addr);
+    assert_eq!(vars_again, vars, "the same keys and address");
+    let jobs = with_vars(&["jobs"]);
+    assert!(jobs.lines().nth(1).is_some_and(|l| l.contains("completed")), "{jobs}");
+    stop_with_sigterm(dev);
+}
