@@ -190,8 +190,7 @@ pub fn jobs(jobs: &[icn_protocol::wire::JobSummary], now_ms: u64) -> String {
             (None, None) => String::new(),
         };
         let submitter = j.submitter.name.clone().unwrap_or_else(|| j.submitter.key.short());
-        let _ = writeln!(
-            out,
+        let line = format!(
             "{:<12}  {:<9}  {:<12}  {:<16}  {:>8}  {detail}",
             &j.job.to_string()[..12],
             j.state.name(),
@@ -199,6 +198,7 @@ pub fn jobs(jobs: &[icn_protocol::wire::JobSummary], now_ms: u64) -> String {
             submitter,
             age(now_ms.saturating_sub(j.submitted_ms))
         );
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     out
 }
@@ -249,5 +249,57 @@ mod tests {
             (age(59_999), age(60_000), age(7_200_000), age(172_800_000)),
             ("59s".into(), "1m".into(), "2h".into(), "2d".into())
         );
+    }
+}
+
+#[cfg(test)]
+mod snapshots {
+    use icn_protocol::governance::ScopeId;
+    use icn_protocol::views::Person;
+    use icn_protocol::wire::{ExecutorKind, JobState, JobSummary, Waiting};
+    use icn_protocol::{ContentId, JobId, PublicKey};
+
+    /// `icn jobs` as members read it, and every reason a job can wait, in words.
+    #[test]
+    fn the_jobs_table_and_the_waiting_sentences() {
+        let now_ms = 10 * 86_400_000;
+        let fed: ScopeId = "fed-north".parse().unwrap();
+        let ana = Person { key: PublicKey([7; 32]), name: Some("ana".into()) };
+        let summary = |seed: &[u8], state, ago_ms, waiting, failure: Option<&str>| JobSummary {
+            job: JobId(ContentId::of(seed)),
+            scope: fed.clone(),
+            submitter: ana.clone(),
+            submitted_ms: now_ms - ago_ms,
+            state,
+            waiting,
+            failure: failure.map(str::to_string),
+        };
+        let jobs = [
+            summary(
+                b"big",
+                JobState::Queued,
+                42_000,
+                Some(Waiting::NoMemory { asked_bytes: 1 << 29, largest_bytes: 1 << 28 }),
+                None,
+            ),
+            summary(
+                b"busy",
+                JobState::Queued,
+                7 * 60_000,
+                Some(Waiting::SlotsBusy { slots: 12, ahead: 3, scope: fed.clone() }),
+                None,
+            ),
+            summary(b"cancelled", JobState::Cancelled, 3 * 3_600_000, None, Some("cancelled by ana")),
+            summary(b"done", JobState::Completed, 2 * 86_400_000, None, None),
+        ];
+        insta::assert_snapshot!(super::jobs(&jobs, now_ms));
+        let sentences = [
+            Waiting::NoExecutor { executor: ExecutorKind::Container },
+            Waiting::NoMemory { asked_bytes: 1 << 30, largest_bytes: 1 << 28 },
+            Waiting::TooFewCooperatives { replicas: 2, cooperatives: 1 },
+            Waiting::TooFewCooperatives { replicas: 3, cooperatives: 2 },
+            Waiting::SlotsBusy { slots: 12, ahead: 3, scope: fed },
+        ];
+        insta::assert_snapshot!(sentences.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"));
     }
 }

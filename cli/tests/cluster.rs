@@ -539,10 +539,7 @@ async fn jobs_no_worker_can_take_wait_with_their_reason_and_never_delay_the_othe
     let waiting = view.waiting.expect("a queued job says why it waits");
     assert_eq!(waiting, Waiting::NoMemory { asked_bytes, largest_bytes: 256 * 1024 * 1024 });
     assert!(waiting.is_stuck());
-    assert_eq!(
-        waiting.to_string(),
-        "it asks 536870912 bytes of memory; the largest connected worker offers 268435456"
-    );
+    assert_eq!(waiting.to_string(), "it asks 512 MiB of memory; the largest connected worker offers 256 MiB");
     let view = client.status(container).await.unwrap();
     assert_eq!(view.state, JobState::Queued);
     let waiting = view.waiting.expect("a queued job says why it waits");

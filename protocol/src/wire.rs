@@ -579,7 +579,9 @@ impl std::fmt::Display for Waiting {
             }
             Waiting::NoMemory { asked_bytes, largest_bytes } => write!(
                 f,
-                "it asks {asked_bytes} bytes of memory; the largest connected worker offers {largest_bytes}"
+                "it asks {} MiB of memory; the largest connected worker offers {} MiB",
+                asked_bytes.div_ceil(1 << 20),
+                largest_bytes / (1 << 20)
             ),
             Waiting::TooFewCooperatives { replicas, cooperatives } => write!(
                 f,
