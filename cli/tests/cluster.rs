@@ -678,6 +678,21 @@ async fn jobs_list_newest_first_with_filters_and_says_why_each_waits() {
     let other_scope = JobsQuery { scope: Some("coop-a".parse().unwrap()), ..JobsQuery::default() };
     assert!(ana.jobs(&other_scope, 50).await.unwrap().is_empty());
     assert_eq!(ana.jobs(&JobsQuery::default(), 2).await.unwrap().len(), 2, "at most the limit");
+    // One a page: each page starts where the last ended, newest first.
+    let api = commons.coordinator.api();
+    let page = |after| icn_protocol::views::Page { after, limit: Some(1) };
+    let mut after = None;
+    let mut paged = Vec::new();
+    loop {
+        let query = JobsQuery::default();
+        let one = api.read(move |core| core.jobs_list(&query, &page(after))).await.unwrap();
+        paged.extend(one.items.iter().map(|j| j.job));
+        match one.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(paged, ids, "pages of one give the whole list once");
     let bad = JobsQuery { state: Some("sleeping".into()), ..JobsQuery::default() };
     let refused = ana.jobs(&bad, 50).await.unwrap_err().to_string();
     assert!(refused.contains("\"sleeping\" is not a job state; give one of queued, running"), "{refused}");

@@ -197,7 +197,7 @@ impl MemberApi {
                 let job = request.job;
                 let cancelled = self.write_journaled(move |core, now, journal| {
                     // Ended and forgotten: the journal still knows it.
-                    if core.job(&job).is_none() && journal.holds_job(&job).map_err(|e| e.to_string())? {
+                    if journal.forgotten(core, &job)? {
                         return Ok(Err(icn_core::Refusal::JobEnded { job, state: "ended".into() }));
                     }
                     Ok(core.cancel(now, envelope, request))
@@ -318,7 +318,7 @@ impl MemberApi {
         let submitted = self.write_journaled(move |core, now, journal| {
             let id = JobId(envelope.id());
             // Sent again after the job ended and left memory: the same job, not a new one.
-            if core.job(&id).is_none() && journal.holds_job(&id).map_err(|e| e.to_string())? {
+            if journal.forgotten(core, &id)? {
                 return Ok(Ok(id));
             }
             Ok(core.submit(now, envelope, submission))

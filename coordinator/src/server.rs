@@ -81,8 +81,10 @@ pub(crate) type WriteFn = Box<dyn FnOnce(&mut Core, Now, &Journaled) -> Reply + 
 pub(crate) struct Journaled<'a>(&'a Journal);
 
 impl Journaled<'_> {
-    pub fn holds_job(&self, job: &JobId) -> Result<bool, JournalError> {
-        self.0.holds_job(job)
+    /// Whether `job` ended and left the core's memory: the core no longer holds it but
+    /// the journal does.
+    pub fn forgotten(&self, core: &Core, job: &JobId) -> Result<bool, String> {
+        Ok(core.job(job).is_none() && self.0.holds_job(job).map_err(|e| e.to_string())?)
     }
 }
 

@@ -408,9 +408,7 @@ impl Core {
         let id = request.job;
         let job = self.jobs.get(&id).ok_or(Refusal::UnknownJob { job: id })?;
         if job.ended {
-            let state = self
-                .job(&id)
-                .map_or_else(|| "ended".to_string(), |v| format!("{:?}", v.state).to_lowercase());
+            let state = self.job(&id).map_or("ended", |v| v.state.name()).to_string();
             return Err(Refusal::JobEnded { job: id, state });
         }
         let signer = envelope.signer;
@@ -423,23 +421,19 @@ impl Core {
                 self.governance.member_name(&signer).map_or_else(|| signer.to_string(), str::to_string);
             return Err(Refusal::NoCancelStanding { member, job: id, scope });
         }
-        let stops: Vec<Command> = job
+        let in_flight: Vec<(TaskId, PublicKey, u32)> = job
             .placements
             .iter()
-            .filter_map(|(index, p)| {
-                let session = self.fleet.worker(&p.worker)?.session;
-                let task = TaskId { job: id, index: *index };
-                Some(Command::Stop { worker: p.worker, session, task, attempt: p.attempt })
-            })
+            .map(|(index, p)| (TaskId { job: id, index: *index }, p.worker, p.attempt))
             .collect();
         let cause = job.last_seq;
         self.record(Some(cause), signer, crate::Record::JobCancelled { request: envelope });
-        for stop in &stops {
-            if let Command::Stop { worker, .. } = stop {
-                self.fleet.still_running(worker);
-            }
+        // Workers connected now are told to stop; each such slot stays taken until they have.
+        for (task, worker, attempt) in in_flight {
+            let Some(session) = self.fleet.worker(&worker).map(|w| w.session) else { continue };
+            self.fleet.still_running(&worker);
+            self.commands.push(Command::Stop { worker, session, task, attempt });
         }
-        self.commands.extend(stops);
         self.schedule();
         Ok(self.job(&id).expect("a job just cancelled is held"))
     }

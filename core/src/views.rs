@@ -51,7 +51,12 @@ impl Core {
     /// A page of the jobs held, newest first, that pass `query`. The cursor counts down
     /// from the newest submission entry, so pages stay put while jobs are submitted.
     pub fn jobs_list(&self, query: &JobsQuery, page: &Page) -> Paged<JobSummary> {
-        let matching = self.jobs.newest_first().filter_map(|(seq, id)| {
+        // Cursors ascend as submissions go back in time; jobs on earlier pages are skipped
+        // before any view is built for them.
+        let cursor = |seq: u64| u64::MAX - seq;
+        let after_page =
+            self.jobs.newest_first().skip_while(|(seq, _)| page.after.is_some_and(|a| cursor(*seq) <= a));
+        let matching = after_page.filter_map(|(seq, id)| {
             let job = self.jobs.known(id);
             let keep = query.scope.as_ref().is_none_or(|s| *s == job.submission.scope)
                 && query.submitter.is_none_or(|k| k == job.submitter)
@@ -72,7 +77,7 @@ impl Core {
                 waiting: view.waiting,
                 failure: view.failure,
             };
-            Some((u64::MAX - seq, summary))
+            Some((cursor(seq), summary))
         });
         Paged::of(matching, page)
     }
