@@ -371,6 +371,13 @@ impl Client {
         .await
     }
 
+    pub async fn queue(&self) -> anyhow::Result<icn_protocol::views::QueueView> {
+        match self.call(ClientRequest::Queue).await? {
+            ClientResponse::Queue(queue) => Ok(queue),
+            other => bail!(unexpected(other)),
+        }
+    }
+
     pub async fn positions(&self) -> anyhow::Result<PositionsView> {
         match self.call(ClientRequest::Positions).await? {
             ClientResponse::Positions(positions) => Ok(positions),

@@ -42,6 +42,9 @@ pub struct ConfigFile {
     /// voided (default 24 hours).
     #[serde(default = "default_job_expiry_ms")]
     pub job_expiry_ms: u64,
+    /// Fair share: a scope's recent usage halves every this long (default 1 hour).
+    #[serde(default = "default_share_half_life_ms")]
+    pub share_half_life_ms: u64,
     /// The founding document (scopes, members, workers, founding mandates). Read on
     /// every start; after the first, it must match the journal's first entry.
     pub genesis: PathBuf,
@@ -72,6 +75,9 @@ fn default_ended_job_memory_ms() -> u64 {
 fn default_job_expiry_ms() -> u64 {
     CoreConfig::default().job_expiry_ms
 }
+fn default_share_half_life_ms() -> u64 {
+    CoreConfig::default().share_half_life_ms
+}
 
 /// The prefix of the environment variables that override the file.
 pub const ENV_PREFIX: &str = "ICN_CONFIG_";
@@ -91,6 +97,7 @@ impl ConfigFile {
             ended_jobs_in_memory: default_ended_jobs_in_memory(),
             ended_job_memory_ms: default_ended_job_memory_ms(),
             job_expiry_ms: default_job_expiry_ms(),
+            share_half_life_ms: default_share_half_life_ms(),
             genesis,
         }
     }
@@ -150,6 +157,12 @@ impl ConfigFile {
                 self.job_expiry_ms
             );
         }
+        if !(1_000..=30 * 86_400_000).contains(&self.share_half_life_ms) {
+            anyhow::bail!(
+                "share_half_life_ms is {}; use a value from 1000 (1 second) to 2592000000 (30 days)",
+                self.share_half_life_ms
+            );
+        }
         let genesis_path = base.join(&self.genesis);
         let text = std::fs::read_to_string(&genesis_path)
             .with_context(|| format!("cannot read the genesis {}", genesis_path.display()))?;
@@ -161,6 +174,7 @@ impl ConfigFile {
             ended_jobs_max: self.ended_jobs_in_memory,
             ended_job_memory_ms: self.ended_job_memory_ms,
             job_expiry_ms: self.job_expiry_ms,
+            share_half_life_ms: self.share_half_life_ms,
             ..CoreConfig::default()
         };
         let config = CoordinatorConfig {

@@ -203,6 +203,50 @@ pub fn jobs(jobs: &[icn_protocol::wire::JobSummary], now_ms: u64) -> String {
     out
 }
 
+/// `icn queue`: one line a scope, in the order fair share serves them now.
+pub fn queue(queue: &icn_protocol::views::QueueView) -> String {
+    let mut out = format!(
+        "{} slots, {} free; recent use halves every {}\n",
+        queue.slots,
+        queue.free_slots,
+        age(queue.half_life_ms)
+    );
+    if queue.scopes.is_empty() {
+        out.push_str("nothing waits or runs\n");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:<16} {:>6}  {:<14} {:>6} {:>12} {:>8} {:>8}",
+        "scope", "weight", "set by", "share", "recent use", "running", "waiting"
+    );
+    for s in &queue.scopes {
+        let _ = writeln!(
+            out,
+            "{:<16} {:>6}  {:<14} {:>5.1}% {:>12} {:>8} {:>8}",
+            s.scope.to_string(),
+            s.weight,
+            s.decision.map_or("default".to_string(), |d| format!("decision #{d}")),
+            s.share * 100.0,
+            format!("{:.1} slot-s", s.recent_ms as f64 / 1000.0),
+            s.running,
+            s.waiting
+        );
+    }
+    match queue.scopes.first().filter(|s| s.waiting > 0) {
+        Some(next) => {
+            let _ = writeln!(
+                out,
+                "next: {}, whose recent use is the lowest against its share; weights are set by decisions \
+                 of the parent scope (icn propose ... share --for SCOPE --weight N)",
+                next.scope
+            );
+        }
+        None => out.push_str("nothing waits\n"),
+    }
+    out
+}
+
 /// A duration in the largest unit that keeps it readable: 42s, 7m, 3h, 2d.
 pub fn age(ms: u64) -> String {
     let s = ms / 1000;
@@ -258,6 +302,35 @@ mod snapshots {
     use icn_protocol::views::Person;
     use icn_protocol::wire::{ExecutorKind, JobState, JobSummary, Waiting};
     use icn_protocol::{ContentId, JobId, PublicKey};
+
+    /// `icn queue` as members read it: two federations sharing scarce slots 3 to 1 by a
+    /// decision, and a scope with nothing waiting.
+    #[test]
+    fn the_queue_table() {
+        use icn_protocol::views::{QueueView, ScopeQueue};
+        let line = |scope: &str, weight, decision, share, recent_ms, running, waiting| ScopeQueue {
+            scope: scope.parse().unwrap(),
+            weight,
+            decision,
+            share,
+            recent_ms,
+            running,
+            waiting,
+        };
+        let queue = QueueView {
+            slots: 12,
+            free_slots: 0,
+            half_life_ms: 3_600_000,
+            scopes: vec![
+                line("fed-north", 3, Some(42), 0.6, 81_250, 8, 120),
+                line("fed-south", 1, None, 0.2, 26_000, 3, 40),
+                line("fed-east", 1, None, 0.2, 9_500, 1, 0),
+            ],
+        };
+        insta::assert_snapshot!(super::queue(&queue));
+        let idle = QueueView { slots: 12, free_slots: 12, half_life_ms: 600_000, scopes: vec![] };
+        insta::assert_snapshot!(super::queue(&idle));
+    }
 
     /// `icn jobs` as members read it, and every reason a job can wait, in words.
     #[test]

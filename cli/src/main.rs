@@ -213,6 +213,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The shared queue: each scope's fair share, recent usage, running and waiting jobs,
+    /// in the order the scopes are served now.
+    Queue {
+        #[command(flatten)]
+        connect: Connect,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Workers: owner, connection, free slots, trust, agreements, disagreements, quarantine.
     Workers {
         #[command(flatten)]
@@ -436,6 +445,16 @@ enum EffectArgs {
         #[arg(long)]
         credits_per_mega_fuel: u64,
     },
+    /// Scope --for's fair share when slots are scarce: its weight among the other scopes
+    /// of the deciding scope (its parent). Scopes no decision weighed have weight 1.
+    Share {
+        /// The scope whose weight it sets; a scope directly inside the deciding scope.
+        #[arg(long = "for")]
+        target: ScopeId,
+        /// Its weight, 1 to 1000: weights 3 and 1 split scarce slots 3 to 1.
+        #[arg(long)]
+        weight: u32,
+    },
 }
 
 impl EffectArgs {
@@ -478,6 +497,7 @@ impl EffectArgs {
             EffectArgs::Prices { credits_per_mega_fuel } => {
                 Effect::PriceSchedule(PriceSchedule { credits_per_mega_fuel })
             }
+            EffectArgs::Share { target, weight } => Effect::Share { scope: target, weight },
         })
     }
 }
@@ -796,6 +816,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&jobs)?);
             } else {
                 print!("{}", icn_cli::governance::jobs(&jobs, now_ms));
+            }
+        }
+        Command::Queue { connect, json } => {
+            let queue = connect.client().await?.queue().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&queue)?);
+            } else {
+                print!("{}", icn_cli::governance::queue(&queue));
             }
         }
         Command::Workers { connect } => {

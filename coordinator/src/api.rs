@@ -262,6 +262,7 @@ impl MemberApi {
                 }
                 ClientResponse::Jobs(self.read(move |core| core.jobs_list(&query, &page)).await?)
             }
+            ClientRequest::Queue => ClientResponse::Queue(self.read(|core| core.queue()).await?),
             ClientRequest::Workers(page) => {
                 ClientResponse::Workers(self.read(move |core| core.workers(&page)).await?)
             }

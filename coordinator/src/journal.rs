@@ -316,6 +316,7 @@ fn index_key(key: &IndexKey) -> (i64, Vec<u8>) {
         IndexKey::Scope(scope) => (1, scope.as_str().as_bytes().to_vec()),
         IndexKey::Decision(seq) => (2, seq.to_be_bytes().to_vec()),
         IndexKey::Proposal(id) => (3, id.0.to_vec()),
+        IndexKey::Share(scope) => (4, scope.as_str().as_bytes().to_vec()),
     }
 }
 

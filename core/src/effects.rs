@@ -74,7 +74,8 @@ impl Core {
             | Effect::RevokeStanding { .. }
             | Effect::PlacementPolicy(_)
             | Effect::PriceSchedule(_)
-            | Effect::ResolveDispute { .. } => {}
+            | Effect::ResolveDispute { .. }
+            | Effect::Share { .. } => {}
         }
     }
 

@@ -5,7 +5,7 @@
 //! store keeps the rows beside the entries, committed in the same transaction.
 
 use icn_governance::Event;
-use icn_protocol::governance::{Ballot, ScopeId};
+use icn_protocol::governance::{Ballot, Effect, ScopeId};
 use icn_protocol::wire::Submission;
 use icn_protocol::{ContentId, JobId};
 
@@ -21,6 +21,8 @@ pub enum IndexKey {
     Decision(u64),
     /// Every ballot cast on a proposal.
     Proposal(ContentId),
+    /// Every decision that set a scope's fair-share weight.
+    Share(ScopeId),
 }
 
 /// One entry filed under one key; for a scope, how its posted position moved.
@@ -65,6 +67,15 @@ impl Core {
                 let state = self.jobs.known(job);
                 if state.authorization.hold.0 > 0 {
                     self.index.push(row(IndexKey::Scope(state.submission.scope.clone()), 0));
+                }
+            }
+            Record::Governance(Event::DecisionMade(decided))
+                if decided.accepted && decided.effect_refused.is_none() =>
+            {
+                // Filed before `apply` closes the proposal, while its effect is at hand.
+                let effect = &self.governance.open[&decided.proposal].proposal.effect;
+                if let Effect::Share { scope, .. } = effect {
+                    self.index.push(row(IndexKey::Share(scope.clone()), 0));
                 }
             }
             Record::Governance(Event::BallotCast { ballot, .. }) => {

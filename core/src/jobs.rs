@@ -16,6 +16,8 @@ pub(crate) struct Placement {
     pub owner: ScopeId,
     pub attempt: u32,
     pub placed_seq: u64,
+    /// On the wall clock, from the placement's entry: what fair share charges from.
+    pub placed_ms: u64,
     /// On the monotonic clock.
     pub deadline_mono_ms: u64,
 }
@@ -25,8 +27,8 @@ pub(crate) struct Placement {
 /// is requeued when the coordinator resumes).
 impl PartialEq for Placement {
     fn eq(&self, other: &Self) -> bool {
-        (&self.worker, &self.owner, self.attempt, self.placed_seq)
-            == (&other.worker, &other.owner, other.attempt, other.placed_seq)
+        (&self.worker, &self.owner, self.attempt, self.placed_seq, self.placed_ms)
+            == (&other.worker, &other.owner, other.attempt, other.placed_seq, other.placed_ms)
     }
 }
 
@@ -92,8 +94,11 @@ impl Job {
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Jobs {
     map: BTreeMap<JobId, Job>,
-    /// Jobs waiting for a worker, in submission order (keyed by their submission entry).
-    queue: BTreeMap<u64, JobId>,
+    /// Jobs waiting for a worker, by scope, in submission order (keyed by their
+    /// submission entry). A scope whose queue empties leaves the map.
+    queues: BTreeMap<ScopeId, BTreeMap<u64, JobId>>,
+    /// Jobs in all the queues.
+    queued: usize,
     /// Every job held, by its submission entry: for listing newest first.
     by_seq: BTreeMap<u64, JobId>,
     open: usize,
@@ -166,15 +171,21 @@ impl Jobs {
     }
 
     pub fn queue_len(&self) -> usize {
-        self.queue.len()
+        self.queued
     }
 
-    /// The first job in the queue after the one keyed `after` (from the start without it):
-    /// its key and id.
-    pub fn queued_after(&self, after: Option<u64>) -> Option<(u64, JobId)> {
+    /// Scopes with jobs waiting, and how many each.
+    pub fn queues(&self) -> impl Iterator<Item = (&ScopeId, usize)> {
+        self.queues.iter().map(|(scope, queue)| (scope, queue.len()))
+    }
+
+    /// The first job in `scope`'s queue after the one keyed `after` (from the start
+    /// without it): its key and id.
+    pub fn queued_after(&self, scope: &ScopeId, after: Option<u64>) -> Option<(u64, JobId)> {
+        let queue = self.queues.get(scope)?;
         let range = match after {
-            Some(key) => self.queue.range(key + 1..),
-            None => self.queue.range(..),
+            Some(key) => queue.range(key + 1..),
+            None => queue.range(..),
         };
         range.map(|(key, id)| (*key, *id)).next()
     }
@@ -182,11 +193,29 @@ impl Jobs {
     /// Jobs of the same scope that wait before `id` in the queue.
     pub fn ahead_in_scope(&self, id: &JobId) -> u32 {
         let job = self.known(id);
+        self.queues.get(&job.submission.scope).map_or(0, |q| q.range(..job.submitted_seq).count() as u32)
+    }
+
+    /// `id` waits in its scope's queue (again, or still).
+    fn enqueue(&mut self, id: &JobId) {
+        let job = self.map.get(id).expect("a queued job is held");
+        let queue = self.queues.entry(job.submission.scope.clone()).or_default();
+        if queue.insert(job.submitted_seq, *id).is_none() {
+            self.queued += 1;
+        }
+    }
+
+    /// `id` leaves its scope's queue, if it was in it.
+    fn dequeue(&mut self, id: &JobId) {
+        let job = self.map.get(id).expect("a queued job is held");
         let scope = &job.submission.scope;
-        self.queue
-            .range(..job.submitted_seq)
-            .filter(|(_, other)| self.known(other).submission.scope == *scope)
-            .count() as u32
+        let Some(queue) = self.queues.get_mut(scope) else { return };
+        if queue.remove(&job.submitted_seq).is_some() {
+            self.queued -= 1;
+        }
+        if queue.is_empty() {
+            self.queues.remove(scope);
+        }
     }
 
     pub fn admit(&mut self, seq: u64, time_ms: u64, envelope: &Envelope, authorization: &Authorization) {
@@ -214,7 +243,7 @@ impl Jobs {
             last_seq: seq,
         };
         assert!(self.map.insert(id, job).is_none(), "entry {seq}: job {id} is admitted once");
-        self.queue.insert(seq, id);
+        self.enqueue(&id);
         self.by_seq.insert(seq, id);
         self.open += 1;
     }
@@ -231,8 +260,7 @@ impl Jobs {
         job.attempts = placement.attempt;
         job.placements.insert(task.index, placement);
         if job.placed_all() {
-            let submitted = job.submitted_seq;
-            self.queue.remove(&submitted);
+            self.dequeue(&task.job);
         }
     }
 
@@ -244,8 +272,7 @@ impl Jobs {
         let placement = job.placements.remove(&task.index);
         job.vacant.insert(task.index);
         job.requeues += 1;
-        let submitted = job.submitted_seq;
-        self.queue.insert(submitted, task.job);
+        self.enqueue(&task.job);
         placement
     }
 
@@ -266,8 +293,7 @@ impl Jobs {
         let job = self.known_mut(id);
         job.last_seq = seq;
         job.extra += count;
-        let submitted = job.submitted_seq;
-        self.queue.insert(submitted, *id);
+        self.enqueue(id);
     }
 
     /// An entry about the job that changes nothing else in it.
@@ -279,8 +305,7 @@ impl Jobs {
         let job = self.known_mut(id);
         job.last_seq = seq;
         job.disputed = true;
-        let submitted = job.submitted_seq;
-        self.queue.remove(&submitted);
+        self.dequeue(id);
     }
 
     /// The job ends: its replicas in flight are released (returned, for the fleet to
@@ -307,8 +332,7 @@ impl Jobs {
         job.reports = Vec::new();
         job.vacant = BTreeSet::new();
         job.last_seq = seq;
-        let submitted = job.submitted_seq;
-        self.queue.remove(&submitted);
+        self.dequeue(id);
         self.open -= 1;
         self.ended.push_back((*id, time_ms));
         released
@@ -451,9 +475,11 @@ impl Core {
         self.jobs.admit(seq, time_ms, envelope, authorization);
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn apply_placed(
         &mut self,
         seq: u64,
+        time_ms: u64,
         task: TaskId,
         attempt: u32,
         worker: PublicKey,
@@ -463,26 +489,41 @@ impl Core {
         let timeout_ms = self.jobs.known(&task.job).submission.limits.timeout_ms;
         let deadline_mono_ms =
             self.clock.mono_ms.saturating_add(timeout_ms).saturating_add(self.config.deadline_grace_ms);
-        let placement =
-            Placement { worker, owner: owner.clone(), attempt, placed_seq: seq, deadline_mono_ms };
+        let placement = Placement {
+            worker,
+            owner: owner.clone(),
+            attempt,
+            placed_seq: seq,
+            placed_ms: time_ms,
+            deadline_mono_ms,
+        };
         self.jobs.placed(seq, task, placement, quorum);
         self.fleet.occupy(&worker, task);
+        self.shares.started(&self.jobs.known(&task.job).submission.scope, time_ms);
     }
 
-    pub(crate) fn apply_requeued(&mut self, seq: u64, task: TaskId, fault: bool) {
+    /// A replica's attempt is over: its worker's slot is free and its scope is charged
+    /// the slot time it held, unless it ended by the worker's fault.
+    fn vacate(&mut self, time_ms: u64, task: &TaskId, placement: &Placement, fault: bool) {
+        self.fleet.vacate(&placement.worker, task);
+        let scope = &self.jobs.known(&task.job).submission.scope;
+        self.shares.stopped(scope, placement.placed_ms, time_ms, !fault);
+    }
+
+    pub(crate) fn apply_requeued(&mut self, seq: u64, time_ms: u64, task: TaskId, fault: bool) {
         if let Some(placement) = self.jobs.requeued(seq, task) {
-            self.fleet.vacate(&placement.worker, &task);
+            self.vacate(time_ms, &task, &placement, fault);
             if fault {
                 self.fleet.lose_trust(&placement.worker, seq, |trust| trust.missed += 1);
             }
         }
     }
 
-    pub(crate) fn apply_report(&mut self, seq: u64, envelope: &Envelope) {
+    pub(crate) fn apply_report(&mut self, seq: u64, time_ms: u64, envelope: &Envelope) {
         let report = envelope.open_trusted::<ExecutionReport>().expect("journaled reports decode");
         let task = report.task;
         let placement = self.jobs.reported(seq, envelope.signer, report);
-        self.fleet.vacate(&placement.worker, &task);
+        self.vacate(time_ms, &task, &placement, false);
     }
 
     /// Ends job `id` at entry `seq`, freeing the slots of its replicas still in flight.
@@ -493,8 +534,9 @@ impl Core {
         result: Option<(PublicKey, ExecutionReport)>,
         failure: Option<String>,
     ) {
-        for (task, placement) in self.jobs.end(seq, self.clock.wall_ms, id, result, failure) {
-            self.fleet.vacate(&placement.worker, &task);
+        let time_ms = self.clock.wall_ms;
+        for (task, placement) in self.jobs.end(seq, time_ms, id, result, failure) {
+            self.vacate(time_ms, &task, &placement, false);
         }
         self.jobs.forget_ended_beyond(self.config.ended_jobs_max);
     }

@@ -16,6 +16,7 @@
 //! - `settlement` — the ledger: holds reserved at admission, posted at completion, voided
 //!   at failure; clearing.
 //! - `scheduling` — placing replicas, judging their results, disputes.
+//! - `shares` — recent usage by scope and the governed weights that order the queue.
 //! - `effects` — the one place every decided effect is applied.
 //!
 //! Every collection whose iteration order reaches the journal is ordered (`BTreeMap`),
@@ -30,6 +31,7 @@ pub mod record;
 mod refusal;
 mod scheduling;
 mod settlement;
+mod shares;
 pub mod store;
 pub mod trace;
 mod views;
@@ -75,6 +77,7 @@ pub struct State<'a> {
     jobs: &'a jobs::Jobs,
     trust: &'a std::collections::BTreeMap<PublicKey, icn_protocol::governance::Trust>,
     quarantined: &'a std::collections::BTreeSet<PublicKey>,
+    shares: &'a shares::Shares,
 }
 
 /// Tunables of the core, each with its unit.
@@ -96,6 +99,10 @@ pub struct CoreConfig {
     pub ended_jobs_max: usize,
     /// An ended job leaves memory this long after it ended, if not sooner.
     pub ended_job_memory_ms: u64,
+    /// Fair share: a scope's recent usage halves every this long.
+    pub share_half_life_ms: u64,
+    /// Fair share: what each placement costs its scope beyond the slot time it holds.
+    pub share_quantum_ms: u64,
 }
 
 impl Default for CoreConfig {
@@ -108,6 +115,8 @@ impl Default for CoreConfig {
             job_expiry_ms: 24 * 3_600_000,
             ended_jobs_max: 10_000,
             ended_job_memory_ms: 3_600_000,
+            share_half_life_ms: 3_600_000,
+            share_quantum_ms: 1_000,
         }
     }
 }
@@ -150,6 +159,7 @@ pub struct Core {
     settlement: Settlement,
     fleet: Fleet,
     jobs: Jobs,
+    shares: shares::Shares,
     /// The founding document the journal began with.
     genesis: Option<Genesis>,
     chain: Chain,
@@ -167,6 +177,7 @@ impl Core {
     pub fn new(key: Arc<Keypair>, config: CoreConfig) -> Self {
         Core {
             key,
+            shares: shares::Shares::new(config.share_half_life_ms.max(1), config.share_quantum_ms),
             config,
             governance: Governance::default(),
             settlement: Settlement::default(),
@@ -287,7 +298,12 @@ impl Core {
     /// ledger: the jobs held (open, and ended ones not yet forgotten), trust and
     /// quarantine. Compared by checks and tests; connections are not in it.
     pub fn state(&self) -> State<'_> {
-        State { jobs: &self.jobs, trust: self.fleet.trust(), quarantined: self.fleet.quarantined() }
+        State {
+            jobs: &self.jobs,
+            trust: self.fleet.trust(),
+            quarantined: self.fleet.quarantined(),
+            shares: &self.shares,
+        }
     }
 
     /// Jobs held in memory: open ones, and ended ones not yet forgotten.
@@ -327,10 +343,10 @@ impl Core {
                 self.apply_submitted(seq, time_ms, submission, authorization)
             }
             Record::TaskPlaced { task, attempt, worker, owner, quorum, .. } => {
-                self.apply_placed(seq, *task, *attempt, *worker, owner, *quorum)
+                self.apply_placed(seq, time_ms, *task, *attempt, *worker, owner, *quorum)
             }
-            Record::TaskRequeued { task, fault, .. } => self.apply_requeued(seq, *task, *fault),
-            Record::ReportReceived { report } => self.apply_report(seq, report),
+            Record::TaskRequeued { task, fault, .. } => self.apply_requeued(seq, time_ms, *task, *fault),
+            Record::ReportReceived { report } => self.apply_report(seq, time_ms, report),
             Record::Verified { job, agreeing, dissenting, by_decision } => {
                 self.apply_verified(seq, *job, agreeing, dissenting, by_decision.is_some())
             }

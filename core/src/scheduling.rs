@@ -2,7 +2,7 @@
 //! scope's placement policy, taking their reports, judging whether they agree, asking for
 //! more replicas when they do not, and opening a dispute when more cannot settle it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use icn_placement::{Plan, Policy, Request, Shortfall, Verdict};
 use icn_protocol::governance::ScopeId;
@@ -57,18 +57,36 @@ impl Core {
         self.schedule();
     }
 
-    /// Places queued jobs in submission order: a job's first replicas by the policy's
-    /// plan, then replacements for lost replicas and the extra replicas a disagreement
-    /// asked for. A job that cannot be placed now is passed over, so it never delays one
-    /// that can; fresh jobs of a shape (scope, executor, memory) that could not be placed
-    /// in this pass are passed over without trying (placing only takes slots, so they
-    /// could not be either), and the pass ends when no slot is free.
+    /// Places queued jobs, scope by fair share and each scope's jobs in submission order:
+    /// a job's first replicas by the policy's plan, then replacements for lost replicas
+    /// and the extra replicas a disagreement asked for. The next job comes from the
+    /// scope whose recent usage is lowest against its share (see `shares`). A job that
+    /// cannot be placed now is passed over, so it never delays one that can; fresh jobs
+    /// of a shape (scope, executor, memory) that could not be placed in this pass are
+    /// passed over without trying (placing only takes slots, so they could not be
+    /// either), a scope whose queue was walked to its end is done for the pass, and the
+    /// pass ends when no slot is free.
     pub(crate) fn schedule(&mut self) {
-        let mut after = None;
+        if self.fleet.pool().free_slots() == 0 || self.jobs.queue_len() == 0 {
+            return;
+        }
+        let now_ms = self.clock.wall_ms;
+        let shares = self.shares.shares(&self.governance, self.jobs.queues().map(|(scope, _)| scope));
+        let mut after: BTreeMap<ScopeId, u64> = BTreeMap::new();
+        let mut done: BTreeSet<&ScopeId> = BTreeSet::new();
         let mut held: BTreeSet<(ScopeId, ExecutorKind, u64)> = BTreeSet::new();
         while self.fleet.pool().free_slots() > 0 {
-            let Some((key, id)) = self.jobs.queued_after(after) else { return };
-            after = Some(key);
+            let next = shares
+                .iter()
+                .filter(|(scope, _)| !done.contains(scope))
+                .map(|(scope, share)| (self.shares.priority(scope, *share, now_ms), scope))
+                .min_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+            let Some((_, scope)) = next else { return };
+            let Some((key, id)) = self.jobs.queued_after(scope, after.get(scope).copied()) else {
+                done.insert(scope);
+                continue;
+            };
+            after.insert(scope.clone(), key);
             let job = self.jobs.known(&id);
             let fresh = job.is_fresh();
             let shape =

@@ -23,6 +23,9 @@ use crate::record::Record;
 /// Entries a job's trace reads at most: its submission, placements, reports, verdicts.
 pub const JOB_ENTRIES_MAX: usize = 1_024;
 
+/// Share decisions about one scope a trace reads at a time, to find the one in force.
+const SHARE_DECISIONS_PAGE: usize = 256;
+
 /// Where provenance is read from: entries by number, and the index filed as they were
 /// applied.
 pub trait Source {
@@ -94,10 +97,12 @@ impl<'a, S: Source> Provenance<'a, S> {
         let submission: Submission = envelope.open_trusted().map_err(|e| e.to_string())?;
         let mut lines = vec![];
         let mut money = vec![];
+        let mut first_placed = None;
         for row in self.source.indexed(&IndexKey::Job(*job), None, JOB_ENTRIES_MAX)? {
             let (entry, record) = self.read(row.seq)?;
             let line = self.line(&entry, &record);
             match &record {
+                Record::TaskPlaced { .. } if first_placed.is_none() => first_placed = Some(line.seq),
                 Record::JobSubmitted { .. } if authorization.hold.0 > 0 => money.push(format!(
                     "#{}: reserved up to {} of {}'s credit",
                     line.seq, authorization.hold, submission.scope
@@ -135,18 +140,55 @@ impl<'a, S: Source> Provenance<'a, S> {
             }
             lines.push(line);
         }
+        let order = first_placed.map(|placed| self.order(&submission.scope, placed)).transpose()?;
         Ok(Trace {
             job: Some(JobTrace {
                 job: *job,
                 scope: submission.scope,
                 submitter: self.person(&envelope.signer),
                 hold: authorization.hold,
+                order,
                 entries: lines,
                 money,
             }),
             authority: self.authority(authorization.decision)?,
             authorized_jobs: vec![],
         })
+    }
+
+    /// What ordered a job of `scope` first placed at entry `placed`: the scope's
+    /// fair-share weight then, and the decision that set it.
+    fn order(&self, scope: &ScopeId, placed: u64) -> Result<String, String> {
+        let rule = "when slots are scarce, the scope that used least against its share goes first";
+        // The last share decision before the placement, read a page at a time.
+        let key = IndexKey::Share(scope.clone());
+        let (mut latest, mut after) = (None, None);
+        loop {
+            let rows = self.source.indexed(&key, after, SHARE_DECISIONS_PAGE)?;
+            let before: Vec<u64> = rows.iter().map(|row| row.seq).filter(|seq| *seq < placed).collect();
+            latest = before.last().copied().or(latest);
+            if rows.len() < SHARE_DECISIONS_PAGE || before.len() < rows.len() {
+                break;
+            }
+            after = latest;
+        }
+        let Some(decided) = latest else {
+            return Ok(format!("{scope}'s fair share had weight 1, as no decision had set another; {rule}"));
+        };
+        let (decision, _) = self.read(decided)?;
+        let opened = decision.cause.ok_or_else(|| format!("decision #{} names no proposal", decided))?;
+        let (_, proposal) = self.read(opened)?;
+        let Record::Governance(Event::ProposalOpened { proposal: envelope, .. }) = proposal else {
+            return Err(format!("entry {opened}, the cause of decision #{}, is not a proposal", decided));
+        };
+        let proposal: Proposal = envelope.open_trusted().map_err(|e| e.to_string())?;
+        let Effect::Share { weight, .. } = proposal.effect else {
+            return Err(format!("decision #{} did not set a share", decided));
+        };
+        Ok(format!(
+            "{scope}'s fair share had weight {weight} among the scopes of {}, set by decision #{}; {rule}",
+            proposal.scope, decided
+        ))
     }
 
     /// A job's view as its journal entries tell it: for a job the core no longer holds

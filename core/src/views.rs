@@ -9,7 +9,7 @@ use icn_governance::{Decision, ProposalState, describe_effect};
 use icn_protocol::governance::ScopeId;
 use icn_protocol::views::{
     AccountView, DecisionView, MandateView, MemberView, ObligationView, Page, Paged, Person, PositionsView,
-    ProposalView, ScopeSummary, ScopeView, WorkerView,
+    ProposalView, QueueView, ScopeQueue, ScopeSummary, ScopeView, WorkerView,
 };
 use icn_protocol::wire::{IdKind, JobSummary, JobsQuery};
 use icn_protocol::{ContentId, JobId, PublicKey};
@@ -46,6 +46,44 @@ impl Core {
         };
         let ids: std::collections::BTreeSet<[u8; 32]> = ids.into_iter().collect();
         ids.into_iter().take(limit).collect()
+    }
+
+    /// How the shared queue stands: every scope with jobs waiting or running, with its
+    /// weight, share, recent usage and jobs, in the order fair share serves them now
+    /// (scopes with nothing waiting last).
+    pub fn queue(&self) -> QueueView {
+        let now_ms = self.clock.wall_ms;
+        let waiting: BTreeMap<&ScopeId, usize> = self.jobs.queues().collect();
+        let active: std::collections::BTreeSet<&ScopeId> =
+            waiting.keys().copied().chain(self.shares.busy()).collect();
+        let shares = self.shares.shares(&self.governance, active.into_iter());
+        let mut scopes: Vec<(bool, f64, ScopeQueue)> = shares
+            .into_iter()
+            .map(|(scope, share)| {
+                let waiting = waiting.get(&scope).copied().unwrap_or(0) as u64;
+                let priority = self.shares.priority(&scope, share, now_ms);
+                let set = self.governance.scopes.get(&scope).and_then(|s| s.share);
+                let view = ScopeQueue {
+                    weight: set.map_or(1, |s| s.weight),
+                    decision: set.map(|s| s.decision),
+                    share,
+                    recent_ms: self.shares.recent_ms(&scope, now_ms).round() as u64,
+                    running: self.shares.running(&scope),
+                    waiting,
+                    scope,
+                };
+                (waiting == 0, priority, view)
+            })
+            .collect();
+        scopes
+            .sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then_with(|| a.2.scope.cmp(&b.2.scope)));
+        let pool = self.fleet.pool();
+        QueueView {
+            slots: pool.candidates().filter(|c| !c.quarantined).map(|c| u64::from(c.slots)).sum(),
+            free_slots: pool.free_slots(),
+            half_life_ms: self.shares.half_life_ms(),
+            scopes: scopes.into_iter().map(|(_, _, view)| view).collect(),
+        }
     }
 
     /// A page of the jobs held, newest first, that pass `query`. The cursor counts down

@@ -1,5 +1,5 @@
 //! The core is a deterministic state machine whose journal is its whole history: any
-//! sequence of proposals, ballots (replication, credit-limit, admission and dispute
+//! sequence of proposals, ballots (replication, credit-limit, admission, share and dispute
 //! decisions among them), submissions, honest and lying results, workers coming and
 //! going, passing time and coordinator crashes gives
 //!
@@ -376,6 +376,7 @@ impl Sim {
             ),
             8 => ("fed", Effect::RemoveWorker { key: some_worker }),
             9 => ("fed", Effect::Readmit { key: some_worker }),
+            10 => ("commons", Effect::Share { scope: scope("fed"), weight: value }),
             _ => {
                 let job = *self
                     .jobs

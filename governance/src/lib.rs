@@ -12,8 +12,8 @@ mod state;
 
 pub use genesis::Genesis;
 pub use state::{
-    Authorization, Decision, DecisionRecord, Event, Governance, MandateState, ProposalState, Scope, Tally,
-    describe_effect,
+    Authorization, Decision, DecisionRecord, Event, Governance, MandateState, ProposalState, Scope, ShareSet,
+    Tally, describe_effect,
 };
 
 use icn_protocol::governance::{Credits, ScopeId, Standing};

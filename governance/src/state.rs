@@ -65,6 +65,17 @@ pub struct Scope {
     pub prices: Option<PriceSchedule>,
     /// The decision whose mandate is in force for this scope, if any.
     pub mandate: Option<u64>,
+    /// The scope's fair-share weight among its siblings and the decision that set it;
+    /// `None` is weight 1.
+    #[serde(default)]
+    pub share: Option<ShareSet>,
+}
+
+/// A fair-share weight and the decision (its journal entry) that set it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareSet {
+    pub weight: u32,
+    pub decision: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,6 +189,11 @@ impl Governance {
     /// The placement policy in force for `scope`: its own, or its nearest ancestor's.
     pub fn placement_policy(&self, scope: &ScopeId) -> Option<PlacementPolicy> {
         self.lineage(scope).iter().find_map(|id| self.scopes.get(id).and_then(|s| s.policy))
+    }
+
+    /// `scope`'s fair-share weight among its siblings: the decided one, or 1.
+    pub fn share_weight(&self, scope: &ScopeId) -> u32 {
+        self.scopes.get(scope).and_then(|s| s.share).map_or(1, |s| s.weight)
     }
 
     /// The price schedule in force for `scope`: its own, or its nearest ancestor's.
@@ -302,6 +318,15 @@ impl Governance {
                 ))
             }
             Effect::PlacementPolicy(_) | Effect::PriceSchedule(_) => Ok(()),
+            Effect::Share { scope: target, .. } => match &self.scope(target)?.parent {
+                Some(parent) if parent == scope => Ok(()),
+                Some(parent) => Err(Refusal::Invalid(format!(
+                    "the share of {target} is decided in its parent scope {parent}, not in {scope}"
+                ))),
+                None => Err(Refusal::Invalid(format!(
+                    "{target} has no parent scope, so no siblings to share with"
+                ))),
+            },
         }
     }
 
@@ -534,6 +559,7 @@ impl Governance {
                 policy: scope.policy,
                 prices: scope.prices,
                 mandate: None,
+                share: None,
             };
             self.scopes.insert(scope.id.clone(), state);
         }
@@ -596,6 +622,10 @@ impl Governance {
             }
             Effect::PriceSchedule(prices) => {
                 self.scopes.get_mut(scope).expect("decided scope exists").prices = Some(*prices);
+            }
+            Effect::Share { scope: target, weight } => {
+                let share = ShareSet { weight: *weight, decision: seq };
+                self.scopes.get_mut(target).expect("decided scope exists").share = Some(share);
             }
             // The ledger holds credit limits and the coordinator trust; it applies these.
             Effect::CreditLimit { .. } | Effect::Readmit { .. } | Effect::ResolveDispute { .. } => {}
@@ -675,6 +705,11 @@ pub fn describe_effect(scope: &ScopeId, effect: &Effect, name: impl Fn(&PublicKe
         }
         Effect::CreditLimit { scope: target, limit } => {
             format!("credit line for {target}: its account may go down to -{}", limit.0)
+        }
+        Effect::Share { scope: target, weight } => {
+            format!(
+                "fair share of {target}: weight {weight} among the scopes of {scope} when slots are scarce"
+            )
         }
     }
 }

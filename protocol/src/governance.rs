@@ -19,6 +19,8 @@ pub const TITLE_LENGTH_MAX: usize = 200;
 pub const VOTING_WINDOW_MS_MAX: u64 = 30 * 24 * 3600 * 1000;
 pub const MANDATE_PERIOD_MS_MAX: u64 = 366 * 24 * 3600 * 1000;
 pub const REPLICAS_MAX: u32 = 7;
+/// The largest fair-share weight a decision may give a scope.
+pub const SHARE_WEIGHT_MAX: u32 = 1_000;
 /// Credits per million fuel. Bounded so that the most fuel a job may ask for, priced,
 /// stays far inside an i64 of credits.
 pub const PRICE_PER_MEGA_FUEL_MAX: u64 = 1_000_000_000;
@@ -377,6 +379,12 @@ pub enum Effect {
         output_digest: ContentId,
         fuel: Fuel,
     },
+    /// `scope`'s weight when its jobs and its sibling scopes' jobs wait for the same
+    /// slots: decided in its parent scope. A scope no decision weighed has weight 1.
+    Share {
+        scope: ScopeId,
+        weight: u32,
+    },
 }
 
 /// A member asks its scope to decide on an effect.
@@ -419,6 +427,14 @@ impl Proposal {
             | Effect::RemoveWorker { .. }
             | Effect::Readmit { .. }
             | Effect::ResolveDispute { .. } => Ok(()),
+            Effect::Share { weight, .. } => {
+                if *weight == 0 || *weight > SHARE_WEIGHT_MAX {
+                    return Err(Error::invalid(format!(
+                        "share weight {weight} is not allowed: use 1 to {SHARE_WEIGHT_MAX} (1 is an equal share)"
+                    )));
+                }
+                Ok(())
+            }
         }
     }
 }

@@ -236,6 +236,36 @@ pub struct JobTrace {
     pub entries: Vec<Line>,
     /// What moved in the ledger for this job, in words, each naming its entry.
     pub money: Vec<String>,
+    /// What ordered the job in the queue: its scope's fair-share weight and the decision
+    /// that set it, as of its first placement.
+    pub order: Option<String>,
+}
+
+/// How the shared queue stands: the slots of the workers out of quarantine, and every
+/// scope with jobs waiting or running, in the order fair share serves them now.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueueView {
+    pub slots: u64,
+    pub free_slots: u64,
+    /// Recent usage halves every this long.
+    pub half_life_ms: u64,
+    pub scopes: Vec<ScopeQueue>,
+}
+
+/// One scope in the queue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScopeQueue {
+    pub scope: ScopeId,
+    /// Its weight among the scopes beside it; 1 unless a decision set another.
+    pub weight: u32,
+    /// The decision of the parent scope that set the weight.
+    pub decision: Option<u64>,
+    /// Its share of the slots among the scopes active now, from 0 to 1.
+    pub share: f64,
+    /// Slot time it used recently, decayed, in milliseconds.
+    pub recent_ms: u64,
+    pub running: u64,
+    pub waiting: u64,
 }
 
 /// One entry of a scope's account statement.
@@ -350,6 +380,9 @@ impl fmt::Display for Trace {
                     "    #{:<5} cause {:<6} signed by {}: {}",
                     line.seq, cause, line.signer, line.text
                 )?;
+            }
+            if let Some(order) = &job.order {
+                writeln!(f, "  its place in the queue: {order}")?;
             }
             writeln!(f)?;
         }

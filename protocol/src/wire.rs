@@ -509,6 +509,8 @@ pub enum ClientRequest {
     /// Jobs the coordinator holds (every open job and the latest ended ones), newest
     /// first, paged.
     Jobs(JobsQuery, crate::views::Page),
+    /// How the shared queue stands, scope by scope, in fair-share order.
+    Queue,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -644,6 +646,7 @@ pub enum ClientResponse {
     /// Full ids in hex, in order; more than one means the prefix is ambiguous.
     Completions(Vec<String>),
     Jobs(crate::views::Paged<JobSummary>),
+    Queue(crate::views::QueueView),
 }
 
 /// Why a request was refused: a code that does not change between versions, for
