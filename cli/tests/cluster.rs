@@ -702,3 +702,77 @@ async fn jobs_list_newest_first_with_filters_and_says_why_each_waits() {
     assert!(first.starts_with(&stuck.to_string()[..12]) && first.contains("queued"), "{table}");
     commons.stop().await.unwrap();
 }
+
+/// Two federations flood a four-slot commons after the commons decided their shares 3 to
+/// 1: the first 400 jobs to complete split 3 to 1 (within 10%), `queue` shows the weights
+/// and the decision, and a job's trace names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_federations_share_scarce_slots_by_the_weights_the_commons_decided() {
+    use icn_protocol::governance::{Choice, Effect, Proposal, ScopeId};
+    use icn_protocol::wire::ExecutorKind;
+    let dir = tempfile::tempdir().unwrap();
+    let options = LocalOptions {
+        second_federation: Some("fed-south"),
+        voting_window_ms: 400,
+        slots: 2,
+        ..two_workers()
+    };
+    let commons = LocalCommons::start(dir.path(), options).await.unwrap();
+    let ana = commons.client().await.unwrap();
+    let ben = commons.client_for(commons.members[1].key.clone()).await.unwrap();
+    let (north, south): (ScopeId, ScopeId) = ("fed-north".parse().unwrap(), "fed-south".parse().unwrap());
+    let effect = Effect::Share { scope: north.clone(), weight: 3 };
+    let proposal =
+        Proposal { scope: "commons".parse().unwrap(), title: "North runs three to one".into(), effect };
+    let (id, _) = ana.propose(&proposal).await.unwrap();
+    ana.vote(id, Choice::Yes).await.unwrap();
+    ben.vote(id, Choice::Yes).await.unwrap();
+    let decision = tokio::time::timeout(Duration::from_secs(20), icn_cli::demo::wait_for_decision(&ana, id))
+        .await
+        .unwrap()
+        .unwrap();
+
+    let module = ana.ensure_module(&wat::parse_str(BUSY_WAT).unwrap()).await.unwrap();
+    let mut jobs = vec![];
+    for _ in 0..400 {
+        for scope in [&north, &south] {
+            let request =
+                JobRequest::new(scope.clone(), ExecutorKind::Wasm, module, b"x", vec![], Limits::default());
+            jobs.push(ana.submit(&request).await.unwrap());
+        }
+    }
+    let queue = ana.queue().await.unwrap();
+    let shares: Vec<(&str, u32, Option<u64>, f64)> =
+        queue.scopes.iter().map(|s| (s.scope.as_str(), s.weight, s.decision, s.share)).collect();
+    assert!(shares.contains(&("fed-north", 3, Some(decision.seq), 0.75)), "{queue:?}");
+    assert!(shares.contains(&("fed-south", 1, None, 0.25)), "{queue:?}");
+    assert_eq!(queue.slots, 4);
+    for id in &jobs {
+        let view =
+            tokio::time::timeout(Duration::from_secs(120), ana.watch(*id, |_| {})).await.unwrap().unwrap();
+        assert_eq!(view.state, JobState::Completed);
+    }
+    let trace = ana.trace(icn_protocol::wire::TraceQuery::Job(jobs[0])).await.unwrap().job.unwrap();
+    let expected = format!("weight 3 among the scopes of commons, set by decision #{}", decision.seq);
+    assert!(trace.order.as_deref().is_some_and(|o| o.contains(&expected)), "{:?}", trace.order);
+    commons.stop().await.unwrap();
+
+    let scope_of: std::collections::BTreeMap<JobId, bool> =
+        jobs.iter().enumerate().map(|(i, id)| (*id, i % 2 == 0)).collect();
+    let completed: Vec<bool> = journal::read(&commons_journal(dir.path()))
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e.decode_record().unwrap() {
+            Record::JobCompleted { job, .. } => Some(scope_of[&job]),
+            _ => None,
+        })
+        .take(400)
+        .collect();
+    let north_done = completed.iter().filter(|n| **n).count();
+    let ratio = north_done as f64 / (400 - north_done) as f64;
+    assert!(
+        (2.7..=3.3).contains(&ratio),
+        "the first 400 completions split {north_done}:{}",
+        400 - north_done
+    );
+}
