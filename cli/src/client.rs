@@ -225,16 +225,7 @@ impl Client {
             return Ok(typed);
         }
         let ids = self.complete(kind, &typed).await?;
-        match ids.as_slice() {
-            [] => bail!("no {kind} known here starts with {typed}"),
-            [one] => Ok(one.clone()),
-            many => bail!(
-                "{typed} is the start of {}{} {kind}s: {}; type more of the id",
-                if many.len() >= icn_protocol::wire::COMPLETIONS_MAX { "at least " } else { "" },
-                many.len(),
-                many.iter().map(|id| &id[..16]).collect::<Vec<_>>().join(", ")
-            ),
-        }
+        pick(kind, &typed, &ids)
     }
 
     pub async fn resolve_job(&self, typed: &str) -> anyhow::Result<JobId> {
@@ -533,4 +524,19 @@ fn unexpected(response: ClientResponse) -> String {
 
 pub fn agent() -> String {
     format!("icn/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The one id a typed prefix names among the `ids` that start with it; none or several is
+/// an error that says so, listing the matches (16 digits each) to tell them apart.
+pub fn pick(kind: IdKind, typed: &str, ids: &[String]) -> anyhow::Result<String> {
+    match ids {
+        [] => bail!("no {kind} known here starts with {typed}"),
+        [one] => Ok(one.clone()),
+        many => bail!(
+            "{typed} is the start of {}{} {kind}s: {}; type more of the id",
+            if many.len() >= icn_protocol::wire::COMPLETIONS_MAX { "at least " } else { "" },
+            many.len(),
+            many.iter().map(|id| &id[..16]).collect::<Vec<_>>().join(", ")
+        ),
+    }
 }

@@ -209,7 +209,7 @@ fn row(commons: &LocalCommons, name: &str, view: &JobView, output: &str) -> Stri
         Some((worker, report)) => {
             let output = match &report.outcome {
                 Outcome::Exited { .. } => output.to_string(),
-                Outcome::Failed { kind, .. } => format!("({kind:?})"),
+                Outcome::Failed { kind, .. } => format!("(it {kind})"),
             };
             (format!("{} {}", worker.short(), commons.owner_of(worker)), report.fuel.0.to_string(), output)
         }

@@ -8,3 +8,4 @@ pub mod demo;
 pub mod governance;
 pub mod local;
 pub mod spec;
+pub mod status;

@@ -17,7 +17,7 @@ use icn_protocol::governance::{
     Choice, Credits, Effect, Mandate, PlacementPolicy, PriceSchedule, Proposal, ScopeId, Standing,
 };
 use icn_protocol::views::{PAGE_ITEMS_MAX, Page};
-use icn_protocol::wire::{ExecutorKind, IdKind, JobState, JobView, Limits, Outcome, TraceQuery};
+use icn_protocol::wire::{ExecutorKind, IdKind, JobState, JobView, Limits, TraceQuery};
 use icn_protocol::{ContentId, Fuel, JobId, Keypair, PublicKey, SealPoint};
 
 #[derive(Parser)]
@@ -699,7 +699,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 return follow(&client, job).await;
             }
             let view = client.status(job).await?;
-            eprintln!("{}", describe(&view));
+            eprintln!("{}", icn_cli::status::describe(&view));
             return Ok(exit_code(&view));
         }
         Command::Result { connect, job, out } => {
@@ -708,7 +708,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let view = client.status(job).await?;
             let (worker, report) = match (&view.state, &view.result) {
                 (JobState::Completed, Some(result)) => result,
-                _ => bail!("{}; only a completed job has an output", describe(&view)),
+                _ => bail!("{}; only a completed job has an output", icn_cli::status::describe(&view)),
             };
             let bytes = client.output(job).await?;
             anyhow::ensure!(
@@ -748,14 +748,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     std::io::stdout().write_all(&report.stderr)?;
                 }
                 Some(_) => eprintln!("job {}: its module wrote nothing to stderr", job.0.short()),
-                None => eprintln!("{}; no run has reported yet", describe(&view)),
+                None => eprintln!("{}; no run has reported yet", icn_cli::status::describe(&view)),
             }
         }
         Command::Cancel { connect, job } => {
             let client = connect.client().await?;
             let job = client.resolve_job(&job).await?;
             let view = client.cancel(job).await?;
-            eprintln!("{}", describe(&view));
+            eprintln!("{}", icn_cli::status::describe(&view));
         }
         Command::Propose { connect, scope, title, effect } => {
             let client = connect.client().await?;
@@ -1074,9 +1074,9 @@ fn read_module(path: &Path) -> anyhow::Result<Vec<u8>> {
 async fn follow(client: &Client, job: JobId) -> anyhow::Result<ExitCode> {
     let progress = indicatif::ProgressBar::new_spinner();
     progress.enable_steady_tick(std::time::Duration::from_millis(100));
-    let view = client.watch(job, |view| progress.set_message(describe(view))).await?;
+    let view = client.watch(job, |view| progress.set_message(icn_cli::status::describe(view))).await?;
     progress.finish_and_clear();
-    eprintln!("{}", describe(&view));
+    eprintln!("{}", icn_cli::status::describe(&view));
     if view.state == JobState::Completed {
         use std::io::Write;
         std::io::stdout().write_all(&client.output(job).await?)?;
@@ -1084,82 +1084,9 @@ async fn follow(client: &Client, job: JobId) -> anyhow::Result<ExitCode> {
     Ok(exit_code(&view))
 }
 
-/// A job's exit status for `submit --wait` and `status`: the module's own exit code when
-/// it completed, [`EXIT_FAILED`] when it failed or was cancelled, [`EXIT_DISPUTED`] in
-/// dispute, and 0 while it waits or runs.
+/// The process's exit code for a job's state (see [`icn_cli::status::exit_status`]).
 fn exit_code(view: &JobView) -> ExitCode {
-    match (&view.state, &view.result) {
-        (JobState::Completed, Some((_, report))) => match report.outcome {
-            // An exit code outside 1..=255 still says "not zero".
-            Outcome::Exited { code } => ExitCode::from(u8::try_from(code).unwrap_or(1)),
-            Outcome::Failed { .. } => ExitCode::from(EXIT_FAILED),
-        },
-        (JobState::Completed, None) => ExitCode::SUCCESS,
-        (JobState::Failed | JobState::Cancelled, _) => ExitCode::from(EXIT_FAILED),
-        (JobState::Disputed, _) => ExitCode::from(EXIT_DISPUTED),
-        (JobState::Queued | JobState::Running { .. }, _) => ExitCode::SUCCESS,
-    }
-}
-
-/// A job that failed (a trap, its fuel, time, memory or output limit) or was cancelled
-/// (70 is the conventional "internal software error"; the module's own codes pass
-/// through as they are).
-const EXIT_FAILED: u8 = 70;
-
-/// `--wait` on a job in dispute: its result waits for a decision of the commons (75 is
-/// the conventional "temporary failure, try again later").
-const EXIT_DISPUTED: u8 = 75;
-
-/// Where a run's stderr can be read, when it wrote any.
-fn stderr_note(view: &JobView) -> String {
-    match &view.result {
-        Some((_, report)) if !report.stderr.is_empty() => {
-            format!("; {} bytes of stderr (`icn logs {}`)", report.stderr.len(), view.job)
-        }
-        _ => String::new(),
-    }
-}
-
-fn describe(view: &JobView) -> String {
-    let id = view.job.0.short();
-    match (&view.state, &view.result) {
-        (JobState::Queued, _) => match &view.waiting {
-            Some(waiting) if waiting.is_stuck() => format!(
-                "job {id}: queued; it cannot be placed with the workers connected now: {waiting}. \
-                 It waits until such a worker connects"
-            ),
-            Some(waiting) => format!("job {id}: queued: {waiting}"),
-            None => format!("job {id}: queued, waiting for a free worker"),
-        },
-        (JobState::Running { worker, attempt }, _) => {
-            format!("job {id}: running on worker {} (attempt {attempt})", worker.short())
-        }
-        (JobState::Completed, Some((worker, report))) => format!(
-            "job {id}: completed on worker {}: {}, {} output bytes, {}{}",
-            worker.short(),
-            icn_core::record::describe_outcome(&report.outcome),
-            report.output_bytes,
-            report.fuel,
-            stderr_note(view)
-        ),
-        (JobState::Cancelled, _) => format!(
-            "job {id}: {}; its hold was released and nobody paid",
-            view.failure.clone().unwrap_or_else(|| "cancelled".into())
-        ),
-        (JobState::Failed, _) => {
-            format!(
-                "job {id}: failed: {}{}",
-                view.failure.clone().unwrap_or_else(|| "no reason recorded".into()),
-                stderr_note(view)
-            )
-        }
-        (JobState::Completed, None) => format!("job {id}: completed"),
-        (JobState::Disputed, _) => format!(
-            "job {id}: in dispute: its replicas disagree and more could not settle it; a decision of the commons \
-             will (`icn decisions`, then `icn status {}` once it is taken)",
-            view.job
-        ),
-    }
+    ExitCode::from(icn_cli::status::exit_status(view))
 }
 
 #[cfg(test)]

@@ -453,7 +453,7 @@ fn submit_wait_prints_the_output_and_a_tampered_row_is_named_by_verify() {
     args.push(spun);
     let status = cluster.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(status.status.code(), Some(70), "{}", text(&status.stderr));
-    assert!(text(&status.stderr).contains("OutOfFuel"), "{}", text(&status.stderr));
+    assert!(text(&status.stderr).contains("it ran out of fuel"), "{}", text(&status.stderr));
     args[0] = "result".into();
     let result = cluster.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(!result.status.success());

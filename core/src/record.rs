@@ -281,7 +281,7 @@ pub fn paid_list(payees: &[(ScopeId, Credits)]) -> String {
 pub fn describe_outcome(outcome: &icn_protocol::wire::Outcome) -> String {
     match outcome {
         icn_protocol::wire::Outcome::Exited { code } => format!("exited with code {code}"),
-        icn_protocol::wire::Outcome::Failed { kind, detail } => format!("failed ({kind:?}): {detail}"),
+        icn_protocol::wire::Outcome::Failed { kind, detail } => format!("failed: it {kind} ({detail})"),
     }
 }
 

@@ -283,9 +283,13 @@ impl Core {
                 worker,
                 payees,
             },
-            Outcome::Failed { kind, detail } => {
-                Record::JobFailedPaid { job: id, reason: format!("{kind:?}: {detail}"), fuel, worker, payees }
-            }
+            Outcome::Failed { kind, detail } => Record::JobFailedPaid {
+                job: id,
+                reason: format!("it {kind} ({detail})"),
+                fuel,
+                worker,
+                payees,
+            },
         };
         self.record(Some(cause), signer, ended);
     }

@@ -283,6 +283,21 @@ impl FailureKind {
     }
 }
 
+/// In words, as a member reads it after "the job ...".
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FailureKind::OutOfFuel => "ran out of fuel",
+            FailureKind::MemoryLimit => "went over its memory limit",
+            FailureKind::Timeout => "went over its time limit",
+            FailureKind::Trap => "trapped",
+            FailureKind::OutputTooLarge => "went over its output limit",
+            FailureKind::InvalidModule => "is not a module the sandbox can run",
+            FailureKind::WorkerError => "hit an error of the worker's own",
+        })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     Exited { code: i32 },
