@@ -513,7 +513,15 @@ impl JobRequest {
         args: Vec<String>,
         limits: icn_protocol::wire::Limits,
     ) -> Self {
-        let submission = Submission { scope, executor, module, input: ContentId::of(input), args, limits };
+        let submission = Submission {
+            scope,
+            executor,
+            module,
+            input: ContentId::of(input),
+            args,
+            limits,
+            options: Default::default(),
+        };
         JobRequest { submission, input: input.to_vec() }
     }
 }

@@ -232,6 +232,19 @@ pub fn queue(queue: &icn_protocol::views::QueueView) -> String {
             s.running,
             s.waiting
         );
+        for c in &s.classes {
+            let _ = writeln!(
+                out,
+                "  class {:<10} {:>6}  {:<14} {:>6} {:>12} {:>8} {:>8}",
+                c.name,
+                c.weight,
+                "",
+                "",
+                format!("{:.1} slot-s", c.recent_ms as f64 / 1000.0),
+                "",
+                c.waiting
+            );
+        }
     }
     match queue.scopes.first().filter(|s| s.waiting > 0) {
         Some(next) => {
@@ -307,7 +320,7 @@ mod snapshots {
     /// decision, and a scope with nothing waiting.
     #[test]
     fn the_queue_table() {
-        use icn_protocol::views::{QueueView, ScopeQueue};
+        use icn_protocol::views::{ClassQueue, QueueView, ScopeQueue};
         let line = |scope: &str, weight, decision, share, recent_ms, running, waiting| ScopeQueue {
             scope: scope.parse().unwrap(),
             weight,
@@ -316,13 +329,20 @@ mod snapshots {
             recent_ms,
             running,
             waiting,
+            classes: vec![],
         };
         let queue = QueueView {
             slots: 12,
             free_slots: 0,
             half_life_ms: 3_600_000,
             scopes: vec![
-                line("fed-north", 3, Some(42), 0.6, 81_250, 8, 120),
+                ScopeQueue {
+                    classes: vec![
+                        ClassQueue { name: "urgent".into(), weight: 3, recent_ms: 61_000, waiting: 20 },
+                        ClassQueue { name: "batch".into(), weight: 1, recent_ms: 20_250, waiting: 100 },
+                    ],
+                    ..line("fed-north", 3, Some(42), 0.6, 81_250, 8, 120)
+                },
                 line("fed-south", 1, None, 0.2, 26_000, 3, 40),
                 line("fed-east", 1, None, 0.2, 9_500, 1, 0),
             ],

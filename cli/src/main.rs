@@ -93,6 +93,13 @@ enum Command {
         /// The most output the job may write, in bytes (default 65536).
         #[arg(long)]
         output_bytes: Option<u64>,
+        /// How long the job has to reach an accepted result (30m, 2h, 1d); past it, it
+        /// fails and its hold is released.
+        #[arg(long)]
+        deadline: Option<String>,
+        /// One of the priority classes its scope decided (`icn scope show SCOPE` lists them).
+        #[arg(long)]
+        priority: Option<String>,
         /// Follow the job until it ends, then print its output.
         #[arg(long)]
         wait: bool,
@@ -455,6 +462,24 @@ enum EffectArgs {
         #[arg(long)]
         weight: u32,
     },
+    /// Priority classes of the deciding scope's jobs, sharing its slots by weight; a job
+    /// names one with `submit --priority` (one that names none is in class default).
+    Classes {
+        /// A class and its weight, NAME=WEIGHT (repeatable), such as urgent=4.
+        #[arg(long = "class", required = true, value_parser = parse_class)]
+        classes: Vec<icn_protocol::governance::PriorityClass>,
+    },
+}
+
+/// `urgent=4`: a priority class and its weight.
+fn parse_class(text: &str) -> anyhow::Result<icn_protocol::governance::PriorityClass> {
+    let (name, weight) = text
+        .split_once('=')
+        .with_context(|| format!("{text:?} is not a class; write NAME=WEIGHT, such as urgent=4"))?;
+    let weight = weight
+        .parse()
+        .with_context(|| format!("{weight:?} is not a weight; write a whole number from 1 to 1000"))?;
+    Ok(icn_protocol::governance::PriorityClass { name: name.to_string(), weight })
 }
 
 impl EffectArgs {
@@ -498,6 +523,7 @@ impl EffectArgs {
                 Effect::PriceSchedule(PriceSchedule { credits_per_mega_fuel })
             }
             EffectArgs::Share { target, weight } => Effect::Share { scope: target, weight },
+            EffectArgs::Classes { classes } => Effect::PriorityClasses { classes },
         })
     }
 }
@@ -660,6 +686,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             memory_mib,
             timeout_ms,
             output_bytes,
+            deadline,
+            priority,
             wait,
         } => {
             let given = icn_cli::spec::Given {
@@ -668,6 +696,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 input,
                 args,
                 limits: icn_cli::spec::SpecLimits { fuel, memory_mib, timeout_ms, output_bytes },
+                deadline,
+                priority,
             };
             let spec_file = module.extension().is_some_and(|e| e == "toml");
             let job = if spec_file {
@@ -680,8 +710,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let bytes = read_module(&job.module)?;
             let (input, limits) = (job.input, job.limits);
             icn_protocol::wire::check_input(&input)?;
-            let job =
+            let options = icn_protocol::wire::JobOptions {
+                deadline_ms: job.deadline_ms.map(|ms| icn_coordinator::server::now_ms().saturating_add(ms)),
+                priority: job.priority,
+            };
+            let mut job =
                 JobRequest::new(job.scope, job.executor, ContentId::of(&bytes), &input, job.args, limits);
+            job.submission.options = options;
             job.submission.validate()?;
             let client = connect.client().await?;
             client.ensure_module(&bytes).await?;

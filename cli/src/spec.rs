@@ -23,6 +23,10 @@ pub struct JobSpec {
     pub args: Vec<String>,
     #[serde(default)]
     pub limits: SpecLimits,
+    /// How long the job has to reach an accepted result, from submission: 30m, 2h, 1d.
+    pub deadline: Option<String>,
+    /// One of the priority classes its scope decided.
+    pub priority: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -42,6 +46,8 @@ pub struct Given {
     pub input: Option<PathBuf>,
     pub args: Vec<String>,
     pub limits: SpecLimits,
+    pub deadline: Option<String>,
+    pub priority: Option<String>,
 }
 
 /// A job ready to submit: the module's path, the input's bytes and the rest.
@@ -53,6 +59,9 @@ pub struct Job {
     pub input: Vec<u8>,
     pub args: Vec<String>,
     pub limits: Limits,
+    /// How long it has to reach an accepted result, from submission.
+    pub deadline_ms: Option<u64>,
+    pub priority: Option<String>,
 }
 
 impl JobSpec {
@@ -61,8 +70,8 @@ impl JobSpec {
             .with_context(|| format!("cannot read the job spec {}", path.display()))?;
         toml::from_str(&text).with_context(|| {
             format!(
-                "the job spec {} is not valid (its fields: module, scope, executor, input, args, and limits with \
-                 fuel, memory_mib, timeout_ms, output_bytes)",
+                "the job spec {} is not valid (its fields: module, scope, executor, input, args, deadline, priority, \
+                 and limits with fuel, memory_mib, timeout_ms, output_bytes)",
                 path.display()
             )
         })
@@ -101,7 +110,13 @@ pub fn job(spec: Option<(JobSpec, &Path)>, module: Option<PathBuf>, given: Given
     };
     let args = if given.args.is_empty() { spec.args } else { given.args };
     let executor = given.executor.or(spec.executor).unwrap_or(ExecutorKind::Wasm);
-    Ok(Job { module, scope, executor, input, args, limits })
+    let deadline_ms = given
+        .deadline
+        .or(spec.deadline)
+        .map(|d| crate::governance::parse_duration_ms(&d).context("the deadline"))
+        .transpose()?;
+    let priority = given.priority.or(spec.priority);
+    Ok(Job { module, scope, executor, input, args, limits, deadline_ms, priority })
 }
 
 #[cfg(test)]
@@ -114,7 +129,7 @@ mod tests {
         std::fs::write(dir.path().join("numbers"), "19 23").unwrap();
         let spec: JobSpec = toml::from_str(
             "module = \"sum.wat\"\nscope = \"fed-north\"\ninput = \"numbers\"\nargs = [\"-v\"]\n\
-             [limits]\nfuel = 5000000\ntimeout_ms = 2000\n",
+             deadline = \"2h\"\npriority = \"urgent\"\n[limits]\nfuel = 5000000\ntimeout_ms = 2000\n",
         )
         .unwrap();
         let from_spec = job(Some((spec, dir.path())), None, Given::default()).unwrap();
@@ -124,6 +139,7 @@ mod tests {
         assert_eq!(from_spec.args, vec!["-v".to_string()]);
         assert_eq!((from_spec.limits.fuel, from_spec.limits.timeout_ms), (Fuel(5_000_000), 2_000));
         assert_eq!(from_spec.limits.output_bytes, Limits::default().output_bytes, "unset: the default");
+        assert_eq!((from_spec.deadline_ms, from_spec.priority.as_deref()), (Some(7_200_000), Some("urgent")));
 
         let spec: JobSpec =
             toml::from_str("module = \"sum.wat\"\nscope = \"fed-north\"\n[limits]\nfuel = 5\n").unwrap();
@@ -139,8 +155,12 @@ mod tests {
     #[test]
     fn a_bad_spec_names_the_field() {
         let unknown =
-            toml::from_str::<JobSpec>("module = \"a.wat\"\ndeadline = \"1h\"\n").unwrap_err().to_string();
-        assert!(unknown.contains("unknown field `deadline`"), "{unknown}");
+            toml::from_str::<JobSpec>("module = \"a.wat\"\nwhen = \"1h\"\n").unwrap_err().to_string();
+        assert!(unknown.contains("unknown field `when`"), "{unknown}");
+        let spec: JobSpec =
+            toml::from_str("module = \"a.wat\"\nscope = \"fed-north\"\ndeadline = \"soon\"\n").unwrap();
+        let bad = format!("{:#}", job(Some((spec, Path::new("."))), None, Given::default()).unwrap_err());
+        assert!(bad.contains("the deadline") && bad.contains("\"soon\" is not a duration"), "{bad}");
         let wrong = toml::from_str::<JobSpec>("[limits]\nfuel = \"lots\"\n").unwrap_err().to_string();
         assert!(wrong.contains("fuel") && wrong.contains("invalid type"), "{wrong}");
         let no_scope = job(

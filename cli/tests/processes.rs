@@ -388,7 +388,7 @@ fn submit_wait_prints_the_output_and_a_tampered_row_is_named_by_verify() {
     std::fs::write(
         &spec,
         format!(
-            "module = {:?}\nscope = \"fed-north\"\ninput = \"numbers\"\n[limits]\nfuel = 1000000\n",
+            "module = {:?}\nscope = \"fed-north\"\ninput = \"numbers\"\ndeadline = \"1h\"\n[limits]\nfuel = 1000000\n",
             module.to_str().unwrap()
         ),
     )
@@ -399,10 +399,23 @@ fn submit_wait_prints_the_output_and_a_tampered_row_is_named_by_verify() {
     let from_spec = cluster.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(from_spec.status.success(), "{}", text(&from_spec.stderr));
     assert!(text(&from_spec.stdout).ends_with("\n42\n"), "{}", text(&from_spec.stdout));
-    std::fs::write(&spec, "module = \"sum.wat\"\nscope = \"fed-north\"\ndeadline = \"1h\"\n").unwrap();
+    std::fs::write(&spec, "module = \"sum.wat\"\nscope = \"fed-north\"\nwhen = \"1h\"\n").unwrap();
     let refused = cluster.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(!refused.status.success());
-    assert!(text(&refused.stderr).contains("unknown field `deadline`"), "{}", text(&refused.stderr));
+    assert!(text(&refused.stderr).contains("unknown field `when`"), "{}", text(&refused.stderr));
+    // A class the scope never decided is refused at submission, naming the ones it has.
+    let module = wat("sum.wat");
+    let mut args: Vec<String> = vec!["submit".into()];
+    args.extend(cluster.member_args());
+    args.extend([module.to_str().unwrap().into(), "--scope".into(), "fed-north".into()]);
+    args.extend(["--priority".into(), "urgent".into()]);
+    let refused = cluster.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("no priority class \"urgent\"; its classes are default"),
+        "{}",
+        text(&refused.stderr)
+    );
 
     // The verified output, to a file.
     let file = cluster.dir.path().join("sum.out");

@@ -75,7 +75,8 @@ impl Core {
             | Effect::PlacementPolicy(_)
             | Effect::PriceSchedule(_)
             | Effect::ResolveDispute { .. }
-            | Effect::Share { .. } => {}
+            | Effect::Share { .. }
+            | Effect::PriorityClasses { .. } => {}
         }
     }
 

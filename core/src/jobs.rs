@@ -70,6 +70,12 @@ pub(crate) struct Job {
     pub ended: bool,
     /// Ended by a member's cancel.
     pub cancelled: bool,
+    /// Workers whose attempt of this job was requeued: its replicas go elsewhere when
+    /// another worker can take them (at most `attempts_max` of them).
+    pub avoid: BTreeSet<PublicKey>,
+    /// A requeued replica is not placed again before this time (wall ms, from the
+    /// requeue's entry): the retry backoff.
+    pub not_before_ms: u64,
     /// The latest journal entry about this job: the cause of what follows from it.
     pub last_seq: u64,
 }
@@ -85,6 +91,11 @@ impl Job {
         self.vacant.is_empty() && self.extra == 0
     }
 
+    /// The priority class it waits in inside its scope.
+    pub fn class(&self) -> &str {
+        self.submission.options.priority.as_deref().unwrap_or(icn_protocol::governance::DEFAULT_CLASS)
+    }
+
     /// The replica to report on `task`, if it is in flight as `attempt`.
     pub fn current(&self, task: &TaskId, attempt: u32) -> Option<&Placement> {
         Some(self).filter(|job| !job.ended)?.placements.get(&task.index).filter(|p| p.attempt == attempt)
@@ -94,9 +105,9 @@ impl Job {
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Jobs {
     map: BTreeMap<JobId, Job>,
-    /// Jobs waiting for a worker, by scope, in submission order (keyed by their
-    /// submission entry). A scope whose queue empties leaves the map.
-    queues: BTreeMap<ScopeId, BTreeMap<u64, JobId>>,
+    /// Jobs waiting for a worker, by scope and priority class, in submission order (keyed
+    /// by their submission entry). A queue that empties leaves the map.
+    queues: BTreeMap<ScopeId, BTreeMap<String, BTreeMap<u64, JobId>>>,
     /// Jobs in all the queues.
     queued: usize,
     /// Every job held, by its submission entry: for listing newest first.
@@ -174,15 +185,17 @@ impl Jobs {
         self.queued
     }
 
-    /// Scopes with jobs waiting, and how many each.
-    pub fn queues(&self) -> impl Iterator<Item = (&ScopeId, usize)> {
-        self.queues.iter().map(|(scope, queue)| (scope, queue.len()))
+    /// Queues with jobs waiting, by scope and class, and how many each.
+    pub fn queues(&self) -> impl Iterator<Item = (&ScopeId, &str, usize)> {
+        self.queues.iter().flat_map(|(scope, classes)| {
+            classes.iter().map(move |(class, q)| (scope, class.as_str(), q.len()))
+        })
     }
 
-    /// The first job in `scope`'s queue after the one keyed `after` (from the start
-    /// without it): its key and id.
-    pub fn queued_after(&self, scope: &ScopeId, after: Option<u64>) -> Option<(u64, JobId)> {
-        let queue = self.queues.get(scope)?;
+    /// The first job in the queue of `scope`'s class `class` after the one keyed `after`
+    /// (from the start without it): its key and id.
+    pub fn queued_after(&self, scope: &ScopeId, class: &str, after: Option<u64>) -> Option<(u64, JobId)> {
+        let queue = self.queues.get(scope)?.get(class)?;
         let range = match after {
             Some(key) => queue.range(key + 1..),
             None => queue.range(..),
@@ -190,31 +203,44 @@ impl Jobs {
         range.map(|(key, id)| (*key, *id)).next()
     }
 
-    /// Jobs of the same scope that wait before `id` in the queue.
+    /// Jobs of the same scope and class that wait before `id` in the queue.
     pub fn ahead_in_scope(&self, id: &JobId) -> u32 {
         let job = self.known(id);
-        self.queues.get(&job.submission.scope).map_or(0, |q| q.range(..job.submitted_seq).count() as u32)
+        let queue = self.queues.get(&job.submission.scope).and_then(|classes| classes.get(job.class()));
+        queue.map_or(0, |q| q.range(..job.submitted_seq).count() as u32)
     }
 
-    /// `id` waits in its scope's queue (again, or still).
+    /// `id` waits in its scope's and class's queue (again, or still).
     fn enqueue(&mut self, id: &JobId) {
         let job = self.map.get(id).expect("a queued job is held");
-        let queue = self.queues.entry(job.submission.scope.clone()).or_default();
+        let scope = &job.submission.scope;
+        if !self.queues.contains_key(scope) {
+            self.queues.insert(scope.clone(), BTreeMap::new());
+        }
+        let classes = self.queues.get_mut(scope).expect("inserted");
+        if !classes.contains_key(job.class()) {
+            classes.insert(job.class().to_string(), BTreeMap::new());
+        }
+        let queue = classes.get_mut(job.class()).expect("inserted");
         if queue.insert(job.submitted_seq, *id).is_none() {
             self.queued += 1;
         }
     }
 
-    /// `id` leaves its scope's queue, if it was in it.
+    /// `id` leaves its queue, if it was in it.
     fn dequeue(&mut self, id: &JobId) {
         let job = self.map.get(id).expect("a queued job is held");
         let scope = &job.submission.scope;
-        let Some(queue) = self.queues.get_mut(scope) else { return };
+        let Some(classes) = self.queues.get_mut(scope) else { return };
+        let Some(queue) = classes.get_mut(job.class()) else { return };
         if queue.remove(&job.submitted_seq).is_some() {
             self.queued -= 1;
         }
         if queue.is_empty() {
-            self.queues.remove(scope);
+            classes.remove(job.class());
+            if classes.is_empty() {
+                self.queues.remove(scope);
+            }
         }
     }
 
@@ -240,6 +266,8 @@ impl Jobs {
             failure: None,
             ended: false,
             cancelled: false,
+            avoid: BTreeSet::new(),
+            not_before_ms: 0,
             last_seq: seq,
         };
         assert!(self.map.insert(id, job).is_none(), "entry {seq}: job {id} is admitted once");
@@ -264,14 +292,25 @@ impl Jobs {
         }
     }
 
-    /// The replica's attempt is over and it waits for a worker again.
-    pub fn requeued(&mut self, seq: u64, task: TaskId) -> Option<Placement> {
+    /// The replica's attempt is over and it waits for a worker again, other than the one
+    /// it was on where it can, and not before `backoff_ms` have passed since `time_ms`.
+    pub fn requeued(
+        &mut self,
+        seq: u64,
+        time_ms: u64,
+        task: TaskId,
+        backoff: impl Fn(u32) -> u64,
+    ) -> Option<Placement> {
         let job = self.known_mut(&task.job);
         job.last_seq = seq;
         assert!(!job.ended, "entry {seq}: task {task} of an ended job is requeued");
         let placement = job.placements.remove(&task.index);
+        if let Some(p) = &placement {
+            job.avoid.insert(p.worker);
+        }
         job.vacant.insert(task.index);
         job.requeues += 1;
+        job.not_before_ms = time_ms.saturating_add(backoff(job.requeues));
         self.enqueue(&task.job);
         placement
     }
@@ -283,7 +322,10 @@ impl Jobs {
             job.placements.remove(&report.task.index).expect("a journaled report answers a placement");
         job.last_seq = seq;
         let retry = matches!(&report.outcome, Outcome::Failed { kind, .. } if !kind.is_final());
-        if !retry {
+        if retry {
+            // It failed there for a reason of the worker's own: elsewhere next time.
+            job.avoid.insert(worker);
+        } else {
             job.reports.push(Received { worker, owner: placement.owner.clone(), report });
         }
         placement
@@ -361,13 +403,18 @@ impl Jobs {
             .collect()
     }
 
-    /// Jobs that have not ended `expiry_ms` after submission, in submission order.
-    pub fn expired(&self, now_ms: u64, expiry_ms: u64) -> Vec<(u64, JobId)> {
-        let mut expired: Vec<(u64, JobId)> = self
+    /// Jobs that have not ended `expiry_ms` after submission or by their own deadline, in
+    /// submission order, with the deadline that passed when it was theirs.
+    pub fn expired(&self, now_ms: u64, expiry_ms: u64) -> Vec<(u64, JobId, Option<u64>)> {
+        let mut expired: Vec<(u64, JobId, Option<u64>)> = self
             .map
             .iter()
-            .filter(|(_, job)| !job.ended && job.submitted_ms.saturating_add(expiry_ms) <= now_ms)
-            .map(|(id, job)| (job.submitted_seq, *id))
+            .filter(|(_, job)| !job.ended)
+            .filter_map(|(id, job)| {
+                let expiry = job.submitted_ms.saturating_add(expiry_ms);
+                let deadline = job.submission.options.deadline_ms.filter(|d| *d < expiry);
+                (deadline.unwrap_or(expiry) <= now_ms).then_some((job.submitted_seq, *id, deadline))
+            })
             .collect();
         expired.sort_unstable();
         expired
@@ -408,6 +455,9 @@ impl Core {
             return Ok(job);
         }
         submission.validate()?;
+        if let Some(deadline_ms) = submission.options.deadline_ms.filter(|d| *d <= now.wall_ms) {
+            return Err(Refusal::DeadlinePassed { deadline_ms, now_ms: now.wall_ms });
+        }
         let authorization = self.governance.authorize(now.wall_ms, &envelope.signer, &submission)?;
         self.settlement.check_fits(&submission.scope, authorization.hold)?;
         if self.jobs.open() >= self.config.jobs_open_max {
@@ -445,21 +495,27 @@ impl Core {
                 self.governance.member_name(&signer).map_or_else(|| signer.to_string(), str::to_string);
             return Err(Refusal::NoCancelStanding { member, job: id, scope });
         }
+        let cause = job.last_seq;
+        self.stop_in_flight(&id);
+        self.record(Some(cause), signer, crate::Record::JobCancelled { request: envelope });
+        self.schedule();
+        Ok(self.job(&id).expect("a job just cancelled is held"))
+    }
+
+    /// The workers connected now that run a replica of `id` are told to stop it (the
+    /// job is about to end); each such slot stays taken until a heartbeat no longer names it.
+    fn stop_in_flight(&mut self, id: &JobId) {
+        let job = self.jobs.known(id);
         let in_flight: Vec<(TaskId, PublicKey, u32)> = job
             .placements
             .iter()
-            .map(|(index, p)| (TaskId { job: id, index: *index }, p.worker, p.attempt))
+            .map(|(index, p)| (TaskId { job: *id, index: *index }, p.worker, p.attempt))
             .collect();
-        let cause = job.last_seq;
-        self.record(Some(cause), signer, crate::Record::JobCancelled { request: envelope });
-        // Workers connected now are told to stop; each such slot stays taken until they have.
         for (task, worker, attempt) in in_flight {
             let Some(session) = self.fleet.worker(&worker).map(|w| w.session) else { continue };
             self.fleet.still_running(&worker);
             self.commands.push(Command::Stop { worker, session, task, attempt });
         }
-        self.schedule();
-        Ok(self.job(&id).expect("a job just cancelled is held"))
     }
 
     pub(crate) fn apply_submitted(
@@ -499,19 +555,21 @@ impl Core {
         };
         self.jobs.placed(seq, task, placement, quorum);
         self.fleet.occupy(&worker, task);
-        self.shares.started(&self.jobs.known(&task.job).submission.scope, time_ms);
+        let job = self.jobs.known(&task.job);
+        self.shares.started(&job.submission.scope, job.class(), time_ms);
     }
 
     /// A replica's attempt is over: its worker's slot is free and its scope is charged
     /// the slot time it held, unless it ended by the worker's fault.
     fn vacate(&mut self, time_ms: u64, task: &TaskId, placement: &Placement, fault: bool) {
         self.fleet.vacate(&placement.worker, task);
-        let scope = &self.jobs.known(&task.job).submission.scope;
-        self.shares.stopped(scope, placement.placed_ms, time_ms, !fault);
+        let job = self.jobs.known(&task.job);
+        self.shares.stopped(&job.submission.scope, job.class(), placement.placed_ms, time_ms, !fault);
     }
 
     pub(crate) fn apply_requeued(&mut self, seq: u64, time_ms: u64, task: TaskId, fault: bool) {
-        if let Some(placement) = self.jobs.requeued(seq, task) {
+        let backoff = |requeues| self.config.backoff_ms(requeues);
+        if let Some(placement) = self.jobs.requeued(seq, time_ms, task, backoff) {
             self.vacate(time_ms, &task, &placement, fault);
             if fault {
                 self.fleet.lose_trust(&placement.worker, seq, |trust| trust.missed += 1);
@@ -575,10 +633,18 @@ impl Core {
     /// Jobs without a final result `job_expiry_ms` after submission fail, voiding their hold.
     pub(crate) fn expire(&mut self) {
         let expiry_ms = self.config.job_expiry_ms;
-        for (submitted_seq, job) in self.jobs.expired(self.clock.wall_ms, expiry_ms) {
-            let reason = format!(
-                "expired: no accepted result within {expiry_ms} ms of submission; its reservation is voided"
-            );
+        for (submitted_seq, job, deadline) in self.jobs.expired(self.clock.wall_ms, expiry_ms) {
+            let reason = match deadline {
+                Some(deadline_ms) => format!(
+                    "its deadline ({}) passed without an accepted result; its reservation is voided",
+                    icn_protocol::views::when(deadline_ms)
+                ),
+                None => format!(
+                    "expired: no accepted result within {expiry_ms} ms of submission; its reservation is voided"
+                ),
+            };
+            // Replicas still running are told to stop: nothing they report counts now.
+            self.stop_in_flight(&job);
             let signer = self.key.public();
             self.record(Some(submitted_seq), signer, crate::Record::JobFailed { job, reason });
         }

@@ -99,10 +99,26 @@ pub struct CoreConfig {
     pub ended_jobs_max: usize,
     /// An ended job leaves memory this long after it ended, if not sooner.
     pub ended_job_memory_ms: u64,
+    /// A replica requeued for the second time or more waits this long before it is placed
+    /// again, doubling with each further requeue (the first is placed again at once).
+    pub retry_backoff_ms: u64,
+    /// The longest a requeued replica waits.
+    pub retry_backoff_max_ms: u64,
     /// Fair share: a scope's recent usage halves every this long.
     pub share_half_life_ms: u64,
     /// Fair share: what each placement costs its scope beyond the slot time it holds.
     pub share_quantum_ms: u64,
+}
+
+impl CoreConfig {
+    /// How long a replica waits after its job's `requeues`-th requeue: nothing after the
+    /// first, then `retry_backoff_ms`, doubling, at most `retry_backoff_max_ms`.
+    pub fn backoff_ms(&self, requeues: u32) -> u64 {
+        match requeues {
+            0 | 1 => 0,
+            n => self.retry_backoff_ms.saturating_mul(1 << (n - 2).min(32)).min(self.retry_backoff_max_ms),
+        }
+    }
 }
 
 impl Default for CoreConfig {
@@ -115,6 +131,8 @@ impl Default for CoreConfig {
             job_expiry_ms: 24 * 3_600_000,
             ended_jobs_max: 10_000,
             ended_job_memory_ms: 3_600_000,
+            retry_backoff_ms: 1_000,
+            retry_backoff_max_ms: 60_000,
             share_half_life_ms: 3_600_000,
             share_quantum_ms: 1_000,
         }

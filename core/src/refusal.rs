@@ -56,6 +56,13 @@ pub enum Refusal {
          cancel it"
     )]
     NoCancelStanding { member: String, job: JobId, scope: ScopeId },
+    #[error(
+        "the job's deadline ({}) has already passed (the coordinator's clock reads {}); give a deadline still \
+         ahead, such as --deadline 30m",
+        icn_protocol::views::when(*deadline_ms),
+        icn_protocol::views::when(*now_ms)
+    )]
+    DeadlinePassed { deadline_ms: u64, now_ms: u64 },
     #[error("the genesis is not valid: {0}")]
     BadGenesis(icn_governance::Refusal),
     #[error("the journal holds entries but no genesis; it was not made by this version")]
@@ -91,6 +98,7 @@ impl Refusal {
             Refusal::UnknownJob { .. } => "unknown_job",
             Refusal::JobEnded { .. } => "job_ended",
             Refusal::NoCancelStanding { .. } => "no_standing",
+            Refusal::DeadlinePassed { .. } => "deadline_passed",
             Refusal::BadGenesis(_) | Refusal::NoGenesis | Refusal::GenesisChanged => "genesis",
         }
     }
@@ -107,6 +115,7 @@ fn governance_code(refusal: &icn_governance::Refusal) -> &'static str {
         G::BudgetExhausted { .. } => "budget_exhausted",
         G::ExecutorNotAllowed { .. } => "executor_not_allowed",
         G::OverMandateLimit { .. } => "over_mandate_limit",
+        G::UnknownPriorityClass { .. } => "unknown_priority_class",
         G::UnknownProposal { .. } => "unknown_proposal",
         G::VotingClosed { .. } => "voting_closed",
         G::NotInElectorate { .. } => "not_in_electorate",

@@ -57,7 +57,8 @@ impl Core {
         self.schedule();
     }
 
-    /// Places queued jobs, scope by fair share and each scope's jobs in submission order:
+    /// Places queued jobs, scope by fair share, then class by class weight inside the
+    /// scope, and each class's jobs in submission order:
     /// a job's first replicas by the policy's plan, then replacements for lost replicas
     /// and the extra replicas a disagreement asked for. The next job comes from the
     /// scope whose recent usage is lowest against its share (see `shares`). A job that
@@ -71,23 +72,47 @@ impl Core {
             return;
         }
         let now_ms = self.clock.wall_ms;
-        let shares = self.shares.shares(&self.governance, self.jobs.queues().map(|(scope, _)| scope));
-        let mut after: BTreeMap<ScopeId, u64> = BTreeMap::new();
-        let mut done: BTreeSet<&ScopeId> = BTreeSet::new();
+        let mut classes: BTreeMap<ScopeId, Vec<String>> = BTreeMap::new();
+        for (scope, class, _) in self.jobs.queues() {
+            classes.entry(scope.clone()).or_default().push(class.to_string());
+        }
+        // One scope waiting: its share is all there is, and no weight needs reading.
+        let shares = match classes.len() {
+            1 => classes.keys().map(|scope| (scope.clone(), 1.0)).collect(),
+            _ => self.shares.shares(&self.governance, classes.keys()),
+        };
+        let mut after: BTreeMap<(ScopeId, String), u64> = BTreeMap::new();
+        let mut done: BTreeSet<(ScopeId, String)> = BTreeSet::new();
         let mut held: BTreeSet<(ScopeId, ExecutorKind, u64)> = BTreeSet::new();
         while self.fleet.pool().free_slots() > 0 {
-            let next = shares
+            let open = |scope: &ScopeId, class: &String| !done.contains(&(scope.clone(), class.clone()));
+            let next_scope = shares
                 .iter()
-                .filter(|(scope, _)| !done.contains(scope))
+                .filter(|(scope, _)| classes[*scope].iter().any(|class| open(scope, class)))
                 .map(|(scope, share)| (self.shares.priority(scope, *share, now_ms), scope))
                 .min_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)));
-            let Some((_, scope)) = next else { return };
-            let Some((key, id)) = self.jobs.queued_after(scope, after.get(scope).copied()) else {
-                done.insert(scope);
+            let Some((_, scope)) = next_scope else { return };
+            let class = classes[scope]
+                .iter()
+                .filter(|class| open(scope, class))
+                .map(|class| {
+                    let weight = f64::from(self.governance.class_weight(scope, class));
+                    (self.shares.class_recent_ms(scope, class, now_ms) / weight, class)
+                })
+                .min_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)))
+                .map(|(_, class)| class.clone())
+                .expect("a scope is chosen only with a class open");
+            let key = (scope.clone(), class);
+            let Some((seq, id)) = self.jobs.queued_after(&key.0, &key.1, after.get(&key).copied()) else {
+                done.insert(key);
                 continue;
             };
-            after.insert(scope.clone(), key);
+            after.insert(key, seq);
             let job = self.jobs.known(&id);
+            if job.not_before_ms > now_ms {
+                // Backing off after repeated losses; a tick places it when the wait is over.
+                continue;
+            }
             let fresh = job.is_fresh();
             let shape =
                 (job.submission.scope.clone(), job.submission.executor, job.submission.limits.memory_bytes);
@@ -122,6 +147,13 @@ impl Core {
     pub(crate) fn waiting(&self, id: &JobId) -> Waiting {
         let (request, _) = self.request_for(id);
         let job = self.jobs.known(id);
+        if job.not_before_ms > self.clock.wall_ms {
+            return Waiting::Backoff {
+                wait_ms: job.not_before_ms - self.clock.wall_ms,
+                attempts: job.requeues,
+                attempts_max: self.config.attempts_max,
+            };
+        }
         match self.fleet.pool().shortfall(&request) {
             Shortfall::Executor => Waiting::NoExecutor { executor: request.executor },
             Shortfall::Memory { largest_bytes } => {
@@ -166,11 +198,18 @@ impl Core {
             .chain((0..job.extra).map(|n| (job.replicas_placed + n, true)))
             .collect();
         let quorum = job.quorum;
+        let avoid = job.avoid.clone();
         for (index, settling) in wanted {
-            // A replica that settles a disagreement goes to the most trusted worker free.
+            // A replica that settles a disagreement goes to the most trusted worker free;
+            // one placed again goes elsewhere than where it was lost or failed, if it can.
             let pool = self.fleet.pool();
-            let chosen = if settling { pool.place_most_trusted(&request) } else { pool.place(&request) };
-            let Some((worker, score)) = chosen.first().copied() else { return false };
+            let choose = |request: &Request| {
+                let chosen = if settling { pool.place_most_trusted(request) } else { pool.place(request) };
+                chosen.first().copied()
+            };
+            let mut elsewhere = request.clone();
+            elsewhere.exclude_workers.extend(avoid.iter().copied());
+            let Some((worker, score)) = choose(&elsewhere).or_else(|| choose(&request)) else { return false };
             request.exclude_workers.insert(worker);
             let owner = self.fleet.worker(&worker).expect("a pooled worker is connected").owner.clone();
             request.exclude_owners.insert(owner);

@@ -11,6 +11,10 @@
 //! weights are what decisions of the parent scope set (`Effect::Share`), 1 where none
 //! did. The scope whose usage is lowest against its share goes next, ties by name.
 //!
+//! Inside a scope, its jobs' priority classes share what the scope gets the same way: the
+//! class whose recent usage is lowest against its weight (`Effect::PriorityClasses`, 1
+//! where none is set) goes next.
+//!
 //! Everything here follows from journal entries and their times, so a replay rebuilds
 //! it exactly; and it holds one small record per scope, so it does not grow with history.
 
@@ -30,53 +34,77 @@ struct Usage {
     since_ms: u128,
 }
 
+impl Usage {
+    fn start(&mut self, at_ms: u64) {
+        self.running += 1;
+        self.since_ms += u128::from(at_ms);
+    }
+
+    fn stop(&mut self, placed_ms: u64, at_ms: u64, charged: bool, half_life_ms: u64, quantum_ms: u64) {
+        assert!(self.running > 0, "no more replicas stop than started");
+        self.running -= 1;
+        self.since_ms -= u128::from(placed_ms);
+        if charged {
+            let now_ms = at_ms.max(self.at_ms);
+            self.past_ms = decayed(self.past_ms, self.at_ms, now_ms, half_life_ms)
+                + (at_ms.saturating_sub(placed_ms) + quantum_ms) as f64;
+            self.at_ms = now_ms;
+        }
+    }
+
+    fn recent_ms(&self, now_ms: u64, half_life_ms: u64, quantum_ms: u64) -> f64 {
+        let running = u128::from(self.running) * u128::from(now_ms + quantum_ms);
+        let running_ms = running.saturating_sub(self.since_ms) as f64;
+        decayed(self.past_ms, self.at_ms, now_ms, half_life_ms) + running_ms
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Shares {
     half_life_ms: u64,
     quantum_ms: u64,
     usage: BTreeMap<ScopeId, Usage>,
+    /// The same, by priority class inside each scope (at most `PRIORITY_CLASSES_MAX` a
+    /// scope, and classes no decision names any more).
+    classes: BTreeMap<(ScopeId, String), Usage>,
 }
 
 impl Shares {
     pub fn new(half_life_ms: u64, quantum_ms: u64) -> Shares {
         assert!(half_life_ms > 0, "a half-life is longer than nothing");
-        Shares { half_life_ms, quantum_ms, usage: BTreeMap::new() }
+        Shares { half_life_ms, quantum_ms, usage: BTreeMap::new(), classes: BTreeMap::new() }
     }
 
     pub fn half_life_ms(&self) -> u64 {
         self.half_life_ms
     }
 
-    /// A replica of `scope` was placed at `at_ms`.
-    pub fn started(&mut self, scope: &ScopeId, at_ms: u64) {
-        let usage = self.usage.entry(scope.clone()).or_default();
-        usage.running += 1;
-        usage.since_ms += u128::from(at_ms);
+    /// A replica of `scope`'s class `class` was placed at `at_ms`.
+    pub fn started(&mut self, scope: &ScopeId, class: &str, at_ms: u64) {
+        self.usage.entry(scope.clone()).or_default().start(at_ms);
+        self.classes.entry((scope.clone(), class.to_string())).or_default().start(at_ms);
     }
 
-    /// A replica of `scope` placed at `placed_ms` stopped holding its slot at `at_ms`;
-    /// `charged` unless it stopped by the worker's fault.
-    pub fn stopped(&mut self, scope: &ScopeId, placed_ms: u64, at_ms: u64, charged: bool) {
-        let half_life_ms = self.half_life_ms;
-        let quantum_ms = self.quantum_ms;
+    /// A replica of `scope`'s class `class` placed at `placed_ms` stopped holding its slot
+    /// at `at_ms`; `charged` unless it stopped by the worker's fault.
+    pub fn stopped(&mut self, scope: &ScopeId, class: &str, placed_ms: u64, at_ms: u64, charged: bool) {
+        let (half_life_ms, quantum_ms) = (self.half_life_ms, self.quantum_ms);
         let usage = self.usage.get_mut(scope).expect("a replica that stops was started");
-        assert!(usage.running > 0, "a scope stops no more replicas than it started");
-        usage.running -= 1;
-        usage.since_ms -= u128::from(placed_ms);
-        if charged {
-            let now_ms = at_ms.max(usage.at_ms);
-            usage.past_ms = decayed(usage.past_ms, usage.at_ms, now_ms, half_life_ms)
-                + (at_ms.saturating_sub(placed_ms) + quantum_ms) as f64;
-            usage.at_ms = now_ms;
-        }
+        usage.stop(placed_ms, at_ms, charged, half_life_ms, quantum_ms);
+        let key = (scope.clone(), class.to_string());
+        let usage = self.classes.get_mut(&key).expect("a replica that stops was started");
+        usage.stop(placed_ms, at_ms, charged, half_life_ms, quantum_ms);
     }
 
     /// The slot-milliseconds `scope` used recently, as of `now_ms`.
     pub fn recent_ms(&self, scope: &ScopeId, now_ms: u64) -> f64 {
-        let Some(usage) = self.usage.get(scope) else { return 0.0 };
-        let running = u128::from(usage.running) * u128::from(now_ms + self.quantum_ms);
-        let running_ms = running.saturating_sub(usage.since_ms) as f64;
-        decayed(usage.past_ms, usage.at_ms, now_ms, self.half_life_ms) + running_ms
+        self.usage.get(scope).map_or(0.0, |u| u.recent_ms(now_ms, self.half_life_ms, self.quantum_ms))
+    }
+
+    /// The slot-milliseconds `scope`'s class `class` used recently, as of `now_ms`.
+    pub fn class_recent_ms(&self, scope: &ScopeId, class: &str, now_ms: u64) -> f64 {
+        let key = (scope.clone(), class.to_string());
+        self.classes.get(&key).map_or(0.0, |u| u.recent_ms(now_ms, self.half_life_ms, self.quantum_ms))
     }
 
     /// Replicas of `scope` running now.
@@ -145,10 +173,10 @@ mod tests {
     fn usage_counts_running_replicas_and_halves_every_half_life() {
         let mut shares = Shares::new(1_000, 100);
         let a = scope("fed-a");
-        shares.started(&a, 10_000);
+        shares.started(&a, "default", 10_000);
         assert_eq!(shares.recent_ms(&a, 10_000), 100.0, "a placement costs a quantum at once");
         assert_eq!(shares.recent_ms(&a, 10_400), 500.0, "and its slot time as it runs");
-        shares.stopped(&a, 10_000, 10_400, true);
+        shares.stopped(&a, "default", 10_000, 10_400, true);
         assert_eq!(shares.running(&a), 0);
         assert_eq!(shares.recent_ms(&a, 10_400), 500.0, "ending changes nothing at once");
         assert_eq!(shares.recent_ms(&a, 11_400), 250.0, "one half-life later, half");
@@ -159,8 +187,8 @@ mod tests {
     fn a_workers_fault_is_not_charged() {
         let mut shares = Shares::new(1_000, 100);
         let a = scope("fed-a");
-        shares.started(&a, 0);
-        shares.stopped(&a, 0, 5_000, false);
+        shares.started(&a, "default", 0);
+        shares.stopped(&a, "default", 0, 5_000, false);
         assert_eq!(shares.recent_ms(&a, 5_000), 0.0);
     }
 }

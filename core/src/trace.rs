@@ -140,7 +140,12 @@ impl<'a, S: Source> Provenance<'a, S> {
             }
             lines.push(line);
         }
-        let order = first_placed.map(|placed| self.order(&submission.scope, placed)).transpose()?;
+        let class = submission.options.priority.as_deref().map_or(String::new(), |class| {
+            format!("; inside {}, it waited in priority class {class}", submission.scope)
+        });
+        let order = first_placed
+            .map(|placed| self.order(&submission.scope, placed).map(|order| format!("{order}{class}")))
+            .transpose()?;
         Ok(Trace {
             job: Some(JobTrace {
                 job: *job,

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use icn_governance::{Decision, ProposalState, describe_effect};
 use icn_protocol::governance::ScopeId;
 use icn_protocol::views::{
-    AccountView, DecisionView, MandateView, MemberView, ObligationView, Page, Paged, Person, PositionsView,
-    ProposalView, QueueView, ScopeQueue, ScopeSummary, ScopeView, WorkerView,
+    AccountView, ClassQueue, DecisionView, MandateView, MemberView, ObligationView, Page, Paged, Person,
+    PositionsView, ProposalView, QueueView, ScopeQueue, ScopeSummary, ScopeView, WorkerView,
 };
 use icn_protocol::wire::{IdKind, JobSummary, JobsQuery};
 use icn_protocol::{ContentId, JobId, PublicKey};
@@ -53,7 +53,17 @@ impl Core {
     /// (scopes with nothing waiting last).
     pub fn queue(&self) -> QueueView {
         let now_ms = self.clock.wall_ms;
-        let waiting: BTreeMap<&ScopeId, usize> = self.jobs.queues().collect();
+        let mut waiting: BTreeMap<&ScopeId, usize> = BTreeMap::new();
+        let mut classes: BTreeMap<&ScopeId, Vec<ClassQueue>> = BTreeMap::new();
+        for (scope, class, count) in self.jobs.queues() {
+            *waiting.entry(scope).or_default() += count;
+            classes.entry(scope).or_default().push(ClassQueue {
+                name: class.to_string(),
+                weight: self.governance.class_weight(scope, class),
+                recent_ms: self.shares.class_recent_ms(scope, class, now_ms).round() as u64,
+                waiting: count as u64,
+            });
+        }
         let active: std::collections::BTreeSet<&ScopeId> =
             waiting.keys().copied().chain(self.shares.busy()).collect();
         let shares = self.shares.shares(&self.governance, active.into_iter());
@@ -61,6 +71,8 @@ impl Core {
             .into_iter()
             .map(|(scope, share)| {
                 let waiting = waiting.get(&scope).copied().unwrap_or(0) as u64;
+                let decided = self.governance.scopes.get(&scope).is_some_and(|s| s.classes.is_some());
+                let classes = if decided { classes.remove(&scope).unwrap_or_default() } else { vec![] };
                 let priority = self.shares.priority(&scope, share, now_ms);
                 let set = self.governance.scopes.get(&scope).and_then(|s| s.share);
                 let view = ScopeQueue {
@@ -70,6 +82,7 @@ impl Core {
                     recent_ms: self.shares.recent_ms(&scope, now_ms).round() as u64,
                     running: self.shares.running(&scope),
                     waiting,
+                    classes,
                     scope,
                 };
                 (waiting == 0, priority, view)

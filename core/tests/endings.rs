@@ -15,6 +15,7 @@ use icn_protocol::governance::{
 };
 use icn_protocol::wire::{
     Assignment, Capacity, ExecutionReport, ExecutorKind, FailureKind, JobState, Limits, Outcome, Submission,
+    Waiting,
 };
 use icn_protocol::{ContentId, Envelope, Fuel, JobId, Keypair, TaskId};
 use proptest::prelude::*;
@@ -234,6 +235,7 @@ impl World {
                     input: ContentId::of(&self.nonce.to_le_bytes()),
                     args: vec![],
                     limits: Limits { timeout_ms: 2_000, ..Limits::default() },
+                    options: Default::default(),
                 };
                 let envelope = Envelope::seal(&member(), self.nonce, &submission);
                 self.core.submit(self.now(), envelope, submission).unwrap();
@@ -474,4 +476,91 @@ fn a_wall_clock_jump_does_not_lose_live_workers() {
         world.journal.iter().any(|e| matches!(e.decode_record().unwrap(), Record::TaskRequeued { .. }));
     assert!(!requeued, "an hour's jump of the wall clock requeued a task");
     assert!(world.core.workers_view().iter().all(|w| w.connected && w.trust.missed == 0));
+}
+
+/// A replica lost or failed on a worker is placed again elsewhere at once; from the second
+/// requeue on it waits first (one second, doubling), saying so, and then goes to a worker
+/// it has not failed on, or to any once it failed on all of them.
+#[test]
+fn a_replica_failed_on_workers_is_retried_elsewhere_after_a_growing_wait() {
+    let mut world = World::new(1, 5);
+    world.apply(Op::Submit);
+    let job = world
+        .journal
+        .iter()
+        .find_map(|e| match e.decode_record().unwrap() {
+            Record::JobSubmitted { submission, .. } => Some(JobId(submission.id())),
+            _ => None,
+        })
+        .unwrap();
+    let holder = |world: &World| world.workers.iter().position(|w| !w.held.is_empty());
+    let mut failed_on = vec![holder(&world).unwrap()];
+    world.apply(Op::Fail { worker: failed_on[0] });
+    let next = holder(&world).expect("the first requeue is placed again at once");
+    assert!(!failed_on.contains(&next), "elsewhere than where it failed");
+    failed_on.push(next);
+    for (requeues, wait_ms) in [(2, 1_000), (3, 2_000), (4, 4_000)] {
+        world.apply(Op::Fail { worker: *failed_on.last().unwrap() });
+        assert_eq!(holder(&world), None, "requeue {requeues} waits");
+        let waiting = world.core.job(&job).unwrap().waiting.unwrap();
+        assert_eq!(waiting, Waiting::Backoff { wait_ms, attempts: requeues, attempts_max: 5 });
+        world.apply(Op::Advance { ms: wait_ms - 1 });
+        assert_eq!(holder(&world), None, "not before the wait is over");
+        world.apply(Op::Advance { ms: 1 });
+        let next = holder(&world).expect("placed once the wait is over");
+        if failed_on.len() < COOPS {
+            assert!(
+                !failed_on.contains(&next),
+                "on a worker it has not failed on: {next} after {failed_on:?}"
+            );
+        }
+        failed_on.push(next);
+    }
+    let sentence = Waiting::Backoff { wait_ms: 4_000, attempts: 4, attempts_max: 5 }.to_string();
+    assert_eq!(
+        sentence,
+        "its replicas were lost or failed on workers 4 times (at most 5); it is tried again, on another worker \
+         where one can take it, in 4.0 s"
+    );
+}
+
+/// A job with a deadline that cannot be met fails when it passes, its hold voided; a
+/// deadline already past is refused.
+#[test]
+fn a_job_past_its_deadline_fails_and_a_past_deadline_is_refused() {
+    let mut world = World::new(1, 5);
+    for worker in 0..COOPS {
+        world.apply(Op::Disconnect { worker });
+    }
+    let submit = |world: &mut World, deadline_ms| {
+        world.nonce += 1;
+        let mut submission = Submission {
+            scope: scope("fed"),
+            executor: ExecutorKind::Wasm,
+            module: ContentId::of(b"m"),
+            input: ContentId::of(&world.nonce.to_le_bytes()),
+            args: vec![],
+            limits: Limits::default(),
+            options: Default::default(),
+        };
+        submission.options.deadline_ms = Some(deadline_ms);
+        let envelope = Envelope::seal(&member(), world.nonce, &submission);
+        let result = world.core.submit(world.now(), envelope, submission);
+        world.settle();
+        result
+    };
+    let now_ms = world.now_ms;
+    let past = submit(&mut world, now_ms).unwrap_err();
+    assert_eq!(past.code(), "deadline_passed");
+    assert!(past.to_string().contains("has already passed"), "{past}");
+    let job = submit(&mut world, now_ms + 1_500).unwrap();
+    let reserved = |world: &World| world.core.ledger().account(&scope("fed")).unwrap().reserved;
+    assert!(reserved(&world) > 0);
+    world.apply(Op::Advance { ms: 1_499 });
+    assert_eq!(world.core.job(&job).unwrap().state, JobState::Queued);
+    world.apply(Op::Advance { ms: 1 });
+    let view = world.core.job(&job).unwrap();
+    assert_eq!(view.state, JobState::Failed);
+    assert!(view.failure.as_deref().unwrap().contains("deadline"), "{view:?}");
+    assert_eq!(reserved(&world), 0, "the hold is voided");
 }

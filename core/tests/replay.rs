@@ -118,6 +118,7 @@ fn submission(fuel: u64) -> Submission {
         input: icn_protocol::wire::empty_input(),
         args: vec![],
         limits: Limits { fuel: Fuel(fuel), ..Limits::default() },
+        options: Default::default(),
     }
 }
 
@@ -294,7 +295,12 @@ impl Sim {
                 let _ = self.core.vote(now, Envelope::seal(&key(member), nonce, &ballot), ballot);
             }
             Op::Submit { member, fuel_mega } => {
-                let submission = submission(fuel_mega * 1_000_000);
+                let mut submission = submission(fuel_mega * 1_000_000);
+                // Some jobs name a class (refused until a decision makes it), some have a
+                // deadline they may miss.
+                submission.options.priority =
+                    ["urgent", "batch"].get(fuel_mega as usize % 4).map(|c| c.to_string());
+                submission.options.deadline_ms = (fuel_mega % 5 == 0).then_some(self.now_ms + fuel_mega * 5);
                 let envelope = Envelope::seal(&key(member), nonce, &submission);
                 if let Ok(job) = self.core.submit(now, envelope, submission) {
                     self.jobs.push(job);
@@ -377,6 +383,15 @@ impl Sim {
             8 => ("fed", Effect::RemoveWorker { key: some_worker }),
             9 => ("fed", Effect::Readmit { key: some_worker }),
             10 => ("commons", Effect::Share { scope: scope("fed"), weight: value }),
+            11 => (
+                "fed",
+                Effect::PriorityClasses {
+                    classes: vec![
+                        icn_protocol::governance::PriorityClass { name: "urgent".into(), weight: value },
+                        icn_protocol::governance::PriorityClass { name: "batch".into(), weight: 1 },
+                    ],
+                },
+            ),
             _ => {
                 let job = *self
                     .jobs

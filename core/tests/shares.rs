@@ -66,7 +66,7 @@ fn genesis() -> Genesis {
                 name: format!("m{i}"),
                 key: member(i).public(),
                 standing: BTreeMap::from([
-                    (scope(feds[i]), vec![Standing::Submit]),
+                    (scope(feds[i]), vec![Standing::Submit, Standing::Vote]),
                     (scope("commons"), vec![Standing::Vote]),
                 ]),
             })
@@ -101,8 +101,10 @@ struct Commons {
     /// Tasks running, oldest first, with the worker running each.
     running: std::collections::VecDeque<(usize, Assignment)>,
     scope_of: BTreeMap<JobId, ScopeId>,
+    class_of: BTreeMap<JobId, String>,
     /// The scope of each job that completed, in order.
     completed: Vec<ScopeId>,
+    completed_jobs: Vec<JobId>,
 }
 
 impl Commons {
@@ -116,7 +118,9 @@ impl Commons {
             nonce: 0,
             running: Default::default(),
             scope_of: BTreeMap::new(),
+            class_of: BTreeMap::new(),
             completed: vec![],
+            completed_jobs: vec![],
         };
         for i in 0..WORKERS {
             let capacity = Capacity { slots: 1, memory_bytes: 1 << 30, executors: vec![ExecutorKind::Wasm] };
@@ -139,32 +143,44 @@ impl Commons {
     }
 
     fn submit(&mut self, who: usize) -> JobId {
+        self.submit_in_class(who, None).unwrap()
+    }
+
+    fn submit_in_class(&mut self, who: usize, class: Option<&str>) -> Result<JobId, icn_core::Refusal> {
         let fed = scope(["fed-north", "fed-south"][who]);
-        let submission = Submission {
+        let mut submission = Submission {
             scope: fed.clone(),
             executor: ExecutorKind::Wasm,
             module: ContentId::of(b"m"),
             input: icn_protocol::wire::empty_input(),
             args: vec![],
             limits: Limits { fuel: Fuel(1_000_000), ..Limits::default() },
+            options: Default::default(),
         };
+        submission.options.priority = class.map(str::to_string);
         let envelope = self.seal(&member(who), &submission);
-        let job = self.core.submit(self.now(), envelope, submission).unwrap();
+        let job = self.core.submit(self.now(), envelope, submission)?;
         self.scope_of.insert(job, fed);
+        self.class_of.insert(job, class.unwrap_or("default").to_string());
         self.settle();
-        job
+        Ok(job)
     }
 
     /// Both members propose and pass `effects` in the commons; returns the decisions' entries.
     fn decide(&mut self, effects: Vec<Effect>) -> Vec<u64> {
+        self.decide_in("commons", &[0, 1], effects)
+    }
+
+    /// `voters` propose and pass `effects` in scope `deciding`.
+    fn decide_in(&mut self, deciding: &str, voters: &[usize], effects: Vec<Effect>) -> Vec<u64> {
         let mut proposals = vec![];
         for effect in effects {
-            let proposal = Proposal { scope: scope("commons"), title: "shares".into(), effect };
-            let envelope = self.seal(&member(0), &proposal);
+            let proposal = Proposal { scope: scope(deciding), title: "shares".into(), effect };
+            let envelope = self.seal(&member(voters[0]), &proposal);
             proposals.push(self.core.propose(self.now(), envelope, proposal).unwrap().0);
         }
         for proposal in &proposals {
-            for who in 0..2 {
+            for &who in voters {
                 let ballot = Ballot { proposal: *proposal, choice: Choice::Yes };
                 let envelope = self.seal(&member(who), &ballot);
                 self.core.vote(self.now(), envelope, ballot).unwrap();
@@ -209,6 +225,7 @@ impl Commons {
         let envelope = self.seal(&worker(i), &report);
         self.core.report(self.now(), worker(i).public(), i as u64, envelope, report);
         self.completed.push(self.scope_of[&assignment.task.job].clone());
+        self.completed_jobs.push(assignment.task.job);
         self.settle();
     }
 
@@ -310,4 +327,39 @@ fn the_same_inputs_give_the_same_order() {
     assert_eq!(a.completed, b.completed);
     let hashes = |c: &Commons| c.journal.entries.iter().map(|e| e.hash).collect::<Vec<_>>();
     assert_eq!(hashes(&a), hashes(&b));
+}
+
+/// Inside a scope, priority classes share its slots by the weights its own decision set:
+/// urgent 3, batch 1 split 400 completions 3 to 1; a class the scope has not decided is
+/// refused, naming the ones it has.
+#[test]
+fn a_scopes_priority_classes_split_its_slots_by_their_decided_weights() {
+    use icn_protocol::governance::PriorityClass;
+    let mut commons = Commons::new();
+    let class = |name: &str, weight| PriorityClass { name: name.into(), weight };
+    commons.decide_in(
+        "fed-north",
+        &[0],
+        vec![Effect::PriorityClasses { classes: vec![class("urgent", 3), class("batch", 1)] }],
+    );
+    let refused = commons.submit_in_class(0, Some("someday")).unwrap_err().to_string();
+    assert!(
+        refused.contains("no priority class \"someday\"; its classes are urgent, batch, default"),
+        "{refused}"
+    );
+    for _ in 0..500 {
+        commons.submit_in_class(0, Some("urgent")).unwrap();
+        commons.submit_in_class(0, Some("batch")).unwrap();
+    }
+    let start = commons.completed_jobs.len();
+    while commons.completed_jobs.len() < start + 400 {
+        commons.finish_oldest();
+    }
+    let urgent =
+        commons.completed_jobs[start..].iter().filter(|job| commons.class_of[*job] == "urgent").count();
+    let ratio = urgent as f64 / (400 - urgent) as f64;
+    assert!((2.7..=3.3).contains(&ratio), "urgent 3, batch 1 split 400 jobs {urgent}:{}", 400 - urgent);
+    let mut replayed = Core::new(Arc::new(Keypair::from_seed([99; 32])), config());
+    replayed.replay(&commons.journal.entries).unwrap();
+    assert_eq!(commons.core.state(), replayed.state());
 }

@@ -66,6 +66,7 @@ fn a_worker_lost_twice_mid_task_is_quarantined_until_a_decision_readmits_it() {
         input: icn_protocol::wire::empty_input(),
         args: vec![],
         limits: Limits::default(),
+        options: Default::default(),
     };
     let job = core.submit(Now::at(now_ms), Envelope::seal(&member, 1, &submission), submission).unwrap();
 

@@ -12,8 +12,8 @@ mod state;
 
 pub use genesis::Genesis;
 pub use state::{
-    Authorization, Decision, DecisionRecord, Event, Governance, MandateState, ProposalState, Scope, ShareSet,
-    Tally, describe_effect,
+    Authorization, ClassesSet, Decision, DecisionRecord, Event, Governance, MandateState, ProposalState,
+    Scope, ShareSet, Tally, describe_effect,
 };
 
 use icn_protocol::governance::{Credits, ScopeId, Standing};
@@ -42,6 +42,11 @@ pub enum Refusal {
     ExecutorNotAllowed { scope: ScopeId, executor: ExecutorKind, allowed: String },
     #[error("{what} {asked} is over the mandate's per-job limit of {allowed} in scope {scope}")]
     OverMandateLimit { scope: ScopeId, what: &'static str, asked: u64, allowed: u64 },
+    #[error(
+        "scope {scope} has no priority class {class:?}; its classes are {known} (a decision of {scope} sets \
+         them: `icn propose ... classes --class NAME=WEIGHT`)"
+    )]
+    UnknownPriorityClass { scope: ScopeId, class: String, known: String },
     #[error("proposal {proposal} is not known")]
     UnknownProposal { proposal: ContentId },
     #[error("voting on proposal {proposal} closed at {closed_ms} ms")]

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub use icn_protocol::governance::Tally;
 use icn_protocol::governance::{
-    Ballot, Choice, Credits, Effect, Mandate, PlacementPolicy, PriceSchedule, Proposal, Rule, ScopeId,
-    ScopeKind, Standing,
+    Ballot, Choice, Credits, DEFAULT_CLASS, Effect, Mandate, PlacementPolicy, PriceSchedule, PriorityClass,
+    Proposal, Rule, ScopeId, ScopeKind, Standing,
 };
 use icn_protocol::wire::Submission;
 use icn_protocol::{ContentId, Envelope, PublicKey};
@@ -69,6 +69,17 @@ pub struct Scope {
     /// `None` is weight 1.
     #[serde(default)]
     pub share: Option<ShareSet>,
+    /// The priority classes its jobs are divided into and the decision that set them;
+    /// `None`: one class, `default`.
+    #[serde(default)]
+    pub classes: Option<ClassesSet>,
+}
+
+/// Priority classes and the decision (its journal entry) that set them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassesSet {
+    pub classes: Vec<PriorityClass>,
+    pub decision: u64,
 }
 
 /// A fair-share weight and the decision (its journal entry) that set it.
@@ -196,6 +207,12 @@ impl Governance {
         self.scopes.get(scope).and_then(|s| s.share).map_or(1, |s| s.weight)
     }
 
+    /// The weight of priority class `class` inside `scope`: the decided one, or 1.
+    pub fn class_weight(&self, scope: &ScopeId, class: &str) -> u32 {
+        let classes = self.scopes.get(scope).and_then(|s| s.classes.as_ref());
+        classes.and_then(|set| set.classes.iter().find(|c| c.name == class)).map_or(1, |c| c.weight)
+    }
+
     /// The price schedule in force for `scope`: its own, or its nearest ancestor's.
     pub fn prices(&self, scope: &ScopeId) -> PriceSchedule {
         self.lineage(scope)
@@ -317,7 +334,7 @@ impl Governance {
                         .into(),
                 ))
             }
-            Effect::PlacementPolicy(_) | Effect::PriceSchedule(_) => Ok(()),
+            Effect::PlacementPolicy(_) | Effect::PriceSchedule(_) | Effect::PriorityClasses { .. } => Ok(()),
             Effect::Share { scope: target, .. } => match &self.scope(target)?.parent {
                 Some(parent) if parent == scope => Ok(()),
                 Some(parent) => Err(Refusal::Invalid(format!(
@@ -447,6 +464,20 @@ impl Governance {
                 expired_ms: state.expires_ms,
             });
         }
+        if let Some(class) = &submission.options.priority {
+            let classes = scope.classes.as_ref().map_or(&[][..], |set| &set.classes[..]);
+            if class != DEFAULT_CLASS && !classes.iter().any(|c| &c.name == class) {
+                let mut known: Vec<&str> = classes.iter().map(|c| c.name.as_str()).collect();
+                if !known.contains(&DEFAULT_CLASS) {
+                    known.push(DEFAULT_CLASS);
+                }
+                return Err(Refusal::UnknownPriorityClass {
+                    scope: scope_id.clone(),
+                    class: class.clone(),
+                    known: known.join(", "),
+                });
+            }
+        }
         let mandate = &state.mandate;
         if !mandate.executors.contains(&submission.executor) {
             let allowed: Vec<String> = mandate.executors.iter().map(ToString::to_string).collect();
@@ -560,6 +591,7 @@ impl Governance {
                 prices: scope.prices,
                 mandate: None,
                 share: None,
+                classes: None,
             };
             self.scopes.insert(scope.id.clone(), state);
         }
@@ -626,6 +658,10 @@ impl Governance {
             Effect::Share { scope: target, weight } => {
                 let share = ShareSet { weight: *weight, decision: seq };
                 self.scopes.get_mut(target).expect("decided scope exists").share = Some(share);
+            }
+            Effect::PriorityClasses { classes } => {
+                let set = ClassesSet { classes: classes.clone(), decision: seq };
+                self.scopes.get_mut(scope).expect("decided scope exists").classes = Some(set);
             }
             // The ledger holds credit limits and the coordinator trust; it applies these.
             Effect::CreditLimit { .. } | Effect::Readmit { .. } | Effect::ResolveDispute { .. } => {}
@@ -711,5 +747,10 @@ pub fn describe_effect(scope: &ScopeId, effect: &Effect, name: impl Fn(&PublicKe
                 "fair share of {target}: weight {weight} among the scopes of {scope} when slots are scarce"
             )
         }
+        Effect::PriorityClasses { classes } => format!(
+            "priority classes for {scope}'s jobs when slots are scarce: {} (a job names its class; one that names \
+             none is in class default)",
+            classes.iter().map(|c| format!("{} weight {}", c.name, c.weight)).collect::<Vec<_>>().join(", ")
+        ),
     }
 }

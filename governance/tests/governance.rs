@@ -168,6 +168,7 @@ fn job(scope_id: &str, fuel: u64) -> Submission {
         input: icn_protocol::wire::empty_input(),
         args: vec![],
         limits: Limits { fuel: Fuel(fuel), ..Limits::default() },
+        options: Default::default(),
     }
 }
 

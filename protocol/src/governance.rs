@@ -19,8 +19,20 @@ pub const TITLE_LENGTH_MAX: usize = 200;
 pub const VOTING_WINDOW_MS_MAX: u64 = 30 * 24 * 3600 * 1000;
 pub const MANDATE_PERIOD_MS_MAX: u64 = 366 * 24 * 3600 * 1000;
 pub const REPLICAS_MAX: u32 = 7;
-/// The largest fair-share weight a decision may give a scope.
+/// The largest fair-share weight a decision may give a scope or a priority class.
 pub const SHARE_WEIGHT_MAX: u32 = 1_000;
+/// Priority classes one scope may have, its default class among them.
+pub const PRIORITY_CLASSES_MAX: usize = 8;
+/// The class of a job that names none.
+pub const DEFAULT_CLASS: &str = "default";
+
+/// A priority class inside a scope: its jobs share the scope's slots with the other
+/// classes' jobs by `weight`, as scopes share theirs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriorityClass {
+    pub name: String,
+    pub weight: u32,
+}
 /// Credits per million fuel. Bounded so that the most fuel a job may ask for, priced,
 /// stays far inside an i64 of credits.
 pub const PRICE_PER_MEGA_FUEL_MAX: u64 = 1_000_000_000;
@@ -385,6 +397,12 @@ pub enum Effect {
         scope: ScopeId,
         weight: u32,
     },
+    /// The proposal's scope divides its slots among its jobs' priority classes by these
+    /// weights; a job names its class (`default` when it names none, weight 1 unless
+    /// listed). Replaces the classes decided before.
+    PriorityClasses {
+        classes: Vec<PriorityClass>,
+    },
 }
 
 /// A member asks its scope to decide on an effect.
@@ -427,16 +445,34 @@ impl Proposal {
             | Effect::RemoveWorker { .. }
             | Effect::Readmit { .. }
             | Effect::ResolveDispute { .. } => Ok(()),
-            Effect::Share { weight, .. } => {
-                if *weight == 0 || *weight > SHARE_WEIGHT_MAX {
+            Effect::Share { weight, .. } => check_weight("share", *weight),
+            Effect::PriorityClasses { classes } => {
+                if classes.is_empty() || classes.len() > PRIORITY_CLASSES_MAX {
                     return Err(Error::invalid(format!(
-                        "share weight {weight} is not allowed: use 1 to {SHARE_WEIGHT_MAX} (1 is an equal share)"
+                        "{} priority classes given; name 1 to {PRIORITY_CLASSES_MAX}",
+                        classes.len()
                     )));
+                }
+                for (i, class) in classes.iter().enumerate() {
+                    check_name("priority class", &class.name)?;
+                    check_weight(&format!("class {}", class.name), class.weight)?;
+                    if classes[..i].iter().any(|c| c.name == class.name) {
+                        return Err(Error::invalid(format!("priority class {} is named twice", class.name)));
+                    }
                 }
                 Ok(())
             }
         }
     }
+}
+
+fn check_weight(what: &str, weight: u32) -> Result<(), Error> {
+    if weight == 0 || weight > SHARE_WEIGHT_MAX {
+        return Err(Error::invalid(format!(
+            "{what} weight {weight} is not allowed: use 1 to {SHARE_WEIGHT_MAX} (1 is an equal share)"
+        )));
+    }
+    Ok(())
 }
 
 fn check_standing(standing: &[Standing]) -> Result<(), Error> {

@@ -266,6 +266,18 @@ pub struct ScopeQueue {
     pub recent_ms: u64,
     pub running: u64,
     pub waiting: u64,
+    /// Its priority classes with jobs waiting, when it decided any.
+    pub classes: Vec<ClassQueue>,
+}
+
+/// One priority class of a scope in the queue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClassQueue {
+    pub name: String,
+    pub weight: u32,
+    /// Slot time its jobs used recently, decayed, in milliseconds.
+    pub recent_ms: u64,
+    pub waiting: u64,
 }
 
 /// One entry of a scope's account statement.

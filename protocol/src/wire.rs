@@ -191,6 +191,31 @@ pub struct Submission {
     pub input: ContentId,
     pub args: Vec<String>,
     pub limits: Limits,
+    /// Added after the first release: journals made before it hold submissions without
+    /// them, read as the defaults (see [`Signed::decode_payload`]).
+    #[serde(default)]
+    pub options: JobOptions,
+}
+
+/// What a submission may ask beyond its limits.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobOptions {
+    /// The job must have an accepted result by this time (wall ms since the Unix epoch), or
+    /// it fails and its hold is voided.
+    pub deadline_ms: Option<u64>,
+    /// One of the priority classes its scope decided; `None` is the scope's default class.
+    pub priority: Option<String>,
+}
+
+/// A submission as it was encoded before [`JobOptions`].
+#[derive(Deserialize)]
+struct SubmissionV1 {
+    scope: ScopeId,
+    executor: ExecutorKind,
+    module: ContentId,
+    input: ContentId,
+    args: Vec<String>,
+    limits: Limits,
 }
 
 /// The content id of an empty input, which every coordinator holds without an upload.
@@ -200,6 +225,22 @@ pub fn empty_input() -> ContentId {
 
 impl Signed for Submission {
     const KIND: Kind = Kind::Submission;
+
+    /// The current encoding, or the one before [`JobOptions`], whole either way.
+    fn decode_payload(bytes: &[u8]) -> Result<Self, Error> {
+        crate::decode::<Submission>(bytes).or_else(|current| match crate::decode::<SubmissionV1>(bytes) {
+            Ok(v1) => Ok(Submission {
+                scope: v1.scope,
+                executor: v1.executor,
+                module: v1.module,
+                input: v1.input,
+                args: v1.args,
+                limits: v1.limits,
+                options: JobOptions::default(),
+            }),
+            Err(_) => Err(current),
+        })
+    }
 }
 
 /// A member's signed request to stop a job: its submitter, or a member with standing in
@@ -226,6 +267,9 @@ impl Submission {
                 "argument {:?}… is longer than {ARG_SIZE_BYTES_MAX} bytes or holds a NUL byte",
                 arg.chars().take(16).collect::<String>()
             )));
+        }
+        if let Some(class) = &self.options.priority {
+            crate::governance::check_name("priority class", class)?;
         }
         self.limits.validate()
     }
@@ -578,13 +622,16 @@ pub enum Waiting {
     /// Workers could take it, but their slots are busy; `ahead` jobs wait before it in
     /// its scope's queue.
     SlotsBusy { slots: u32, ahead: u32, scope: ScopeId },
+    /// Its last attempt was lost or failed on a worker, more than once: it is tried again,
+    /// elsewhere where it can be, once `wait_ms` have passed (the wait doubles each time).
+    Backoff { wait_ms: u64, attempts: u32, attempts_max: u32 },
 }
 
 impl Waiting {
     /// Whether the job cannot be placed with the workers connected now, however long
     /// it waits for slots.
     pub fn is_stuck(&self) -> bool {
-        !matches!(self, Waiting::SlotsBusy { .. })
+        !matches!(self, Waiting::SlotsBusy { .. } | Waiting::Backoff { .. })
     }
 }
 
@@ -611,6 +658,12 @@ impl std::fmt::Display for Waiting {
                     "all {slots} slots that could take it are busy; {ahead} jobs wait before it in {scope}'s queue"
                 )
             }
+            Waiting::Backoff { wait_ms, attempts, attempts_max } => write!(
+                f,
+                "its replicas were lost or failed on workers {attempts} times (at most {attempts_max}); \
+                 it is tried again, on another worker where one can take it, in {:.1} s",
+                *wait_ms as f64 / 1000.0
+            ),
         }
     }
 }
@@ -706,7 +759,32 @@ mod tests {
             input: empty_input(),
             args: vec!["a".into()],
             limits: Limits::default(),
+            options: Default::default(),
         }
+    }
+
+    /// A submission signed before `options` existed (as older journals hold them) opens
+    /// with the default options; one with options opens with them; bytes beyond either
+    /// encoding are refused.
+    #[test]
+    fn submissions_of_the_earlier_encoding_open_with_default_options() {
+        #[derive(Serialize)]
+        struct V1<'a>(&'a ScopeId, ExecutorKind, ContentId, ContentId, &'a [String], Limits);
+        let s = submission();
+        let key = crate::Keypair::from_seed([1; 32]);
+        let seal = |payload: Vec<u8>| {
+            let mut envelope = Envelope::seal(&key, 1, &s);
+            envelope.payload = payload;
+            envelope
+        };
+        let old = crate::encode(&V1(&s.scope, s.executor, s.module, s.input, &s.args, s.limits));
+        assert_eq!(seal(old.clone()).open_trusted::<Submission>().unwrap(), s);
+        let mut with = s.clone();
+        with.options = JobOptions { deadline_ms: Some(5), priority: Some("urgent".into()) };
+        assert_eq!(seal(crate::encode(&with)).open_trusted::<Submission>().unwrap(), with);
+        let mut longer = old;
+        longer.extend_from_slice(&[0, 0, 7]);
+        assert!(seal(longer).open_trusted::<Submission>().is_err());
     }
 
     #[test]
