@@ -101,6 +101,27 @@ pub fn scope(scope: &ScopeView, now_ms: u64) -> String {
     if let Some(policy) = scope.policy {
         let _ = writeln!(out, "placement: {} replicas, {} must agree", policy.replicas, policy.quorum);
     }
+    match (scope.share, &scope.parent) {
+        ((weight, Some(decision)), Some(parent)) => {
+            let _ = writeln!(
+                out,
+                "fair share: weight {weight} among the scopes of {parent}, set by decision #{decision}"
+            );
+        }
+        (_, Some(parent)) => {
+            let _ =
+                writeln!(out, "fair share: weight 1 among the scopes of {parent} (no decision set another)");
+        }
+        _ => {}
+    }
+    if let Some((classes, decision)) = &scope.classes {
+        let list: Vec<String> = classes.iter().map(|c| format!("{} weight {}", c.name, c.weight)).collect();
+        let _ = writeln!(
+            out,
+            "priority classes (decision #{decision}): {}; a job that names none is in class default",
+            list.join(", ")
+        );
+    }
     match &scope.mandate {
         Some(m) => {
             let state = if now_ms >= m.expires_ms { "expired" } else { "in force" };

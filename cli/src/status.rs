@@ -62,7 +62,8 @@ pub fn describe(view: &JobView) -> String {
             stderr_note(view)
         ),
         (JobState::Cancelled, _) => format!(
-            "job {id}: {}; its hold was released and nobody paid",
+            "job {id}: {}; it pays for what ran before it stopped, if anything did, and the rest of its hold is \
+             released (`icn trace {id}` shows which)",
             view.failure.clone().unwrap_or_else(|| "cancelled".into())
         ),
         (JobState::Failed, _) => {

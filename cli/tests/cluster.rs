@@ -549,7 +549,7 @@ async fn jobs_no_worker_can_take_wait_with_their_reason_and_never_delay_the_othe
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_stops_a_running_job_voids_its_hold_and_needs_standing() {
+async fn cancel_stops_a_running_job_pays_what_ran_and_needs_standing() {
     use icn_protocol::governance::ScopeId;
     let dir = tempfile::tempdir().unwrap();
     // One worker with one slot: a second job runs only once the first stopped.
@@ -558,7 +558,15 @@ async fn cancel_stops_a_running_job_voids_its_hold_and_needs_standing() {
     let commons = LocalCommons::start(dir.path(), options).await.unwrap();
     let ana = commons.client().await.unwrap();
     let cleo = commons.client_for(commons.members[2].key.clone()).await.unwrap();
-    let spin = ana.ensure_module(&wat::parse_str(SPIN_WAT).unwrap()).await.unwrap();
+    // It spins, asking the clock each turn: the sandbox counts its fuel at each call, so
+    // a stopped run says what it used (one that never calls out is counted only to its
+    // last call; see worker/src/wasm.rs).
+    const TICKING: &str = r#"(module
+      (import "wasi_snapshot_preview1" "clock_time_get" (func $now (param i32 i64 i32) (result i32)))
+      (memory (export "memory") 1)
+      (func (export "_start")
+        (loop $forever (drop (call $now (i32.const 1) (i64.const 0) (i32.const 0))) (br $forever))))"#;
+    let spin = ana.ensure_module(&wat::parse_str(TICKING).unwrap()).await.unwrap();
     let hello = ana.ensure_module(&wat::parse_str(HELLO_WAT).unwrap()).await.unwrap();
     // It would spin for a minute.
     let long = Limits { fuel: Fuel(icn_protocol::wire::FUEL_MAX), timeout_ms: 60_000, ..Limits::default() };
@@ -572,6 +580,8 @@ async fn cancel_stops_a_running_job_voids_its_hold_and_needs_standing() {
         }
     });
     started.await.expect("the spinning job starts");
+    // Let it spin a while: what runs before the cancel is paid.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let waiting = ana.submit(&job(hello, b"", Limits::default())).await.unwrap();
 
     // A member without standing in the job's scope may not cancel it.
@@ -593,17 +603,30 @@ async fn cancel_stops_a_running_job_voids_its_hold_and_needs_standing() {
         tokio::time::timeout(Duration::from_secs(10), ana.watch(waiting, |_| {})).await.unwrap().unwrap();
     assert_eq!(output(&ana, &view).await, b"hello from the commons\n");
 
-    // Nothing was paid for the cancelled job and nothing stays held: the ledger moved
-    // only for the job that ran.
+    // The cancelled job paid for what it ran before it stopped (the fuel its stopped run
+    // reported, a credit a million), the hello job its credit, and nothing stays held.
+    let trace = ana.trace(icn_protocol::wire::TraceQuery::Job(spinning)).await.unwrap();
+    let settled = trace
+        .job
+        .as_ref()
+        .unwrap()
+        .entries
+        .iter()
+        .find(|l| l.text.contains("the runs its cancel stopped used"));
+    let text = settled.expect("the stopped run's usage is settled").text.clone();
+    let fuel: u64 = text.split("used ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(fuel > 10_000, "it spun 300 ms and more: {text}");
+    let paid = fuel.div_ceil(1_000_000) as i64;
     let positions = ana.positions().await.unwrap();
     let fed = positions.account(&icn_cli::local::federation()).unwrap();
-    assert_eq!((fed.position, fed.reserved), (-1, 0));
-    assert_eq!(positions.account(&"coop-a".parse::<ScopeId>().unwrap()).unwrap().position, 1);
+    assert_eq!((fed.position, fed.reserved), (-1 - paid, 0));
+    assert_eq!(positions.account(&"coop-a".parse::<ScopeId>().unwrap()).unwrap().position, 1 + paid);
     assert_eq!(positions.accounts.iter().map(|a| a.position).sum::<i64>(), 0);
     let again = ana.cancel(spinning).await.unwrap_err().to_string();
     assert!(again.contains("has already ended"), "{again}");
     let trace = ana.trace(icn_protocol::wire::TraceQuery::Job(spinning)).await.unwrap().to_string();
     assert!(trace.contains("cancelled by ana"), "{trace}");
+    assert!(trace.contains("which is what ran: fed-north paid"), "{trace}");
     commons.stop().await.unwrap();
 }
 

@@ -920,14 +920,16 @@ impl TaskStream {
         let (mut send, mut recv) = transport::open(&self.connection).await.map_err(lost)?;
         let assign = CoordinatorMessage::Assign { assignment: Box::new(assignment.clone()), input, seal };
         send.write(&assign).await.map_err(lost)?;
+        let mut cancelled = false;
         loop {
             let message = tokio::select! {
                 message = recv.read::<WorkerMessage>(MESSAGE_SIZE_BYTES_MAX) => message,
-                Ok(()) = &mut stopped => {
-                    // The job was cancelled: the worker stops the task and reports nothing.
+                Ok(()) = &mut stopped, if !cancelled => {
+                    // The job was cancelled: the worker stops the task and reports what the
+                    // run used until then, on this stream, as for any other ending.
+                    cancelled = true;
                     send.write(&CoordinatorMessage::Cancel).await.map_err(lost)?;
-                    let _ = send.get_mut().finish();
-                    return Ok(());
+                    continue;
                 }
             };
             let message = message.map_err(|e| StreamError::Protocol(e.to_string()))?.ok_or_else(|| {

@@ -50,7 +50,9 @@ impl Core {
                     self.index.push(row(IndexKey::Scope(scope), 0));
                 }
             }
-            Record::JobCompleted { job, payees, .. } | Record::JobFailedPaid { job, payees, .. } => {
+            Record::JobCompleted { job, payees, .. }
+            | Record::JobFailedPaid { job, payees, .. }
+            | Record::CancelSettled { job, payees, .. } => {
                 let payer = self.jobs.known(job).submission.scope.clone();
                 let paid_out: i64 = payees.iter().filter(|(p, _)| *p != payer).map(|(_, c)| c.0).sum();
                 self.index.push(row(IndexKey::Scope(payer.clone()), -paid_out));

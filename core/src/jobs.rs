@@ -73,6 +73,11 @@ pub(crate) struct Job {
     /// Workers whose attempt of this job was requeued: its replicas go elsewhere when
     /// another worker can take them (at most `attempts_max` of them).
     pub avoid: BTreeSet<PublicKey>,
+    /// Replicas that ran when the job was cancelled, told to stop: the hold stays until
+    /// each reports what it used (or its deadline passes), then what ran is paid.
+    pub stopping: BTreeMap<u32, Placement>,
+    /// What the stopped replicas that reported used, by their owner.
+    pub stopped: Vec<(ScopeId, icn_protocol::Fuel)>,
     /// A requeued replica is not placed again before this time (wall ms, from the
     /// requeue's entry): the retry backoff.
     pub not_before_ms: u64,
@@ -113,8 +118,11 @@ pub(crate) struct Jobs {
     /// Every job held, by its submission entry: for listing newest first.
     by_seq: BTreeMap<u64, JobId>,
     open: usize,
-    /// Ended jobs still in memory, in the order they ended, with when (wall ms).
+    /// Ended jobs still in memory, in the order they ended, with when (wall ms). A
+    /// cancelled job whose stopped replicas have not all reported joins when they have.
     ended: std::collections::VecDeque<(JobId, u64)>,
+    /// Cancelled jobs whose hold waits for their stopped replicas' usage.
+    unsettled: BTreeSet<JobId>,
 }
 
 impl Jobs {
@@ -176,7 +184,7 @@ impl Jobs {
         let job = self.map.remove(id).expect("a remembered ended job is in the table");
         self.by_seq.remove(&job.submitted_seq);
         assert!(
-            job.ended && job.placements.is_empty(),
+            job.ended && job.placements.is_empty() && job.stopping.is_empty(),
             "only an ended job with nothing in flight is forgotten"
         );
     }
@@ -267,6 +275,8 @@ impl Jobs {
             ended: false,
             cancelled: false,
             avoid: BTreeSet::new(),
+            stopping: BTreeMap::new(),
+            stopped: Vec::new(),
             not_before_ms: 0,
             last_seq: seq,
         };
@@ -360,9 +370,14 @@ impl Jobs {
         id: &JobId,
         result: Option<(PublicKey, ExecutionReport)>,
         failure: Option<String>,
+        stopping: bool,
     ) -> Vec<(TaskId, Placement)> {
         let job = self.known_mut(id);
         assert!(!job.ended, "entry {seq}: job {id} ends once");
+        if stopping {
+            job.stopping = job.placements.clone();
+        }
+        let unsettled = !job.stopping.is_empty();
         let released: Vec<(TaskId, Placement)> = std::mem::take(&mut job.placements)
             .into_iter()
             .map(|(index, placement)| (TaskId { job: *id, index }, placement))
@@ -376,8 +391,47 @@ impl Jobs {
         job.last_seq = seq;
         self.dequeue(id);
         self.open -= 1;
-        self.ended.push_back((*id, time_ms));
+        if unsettled {
+            self.unsettled.insert(*id);
+        } else {
+            self.ended.push_back((*id, time_ms));
+        }
         released
+    }
+
+    /// A stopped replica of a cancelled job reported what it used.
+    pub fn stop_reported(&mut self, seq: u64, worker: PublicKey, report: &ExecutionReport) {
+        let job = self.known_mut(&report.task.job);
+        let placement = job
+            .stopping
+            .remove(&report.task.index)
+            .expect("a journaled stop report answers a stopped replica");
+        assert_eq!(placement.worker, worker, "entry {seq}: a stopped replica reports from its worker");
+        job.stopped.push((placement.owner, report.fuel));
+        job.last_seq = seq;
+    }
+
+    /// A cancelled job's stopped replicas are settled: it may now leave memory.
+    pub fn settled(&mut self, seq: u64, time_ms: u64, id: &JobId) {
+        let job = self.known_mut(id);
+        job.stopping.clear();
+        job.stopped.clear();
+        job.last_seq = seq;
+        assert!(self.unsettled.remove(id), "entry {seq}: job {id} is settled once");
+        self.ended.push_back((*id, time_ms));
+    }
+
+    /// Cancelled jobs waiting for their stopped replicas: all of them, or those with a
+    /// stopped replica past its deadline.
+    pub fn unsettled(&self, overdue_at_mono_ms: Option<u64>) -> Vec<JobId> {
+        self.unsettled
+            .iter()
+            .filter(|id| match overdue_at_mono_ms {
+                None => true,
+                Some(now) => self.known(id).stopping.values().any(|p| p.deadline_mono_ms < now),
+            })
+            .copied()
+            .collect()
     }
 
     /// Every replica in flight and its attempt, in job order.
@@ -580,6 +634,10 @@ impl Core {
     pub(crate) fn apply_report(&mut self, seq: u64, time_ms: u64, envelope: &Envelope) {
         let report = envelope.open_trusted::<ExecutionReport>().expect("journaled reports decode");
         let task = report.task;
+        if self.jobs.known(&task.job).ended {
+            // Its slot was freed when the cancel ended the job.
+            return self.jobs.stop_reported(seq, envelope.signer, &report);
+        }
         let placement = self.jobs.reported(seq, envelope.signer, report);
         self.vacate(time_ms, &task, &placement, false);
     }
@@ -592,8 +650,21 @@ impl Core {
         result: Option<(PublicKey, ExecutionReport)>,
         failure: Option<String>,
     ) {
+        self.end_stopping(seq, id, result, failure, false);
+    }
+
+    /// Ends job `id`; with `stopping`, its replicas in flight were told to stop and the
+    /// hold waits for what they used.
+    pub(crate) fn end_stopping(
+        &mut self,
+        seq: u64,
+        id: &JobId,
+        result: Option<(PublicKey, ExecutionReport)>,
+        failure: Option<String>,
+        stopping: bool,
+    ) {
         let time_ms = self.clock.wall_ms;
-        for (task, placement) in self.jobs.end(seq, time_ms, id, result, failure) {
+        for (task, placement) in self.jobs.end(seq, time_ms, id, result, failure, stopping) {
             self.vacate(time_ms, &task, &placement, false);
         }
         self.jobs.forget_ended_beyond(self.config.ended_jobs_max);

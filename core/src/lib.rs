@@ -238,6 +238,11 @@ impl Core {
         for (task, attempt) in self.jobs.in_flight() {
             self.requeue(task, attempt, "the coordinator restarted while it ran".into(), false);
         }
+        // Stopped replicas of cancelled jobs can no longer report on this run's streams.
+        for job in self.jobs.unsettled(None) {
+            let cause = self.jobs.known(&job).last_seq;
+            self.settle_cancel(job, cause);
+        }
     }
 
     /// Starts a new journal from `genesis`, or checks that the journal began from it:
@@ -280,6 +285,10 @@ impl Core {
         for (task, attempt, worker) in self.jobs.overdue(now.mono_ms) {
             let reason = format!("worker {} missed the deadline", worker.short());
             self.requeue(task, attempt, reason, true);
+        }
+        for job in self.jobs.unsettled(Some(now.mono_ms)) {
+            let cause = self.jobs.known(&job).last_seq;
+            self.settle_cancel(job, cause);
         }
         self.expire();
         self.schedule();
@@ -378,6 +387,9 @@ impl Core {
             }
             Record::JobFailed { job, reason } => self.apply_failed(seq, *job, reason),
             Record::JobCancelled { request } => self.apply_cancelled(seq, request),
+            Record::CancelSettled { job, fuel, payees } => {
+                self.apply_cancel_settled(seq, time_ms, *job, *fuel, payees)
+            }
             Record::Governance(event) => self.apply_governance(seq, time_ms, event),
             Record::Cleared { request, clearing } => {
                 let members = |federation: &_| self.governance.descendants(federation);

@@ -135,6 +135,14 @@ pub enum Record {
     JobCancelled {
         request: Envelope,
     },
+    /// The replicas a cancel stopped reported what they used (or the rest could not): the
+    /// least of it is what ran, paid to each cooperative whose worker reported, and the
+    /// rest of the hold is released.
+    CancelSettled {
+        job: JobId,
+        fuel: Fuel,
+        payees: Vec<(ScopeId, Credits)>,
+    },
 }
 
 impl Record {
@@ -162,6 +170,7 @@ impl Record {
             Record::JobCompleted { job, .. }
             | Record::JobFailed { job, .. }
             | Record::JobFailedPaid { job, .. }
+            | Record::CancelSettled { job, .. }
             | Record::Verified { job, .. }
             | Record::ReplicasWanted { job, .. }
             | Record::DisputeOpened { job, .. } => Some(*job),
@@ -255,6 +264,11 @@ impl Record {
                     crate::record::paid_list(payees)
                 )
             }
+            Record::CancelSettled { job, fuel, payees } => format!(
+                "job {}: the runs its cancel stopped used {fuel}; posted {}, and the rest of the hold was released",
+                job.0.short(),
+                crate::record::paid_list(payees)
+            ),
             Record::Governance(event) => describe_event(event),
             Record::Cleared { request, clearing } => match request.open_trusted::<ClearRequest>() {
                 Ok(r) => format!(

@@ -31,6 +31,20 @@ impl Core {
             tracing::debug!(%task, worker = %worker.short(), "report on a job not held ignored");
             return;
         };
+        let stopped =
+            job.stopping.get(&task.index).filter(|p| p.worker == worker && p.attempt == report.attempt);
+        if let Some(placed_seq) = stopped.map(|p| p.placed_seq) {
+            // A replica its job's cancel stopped, saying what it used until then.
+            self.fleet.seen(&worker, now.mono_ms);
+            if let Err(e) = report.validate(&job.submission.limits) {
+                return self.misbehaved(worker, session, e.to_string());
+            }
+            let received = self.record(Some(placed_seq), worker, Record::ReportReceived { report: envelope });
+            if self.jobs.known(&task.job).stopping.is_empty() {
+                self.settle_cancel(task.job, received);
+            }
+            return self.schedule();
+        }
         let Some(placement) = job.current(&task, report.attempt).filter(|p| p.worker == worker).cloned()
         else {
             // A late report for an attempt that was already requeued, or for a job already

@@ -184,8 +184,64 @@ impl Core {
             .governance
             .member_name(&request.signer)
             .map_or_else(|| request.signer.short(), str::to_string);
-        self.apply_failed(seq, job, &format!("cancelled by {by}"));
+        let reason = format!("cancelled by {by}");
+        let state = self.jobs.known(&job);
+        assert!(!state.ended, "entry {seq}: job {job} is cancelled after it ended");
+        if state.placements.is_empty() {
+            self.apply_failed(seq, job, &reason);
+        } else {
+            // Replicas ran: they are told to stop, and the hold stays until they say what
+            // they used (`CancelSettled`).
+            self.end_stopping(seq, &job, None, Some(reason), true);
+        }
         self.jobs.mark_cancelled(&job);
+    }
+
+    /// What a cancelled job's stopped replicas used is paid; the rest of the hold is
+    /// released.
+    pub(crate) fn apply_cancel_settled(
+        &mut self,
+        seq: u64,
+        time_ms: u64,
+        job: JobId,
+        fuel: Fuel,
+        payees: &[(ScopeId, Credits)],
+    ) {
+        let authorization = self.jobs.known(&job).authorization;
+        let each = cost(&authorization, fuel);
+        assert!(
+            payees.iter().all(|(_, paid)| *paid == each),
+            "entry {seq}: a journaled payment differs from fuel times the price"
+        );
+        let spent = Credits(payees.iter().map(|(_, paid)| paid.0).sum());
+        assert!(spent <= authorization.hold, "entry {seq}: payments exceed the hold");
+        self.governance.release(authorization.decision, authorization.hold, spent);
+        if payees.is_empty() {
+            self.settlement.void(job, authorization.hold);
+        } else {
+            self.settlement.post(job, authorization.hold, payees);
+        }
+        for (payee, paid) in payees {
+            self.fleet.earn(payee, paid.0.max(0) as u64);
+        }
+        self.jobs.settled(seq, time_ms, &job);
+        self.jobs.forget_ended_beyond(self.config.ended_jobs_max);
+    }
+
+    /// A cancelled job's stopped replicas have all reported, or the rest are overdue or
+    /// gone: the least any of them used is what ran, and each cooperative whose worker
+    /// reported is paid it (as agreeing replicas are paid each).
+    pub(crate) fn settle_cancel(&mut self, id: JobId, cause: u64) {
+        let job = self.jobs.known(&id);
+        let fuel = job.stopped.iter().map(|(_, fuel)| *fuel).min().unwrap_or(Fuel(0));
+        let each = cost(&job.authorization, fuel);
+        let payees: Vec<(ScopeId, Credits)> = if each.0 > 0 {
+            job.stopped.iter().map(|(owner, _)| (owner.clone(), each)).collect()
+        } else {
+            vec![]
+        };
+        let signer = self.key.public();
+        self.record(Some(cause), signer, Record::CancelSettled { job: id, fuel, payees });
     }
 
     pub(crate) fn apply_failed(&mut self, seq: u64, job: JobId, reason: &str) {

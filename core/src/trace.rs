@@ -98,9 +98,13 @@ impl<'a, S: Source> Provenance<'a, S> {
         let mut lines = vec![];
         let mut money = vec![];
         let mut first_placed = None;
+        let (mut settled, mut cancelled_at) = (false, None);
         for row in self.source.indexed(&IndexKey::Job(*job), None, JOB_ENTRIES_MAX)? {
             let (entry, record) = self.read(row.seq)?;
             let line = self.line(&entry, &record);
+            if matches!(record, Record::JobCancelled { .. }) {
+                cancelled_at = Some(line.seq);
+            }
             match &record {
                 Record::TaskPlaced { .. } if first_placed.is_none() => first_placed = Some(line.seq),
                 Record::JobSubmitted { .. } if authorization.hold.0 > 0 => money.push(format!(
@@ -127,10 +131,28 @@ impl<'a, S: Source> Provenance<'a, S> {
                     ))
                 }
                 Record::JobCancelled { request } if authorization.hold.0 > 0 => money.push(format!(
-                    "#{}: cancelled by {}; the reservation was voided and nobody paid",
+                    "#{}: cancelled by {}; runs still going were told to stop",
                     line.seq,
                     self.person(&request.signer)
                 )),
+                Record::CancelSettled { fuel, payees, .. } if payees.is_empty() => {
+                    settled = true;
+                    money.push(format!(
+                        "#{}: the stopped runs reported no usage ({fuel}), so nobody paid and the reservation was \
+                         voided",
+                        line.seq
+                    ))
+                }
+                Record::CancelSettled { fuel, payees, .. } => {
+                    settled = true;
+                    money.push(format!(
+                        "#{}: the runs the cancel stopped used {fuel} before they stopped, which is what ran: {} \
+                         paid {}; the rest of the hold was released",
+                        line.seq,
+                        submission.scope,
+                        crate::record::paid_list(payees)
+                    ))
+                }
                 Record::JobFailed { .. } if authorization.hold.0 > 0 => money.push(format!(
                     "#{}: no worker could run the job to an accepted result, so the reservation was voided; \
                      nobody paid",
@@ -139,6 +161,9 @@ impl<'a, S: Source> Provenance<'a, S> {
                 _ => {}
             }
             lines.push(line);
+        }
+        if let Some(seq) = cancelled_at.filter(|_| !settled && authorization.hold.0 > 0) {
+            money.push(format!("#{seq}: nothing was running, so the reservation was voided and nobody paid"));
         }
         let class = submission.options.priority.as_deref().map_or(String::new(), |class| {
             format!("; inside {}, it waited in priority class {class}", submission.scope)
@@ -284,7 +309,9 @@ impl<'a, S: Source> Provenance<'a, S> {
                 format!("held up to {} for job {}", authorization.hold, submission.id().short()),
                 Some(authorization.decision),
             ),
-            Record::JobCompleted { job, payees, .. } | Record::JobFailedPaid { job, payees, .. } => {
+            Record::JobCompleted { job, payees, .. }
+            | Record::JobFailedPaid { job, payees, .. }
+            | Record::CancelSettled { job, payees, .. } => {
                 let (_, envelope, authorization) = self.submitted(job)?;
                 let payer = envelope.open_trusted::<Submission>().map_err(|e| e.to_string())?.scope;
                 let others: Vec<String> = payees
@@ -294,6 +321,7 @@ impl<'a, S: Source> Provenance<'a, S> {
                     .collect();
                 let result = match record {
                     Record::JobCompleted { .. } => "an accepted result",
+                    Record::CancelSettled { .. } => "what ran until a cancel stopped it",
                     _ => "a run that failed by the job's own doing",
                 };
                 let what = if payer != *scope {

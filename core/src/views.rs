@@ -208,6 +208,8 @@ impl Core {
                 .filter(|(_, owner)| *owner == id)
                 .map(|(k, _)| *k)
                 .collect(),
+            share: scope.share.map_or((1, None), |s| (s.weight, Some(s.decision))),
+            classes: scope.classes.as_ref().map(|set| (set.classes.clone(), set.decision)),
         })
     }
 

@@ -564,3 +564,68 @@ fn a_job_past_its_deadline_fails_and_a_past_deadline_is_refused() {
     assert!(view.failure.as_deref().unwrap().contains("deadline"), "{view:?}");
     assert_eq!(reserved(&world), 0, "the hold is voided");
 }
+
+/// A cancelled job pays for what ran: its running replica is told to stop, reports the
+/// fuel it used until then, and that is posted to the worker's cooperative; the rest of
+/// the hold is released. A cancelled job that was not running pays nothing.
+#[test]
+fn a_cancelled_running_job_pays_for_what_ran_and_a_queued_one_pays_nothing() {
+    let mut world = World::new(1, 5);
+    world.apply(Op::Submit);
+    let holder = world.workers.iter().position(|w| !w.held.is_empty()).unwrap();
+    let assignment = world.workers[holder].held[0].clone();
+    let job = assignment.task.job;
+    let cancel = |world: &mut World, job| {
+        world.nonce += 1;
+        let request = icn_protocol::wire::Cancel { job };
+        let envelope = Envelope::seal(&member(), world.nonce, &request);
+        world.core.cancel(world.now(), envelope, request).unwrap();
+        world.settle();
+    };
+    cancel(&mut world, job);
+    assert!(world.workers[holder].held.is_empty(), "the worker was told to stop");
+    assert_eq!(world.core.job(&job).unwrap().state, JobState::Cancelled);
+    let account = |world: &World, id: &str| *world.core.ledger().account(&scope(id)).unwrap();
+    assert!(account(&world, "fed").reserved > 0, "the hold waits for what the stopped run used");
+    // The worker stopped the run and says what it used: 3 million fuel, 3 credits.
+    let report = ExecutionReport {
+        task: assignment.task,
+        attempt: assignment.attempt,
+        outcome: Outcome::Failed { kind: FailureKind::Cancelled, detail: "stopped".into() },
+        output_digest: ContentId::of(b""),
+        output_bytes: 0,
+        stderr: vec![],
+        fuel: Fuel(3_000_000),
+    };
+    let w = &world.workers[holder];
+    let envelope = Envelope::seal(&w.key, 7, &report);
+    let (key, session) = (w.key.public(), w.session);
+    world.core.report(world.now(), key, session, envelope, report);
+    world.settle();
+    let owner = format!("coop-{holder}");
+    assert_eq!((account(&world, "fed").position, account(&world, "fed").reserved), (-3, 0));
+    assert_eq!(account(&world, &owner).position, 3, "the cooperative that ran it earned what ran");
+    let settled = world.journal.iter().rev().find_map(|e| match e.decode_record().unwrap() {
+        Record::CancelSettled { job: settled, fuel, payees } if settled == job => Some((fuel, payees)),
+        _ => None,
+    });
+    assert_eq!(settled, Some((Fuel(3_000_000), vec![(scope(&owner), Credits(3))])));
+
+    // Queued behind nothing that could run it: no worker connected, so nothing ran.
+    for worker in 0..COOPS {
+        world.apply(Op::Disconnect { worker });
+    }
+    world.apply(Op::Submit);
+    let queued = world
+        .journal
+        .iter()
+        .rev()
+        .find_map(|e| match e.decode_record().unwrap() {
+            Record::JobSubmitted { submission, .. } => Some(JobId(submission.id())),
+            _ => None,
+        })
+        .unwrap();
+    cancel(&mut world, queued);
+    assert_eq!((account(&world, "fed").position, account(&world, "fed").reserved), (-3, 0), "nobody paid");
+    assert!(world.core.ledger().check().is_ok());
+}

@@ -438,6 +438,7 @@ impl Sim {
     fn settle(&mut self) {
         let entries = self.core.take_entries();
         self.journal.append(&entries, &self.core.take_index(), &[]).unwrap();
+        let mut stopped = vec![];
         for command in self.core.take_commands() {
             match command {
                 Command::Dispatch { worker: key, assignment, .. } => {
@@ -454,10 +455,33 @@ impl Sim {
                     self.running.retain(|(w, _)| *w != i);
                 }
                 Command::Stop { task, attempt, .. } => {
-                    self.running.retain(|(_, a)| (a.task, a.attempt) != (task, attempt));
+                    // The worker stops the run and, most times, says what it used until then.
+                    if let Some(at) =
+                        self.running.iter().position(|(_, a)| (a.task, a.attempt) == (task, attempt))
+                    {
+                        let (i, assignment) = self.running.remove(at);
+                        if !self.nonce.is_multiple_of(4) {
+                            stopped.push((i, assignment));
+                        }
+                    }
                 }
                 Command::JobChanged(_) => {}
             }
+        }
+        for (i, assignment) in stopped {
+            let Some(session) = self.connected.get(&i).copied() else { continue };
+            let report = ExecutionReport {
+                task: assignment.task,
+                attempt: assignment.attempt,
+                outcome: Outcome::Failed { kind: FailureKind::Cancelled, detail: "stopped".into() },
+                output_digest: ContentId::of(b""),
+                output_bytes: 0,
+                stderr: vec![],
+                fuel: Fuel(assignment.limits.fuel.0 / 3),
+            };
+            let envelope = Envelope::seal(&worker(i), self.nonce, &report);
+            self.core.report(self.now(), worker(i).public(), session, envelope, report);
+            self.settle();
         }
     }
 

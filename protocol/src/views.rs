@@ -124,6 +124,10 @@ pub struct ScopeView {
     pub members: Paged<(Person, Vec<Standing>)>,
     /// Admitted workers this scope owns.
     pub workers: Vec<PublicKey>,
+    /// Its fair-share weight among its siblings, and the decision that set it (none: 1).
+    pub share: (u32, Option<u64>),
+    /// The priority classes its jobs are divided into, and the decision that set them.
+    pub classes: Option<(Vec<crate::governance::PriorityClass>, u64)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

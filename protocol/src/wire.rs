@@ -317,6 +317,9 @@ pub enum FailureKind {
     InvalidModule,
     /// The worker failed for a reason of its own; the task may succeed elsewhere.
     WorkerError,
+    /// The job was cancelled and the worker stopped the run: the report says what it used
+    /// until then, which the job pays.
+    Cancelled,
 }
 
 impl FailureKind {
@@ -338,6 +341,7 @@ impl std::fmt::Display for FailureKind {
             FailureKind::OutputTooLarge => "went over its output limit",
             FailureKind::InvalidModule => "is not a module the sandbox can run",
             FailureKind::WorkerError => "hit an error of the worker's own",
+            FailureKind::Cancelled => "was stopped because its job was cancelled",
         })
     }
 }

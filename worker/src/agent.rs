@@ -255,12 +255,7 @@ impl Agent {
                 self.running.lock().expect("running lock").insert(attempt);
                 let execution = self.execute(&assignment, input, &mut send, &mut recv).await;
                 match execution {
-                    Ok(Some(execution)) => execution,
-                    Ok(None) => {
-                        tracing::info!(task = %assignment.task, "task stopped: its job was cancelled");
-                        self.running.lock().expect("running lock").remove(&attempt);
-                        return Ok(());
-                    }
+                    Ok(execution) => execution,
                     Err(e) => {
                         self.running.lock().expect("running lock").remove(&attempt);
                         return Err(e);
@@ -328,32 +323,32 @@ impl Agent {
         input: Vec<u8>,
         send: &mut Outgoing,
         recv: &mut Incoming,
-    ) -> Result<Option<Execution>, Error> {
+    ) -> Result<Execution, Error> {
         let stop = Stop::default();
         if let Err(e) = icn_protocol::wire::check_input(&input) {
-            return Ok(Some(Execution::refused(format!("the assignment's input is refused: {e}"))));
+            return Ok(Execution::refused(format!("the assignment's input is refused: {e}")));
         }
         if ContentId::of(&input) != assignment.input {
-            return Ok(Some(Execution::refused(format!(
+            return Ok(Execution::refused(format!(
                 "the input sent hashes to {}, not to the assignment's {}",
                 ContentId::of(&input).short(),
                 assignment.input.short()
-            ))));
+            )));
         }
         if let Err(e) = assignment.limits.validate() {
-            return Ok(Some(Execution::refused(format!("the assignment's limits are invalid: {e}"))));
+            return Ok(Execution::refused(format!("the assignment's limits are invalid: {e}")));
         }
         if assignment.limits.memory_bytes > self.config.memory_bytes {
-            return Ok(Some(Execution::refused(format!(
+            return Ok(Execution::refused(format!(
                 "the task wants {} bytes of memory; this worker offers {}",
                 assignment.limits.memory_bytes, self.config.memory_bytes
-            ))));
+            )));
         }
         let Some(executor) = self.executors.get(assignment.executor).cloned() else {
-            return Ok(Some(Execution::refused(format!(
+            return Ok(Execution::refused(format!(
                 "this worker does not run the {} executor",
                 assignment.executor
-            ))));
+            )));
         };
         let module = assignment.module;
         if !executor.has_program(&module) {
@@ -361,7 +356,7 @@ impl Agent {
             let bytes = match recv.read::<CoordinatorMessage>(MODULE_FRAME_BYTES_MAX).await? {
                 Some(CoordinatorMessage::Module(bytes)) => bytes,
                 Some(CoordinatorMessage::NoModule(reason)) => {
-                    return Ok(Some(Execution::refused(format!("module unavailable: {reason}"))));
+                    return Ok(Execution::refused(format!("module unavailable: {reason}")));
                 }
                 other => return Err(Error::invalid(format!("expected the module's bytes, got {other:?}"))),
             };
@@ -370,7 +365,7 @@ impl Agent {
                 .await
                 .map_err(|e| Error::Transport(format!("module compilation panicked: {e}")))?;
             if let Err(reason) = loaded {
-                return Ok(Some(Execution::refused(reason)));
+                return Ok(Execution::refused(reason));
             }
         }
         Ok(run_until_cancelled(executor.run(assignment.clone(), input, stop.clone()), &stop, recv).await)
@@ -378,15 +373,25 @@ impl Agent {
 }
 
 /// Runs a task while listening on its stream for the coordinator's cancel: on one, the
-/// executor is told to stop and the run's result is dropped (`None`). A stream that ends
-/// or fails otherwise went with its connection: the task runs on and reports later.
-async fn run_until_cancelled(running: Running, stop: &Stop, recv: &mut Incoming) -> Option<Execution> {
+/// executor is told to stop, and the run ends as `Cancelled` with the fuel it used until
+/// then, which the report carries (the job pays what ran). A stream that ends or fails
+/// otherwise went with its connection: the task runs on and reports later.
+async fn run_until_cancelled(running: Running, stop: &Stop, recv: &mut Incoming) -> Execution {
     tokio::pin!(running);
     let mut listening = true;
     loop {
         tokio::select! {
             execution = &mut running => {
-                return (!stop.load(std::sync::atomic::Ordering::Relaxed)).then_some(execution);
+                if !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    return execution;
+                }
+                tracing::info!("task stopped: its job was cancelled");
+                let detail = "the worker stopped it: its job was cancelled".to_string();
+                return Execution {
+                    outcome: icn_protocol::wire::Outcome::Failed { kind: icn_protocol::wire::FailureKind::Cancelled, detail },
+                    output: Vec::new(),
+                    ..execution
+                };
             }
             message = recv.read::<CoordinatorMessage>(CANCEL_FRAME_BYTES_MAX), if listening => {
                 listening = false;

@@ -369,6 +369,9 @@ impl WasmExecutor {
             let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
             start.call(&mut store, ())
         });
+        // Wasmtime writes the fuel a module used back to the store at calls, not when a
+        // trap or an interrupt unwinds it: a run that ends so counts what it used up to
+        // its last call (bytecodealliance/wasmtime#13802).
         let fuel = Fuel(limits.fuel.0.saturating_sub(store.get_fuel().unwrap_or(0)));
         let memory_refused = store.data().limiter.memory_refused;
         drop(store);
