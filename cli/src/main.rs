@@ -777,13 +777,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let client = connect.client().await?;
             let job = client.resolve_job(&job).await?;
             let view = client.status(job).await?;
-            match &view.result {
-                Some((_, report)) if !report.stderr.is_empty() => {
+            match icn_cli::status::logs(&view) {
+                Ok(stderr) => {
                     use std::io::Write;
-                    std::io::stdout().write_all(&report.stderr)?;
+                    std::io::stdout().write_all(stderr)?;
                 }
-                Some(_) => eprintln!("job {}: its module wrote nothing to stderr", job.0.short()),
-                None => eprintln!("{}; no run has reported yet", icn_cli::status::describe(&view)),
+                Err(why) => eprintln!("{why}"),
             }
         }
         Command::Cancel { connect, job } => {

@@ -39,6 +39,16 @@ fn stderr_note(view: &JobView) -> String {
     }
 }
 
+/// What `icn logs` prints: the stderr of the job's accepted (or last) run, or why there
+/// is none.
+pub fn logs(view: &JobView) -> Result<&[u8], String> {
+    match &view.result {
+        Some((_, report)) if !report.stderr.is_empty() => Ok(&report.stderr),
+        Some(_) => Err(format!("job {}: its module wrote nothing to stderr", view.job.0.short())),
+        None => Err(format!("{}; no run has reported yet", describe(view))),
+    }
+}
+
 pub fn describe(view: &JobView) -> String {
     let id = view.job.0.short();
     match (&view.state, &view.result) {
@@ -111,8 +121,9 @@ mod snapshots {
         }
     }
 
-    /// Every state a job can be in as `icn status` says it, with the exit code it gives:
-    /// the module's own code when it completed, 70 failed or cancelled, 75 in dispute.
+    /// Every state a job can be in as `icn status` says it, with the exit code it gives
+    /// (the module's own code when it completed, 70 failed or cancelled, 75 in dispute)
+    /// and what `icn logs` prints.
     #[test]
     fn each_state_in_words_and_its_exit_code() {
         let fed: ScopeId = "fed-north".parse().unwrap();
@@ -149,7 +160,15 @@ mod snapshots {
         let lines: Vec<String> = views
             .iter()
             .map(|(what, view)| {
-                format!("{what}: exit {}\n  {}", super::exit_status(view), super::describe(view))
+                let logs = match super::logs(view) {
+                    Ok(stderr) => format!("stderr {:?}", String::from_utf8_lossy(stderr)),
+                    Err(why) => why,
+                };
+                format!(
+                    "{what}: exit {}\n  {}\n  logs: {logs}",
+                    super::exit_status(view),
+                    super::describe(view)
+                )
             })
             .collect();
         insta::assert_snapshot!(lines.join("\n"));

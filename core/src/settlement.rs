@@ -160,7 +160,15 @@ impl Core {
     ) {
         let state = self.jobs.known(&job);
         assert!(!state.ended, "entry {seq}: job {job} is paid for after it ended");
-        let authorization = state.authorization;
+        let accepted = state.reports.iter().find(|r| r.worker == worker).map(|r| (worker, r.report.clone()));
+        self.pay(seq, job, fuel, payees);
+        self.end(seq, &job, accepted, failure.map(str::to_string));
+    }
+
+    /// `job`'s hold is settled: each payee gets what `fuel` costs at the job's price (as
+    /// journaled), the rest is released; no payee voids the hold.
+    fn pay(&mut self, seq: u64, job: JobId, fuel: Fuel, payees: &[(ScopeId, Credits)]) {
+        let authorization = self.jobs.known(&job).authorization;
         let each = cost(&authorization, fuel);
         assert!(
             payees.iter().all(|(_, paid)| *paid == each),
@@ -168,16 +176,19 @@ impl Core {
         );
         let spent = Credits(payees.iter().map(|(_, paid)| paid.0).sum());
         assert!(spent <= authorization.hold, "entry {seq}: payments exceed the hold");
-        let accepted = state.reports.iter().find(|r| r.worker == worker).map(|r| (worker, r.report.clone()));
         self.governance.release(authorization.decision, authorization.hold, spent);
-        self.settlement.post(job, authorization.hold, payees);
+        if payees.is_empty() {
+            self.settlement.void(job, authorization.hold);
+        } else {
+            self.settlement.post(job, authorization.hold, payees);
+        }
         for (payee, paid) in payees {
             self.fleet.earn(payee, paid.0.max(0) as u64);
         }
-        self.end(seq, &job, accepted, failure.map(str::to_string));
     }
 
-    /// A cancelled job ends with its hold voided; its replicas' slots come free.
+    /// A cancelled job ends; its replicas' slots come free, and its hold is voided, or,
+    /// when replicas ran, kept until they said what they used.
     pub(crate) fn apply_cancelled(&mut self, seq: u64, request: &Envelope) {
         let job = request.open_trusted::<icn_protocol::wire::Cancel>().expect("journaled cancels decode").job;
         let by = self
@@ -207,23 +218,7 @@ impl Core {
         fuel: Fuel,
         payees: &[(ScopeId, Credits)],
     ) {
-        let authorization = self.jobs.known(&job).authorization;
-        let each = cost(&authorization, fuel);
-        assert!(
-            payees.iter().all(|(_, paid)| *paid == each),
-            "entry {seq}: a journaled payment differs from fuel times the price"
-        );
-        let spent = Credits(payees.iter().map(|(_, paid)| paid.0).sum());
-        assert!(spent <= authorization.hold, "entry {seq}: payments exceed the hold");
-        self.governance.release(authorization.decision, authorization.hold, spent);
-        if payees.is_empty() {
-            self.settlement.void(job, authorization.hold);
-        } else {
-            self.settlement.post(job, authorization.hold, payees);
-        }
-        for (payee, paid) in payees {
-            self.fleet.earn(payee, paid.0.max(0) as u64);
-        }
+        self.pay(seq, job, fuel, payees);
         self.jobs.settled(seq, time_ms, &job);
         self.jobs.forget_ended_beyond(self.config.ended_jobs_max);
     }
