@@ -42,6 +42,10 @@ pub struct ConfigFile {
     /// voided (default 24 hours).
     #[serde(default = "default_job_expiry_ms")]
     pub job_expiry_ms: u64,
+    /// Where Prometheus scrapes `/metrics` over HTTP, such as "127.0.0.1:9600"; unset:
+    /// not served.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
     /// Fair share: a scope's recent usage halves every this long (default 1 hour).
     #[serde(default = "default_share_half_life_ms")]
     pub share_half_life_ms: u64,
@@ -98,6 +102,7 @@ impl ConfigFile {
             ended_job_memory_ms: default_ended_job_memory_ms(),
             job_expiry_ms: default_job_expiry_ms(),
             share_half_life_ms: default_share_half_life_ms(),
+            metrics_listen: None,
             genesis,
         }
     }
@@ -188,6 +193,7 @@ impl ConfigFile {
                 retention_ms: self.payload_retention_ms,
                 fetched_retention_ms: self.fetched_output_retention_ms,
             },
+            metrics_listen: self.metrics_listen,
         };
         Ok((base.join(&self.key), config))
     }

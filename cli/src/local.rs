@@ -74,6 +74,8 @@ pub struct LocalOptions<'a> {
     /// A second federation beside the first, with the same credit line, founding mandate
     /// and member standing: jobs of two scopes sharing one pool of workers.
     pub second_federation: Option<&'a str>,
+    /// Where the coordinator serves `/metrics` (port 0: any free one); `None`: nowhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for LocalOptions<'_> {
@@ -92,6 +94,7 @@ impl Default for LocalOptions<'_> {
             mandate_executors: &[ExecutorKind::Wasm],
             ended_jobs_in_memory: CoreConfig::default().ended_jobs_max,
             second_federation: None,
+            metrics_listen: None,
             keys: None,
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         }
@@ -294,6 +297,7 @@ impl LocalCommons {
             },
             genesis: genesis.clone(),
             accept_journal_end: false,
+            metrics_listen: options.metrics_listen,
             retention: icn_coordinator::blobs::Retention::default(),
         };
         let coordinator = Coordinator::start(coordinator_key, config).await?;

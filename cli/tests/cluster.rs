@@ -290,6 +290,7 @@ async fn start_with_rogue(dir: &std::path::Path, rogue: Arc<Keypair>) -> LocalCo
         core: CoreConfig { worker_timeout_ms: 2_000, ..CoreConfig::default() },
         genesis: genesis.clone(),
         accept_journal_end: false,
+        metrics_listen: None,
         retention: icn_coordinator::blobs::Retention::default(),
     };
     let coordinator = Coordinator::start(coordinator_key, config).await.unwrap();
@@ -797,5 +798,127 @@ async fn two_federations_share_scarce_slots_by_the_weights_the_commons_decided()
         (2.7..=3.3).contains(&ratio),
         "the first 400 completions split {north_done}:{}",
         400 - north_done
+    );
+}
+
+/// `GET path` on `addr` over HTTP/1.1: the status line and the body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+/// The value of the sample whose name and labels `line_starts` begins, in a scrape.
+fn sample(scrape: &str, line_starts: &str) -> Option<f64> {
+    scrape.lines().find(|l| l.starts_with(line_starts)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// The coordinator serves Prometheus metrics: jobs by scope and state, workers by trust
+/// band, slots, refusals by request and reason, journal append latency, accounts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinator_serves_prometheus_metrics_with_bounded_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LocalOptions { metrics_listen: Some(([127, 0, 0, 1], 0).into()), ..two_workers() };
+    let commons = LocalCommons::start(dir.path(), options).await.unwrap();
+    let addr = commons.coordinator.metrics_addr().expect("metrics are served");
+    let client = commons.client().await.unwrap();
+    let module = client.ensure_module(&wat::parse_str(HELLO_WAT).unwrap()).await.unwrap();
+    let id = client.submit(&job(module, b"", Limits::default())).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), client.watch(id, |_| {})).await.unwrap().unwrap();
+    let nowhere = JobRequest::new(
+        "fed-nowhere".parse().unwrap(),
+        icn_protocol::wire::ExecutorKind::Wasm,
+        module,
+        b"",
+        vec![],
+        Limits::default(),
+    );
+    client.submit(&nowhere).await.unwrap_err();
+
+    let (status, scrape) = http_get(addr, "/metrics").await;
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(sample(&scrape, "icn_jobs{scope=\"fed-north\",state=\"completed\"}"), Some(1.0), "{scrape}");
+    assert_eq!(sample(&scrape, "icn_workers_connected{band=\"new\"}"), Some(2.0), "{scrape}");
+    assert_eq!(sample(&scrape, "icn_slots "), Some(4.0), "{scrape}");
+    assert_eq!(sample(&scrape, "icn_ledger_position_credits{scope=\"fed-north\"}"), Some(-1.0), "{scrape}");
+    assert_eq!(sample(&scrape, "icn_ledger_reserved_credits{scope=\"fed-north\"}"), Some(0.0), "{scrape}");
+    let refused = "icn_requests_refused_total{reason=\"unknown_scope\",request=\"submit\"}";
+    assert_eq!(sample(&scrape, refused), Some(1.0), "{scrape}");
+    assert!(
+        sample(&scrape, "icn_journal_append_duration_seconds_count").is_some_and(|n| n >= 1.0),
+        "{scrape}"
+    );
+    assert!(scrape.contains("# TYPE icn_journal_append_duration_seconds histogram"), "{scrape}");
+    assert!(!scrape.contains(&id.to_string()[..12]), "no job ids in labels");
+    let (status, _) = http_get(addr, "/nothing").await;
+    assert!(status.contains("404"), "{status}");
+    commons.stop().await.unwrap();
+}
+
+/// A real Prometheus (Debian's `prometheus`, which `.ci/run` installs) scrapes the
+/// coordinator's `/metrics` and answers a query over what it scraped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_scrapes_the_coordinator() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LocalOptions { metrics_listen: Some(([127, 0, 0, 1], 0).into()), ..two_workers() };
+    let commons = LocalCommons::start(dir.path(), options).await.unwrap();
+    let target = commons.coordinator.metrics_addr().expect("metrics are served");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: icn-coordinator\n    \
+             static_configs:\n      - targets: ['{target}']\n"
+        ),
+    )
+    .unwrap();
+    let prometheus = tokio::process::Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn();
+    let mut prometheus =
+        prometheus.expect("prometheus is not installed: `apt-get install prometheus` (.ci/run does)");
+    let web: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let answered = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if tokio::net::TcpStream::connect(web).await.is_err() {
+                continue;
+            }
+            let (_, body) = http_get(web, "/api/v1/query?query=icn_slots").await;
+            if body.contains("\"icn_slots\"") && body.contains("\"4\"") {
+                return body;
+            }
+        }
+    });
+    let body = answered.await.expect("Prometheus scraped icn_slots = 4 within a minute");
+    assert!(body.contains(&format!("\"instance\":\"{target}\"")), "{body}");
+    prometheus.kill().await.unwrap();
+    commons.stop().await.unwrap();
+}
+
+/// The deploy files Prometheus reads are valid to Prometheus's own checker.
+#[test]
+fn the_deployed_prometheus_config_is_valid() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/prometheus/prometheus.yml");
+    let checked = std::process::Command::new("promtool")
+        .args(["check", "config", config])
+        .output()
+        .expect("promtool is not installed: `apt-get install prometheus` (.ci/run does)");
+    assert!(
+        checked.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
     );
 }

@@ -46,6 +46,7 @@ pub struct MemberApi {
     seal: watch::Receiver<Seal>,
     /// How many jobs each member follows now.
     watching: Mutex<HashMap<PublicKey, usize>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 fn stopping() -> ApiError {
@@ -67,9 +68,19 @@ impl MemberApi {
         (blobs, payload_budget): (Arc<BlobStore>, Arc<tokio::sync::Semaphore>),
         journal: PathBuf,
         seal: watch::Receiver<Seal>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         let readers = Arc::new(Readers { journal, idle: Mutex::default() });
-        MemberApi { events, modules, blobs, payload_budget, readers, seal, watching: Mutex::default() }
+        MemberApi {
+            events,
+            modules,
+            blobs,
+            payload_budget,
+            readers,
+            seal,
+            watching: Mutex::default(),
+            metrics,
+        }
     }
 
     /// The latest seal committed, which every answer carries.
@@ -115,9 +126,13 @@ impl MemberApi {
 
     /// Answers `member`'s request. Watching a job is [`MemberApi::watch`].
     pub async fn handle(&self, member: PublicKey, request: ClientRequest) -> ClientResponse {
+        let kind = request.kind();
         match self.answer(member, request).await {
             Ok(response) => response,
-            Err(error) => ClientResponse::Error(error),
+            Err(error) => {
+                self.metrics.refused.with_label_values(&[kind, error.code.as_str()]).inc();
+                ClientResponse::Error(error)
+            }
         }
     }
 

@@ -6,6 +6,7 @@ pub mod anchor;
 pub mod api;
 pub mod blobs;
 pub mod journal;
+pub mod metrics;
 pub mod modules;
 pub mod server;
 

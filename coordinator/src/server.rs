@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::api::MemberApi;
 use crate::blobs::{BlobStore, Retention};
 use crate::journal::{Journal, JournalError};
+use crate::metrics::Metrics;
 use crate::modules::Modules;
 
 /// The halves of a framed QUIC stream.
@@ -64,6 +65,8 @@ pub struct CoordinatorConfig {
     pub accept_journal_end: bool,
     /// How long jobs' inputs and outputs are kept beside the journal.
     pub retention: Retention,
+    /// Where `/metrics` is served over HTTP for Prometheus; `None`: not served.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// How often payloads past their retention are let go.
@@ -155,6 +158,7 @@ pub struct ConnectedWorker {
 /// A running coordinator.
 pub struct Coordinator {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     key: PublicKey,
     events: mpsc::Sender<Event>,
     api: Arc<MemberApi>,
@@ -178,8 +182,10 @@ impl Coordinator {
         let (events, receiver) = mpsc::channel(EVENTS_QUEUE_MAX);
         let (done, core_done) = oneshot::channel();
         let (seals, seal) = watch::channel(sealed);
+        let metrics = Metrics::new();
+        let recorder = metrics.clone();
         std::thread::Builder::new().name("icn-core".into()).spawn(move || {
-            let run = || core_loop(core, journal, receiver, seals, clock);
+            let run = || core_loop(core, journal, receiver, seals, clock, &recorder);
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("the core thread panicked")));
             let _ = done.send(result);
@@ -190,7 +196,12 @@ impl Coordinator {
             (blobs.clone(), payload_budget.clone()),
             config.journal.clone(),
             seal.clone(),
+            metrics.clone(),
         ));
+        let metrics_addr = match config.metrics_listen {
+            Some(listen) => Some(crate::metrics::serve(listen, metrics, api.clone()).await?),
+            None => None,
+        };
         let shell = Shell {
             key: key.clone(),
             events: events.clone(),
@@ -214,7 +225,21 @@ impl Coordinator {
                 }
             }
         });
-        Ok(Coordinator { addr, key: key.public(), events, api, endpoint, core_done, core_finished: false })
+        Ok(Coordinator {
+            addr,
+            metrics_addr,
+            key: key.public(),
+            events,
+            api,
+            endpoint,
+            core_done,
+            core_finished: false,
+        })
+    }
+
+    /// Where `/metrics` is served, when the config asked for it.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The member API, for adapters beside QUIC.
@@ -395,6 +420,7 @@ fn core_loop(
     mut receiver: mpsc::Receiver<Event>,
     seals: watch::Sender<Seal>,
     clock: Clock,
+    metrics: &Metrics,
 ) -> anyhow::Result<()> {
     let seal = *seals.borrow();
     let mut shell = CoreShell {
@@ -416,7 +442,13 @@ fn core_loop(
         }
         let (entries, index) = (shell.core.take_entries(), shell.core.take_index());
         // The outputs the batch's reports name are stored in the same transaction.
-        if let Err(e) = shell.journal.append(&entries, &index, &shell.payloads) {
+        let appending = Instant::now();
+        let appended = shell.journal.append(&entries, &index, &shell.payloads);
+        if !entries.is_empty() {
+            metrics.journal_append_seconds.observe(appending.elapsed().as_secs_f64());
+            metrics.journal_batch_entries.observe(entries.len() as f64);
+        }
+        if let Err(e) = appended {
             // Nothing of this batch was acknowledged or dispatched; stopping here loses
             // nothing a member or worker was told about.
             tracing::error!(error = %e, "cannot write the journal; stopping");

@@ -25,6 +25,7 @@
 mod chain;
 mod effects;
 mod fleet;
+pub mod gauges;
 pub mod index;
 mod jobs;
 pub mod record;

@@ -576,6 +576,40 @@ pub enum ClientRequest {
     Queue,
 }
 
+impl ClientRequest {
+    /// The request's kind, for metrics and logs: one of a fixed set of names.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientRequest::HasModule(_) => "has_module",
+            ClientRequest::PutModule(_) => "put_module",
+            ClientRequest::HasInput(_) => "has_input",
+            ClientRequest::PutInput(_) => "put_input",
+            ClientRequest::Output(_) => "output",
+            ClientRequest::Submit(_) => "submit",
+            ClientRequest::Status(_) => "status",
+            ClientRequest::Watch(_) => "watch",
+            ClientRequest::Propose(_) => "propose",
+            ClientRequest::Vote(_) => "vote",
+            ClientRequest::Clear(_) => "clear",
+            ClientRequest::Members(_) => "members",
+            ClientRequest::Scopes => "scopes",
+            ClientRequest::Scope(..) => "scope",
+            ClientRequest::Proposals(_) => "proposals",
+            ClientRequest::Proposal(_) => "proposal",
+            ClientRequest::Decisions(_) => "decisions",
+            ClientRequest::Decision(_) => "decision",
+            ClientRequest::Positions => "positions",
+            ClientRequest::Statement(..) => "statement",
+            ClientRequest::Trace(_) => "trace",
+            ClientRequest::Workers(_) => "workers",
+            ClientRequest::Cancel(_) => "cancel",
+            ClientRequest::Complete { .. } => "complete",
+            ClientRequest::Jobs(..) => "jobs",
+            ClientRequest::Queue => "queue",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TraceQuery {
     Job(JobId),
