@@ -1030,6 +1030,9 @@ async fn run_coordinator(path: &Path, accept_journal_end: bool) -> anyhow::Resul
     let key = Arc::new(icn_transport::keyfile::read(&key_path)?);
     let coordinator = Coordinator::start(key.clone(), config.clone()).await?;
     println!("coordinator {} listening on {}", key.public(), coordinator.addr());
+    if let Some(metrics) = coordinator.metrics_addr() {
+        println!("metrics for Prometheus at http://{metrics}/metrics");
+    }
     println!(
         "journal {}; genesis with {} scopes, {} members, {} workers",
         config.journal.display(),

@@ -813,6 +813,14 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
     (head.lines().next().unwrap().to_string(), body.to_string())
 }
 
+/// Two workers of two slots each, and a coordinator serving `/metrics` where it says.
+async fn with_metrics(dir: &std::path::Path) -> (LocalCommons, std::net::SocketAddr) {
+    let options = LocalOptions { metrics_listen: Some(([127, 0, 0, 1], 0).into()), ..two_workers() };
+    let commons = LocalCommons::start(dir, options).await.unwrap();
+    let addr = commons.coordinator.metrics_addr().expect("metrics are served");
+    (commons, addr)
+}
+
 /// The value of the sample whose name and labels `line_starts` begins, in a scrape.
 fn sample(scrape: &str, line_starts: &str) -> Option<f64> {
     scrape.lines().find(|l| l.starts_with(line_starts)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
@@ -823,9 +831,7 @@ fn sample(scrape: &str, line_starts: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_coordinator_serves_prometheus_metrics_with_bounded_labels() {
     let dir = tempfile::tempdir().unwrap();
-    let options = LocalOptions { metrics_listen: Some(([127, 0, 0, 1], 0).into()), ..two_workers() };
-    let commons = LocalCommons::start(dir.path(), options).await.unwrap();
-    let addr = commons.coordinator.metrics_addr().expect("metrics are served");
+    let (commons, addr) = with_metrics(dir.path()).await;
     let client = commons.client().await.unwrap();
     let module = client.ensure_module(&wat::parse_str(HELLO_WAT).unwrap()).await.unwrap();
     let id = client.submit(&job(module, b"", Limits::default())).await.unwrap();
@@ -865,9 +871,7 @@ async fn the_coordinator_serves_prometheus_metrics_with_bounded_labels() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_scrapes_the_coordinator() {
     let dir = tempfile::tempdir().unwrap();
-    let options = LocalOptions { metrics_listen: Some(([127, 0, 0, 1], 0).into()), ..two_workers() };
-    let commons = LocalCommons::start(dir.path(), options).await.unwrap();
-    let target = commons.coordinator.metrics_addr().expect("metrics are served");
+    let (commons, target) = with_metrics(dir.path()).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let config = dir.path().join("prometheus.yml");
     std::fs::write(
