@@ -251,6 +251,7 @@ pub fn spawn_workers(
             coordinator_key,
             slots,
             memory_bytes: 256 * 1024 * 1024,
+            metrics_listen: None,
             agent: crate::client::agent(),
         };
         let executor = Arc::new(WasmExecutor::new()?);

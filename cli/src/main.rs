@@ -60,6 +60,9 @@ enum Command {
         /// The most memory one task may use, in MiB.
         #[arg(long, default_value_t = 256)]
         memory_mib: u64,
+        /// Serve Prometheus metrics at http://ADDR/metrics, such as 127.0.0.1:9601.
+        #[arg(long, env = "ICN_WORKER_METRICS")]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Submit a wasm module (.wasm or .wat) as a job, under your scope's mandate; or a
     /// job spec file (.toml) holding the same fields as these flags, which win over it.
@@ -655,15 +658,19 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Coordinator { config, accept_journal_end } => {
             run_coordinator(&config, accept_journal_end).await?
         }
-        Command::Worker { connect, slots, memory_mib } => {
+        Command::Worker { connect, slots, memory_mib, metrics_listen } => {
             let config = icn_worker::WorkerConfig {
                 key: connect.key()?,
                 coordinator: connect.coordinator,
                 coordinator_key: connect.coordinator_key,
                 slots,
                 memory_bytes: memory_mib.saturating_mul(1024 * 1024),
+                metrics_listen,
                 agent: icn_cli::client::agent(),
             };
+            if let Some(addr) = metrics_listen {
+                eprintln!("metrics for Prometheus at http://{addr}/metrics");
+            }
             eprintln!(
                 "worker {} connecting to coordinator {}; it serves once admitted",
                 config.key.public(),

@@ -68,6 +68,7 @@ async fn a_worker_cut_off_mid_task_resumes_and_its_report_arrives_on_the_new_con
         coordinator_key: commons.coordinator.public_key(),
         slots: 1,
         memory_bytes: 256 << 20,
+        metrics_listen: None,
         agent: "blip".into(),
     };
     let worker = tokio::spawn(icn_worker::run(config, Arc::new(icn_worker::WasmExecutor::new().unwrap())));

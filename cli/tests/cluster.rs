@@ -123,6 +123,7 @@ async fn worker_and_member_keys_never_admitted_are_refused_with_the_reason() {
         coordinator_key: commons.coordinator.public_key(),
         slots: 1,
         memory_bytes: 64 << 20,
+        metrics_listen: None,
         agent: "test".into(),
     };
     let executor = Arc::new(icn_worker::WasmExecutor::new().unwrap());
@@ -300,6 +301,7 @@ async fn start_with_rogue(dir: &std::path::Path, rogue: Arc<Keypair>) -> LocalCo
         coordinator_key: coordinator.public_key(),
         slots: 1,
         memory_bytes: 256 << 20,
+        metrics_listen: None,
         agent: "honest".into(),
     };
     let task = tokio::spawn(icn_worker::run(worker, Arc::new(icn_worker::WasmExecutor::new().unwrap())));
@@ -398,6 +400,7 @@ async fn a_worker_runs_tasks_through_the_executors_it_registered_and_no_others()
         coordinator_key: commons.coordinator.public_key(),
         slots: 1,
         memory_bytes: 256 << 20,
+        metrics_listen: None,
         agent: "echo".into(),
     };
     let worker = tokio::spawn(icn_worker::run(config, icn_worker::Executors::default().with(Arc::new(Echo))));
@@ -925,4 +928,52 @@ fn the_deployed_prometheus_config_is_valid() {
         String::from_utf8_lossy(&checked.stdout),
         String::from_utf8_lossy(&checked.stderr)
     );
+}
+
+/// A worker serves Prometheus metrics of its own: slots, whether it is connected, and its
+/// tasks by executor and ending, with their duration and fuel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_serves_prometheus_metrics_of_its_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = Arc::new(Keypair::generate());
+    let extra: &'static [(icn_protocol::PublicKey, &'static str)] =
+        Box::leak(Box::new([(key.public(), "coop-e")]));
+    let options = LocalOptions { owners: &[], extra_workers: extra, ..LocalOptions::default() };
+    let commons = LocalCommons::start(dir.path(), options).await.unwrap();
+    // A free port for the worker's listener.
+    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let config = icn_worker::WorkerConfig {
+        key: key.clone(),
+        coordinator: commons.coordinator.addr(),
+        coordinator_key: commons.coordinator.public_key(),
+        slots: 3,
+        memory_bytes: 256 << 20,
+        metrics_listen: Some(listen),
+        agent: "metered".into(),
+    };
+    let worker = tokio::spawn(icn_worker::run(config, Arc::new(icn_worker::WasmExecutor::new().unwrap())));
+    commons.wait_for_workers(1).await.unwrap();
+    let client = commons.client().await.unwrap();
+    let hello = run_wat(&client, HELLO_WAT, b"", Limits::default()).await;
+    assert_eq!(hello.state, JobState::Completed);
+    let spun = run_wat(&client, SPIN_WAT, b"", Limits { fuel: Fuel(2_000_000), ..Limits::default() }).await;
+    assert_eq!(spun.state, JobState::Failed);
+
+    let (status, scrape) = http_get(listen, "/metrics").await;
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(sample(&scrape, "icn_worker_slots "), Some(3.0), "{scrape}");
+    assert_eq!(sample(&scrape, "icn_worker_slots_busy "), Some(0.0), "{scrape}");
+    assert_eq!(sample(&scrape, "icn_worker_connected "), Some(1.0), "{scrape}");
+    let ended = |ending: &str| format!("icn_worker_tasks_total{{ending=\"{ending}\",executor=\"wasm\"}}");
+    assert_eq!(sample(&scrape, &ended("exited_zero")), Some(1.0), "{scrape}");
+    assert_eq!(sample(&scrape, &ended("out_of_fuel")), Some(1.0), "{scrape}");
+    assert_eq!(
+        sample(&scrape, "icn_worker_task_duration_seconds_count{executor=\"wasm\"}"),
+        Some(2.0),
+        "{scrape}"
+    );
+    let fuel = sample(&scrape, "icn_worker_task_fuel_sum{executor=\"wasm\"}").unwrap();
+    assert!(fuel >= 2_000_000.0, "the spin used all its 2000000 fuel: {scrape}");
+    worker.abort();
+    commons.stop().await.unwrap();
 }

@@ -270,6 +270,7 @@ async fn a_decision_admits_a_worker_and_another_removes_it_from_the_running_comm
             coordinator_key: commons.coordinator.public_key(),
             slots: 1,
             memory_bytes: 256 << 20,
+            metrics_listen: None,
             agent: "newcomer".into(),
         };
         tokio::spawn(icn_worker::run(config, Arc::new(icn_worker::WasmExecutor::new().unwrap())))

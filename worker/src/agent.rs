@@ -48,10 +48,13 @@ pub struct WorkerConfig {
     /// The most linear memory one task may have on this machine.
     pub memory_bytes: u64,
     pub agent: String,
+    /// Where `/metrics` is served over HTTP for Prometheus; `None`: not served.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// What the agent holds across connections.
 struct Agent {
+    metrics: Arc<crate::metrics::Metrics>,
     config: WorkerConfig,
     executors: Executors,
     slots: Arc<Semaphore>,
@@ -89,7 +92,13 @@ struct Link {
 pub async fn run(config: WorkerConfig, executors: impl Into<Executors>) -> anyhow::Result<()> {
     let executors = executors.into();
     let endpoint = transport::client_endpoint()?;
+    let metrics = crate::metrics::Metrics::new(config.slots);
+    if let Some(listen) = config.metrics_listen {
+        let addr = crate::metrics::serve(listen, metrics.clone()).await?;
+        tracing::info!(%addr, "metrics for Prometheus at /metrics");
+    }
     let agent = Arc::new(Agent {
+        metrics,
         slots: Arc::new(Semaphore::new(config.slots as usize)),
         seals: Mutex::new(SealKeeper::new(config.coordinator_key, None)?),
         config,
@@ -104,7 +113,9 @@ pub async fn run(config: WorkerConfig, executors: impl Into<Executors>) -> anyho
             Ok(session) => {
                 backoff = reconnect_backoff();
                 tracing::info!(coordinator = %agent.config.coordinator, "connected and admitted");
+                agent.metrics.connected.set(1);
                 let reason = agent.clone().serve(session).await;
+                agent.metrics.connected.set(0);
                 agent.link.lock().expect("link lock").connection = None;
                 if let Some(distrust) = agent.distrust.lock().expect("distrust lock").clone() {
                     anyhow::bail!(
@@ -253,7 +264,17 @@ impl Agent {
             Ok(_permit) => {
                 // Held from here until its report is delivered or in the outbox.
                 self.running.lock().expect("running lock").insert(attempt);
+                let busy = self.config.slots as usize - self.slots.available_permits();
+                self.metrics.slots_busy.set(busy as i64);
+                let started = std::time::Instant::now();
                 let execution = self.execute(&assignment, input, &mut send, &mut recv).await;
+                if let Ok(ran) = &execution {
+                    let seconds = started.elapsed().as_secs_f64();
+                    self.metrics.ran(assignment.executor, &ran.outcome, seconds, ran.fuel.0);
+                }
+                // This task's permit is given back at the end of the block.
+                let busy = self.config.slots as usize - self.slots.available_permits() - 1;
+                self.metrics.slots_busy.set(busy as i64);
                 match execution {
                     Ok(execution) => execution,
                     Err(e) => {

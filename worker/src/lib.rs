@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod executor;
+pub mod metrics;
 pub mod wasm;
 
 pub use agent::{WorkerConfig, run};
