@@ -38,13 +38,13 @@ impl Core {
     pub fn gauges(&self) -> Gauges {
         let mut gauges = Gauges::default();
         for (_, id) in self.jobs.newest_first() {
-            let job = self.jobs.known(id);
-            let state = self.jobs.view(id).map_or("unknown", |v| v.state.name());
-            *gauges.jobs.entry((job.submission.scope.clone(), state)).or_default() += 1;
-            if matches!(self.jobs.view(id).map(|v| v.state), Some(JobState::Disputed)) {
-                gauges.disputes_open += 1;
-            }
+            let Some(view) = self.jobs.view(id) else { continue };
+            let scope = self.jobs.known(id).submission.scope.clone();
+            *gauges.jobs.entry((scope, view.state.name())).or_default() += 1;
         }
+        let disputed = JobState::Disputed.name();
+        gauges.disputes_open =
+            gauges.jobs.iter().filter(|((_, state), _)| *state == disputed).map(|(_, n)| n).sum();
         for (scope, _, count) in self.jobs.queues() {
             *gauges.queued.entry(scope.clone()).or_default() += count as u64;
         }

@@ -11,6 +11,7 @@ use icn_protocol::{ContentId, Envelope, Fuel, JobId, PublicKey, TaskId};
 
 use crate::jobs::Received;
 use crate::record::Scores;
+use crate::shares::lowest;
 use crate::{Command, Core, Now, Record, cost};
 
 impl Core {
@@ -100,22 +101,19 @@ impl Core {
         let mut held: BTreeSet<(ScopeId, ExecutorKind, u64)> = BTreeSet::new();
         while self.fleet.pool().free_slots() > 0 {
             let open = |scope: &ScopeId, class: &String| !done.contains(&(scope.clone(), class.clone()));
-            let next_scope = shares
-                .iter()
-                .filter(|(scope, _)| classes[*scope].iter().any(|class| open(scope, class)))
-                .map(|(scope, share)| (self.shares.priority(scope, *share, now_ms), scope))
-                .min_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)));
-            let Some((_, scope)) = next_scope else { return };
-            let class = classes[scope]
-                .iter()
-                .filter(|class| open(scope, class))
-                .map(|class| {
-                    let weight = f64::from(self.governance.class_weight(scope, class));
-                    (self.shares.class_recent_ms(scope, class, now_ms) / weight, class)
-                })
-                .min_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)))
-                .map(|(_, class)| class.clone())
-                .expect("a scope is chosen only with a class open");
+            let next_scope = lowest(
+                shares
+                    .iter()
+                    .filter(|(scope, _)| classes[*scope].iter().any(|class| open(scope, class)))
+                    .map(|(scope, share)| (self.shares.priority(scope, *share, now_ms), scope)),
+            );
+            let Some(scope) = next_scope else { return };
+            let class = lowest(classes[scope].iter().filter(|class| open(scope, class)).map(|class| {
+                let weight = self.governance.class_weight(scope, class);
+                (self.shares.class_priority(scope, class, weight, now_ms), class)
+            }))
+            .cloned()
+            .expect("a scope is chosen only with a class open");
             let key = (scope.clone(), class);
             let Some((seq, id)) = self.jobs.queued_after(&key.0, &key.1, after.get(&key).copied()) else {
                 done.insert(key);

@@ -151,6 +151,17 @@ impl Shares {
     pub fn priority(&self, scope: &ScopeId, share: f64, now_ms: u64) -> f64 {
         self.recent_ms(scope, now_ms) / share
     }
+
+    /// Recent usage of `scope`'s class `class` against its weight: inside the scope, the
+    /// class with the lowest goes next.
+    pub fn class_priority(&self, scope: &ScopeId, class: &str, weight: u32, now_ms: u64) -> f64 {
+        self.class_recent_ms(scope, class, now_ms) / f64::from(weight)
+    }
+}
+
+/// The candidate whose priority is lowest, ties by name: who goes next.
+pub(crate) fn lowest<T: Ord>(candidates: impl Iterator<Item = (f64, T)>) -> Option<T> {
+    candidates.min_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1))).map(|(_, name)| name)
 }
 
 /// `value` as of `from_ms`, halved every `half_life_ms` until `to_ms`.

@@ -92,14 +92,15 @@ struct Link {
 pub async fn run(config: WorkerConfig, executors: impl Into<Executors>) -> anyhow::Result<()> {
     let executors = executors.into();
     let endpoint = transport::client_endpoint()?;
-    let metrics = crate::metrics::Metrics::new(config.slots);
+    let slots = Arc::new(Semaphore::new(config.slots as usize));
+    let metrics = crate::metrics::Metrics::new(config.slots, slots.clone());
     if let Some(listen) = config.metrics_listen {
         let addr = crate::metrics::serve(listen, metrics.clone()).await?;
         tracing::info!(%addr, "metrics for Prometheus at /metrics");
     }
     let agent = Arc::new(Agent {
         metrics,
-        slots: Arc::new(Semaphore::new(config.slots as usize)),
+        slots,
         seals: Mutex::new(SealKeeper::new(config.coordinator_key, None)?),
         config,
         executors,
@@ -264,17 +265,12 @@ impl Agent {
             Ok(_permit) => {
                 // Held from here until its report is delivered or in the outbox.
                 self.running.lock().expect("running lock").insert(attempt);
-                let busy = self.config.slots as usize - self.slots.available_permits();
-                self.metrics.slots_busy.set(busy as i64);
                 let started = std::time::Instant::now();
                 let execution = self.execute(&assignment, input, &mut send, &mut recv).await;
                 if let Ok(ran) = &execution {
                     let seconds = started.elapsed().as_secs_f64();
                     self.metrics.ran(assignment.executor, &ran.outcome, seconds, ran.fuel.0);
                 }
-                // This task's permit is given back at the end of the block.
-                let busy = self.config.slots as usize - self.slots.available_permits() - 1;
-                self.metrics.slots_busy.set(busy as i64);
                 match execution {
                     Ok(execution) => execution,
                     Err(e) => {

@@ -12,8 +12,10 @@ use prometheus::{
 
 pub struct Metrics {
     registry: Registry,
-    pub slots: IntGauge,
-    pub slots_busy: IntGauge,
+    /// The agent's slots: how many are busy is read off them at each scrape.
+    permits: Arc<tokio::sync::Semaphore>,
+    slots: IntGauge,
+    slots_busy: IntGauge,
     pub connected: IntGauge,
     tasks: IntCounterVec,
     duration: HistogramVec,
@@ -21,7 +23,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(slots: u32) -> Arc<Metrics> {
+    pub fn new(slots: u32, permits: Arc<tokio::sync::Semaphore>) -> Arc<Metrics> {
         let registry = Registry::new();
         let gauge = |name: &str, help: &str| {
             let metric = IntGauge::with_opts(Opts::new(name, help)).expect("a valid gauge");
@@ -56,6 +58,7 @@ impl Metrics {
                 prometheus::exponential_buckets(1_000.0, 10.0, 9).expect("valid buckets"),
             ),
             registry,
+            permits,
         };
         metrics.slots.set(i64::from(slots));
         Arc::new(metrics)
@@ -70,6 +73,7 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
+        self.slots_busy.set(self.slots.get() - self.permits.available_permits() as i64);
         let mut text = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut text).expect("encoding into memory");
         String::from_utf8(text).expect("the text format is UTF-8")
