@@ -377,6 +377,46 @@ impl LocalCommons {
         self.workers.iter().find(|w| w.key == *worker).map_or("?", |w| w.owner.as_str())
     }
 
+    /// Decides `effect` in `scope`: the first member proposes, every member who may
+    /// votes yes, and this returns once the voting window closed with it accepted.
+    pub async fn decide(
+        &self,
+        scope: ScopeId,
+        title: &str,
+        effect: icn_protocol::governance::Effect,
+    ) -> anyhow::Result<icn_protocol::views::DecisionView> {
+        let proposal = icn_protocol::governance::Proposal { scope, title: title.into(), effect };
+        let proposer = self.client().await?;
+        let (id, _) = proposer.propose(&proposal).await?;
+        for member in &self.members {
+            // A member outside the electorate is refused; the others carry it.
+            let _ = self
+                .client_for(member.key.clone())
+                .await?
+                .vote(id, icn_protocol::governance::Choice::Yes)
+                .await;
+        }
+        let decision = crate::demo::wait_for_decision(&proposer, id).await?;
+        anyhow::ensure!(decision.accepted, "{title:?} was not accepted: {:?}", decision.tally);
+        Ok(decision)
+    }
+
+    /// Container jobs of the whole commons get a price: 1 credit a CPU-second and 1 a
+    /// GiB-second, replicas agreeing within `tolerance_percent`.
+    pub async fn decide_container_terms(
+        &self,
+        tolerance_percent: u32,
+    ) -> anyhow::Result<icn_protocol::views::DecisionView> {
+        let terms = icn_protocol::governance::ContainerTerms {
+            credits_per_cpu_second: 1,
+            credits_per_gib_second: 1,
+            usage_tolerance_percent: tolerance_percent,
+        };
+        let commons = "commons".parse().expect("a valid scope name");
+        self.decide(commons, "Container prices", icn_protocol::governance::Effect::ContainerTerms(terms))
+            .await
+    }
+
     pub async fn stop(self) -> anyhow::Result<()> {
         for worker in &self.workers {
             worker.task.abort();

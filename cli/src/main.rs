@@ -63,6 +63,10 @@ enum Command {
         /// Serve Prometheus metrics at http://ADDR/metrics, such as 127.0.0.1:9601.
         #[arg(long, env = "ICN_WORKER_METRICS")]
         metrics_listen: Option<std::net::SocketAddr>,
+        /// Also run container jobs through the local Docker engine (images by id, never
+        /// pulled); offered only when the engine answers at start.
+        #[arg(long, env = "ICN_WORKER_CONTAINERS")]
+        containers: bool,
     },
     /// Submit a wasm module (.wasm or .wat) as a job, under your scope's mandate; or a
     /// job spec file (.toml) holding the same fields as these flags, which win over it.
@@ -658,7 +662,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Coordinator { config, accept_journal_end } => {
             run_coordinator(&config, accept_journal_end).await?
         }
-        Command::Worker { connect, slots, memory_mib, metrics_listen } => {
+        Command::Worker { connect, slots, memory_mib, metrics_listen, containers } => {
             let config = icn_worker::WorkerConfig {
                 key: connect.key()?,
                 coordinator: connect.coordinator,
@@ -676,9 +680,19 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 config.key.public(),
                 connect.coordinator
             );
-            let executor = Arc::new(icn_worker::WasmExecutor::new()?);
+            let mut executors = icn_worker::Executors::from(Arc::new(icn_worker::WasmExecutor::new()?));
+            if containers {
+                let owner = config.key.public().to_string();
+                match icn_worker::ContainerExecutor::connect(icn_worker::ContainerConfig::new(owner)).await {
+                    Ok(executor) => {
+                        eprintln!("container jobs run through the local Docker engine");
+                        executors = executors.with(Arc::new(executor));
+                    }
+                    Err(e) => eprintln!("no container slots offered: {e}"),
+                }
+            }
             tokio::select! {
-                result = icn_worker::run(config, executor) => result?,
+                result = icn_worker::run(config, executors) => result?,
                 signal = stop_signal() => eprintln!("worker stopping ({})", signal?),
             }
         }

@@ -108,6 +108,7 @@ mod snapshots {
                 output_bytes: 3,
                 stderr: stderr.to_vec(),
                 fuel: Fuel(1_234_567),
+                usage: Default::default(),
             };
             (PublicKey([9; 32]), report)
         });

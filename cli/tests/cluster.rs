@@ -252,6 +252,7 @@ async fn report_signed_by_the_wrong_key_is_refused_and_the_task_runs_elsewhere()
         output_bytes: lie.len() as u64,
         stderr: vec![],
         fuel: Fuel(10),
+        usage: Default::default(),
     };
     let someone_else = Keypair::generate();
     let envelope = Envelope::seal(&someone_else, 1, &report);
@@ -373,6 +374,7 @@ impl icn_worker::Executor for Echo {
                 output: input,
                 stderr: vec![],
                 fuel: Fuel(1),
+                usage: Default::default(),
             }
         })
     }
@@ -405,6 +407,7 @@ async fn a_worker_runs_tasks_through_the_executors_it_registered_and_no_others()
     };
     let worker = tokio::spawn(icn_worker::run(config, icn_worker::Executors::default().with(Arc::new(Echo))));
     commons.wait_for_workers(1).await.unwrap();
+    commons.decide_container_terms(20).await.unwrap();
     let client = commons.client().await.unwrap();
     let module = client.ensure_module(&wat::parse_str(HELLO_WAT).unwrap()).await.unwrap();
     let mut container = job(module, b"echoed", Limits::default());
@@ -506,6 +509,7 @@ async fn jobs_no_worker_can_take_wait_with_their_reason_and_never_delay_the_othe
         ..two_workers()
     };
     let commons = LocalCommons::start(dir.path(), options).await.unwrap();
+    commons.decide_container_terms(20).await.unwrap();
     let client = commons.client().await.unwrap();
     let module = client.ensure_module(&wat::parse_str(HELLO_WAT).unwrap()).await.unwrap();
     // More memory than the workers offer (256 MiB each), and an executor none offers.
@@ -760,13 +764,18 @@ async fn two_federations_share_scarce_slots_by_the_weights_the_commons_decided()
         .unwrap();
 
     let module = ana.ensure_module(&wat::parse_str(BUSY_WAT).unwrap()).await.unwrap();
+    // Submitted four at a time, and each job long enough (40 million counts) that the
+    // queues fill faster than four slots drain them: slots stay scarce from the start.
     let mut jobs = vec![];
-    for _ in 0..400 {
-        for scope in [&north, &south] {
-            let request =
-                JobRequest::new(scope.clone(), ExecutorKind::Wasm, module, b"x", vec![], Limits::default());
-            jobs.push(ana.submit(&request).await.unwrap());
-        }
+    for _ in 0..200 {
+        let requests: Vec<JobRequest> = [&north, &south, &north, &south]
+            .into_iter()
+            .map(|scope| {
+                JobRequest::new(scope.clone(), ExecutorKind::Wasm, module, b"xxxx", vec![], Limits::default())
+            })
+            .collect();
+        let submitted = futures_util::future::join_all(requests.iter().map(|r| ana.submit(r))).await;
+        jobs.extend(submitted.into_iter().map(Result::unwrap));
     }
     let queue = ana.queue().await.unwrap();
     let shares: Vec<(&str, u32, Option<u64>, f64)> =

@@ -164,6 +164,7 @@ async fn a_report_sent_twice_is_received_once_and_costs_its_worker_nothing() {
         output_bytes: output.len() as u64,
         stderr: vec![],
         fuel: Fuel(100),
+        usage: Default::default(),
     };
     let envelope = Envelope::seal(&key, 31, &report);
     send.write(&WorkerMessage::Report { report: envelope.clone(), output: output.clone() }).await.unwrap();

@@ -99,6 +99,7 @@ async fn rogue(commons: &LocalCommons, key: Arc<Keypair>) -> tokio::task::JoinHa
                     output_bytes: output.len() as u64,
                     stderr: vec![],
                     fuel: Fuel(10),
+                    usage: Default::default(),
                 };
                 let report = Envelope::seal(&key, 1, &report);
                 let _ = send.write(&WorkerMessage::Report { report, output }).await;

@@ -76,7 +76,8 @@ impl Core {
             | Effect::PriceSchedule(_)
             | Effect::ResolveDispute { .. }
             | Effect::Share { .. }
-            | Effect::PriorityClasses { .. } => {}
+            | Effect::PriorityClasses { .. }
+            | Effect::ContainerTerms(_) => {}
         }
     }
 

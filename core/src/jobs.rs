@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use icn_governance::Authorization;
 use icn_protocol::governance::{ScopeId, Standing};
-use icn_protocol::wire::{Cancel, ExecutionReport, JobState, JobView, Outcome, Submission};
+use icn_protocol::wire::{Cancel, ExecutionReport, ExecutorKind, JobState, JobView, Outcome, Submission};
 use icn_protocol::{Envelope, JobId, PublicKey, TaskId};
 
 use crate::{Command, Core, Refusal};
@@ -77,7 +77,10 @@ pub(crate) struct Job {
     /// each reports what it used (or its deadline passes), then what ran is paid.
     pub stopping: BTreeMap<u32, Placement>,
     /// What the stopped replicas that reported used, by their owner.
-    pub stopped: Vec<(ScopeId, icn_protocol::Fuel)>,
+    pub stopped: Vec<(ScopeId, crate::settlement::Used)>,
+    /// For a container job, the container terms in force for its scope when it was
+    /// admitted: its usage is priced and compared by them.
+    pub terms: Option<icn_protocol::governance::ContainerTerms>,
     /// A requeued replica is not placed again before this time (wall ms, from the
     /// requeue's entry): the retry backoff.
     pub not_before_ms: u64,
@@ -86,6 +89,19 @@ pub(crate) struct Job {
 }
 
 impl Job {
+    /// What the stopped replicas of a cancelled job ran, as paid: the least that any of
+    /// them reported (by fuel for wasm, by cost for containers), nothing when none did.
+    pub fn least_stopped(&self) -> crate::settlement::Used {
+        let cost = |used: &crate::settlement::Used| {
+            crate::settlement::cost(&self.authorization, self.terms.as_ref(), *used)
+        };
+        self.stopped
+            .iter()
+            .map(|(_, used)| *used)
+            .min_by_key(|used| (cost(used), used.fuel, used.usage))
+            .unwrap_or_default()
+    }
+
     /// Whether nothing of the job was placed yet: it waits for its first replicas.
     pub fn is_fresh(&self) -> bool {
         self.replicas_placed == 0 && self.placed_all()
@@ -252,7 +268,14 @@ impl Jobs {
         }
     }
 
-    pub fn admit(&mut self, seq: u64, time_ms: u64, envelope: &Envelope, authorization: &Authorization) {
+    pub fn admit(
+        &mut self,
+        seq: u64,
+        time_ms: u64,
+        envelope: &Envelope,
+        authorization: &Authorization,
+        terms: Option<icn_protocol::governance::ContainerTerms>,
+    ) {
         let id = JobId(envelope.id());
         let submission = envelope.open_trusted::<Submission>().expect("journaled submissions decode");
         let job = Job {
@@ -277,6 +300,7 @@ impl Jobs {
             avoid: BTreeSet::new(),
             stopping: BTreeMap::new(),
             stopped: Vec::new(),
+            terms,
             not_before_ms: 0,
             last_seq: seq,
         };
@@ -407,7 +431,7 @@ impl Jobs {
             .remove(&report.task.index)
             .expect("a journaled stop report answers a stopped replica");
         assert_eq!(placement.worker, worker, "entry {seq}: a stopped replica reports from its worker");
-        job.stopped.push((placement.owner, report.fuel));
+        job.stopped.push((placement.owner, crate::settlement::Used::of(report)));
         job.last_seq = seq;
     }
 
@@ -579,10 +603,17 @@ impl Core {
         envelope: &Envelope,
         authorization: &Authorization,
     ) {
-        let scope = envelope.open_trusted::<Submission>().expect("journaled submissions decode").scope;
+        let submission = envelope.open_trusted::<Submission>().expect("journaled submissions decode");
+        let scope = &submission.scope;
         self.governance.hold(authorization.decision, authorization.hold);
-        self.settlement.reserve(JobId(envelope.id()), &scope, authorization.hold);
-        self.jobs.admit(seq, time_ms, envelope, authorization);
+        self.settlement.reserve(JobId(envelope.id()), scope, authorization.hold);
+        // The terms in force now, as when the job was authorized just before this record
+        // (live) or at this point of the journal (replay).
+        let terms = match submission.executor {
+            ExecutorKind::Container => self.governance.container_terms(scope),
+            ExecutorKind::Wasm => None,
+        };
+        self.jobs.admit(seq, time_ms, envelope, authorization, terms);
     }
 
     #[allow(clippy::too_many_arguments)]

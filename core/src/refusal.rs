@@ -114,6 +114,7 @@ fn governance_code(refusal: &icn_governance::Refusal) -> &'static str {
         G::MandateExpired { .. } => "mandate_expired",
         G::BudgetExhausted { .. } => "budget_exhausted",
         G::ExecutorNotAllowed { .. } => "executor_not_allowed",
+        G::NoContainerTerms { .. } => "no_container_terms",
         G::OverMandateLimit { .. } => "over_mandate_limit",
         G::UnknownPriorityClass { .. } => "unknown_priority_class",
         G::UnknownProposal { .. } => "unknown_proposal",

@@ -254,21 +254,19 @@ impl Core {
     /// Compares the results in hand: accept, wait, add a replica, or open a dispute.
     fn verify(&mut self, id: JobId, cause: u64) {
         let job = self.jobs.known(&id);
-        let reports: Vec<icn_placement::Report> = job
-            .reports
-            .iter()
-            .map(|r| icn_placement::Report {
-                worker: r.worker,
-                owner: r.owner.clone(),
-                digest: result_key(&r.report),
-                fuel: comparable_fuel(&r.report),
-            })
-            .collect();
+        let reports: Vec<icn_placement::Report> = job.reports.iter().map(judged_report).collect();
         let outstanding = (job.placements.len() + job.vacant.len()) as u32 + job.extra;
         let replicas_max = self.policy_for(&job.submission.scope).replicas_max.max(job.replicas_placed);
         let signer = self.key.public();
+        let usage = job.terms.map(|terms| move |a: &_, b: &_| terms.agree(a, b));
+        let counts = icn_placement::Counts {
+            quorum: job.quorum,
+            outstanding,
+            placed: job.replicas_placed,
+            replicas_max,
+        };
         let verdict =
-            icn_placement::judge(&reports, job.quorum, outstanding, job.replicas_placed, replicas_max);
+            icn_placement::judge(&reports, counts, usage.as_ref().map(|f| f as &dyn Fn(&_, &_) -> bool));
         let record = match verdict {
             Verdict::Pending => return,
             Verdict::Accepted(judged) => {
@@ -323,7 +321,8 @@ impl Core {
         let accepted = received(&agreeing[0]);
         // Each agreeing cooperative is paid what the accepted run used, whether the job
         // completed or failed by its own doing.
-        let each = cost(&job.authorization, accepted.report.fuel);
+        let each =
+            cost(&job.authorization, job.terms.as_ref(), crate::settlement::Used::of(&accepted.report));
         let payees = agreeing.iter().map(|w| (received(w).owner.clone(), each)).collect();
         let (fuel, worker) = (accepted.report.fuel, accepted.worker);
         let ended = match &accepted.report.outcome {
@@ -376,8 +375,15 @@ impl Core {
             .reports
             .iter()
             .partition(|r| r.report.output_digest == output_digest && r.report.fuel == fuel);
-        let (winners, losers): (Vec<PublicKey>, Vec<PublicKey>) =
-            (winners.iter().map(|r| r.worker).collect(), losers.iter().map(|r| r.worker).collect());
+        let losers: Vec<PublicKey> = losers.iter().map(|r| r.worker).collect();
+        let winners: Vec<PublicKey> = match job.terms {
+            // A container's winners are paid the median of their usage, as when they agree.
+            Some(_) if !winners.is_empty() => {
+                let reports: Vec<icn_placement::Report> = winners.iter().map(|r| judged_report(r)).collect();
+                icn_placement::median_first(&reports.iter().collect::<Vec<_>>())
+            }
+            _ => winners.iter().map(|r| r.worker).collect(),
+        };
         if winners.is_empty() {
             let reason =
                 format!("the decided result (output {}, {fuel}) matches no report", output_digest.short());
@@ -411,9 +417,21 @@ impl Core {
     }
 }
 
+/// A received report as judging sees it.
+fn judged_report(r: &Received) -> icn_placement::Report {
+    icn_placement::Report {
+        worker: r.worker,
+        owner: r.owner.clone(),
+        digest: result_key(&r.report),
+        fuel: comparable_fuel(&r.report),
+        usage: r.report.usage,
+    }
+}
+
 /// The fuel replicas must match on: all of it where the ending makes it the same on every
 /// honest worker, none where it depends on the worker's clock (a timeout stops a module
-/// wherever it happens to be).
+/// wherever it happens to be). A container reports no fuel; its usage is compared within
+/// its scope's tolerance instead.
 fn comparable_fuel(report: &ExecutionReport) -> u64 {
     match &report.outcome {
         Outcome::Failed { kind: FailureKind::Timeout, .. } => 0,

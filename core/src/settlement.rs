@@ -8,9 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use icn_governance::{Authorization, Genesis};
 use icn_ledger::{Clearing, Ledger, TransferId};
+use icn_protocol::governance::ContainerTerms;
 use icn_protocol::governance::{
     CLEAR_REQUEST_WINDOW_MS, ClearRequest, Credits, ScopeId, ScopeKind, Standing,
 };
+use icn_protocol::wire::Usage;
 use icn_protocol::{ContentId, Envelope, Fuel, JobId, PublicKey};
 
 use crate::{Core, Now, Record, Refusal};
@@ -29,11 +31,29 @@ pub fn transfer(job: JobId) -> TransferId {
     TransferId::derive("job", &job.0.0)
 }
 
-/// What a job that used `fuel` costs, at the price it was admitted at. Reports are
-/// checked to stay within the fuel limit, so this stays within the hold; `min` keeps
-/// that true at a rounding edge.
-pub fn cost(authorization: &Authorization, fuel: Fuel) -> Credits {
-    authorization.price.cost(fuel).min(authorization.hold)
+/// What a run that used `used` costs, at the price its job was admitted at: fuel at the
+/// price schedule for wasm, CPU and memory at the container terms (`terms`) for a
+/// container. Reports are checked to stay within the task's limits, so this stays
+/// within the hold; `min` keeps that true at a rounding edge.
+pub fn cost(authorization: &Authorization, terms: Option<&ContainerTerms>, used: Used) -> Credits {
+    match terms {
+        Some(terms) => terms.cost(&used.usage),
+        None => authorization.price.cost(used.fuel),
+    }
+    .min(authorization.hold)
+}
+
+/// What one run used: its fuel (wasm) and its engine-measured usage (containers).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Used {
+    pub fuel: Fuel,
+    pub usage: Usage,
+}
+
+impl Used {
+    pub fn of(report: &icn_protocol::wire::ExecutionReport) -> Used {
+        Used { fuel: report.fuel, usage: report.usage }
+    }
 }
 
 impl Settlement {
@@ -161,18 +181,20 @@ impl Core {
         let state = self.jobs.known(&job);
         assert!(!state.ended, "entry {seq}: job {job} is paid for after it ended");
         let accepted = state.reports.iter().find(|r| r.worker == worker).map(|r| (worker, r.report.clone()));
-        self.pay(seq, job, fuel, payees);
+        let usage = accepted.as_ref().map_or_else(Usage::default, |(_, report)| report.usage);
+        self.pay(seq, job, Used { fuel, usage }, payees);
         self.end(seq, &job, accepted, failure.map(str::to_string));
     }
 
-    /// `job`'s hold is settled: each payee gets what `fuel` costs at the job's price (as
+    /// `job`'s hold is settled: each payee gets what `used` costs at the job's price (as
     /// journaled), the rest is released; no payee voids the hold.
-    fn pay(&mut self, seq: u64, job: JobId, fuel: Fuel, payees: &[(ScopeId, Credits)]) {
-        let authorization = self.jobs.known(&job).authorization;
-        let each = cost(&authorization, fuel);
+    fn pay(&mut self, seq: u64, job: JobId, used: Used, payees: &[(ScopeId, Credits)]) {
+        let state = self.jobs.known(&job);
+        let authorization = state.authorization;
+        let each = cost(&authorization, state.terms.as_ref(), used);
         assert!(
             payees.iter().all(|(_, paid)| *paid == each),
-            "entry {seq}: a journaled payment differs from fuel times the price"
+            "entry {seq}: a journaled payment differs from the usage times the price"
         );
         let spent = Credits(payees.iter().map(|(_, paid)| paid.0).sum());
         assert!(spent <= authorization.hold, "entry {seq}: payments exceed the hold");
@@ -218,7 +240,13 @@ impl Core {
         fuel: Fuel,
         payees: &[(ScopeId, Credits)],
     ) {
-        self.pay(seq, job, fuel, payees);
+        let state = self.jobs.known(&job);
+        let least = state.least_stopped();
+        assert_eq!(
+            least.fuel, fuel,
+            "entry {seq}: a cancel settles the least fuel its stopped replicas used"
+        );
+        self.pay(seq, job, least, payees);
         self.jobs.settled(seq, time_ms, &job);
         self.jobs.forget_ended_beyond(self.config.ended_jobs_max);
     }
@@ -228,8 +256,9 @@ impl Core {
     /// reported is paid it (as agreeing replicas are paid each).
     pub(crate) fn settle_cancel(&mut self, id: JobId, cause: u64) {
         let job = self.jobs.known(&id);
-        let fuel = job.stopped.iter().map(|(_, fuel)| *fuel).min().unwrap_or(Fuel(0));
-        let each = cost(&job.authorization, fuel);
+        let least = job.least_stopped();
+        let fuel = least.fuel;
+        let each = cost(&job.authorization, job.terms.as_ref(), least);
         let payees: Vec<(ScopeId, Credits)> = if each.0 > 0 {
             job.stopped.iter().map(|(owner, _)| (owner.clone(), each)).collect()
         } else {

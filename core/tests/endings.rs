@@ -289,6 +289,7 @@ impl World {
                     output_bytes: output.len() as u64,
                     stderr: vec![],
                     fuel: Fuel(1_000),
+                    usage: Default::default(),
                 };
                 let envelope = Envelope::seal(&w.key, self.nonce, &report);
                 let (key, session) = (w.key.public(), w.session);
@@ -596,6 +597,7 @@ fn a_cancelled_running_job_pays_for_what_ran_and_a_queued_one_pays_nothing() {
         output_bytes: 0,
         stderr: vec![],
         fuel: Fuel(3_000_000),
+        usage: Default::default(),
     };
     let w = &world.workers[holder];
     let envelope = Envelope::seal(&w.key, 7, &report);

@@ -429,6 +429,7 @@ impl Sim {
             output_bytes: 0,
             stderr: vec![],
             fuel,
+            usage: Default::default(),
         };
         let envelope = Envelope::seal(&worker(i), self.nonce, &report);
         self.core.report(self.now(), worker(i).public(), self.connected[&i], envelope, report);
@@ -478,6 +479,7 @@ impl Sim {
                 output_bytes: 0,
                 stderr: vec![],
                 fuel: Fuel(assignment.limits.fuel.0 / 3),
+                usage: Default::default(),
             };
             let envelope = Envelope::seal(&worker(i), self.nonce, &report);
             self.core.report(self.now(), worker(i).public(), session, envelope, report);

@@ -221,6 +221,7 @@ impl Commons {
             output_bytes: 2,
             stderr: vec![],
             fuel: Fuel(1_000),
+            usage: Default::default(),
         };
         let envelope = self.seal(&worker(i), &report);
         self.core.report(self.now(), worker(i).public(), i as u64, envelope, report);

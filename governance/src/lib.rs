@@ -40,6 +40,11 @@ pub enum Refusal {
     BudgetExhausted { scope: ScopeId, decision: u64, left: Credits, cost: Credits },
     #[error("the mandate of scope {scope} does not allow the {executor} executor (it allows {allowed})")]
     ExecutorNotAllowed { scope: ScopeId, executor: ExecutorKind, allowed: String },
+    #[error(
+        "scope {scope} and the scopes above it decided no container terms, so a container job has no price; a \
+         decision sets them: `icn propose ... container-terms --cpu-second C --gib-second M --tolerance P`"
+    )]
+    NoContainerTerms { scope: ScopeId },
     #[error("{what} {asked} is over the mandate's per-job limit of {allowed} in scope {scope}")]
     OverMandateLimit { scope: ScopeId, what: &'static str, asked: u64, allowed: u64 },
     #[error(

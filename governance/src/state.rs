@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub use icn_protocol::governance::Tally;
 use icn_protocol::governance::{
-    Ballot, Choice, Credits, DEFAULT_CLASS, Effect, Mandate, PlacementPolicy, PriceSchedule, PriorityClass,
-    Proposal, Rule, ScopeId, ScopeKind, Standing,
+    Ballot, Choice, ContainerTerms, Credits, DEFAULT_CLASS, Effect, Mandate, PlacementPolicy, PriceSchedule,
+    PriorityClass, Proposal, Rule, ScopeId, ScopeKind, Standing,
 };
-use icn_protocol::wire::Submission;
+use icn_protocol::wire::{ExecutorKind, Submission};
 use icn_protocol::{ContentId, Envelope, PublicKey};
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +63,9 @@ pub struct Scope {
     pub standing: BTreeMap<PublicKey, BTreeSet<Standing>>,
     pub policy: Option<PlacementPolicy>,
     pub prices: Option<PriceSchedule>,
+    /// What its container jobs cost and how closely replicas' usage must agree.
+    #[serde(default)]
+    pub container: Option<ContainerTerms>,
     /// The decision whose mandate is in force for this scope, if any.
     pub mandate: Option<u64>,
     /// The scope's fair-share weight among its siblings and the decision that set it;
@@ -213,6 +216,11 @@ impl Governance {
         classes.and_then(|set| set.classes.iter().find(|c| c.name == class)).map_or(1, |c| c.weight)
     }
 
+    /// The container terms in force for `scope`: its own, or its nearest ancestor's.
+    pub fn container_terms(&self, scope: &ScopeId) -> Option<ContainerTerms> {
+        self.lineage(scope).iter().find_map(|id| self.scopes.get(id).and_then(|s| s.container))
+    }
+
     /// The price schedule in force for `scope`: its own, or its nearest ancestor's.
     pub fn prices(&self, scope: &ScopeId) -> PriceSchedule {
         self.lineage(scope)
@@ -334,7 +342,19 @@ impl Governance {
                         .into(),
                 ))
             }
-            Effect::PlacementPolicy(_) | Effect::PriceSchedule(_) | Effect::PriorityClasses { .. } => Ok(()),
+            Effect::ContainerTerms(terms)
+                if terms.credits_per_cpu_second == 0 && terms.credits_per_gib_second == 0 && !self.free_compute =>
+            {
+                Err(Refusal::Invalid(
+                    "container terms with both prices 0 make container jobs free, which this commons' genesis does \
+                     not allow (free_compute)"
+                        .into(),
+                ))
+            }
+            Effect::PlacementPolicy(_)
+            | Effect::PriceSchedule(_)
+            | Effect::PriorityClasses { .. }
+            | Effect::ContainerTerms(_) => Ok(()),
             Effect::Share { scope: target, .. } => match &self.scope(target)?.parent {
                 Some(parent) if parent == scope => Ok(()),
                 Some(parent) => Err(Refusal::Invalid(format!(
@@ -499,9 +519,16 @@ impl Governance {
             }
         }
         let price = self.prices(scope_id);
+        let most = match submission.executor {
+            ExecutorKind::Wasm => price.cost(submission.limits.fuel),
+            ExecutorKind::Container => match self.container_terms(scope_id) {
+                Some(terms) => terms.most(&submission.limits),
+                None => return Err(Refusal::NoContainerTerms { scope: scope_id.clone() }),
+            },
+        };
         // Every replica a disagreement could grow to may be paid for.
         let replicas = self.placement_policy(scope_id).map_or(1, |p| p.replicas_max());
-        let hold = Credits(price.cost(submission.limits.fuel).0 * i64::from(replicas));
+        let hold = Credits(most.0 * i64::from(replicas));
         if hold > state.left() {
             return Err(Refusal::BudgetExhausted {
                 scope: scope_id.clone(),
@@ -589,6 +616,7 @@ impl Governance {
                 standing: BTreeMap::new(),
                 policy: scope.policy,
                 prices: scope.prices,
+                container: None,
                 mandate: None,
                 share: None,
                 classes: None,
@@ -654,6 +682,9 @@ impl Governance {
             }
             Effect::PriceSchedule(prices) => {
                 self.scopes.get_mut(scope).expect("decided scope exists").prices = Some(*prices);
+            }
+            Effect::ContainerTerms(terms) => {
+                self.scopes.get_mut(scope).expect("decided scope exists").container = Some(*terms);
             }
             Effect::Share { scope: target, weight } => {
                 let share = ShareSet { weight: *weight, decision: seq };
@@ -747,6 +778,11 @@ pub fn describe_effect(scope: &ScopeId, effect: &Effect, name: impl Fn(&PublicKe
                 "fair share of {target}: weight {weight} among the scopes of {scope} when slots are scarce"
             )
         }
+        Effect::ContainerTerms(t) => format!(
+            "container terms for {scope}: {} credits per CPU-second, {} per GiB-second of memory; replicas' usage \
+             agrees within {}%",
+            t.credits_per_cpu_second, t.credits_per_gib_second, t.usage_tolerance_percent
+        ),
         Effect::PriorityClasses { classes } => format!(
             "priority classes for {scope}'s jobs when slots are scarce: {} (a job names its class; one that names \
              none is in class default)",

@@ -20,7 +20,7 @@ mod verify;
 
 pub use pool::{Candidate, Infeasible, Pool, Request, Shortfall, Weights, feasible, naive_place, score};
 pub use trust::Trust;
-pub use verify::{Judged, Report, Verdict, judge};
+pub use verify::{Counts, Judged, Report, UsageAgrees, Verdict, judge, median_first};
 
 use serde::{Deserialize, Serialize};
 

@@ -145,7 +145,7 @@ fn run_replica(world: &World, rng: &mut Rng, task: usize, worker: PublicKey, own
         Behaviour::Byzantine => (ContentId::of(&rng.next().to_le_bytes()), 1_000 + rng.next() % 3),
         Behaviour::Colluder => (ContentId::of(format!("collusion on task {task}").as_bytes()), 1_000),
     };
-    Report { worker, owner: owner.clone(), digest, fuel }
+    Report { worker, owner: owner.clone(), digest, fuel, usage: Default::default() }
 }
 
 struct Tally {
@@ -247,7 +247,7 @@ pub fn trust_aware(config: &SimConfig) -> SimReport {
         let executions_before = tally.report.executions;
         tally.report.executions += placed.len();
         let verdict = loop {
-            match judge(&reports, first.quorum, 0, placed.len() as u32, policy.replicas_max) {
+            match judge(&reports, counts(first.quorum, placed.len() as u32, policy.replicas_max), None) {
                 Verdict::NeedMore => {
                     let mut more = Request::new(ExecutorKind::Wasm, 0, 1);
                     more.exclude_workers = placed.iter().copied().collect();
@@ -288,7 +288,7 @@ pub fn trust_aware(config: &SimConfig) -> SimReport {
                     .map(|(k, _)| run_replica(&world, &mut rng, task, *k, pool.owner_of(k).expect("in pool")))
                     .collect();
                 tally.report.executions += arbiter_reports.len();
-                match judge(&arbiter_reports, 2, 0, 3, 3) {
+                match judge(&arbiter_reports, counts(2, 3, 3), None) {
                     Verdict::Accepted(judged) => {
                         let winners: Vec<PublicKey> = reports
                             .iter()
@@ -358,7 +358,7 @@ pub fn fixed_two_fold(config: &SimConfig) -> SimReport {
                 reports.push(run_replica(&world, &mut rng, task, world.keys[i], &world.owners[i]));
                 tally.report.executions += 1;
             }
-            match judge(&reports, 2, 0, placed.len() as u32, 3) {
+            match judge(&reports, counts(2, placed.len() as u32, 3), None) {
                 Verdict::NeedMore => continue,
                 other => break other,
             }
@@ -378,4 +378,9 @@ pub fn fixed_two_fold(config: &SimConfig) -> SimReport {
         }
     }
     tally.finish(&world, late_executions, config.tasks - late_from)
+}
+
+/// Judging once every replica placed has reported.
+fn counts(quorum: u32, placed: u32, replicas_max: u32) -> crate::Counts {
+    crate::Counts { quorum, outstanding: 0, placed, replicas_max }
 }

@@ -348,6 +348,84 @@ impl PriceSchedule {
     }
 }
 
+/// The most a container CPU-second or GiB-second may be priced at.
+pub const PRICE_PER_CONTAINER_UNIT_MAX: u64 = 1_000_000;
+/// Below these, replicas' usage agrees whatever the tolerance: the engine samples usage
+/// about every 100 ms, so two honest runs of a short job differ by that much.
+pub const USAGE_CPU_SLACK_MS: u64 = 250;
+pub const USAGE_MEMORY_SLACK_BYTES: u64 = 8 * 1024 * 1024;
+
+/// How a scope runs container jobs: what their usage costs, and how far replicas'
+/// usage may differ and still count as one result (container timing is not
+/// deterministic, as fuel is). A scope without terms of its own uses its nearest
+/// ancestor's; where none were decided, container jobs are refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerTerms {
+    pub credits_per_cpu_second: u64,
+    /// Memory is priced by its peak over the run's wall time.
+    pub credits_per_gib_second: u64,
+    /// How far, in percent of the larger, two replicas' CPU time or memory peak may
+    /// differ and still agree.
+    pub usage_tolerance_percent: u32,
+}
+
+impl ContainerTerms {
+    pub fn validate(&self) -> Result<(), Error> {
+        for (name, price) in [
+            ("credits_per_cpu_second", self.credits_per_cpu_second),
+            ("credits_per_gib_second", self.credits_per_gib_second),
+        ] {
+            if price > PRICE_PER_CONTAINER_UNIT_MAX {
+                return Err(Error::invalid(format!(
+                    "{name} is {price}; at most {PRICE_PER_CONTAINER_UNIT_MAX}"
+                )));
+            }
+        }
+        if self.usage_tolerance_percent > 100 {
+            return Err(Error::invalid(format!(
+                "usage_tolerance_percent is {}; it must be between 0 and 100",
+                self.usage_tolerance_percent
+            )));
+        }
+        Ok(())
+    }
+
+    /// What `usage` costs, rounded up to whole credits. Cannot overflow: usage is
+    /// bounded by the task's limits and prices by their maximum.
+    pub fn cost(&self, usage: &crate::wire::Usage) -> Credits {
+        const GIB: u128 = 1024 * 1024 * 1024;
+        let cpu = u128::from(usage.cpu_ms) * u128::from(self.credits_per_cpu_second) * GIB;
+        let memory = u128::from(usage.memory_peak_bytes)
+            * u128::from(usage.wall_ms)
+            * u128::from(self.credits_per_gib_second);
+        let credits = (cpu + memory).div_ceil(1000 * GIB);
+        Credits(i64::try_from(credits).expect("bounded usage times bounded price fits"))
+    }
+
+    /// The most a task within `limits` can cost: all its CPU quota and all its memory for
+    /// all its time.
+    pub fn most(&self, limits: &Limits) -> Credits {
+        let wall_ms = limits.timeout_ms + crate::wire::CONTAINER_STOP_GRACE_MS;
+        let usage = crate::wire::Usage {
+            cpu_ms: wall_ms * crate::wire::CONTAINER_CPUS,
+            memory_peak_bytes: limits.memory_bytes,
+            wall_ms,
+        };
+        self.cost(&usage)
+    }
+
+    /// Whether two replicas' usage is close enough to be one result.
+    pub fn agree(&self, a: &crate::wire::Usage, b: &crate::wire::Usage) -> bool {
+        let close = |x: u64, y: u64, slack: u64| {
+            let allowed = (x.max(y) as u128 * u128::from(self.usage_tolerance_percent) / 100) as u64;
+            x.abs_diff(y) <= allowed.max(slack)
+        };
+        close(a.cpu_ms, b.cpu_ms, USAGE_CPU_SLACK_MS)
+            && close(a.memory_peak_bytes, b.memory_peak_bytes, USAGE_MEMORY_SLACK_BYTES)
+    }
+}
+
 /// What an accepted decision changes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -403,6 +481,9 @@ pub enum Effect {
     PriorityClasses {
         classes: Vec<PriorityClass>,
     },
+    /// For the proposal's scope: what container jobs cost and how closely replicas'
+    /// usage must agree. (Last, so decisions journaled before it decode unchanged.)
+    ContainerTerms(ContainerTerms),
 }
 
 /// A member asks its scope to decide on an effect.
@@ -432,6 +513,7 @@ impl Proposal {
             Effect::RevokeStanding { standing, .. } => check_standing(standing),
             Effect::PlacementPolicy(policy) => policy.validate(),
             Effect::PriceSchedule(prices) => prices.validate(),
+            Effect::ContainerTerms(terms) => terms.validate(),
             Effect::CreditLimit { limit, .. } => {
                 if limit.0 < 0 || limit.0 > BUDGET_CREDITS_MAX {
                     return Err(Error::invalid(format!(

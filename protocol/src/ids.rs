@@ -116,7 +116,7 @@ impl fmt::Debug for TaskId {
 }
 
 /// Wasm fuel: the deterministic measure of work done by a module.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Fuel(pub u64);
 
 impl fmt::Display for Fuel {

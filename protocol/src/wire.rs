@@ -365,10 +365,101 @@ pub struct ExecutionReport {
     /// The tail of stderr, bounded by [`STDERR_SIZE_BYTES_MAX`].
     pub stderr: Vec<u8>,
     pub fuel: Fuel,
+    /// What a container's run used, as its engine measured it (zero for wasm, whose
+    /// usage is its fuel). Added after the first release: reports signed before it
+    /// decode with zero usage (see [`Signed::decode_payload`]).
+    #[serde(default)]
+    pub usage: Usage,
+}
+
+/// What a container's run used, read from the engine: CPU time across all its
+/// processes, the most memory its cgroup held, and how long it ran. Containers are
+/// priced by it ([`crate::governance::ContainerTerms`]); replicas' usage is compared within
+/// the tolerance their scope decided, since container timing is not deterministic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Usage {
+    pub cpu_ms: u64,
+    pub memory_peak_bytes: u64,
+    pub wall_ms: u64,
+}
+
+/// CPUs one container task may use: its CPU quota.
+pub const CONTAINER_CPUS: u64 = 1;
+/// Time a container's wall clock may run past its timeout while the engine stops it.
+pub const CONTAINER_STOP_GRACE_MS: u64 = 10_000;
+
+impl Usage {
+    /// Checks a reported usage against what the task's limits make possible: a worker
+    /// cannot claim more CPU than its quota over its time, nor more memory than its limit.
+    pub fn validate(&self, limits: &Limits) -> Result<(), Error> {
+        let wall_max = limits.timeout_ms + CONTAINER_STOP_GRACE_MS;
+        if self.wall_ms > wall_max {
+            return Err(Error::invalid(format!(
+                "report claims {} ms of wall time; the task's timeout allows at most {wall_max}",
+                self.wall_ms
+            )));
+        }
+        if self.cpu_ms > self.wall_ms * CONTAINER_CPUS {
+            return Err(Error::invalid(format!(
+                "report claims {} ms of CPU in {} ms with a quota of {CONTAINER_CPUS} CPU",
+                self.cpu_ms, self.wall_ms
+            )));
+        }
+        if self.memory_peak_bytes > limits.memory_bytes {
+            return Err(Error::invalid(format!(
+                "report claims a memory peak of {} bytes, over the task's limit of {}",
+                self.memory_peak_bytes, limits.memory_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.3} CPU-seconds, {:.1} MiB at most, {:.3} s",
+            self.cpu_ms as f64 / 1000.0,
+            self.memory_peak_bytes as f64 / (1024.0 * 1024.0),
+            self.wall_ms as f64 / 1000.0
+        )
+    }
+}
+
+/// A report as it was encoded before [`Usage`].
+#[derive(Deserialize)]
+struct ExecutionReportV1 {
+    task: TaskId,
+    attempt: u32,
+    outcome: Outcome,
+    output_digest: ContentId,
+    output_bytes: u64,
+    stderr: Vec<u8>,
+    fuel: Fuel,
 }
 
 impl Signed for ExecutionReport {
     const KIND: Kind = Kind::ExecutionReport;
+
+    /// The current encoding, or the one before [`Usage`], whole either way.
+    fn decode_payload(bytes: &[u8]) -> Result<Self, Error> {
+        crate::decode::<ExecutionReport>(bytes).or_else(|current| {
+            match crate::decode::<ExecutionReportV1>(bytes) {
+                Ok(v1) => Ok(ExecutionReport {
+                    task: v1.task,
+                    attempt: v1.attempt,
+                    outcome: v1.outcome,
+                    output_digest: v1.output_digest,
+                    output_bytes: v1.output_bytes,
+                    stderr: v1.stderr,
+                    fuel: v1.fuel,
+                    usage: Usage::default(),
+                }),
+                Err(_) => Err(current),
+            }
+        })
+    }
 }
 
 impl ExecutionReport {
@@ -395,7 +486,7 @@ impl ExecutionReport {
         if let Outcome::Failed { detail, .. } = &self.outcome {
             check_text("failure detail", detail)?;
         }
-        Ok(())
+        self.usage.validate(limits)
     }
 
     /// Checks that `output` is the output this report commits to.
@@ -849,6 +940,7 @@ mod tests {
             output_bytes: output.len() as u64,
             stderr: vec![],
             fuel: Fuel(10),
+            usage: Default::default(),
         };
         assert!(report.validate(&Limits::default()).is_ok());
         assert!(report.check_output(&output).is_ok());

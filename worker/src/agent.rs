@@ -93,7 +93,7 @@ pub async fn run(config: WorkerConfig, executors: impl Into<Executors>) -> anyho
     let executors = executors.into();
     let endpoint = transport::client_endpoint()?;
     let slots = Arc::new(Semaphore::new(config.slots as usize));
-    let metrics = crate::metrics::Metrics::new(config.slots, slots.clone());
+    let metrics = crate::metrics::Metrics::new(config.slots, slots.clone(), executors.collectors());
     if let Some(listen) = config.metrics_listen {
         let addr = crate::metrics::serve(listen, metrics.clone()).await?;
         tracing::info!(%addr, "metrics for Prometheus at /metrics");
@@ -288,6 +288,7 @@ impl Agent {
             outcome: execution.outcome,
             stderr: execution.stderr,
             fuel: execution.fuel,
+            usage: execution.usage,
         };
         let envelope = Envelope::seal(&self.config.key, transport::nonce(), &report);
         let pending = Pending { attempt, report: envelope, output: execution.output };

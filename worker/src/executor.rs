@@ -8,7 +8,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use icn_protocol::wire::{Assignment, ExecutorKind, FailureKind, Outcome};
+use icn_protocol::wire::{Assignment, ExecutorKind, FailureKind, Outcome, Usage};
 use icn_protocol::{ContentId, Fuel};
 
 use crate::wasm::WasmExecutor;
@@ -20,6 +20,8 @@ pub struct Execution {
     pub output: Vec<u8>,
     pub stderr: Vec<u8>,
     pub fuel: Fuel,
+    /// What a container's run used (zero for wasm, whose usage is its fuel).
+    pub usage: Usage,
 }
 
 impl Execution {
@@ -31,6 +33,7 @@ impl Execution {
             output: Vec::new(),
             stderr: Vec::new(),
             fuel: Fuel(0),
+            usage: Usage::default(),
         }
     }
 }
@@ -55,6 +58,11 @@ pub trait Executor: Send + Sync + 'static {
     /// Runs one task on `input` within its limits, off the async threads where it blocks,
     /// until it ends or `stop` is set.
     fn run(self: Arc<Self>, assignment: Assignment, input: Vec<u8>, stop: Stop) -> Running;
+
+    /// Metrics of the executor's own, registered with the worker's at its start.
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        Vec::new()
+    }
 }
 
 /// The executors a worker offers, by kind.
@@ -71,6 +79,11 @@ impl Executors {
 
     pub fn get(&self, kind: ExecutorKind) -> Option<&Arc<dyn Executor>> {
         self.by_kind.get(&kind)
+    }
+
+    /// Every executor's own metrics.
+    pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        self.by_kind.values().flat_map(|executor| executor.collectors()).collect()
     }
 
     /// The kinds this worker offers: what its hello advertises.

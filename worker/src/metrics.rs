@@ -23,8 +23,15 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(slots: u32, permits: Arc<tokio::sync::Semaphore>) -> Arc<Metrics> {
+    pub fn new(
+        slots: u32,
+        permits: Arc<tokio::sync::Semaphore>,
+        executors: Vec<Box<dyn prometheus::core::Collector>>,
+    ) -> Arc<Metrics> {
         let registry = Registry::new();
+        for collector in executors {
+            registry.register(collector).expect("an executor's metrics are registered once");
+        }
         let gauge = |name: &str, help: &str| {
             let metric = IntGauge::with_opts(Opts::new(name, help)).expect("a valid gauge");
             registry.register(Box::new(metric.clone())).expect("registered once");

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use icn_protocol::wire::{FailureKind, Limits, Outcome, STDERR_SIZE_BYTES_MAX, TEXT_SIZE_BYTES_MAX};
+use icn_protocol::wire::{FailureKind, Limits, Outcome, STDERR_SIZE_BYTES_MAX, TEXT_SIZE_BYTES_MAX, Usage};
 use icn_protocol::{ContentId, Fuel};
 
 use crate::executor::Stop;
@@ -393,7 +393,7 @@ impl WasmExecutor {
             Err(e) => classify_trap(&e, limits),
         };
         let output = if matches!(outcome, Outcome::Exited { .. }) { output } else { Vec::new() };
-        Execution { outcome, output, stderr, fuel }
+        Execution { outcome, output, stderr, fuel, usage: Usage::default() }
     }
 }
 
@@ -415,7 +415,13 @@ fn classify_trap(error: &wasmtime::Error, limits: &Limits) -> Outcome {
 }
 
 fn failed(kind: FailureKind, detail: String, fuel: Fuel) -> Execution {
-    Execution { outcome: Outcome::Failed { kind, detail }, output: Vec::new(), stderr: Vec::new(), fuel }
+    Execution {
+        outcome: Outcome::Failed { kind, detail },
+        output: Vec::new(),
+        stderr: Vec::new(),
+        fuel,
+        usage: Usage::default(),
+    }
 }
 
 fn first_line(text: &str) -> String {
