@@ -76,6 +76,8 @@ pub struct LocalOptions<'a> {
     pub second_federation: Option<&'a str>,
     /// Where the coordinator serves `/metrics` (port 0: any free one); `None`: nowhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Workers also run container jobs, through the local Docker engine.
+    pub containers: bool,
 }
 
 impl Default for LocalOptions<'_> {
@@ -95,6 +97,7 @@ impl Default for LocalOptions<'_> {
             ended_jobs_in_memory: CoreConfig::default().ended_jobs_max,
             second_federation: None,
             metrics_listen: None,
+            containers: false,
             keys: None,
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         }
@@ -236,12 +239,15 @@ pub fn genesis(
     Ok(genesis)
 }
 
-/// Worker agents in this process, one per key, serving the coordinator at `addr`.
-pub fn spawn_workers(
+/// Worker agents in this process, one per key, serving the coordinator at `addr`; with
+/// `containers`, each also runs container jobs through the local Docker engine (and the
+/// commons fails to start when the engine does not answer).
+pub async fn spawn_workers(
     addr: std::net::SocketAddr,
     coordinator_key: PublicKey,
     keys: Vec<(Arc<Keypair>, String)>,
     slots: u32,
+    containers: bool,
 ) -> anyhow::Result<Vec<LocalWorker>> {
     let mut workers = Vec::new();
     for (key, owner) in keys {
@@ -254,8 +260,14 @@ pub fn spawn_workers(
             metrics_listen: None,
             agent: crate::client::agent(),
         };
-        let executor = Arc::new(WasmExecutor::new()?);
-        let task = tokio::spawn(icn_worker::run(config, executor));
+        let mut executors = icn_worker::Executors::from(Arc::new(WasmExecutor::new()?));
+        if containers {
+            let sandbox = icn_worker::ContainerConfig::new(key.public().to_string());
+            let executor =
+                icn_worker::ContainerExecutor::connect(sandbox).await.map_err(anyhow::Error::msg)?;
+            executors = executors.with(Arc::new(executor));
+        }
+        let task = tokio::spawn(icn_worker::run(config, executors));
         workers.push(LocalWorker { key: key.public(), owner, task });
     }
     Ok(workers)
@@ -302,8 +314,8 @@ impl LocalCommons {
             retention: icn_coordinator::blobs::Retention::default(),
         };
         let coordinator = Coordinator::start(coordinator_key, config).await?;
-        let workers =
-            spawn_workers(coordinator.addr(), coordinator.public_key(), worker_keys, options.slots)?;
+        let (addr, public) = (coordinator.addr(), coordinator.public_key());
+        let workers = spawn_workers(addr, public, worker_keys, options.slots, options.containers).await?;
         let commons = LocalCommons {
             coordinator,
             journal,

@@ -69,11 +69,14 @@ enum Command {
         containers: bool,
     },
     /// Submit a wasm module (.wasm or .wat) as a job, under your scope's mandate; or a
-    /// job spec file (.toml) holding the same fields as these flags, which win over it.
+    /// container image the workers hold (with --executor container); or a job spec file
+    /// (.toml) holding the same fields as these flags, which win over it.
     Submit {
         #[command(flatten)]
         connect: Connect,
-        /// The module (.wasm or .wat), or a job spec (.toml) naming it.
+        /// The module (.wasm or .wat); with --executor container, the image's id
+        /// (sha256:…, as `docker images --no-trunc` shows it), its command in --arg; or
+        /// a job spec (.toml) naming either.
         module: PathBuf,
         /// The scope the job is for; its mandate pays.
         #[arg(long, env = "ICN_SCOPE")]
@@ -459,6 +462,19 @@ enum EffectArgs {
         #[arg(long)]
         credits_per_mega_fuel: u64,
     },
+    /// What container jobs cost in the deciding scope, and how closely replicas' usage
+    /// must agree for their results to count as one.
+    ContainerTerms {
+        /// Credits one CPU-second costs.
+        #[arg(long)]
+        cpu_second: u64,
+        /// Credits one GiB of memory held for one second costs (by the run's peak).
+        #[arg(long)]
+        gib_second: u64,
+        /// How far, in percent, two replicas' CPU time or memory peak may differ.
+        #[arg(long, default_value_t = 20)]
+        tolerance: u32,
+    },
     /// Scope --for's fair share when slots are scarce: its weight among the other scopes
     /// of the deciding scope (its parent). Scopes no decision weighed have weight 1.
     Share {
@@ -528,6 +544,13 @@ impl EffectArgs {
             }
             EffectArgs::Prices { credits_per_mega_fuel } => {
                 Effect::PriceSchedule(PriceSchedule { credits_per_mega_fuel })
+            }
+            EffectArgs::ContainerTerms { cpu_second, gib_second, tolerance } => {
+                Effect::ContainerTerms(icn_protocol::governance::ContainerTerms {
+                    credits_per_cpu_second: cpu_second,
+                    credits_per_gib_second: gib_second,
+                    usage_tolerance_percent: tolerance,
+                })
             }
             EffectArgs::Share { target, weight } => Effect::Share { scope: target, weight },
             EffectArgs::Classes { classes } => Effect::PriorityClasses { classes },
@@ -728,19 +751,30 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 icn_cli::spec::job(None, Some(module), given)?
             };
-            let bytes = read_module(&job.module)?;
+            // A wasm job's program is its module, uploaded; a container job's is the id of
+            // an image the workers hold.
+            let bytes = match job.executor {
+                ExecutorKind::Wasm => Some(read_module(&job.module)?),
+                ExecutorKind::Container => None,
+            };
+            let program = match &bytes {
+                Some(bytes) => ContentId::of(bytes),
+                None => icn_worker::container::parse_image(&job.module.to_string_lossy())
+                    .map_err(anyhow::Error::msg)?,
+            };
             let (input, limits) = (job.input, job.limits);
             icn_protocol::wire::check_input(&input)?;
             let options = icn_protocol::wire::JobOptions {
                 deadline_ms: job.deadline_ms.map(|ms| icn_coordinator::server::now_ms().saturating_add(ms)),
                 priority: job.priority,
             };
-            let mut job =
-                JobRequest::new(job.scope, job.executor, ContentId::of(&bytes), &input, job.args, limits);
+            let mut job = JobRequest::new(job.scope, job.executor, program, &input, job.args, limits);
             job.submission.options = options;
             job.submission.validate()?;
             let client = connect.client().await?;
-            client.ensure_module(&bytes).await?;
+            if let Some(bytes) = &bytes {
+                client.ensure_module(bytes).await?;
+            }
             let job = client.submit(&job).await?;
             // The id first, on its own line, so a script can read it before the output.
             println!("{job}");

@@ -85,9 +85,13 @@ pub fn job(spec: Option<(JobSpec, &Path)>, module: Option<PathBuf>, given: Given
         Some((spec, base)) => (spec, base.to_path_buf()),
         None => (JobSpec::default(), PathBuf::new()),
     };
-    let module = module
-        .or(spec.module.map(|m| base.join(m)))
-        .context("name the module: `module = \"job.wat\"` in the spec, or a .wasm or .wat file")?;
+    let executor = given.executor.or(spec.executor).unwrap_or(ExecutorKind::Wasm);
+    // A container job's program is an image id, not a path.
+    let in_spec = |m: PathBuf| if executor == ExecutorKind::Container { m } else { base.join(m) };
+    let module = module.or(spec.module.map(in_spec)).context(
+        "name the module: `module = \"job.wat\"` in the spec, or a .wasm or .wat file (for a container job, the \
+         image id)",
+    )?;
     let scope = given.scope.or(spec.scope).context(
         "name the scope the job is for: `scope = \"fed-north\"` in the spec, or --scope (or ICN_SCOPE)",
     )?;
@@ -109,7 +113,6 @@ pub fn job(spec: Option<(JobSpec, &Path)>, module: Option<PathBuf>, given: Given
         output_bytes: pick(g.output_bytes, s.output_bytes, defaults.output_bytes),
     };
     let args = if given.args.is_empty() { spec.args } else { given.args };
-    let executor = given.executor.or(spec.executor).unwrap_or(ExecutorKind::Wasm);
     let deadline_ms = given
         .deadline
         .or(spec.deadline)

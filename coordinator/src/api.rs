@@ -309,10 +309,13 @@ impl MemberApi {
         submission.validate().map_err(|e| refused("submission", e.into()))?;
         let (module, input) = (submission.module, submission.input);
         let (modules, blobs) = (self.modules.clone(), self.blobs.clone());
-        let cached = self.modules.is_cached(&module) && input == icn_protocol::wire::empty_input();
+        // A container job's program is an image id, which workers hold themselves.
+        let stored = submission.executor == icn_protocol::wire::ExecutorKind::Wasm;
+        let cached =
+            (!stored || self.modules.is_cached(&module)) && input == icn_protocol::wire::empty_input();
         if !cached {
             let found = blocking(move || {
-                let module = modules.contains(&module).map_err(|e| e.to_string())?;
+                let module = !stored || modules.contains(&module).map_err(|e| e.to_string())?;
                 Ok((module, blobs.contains(&input).map_err(|e| e.to_string())?))
             });
             match found.await? {

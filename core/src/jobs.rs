@@ -92,9 +92,7 @@ impl Job {
     /// What the stopped replicas of a cancelled job ran, as paid: the least that any of
     /// them reported (by fuel for wasm, by cost for containers), nothing when none did.
     pub fn least_stopped(&self) -> crate::settlement::Used {
-        let cost = |used: &crate::settlement::Used| {
-            crate::settlement::cost(&self.authorization, self.terms.as_ref(), *used)
-        };
+        let cost = |used: &crate::settlement::Used| crate::settlement::cost(self, *used);
         self.stopped
             .iter()
             .map(|(_, used)| *used)

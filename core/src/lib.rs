@@ -50,7 +50,7 @@ pub use chain::{
 pub use index::{IndexKey, IndexRow};
 pub use record::Record;
 pub use refusal::Refusal;
-pub use settlement::{cost, transfer};
+pub use settlement::transfer;
 
 use fleet::Fleet;
 use jobs::Jobs;

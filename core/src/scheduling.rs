@@ -11,8 +11,9 @@ use icn_protocol::{ContentId, Envelope, Fuel, JobId, PublicKey, TaskId};
 
 use crate::jobs::Received;
 use crate::record::Scores;
+use crate::settlement::cost;
 use crate::shares::lowest;
-use crate::{Command, Core, Now, Record, cost};
+use crate::{Command, Core, Now, Record};
 
 impl Core {
     /// A report already verified as signed by `worker`, the key its connection proved.
@@ -321,8 +322,7 @@ impl Core {
         let accepted = received(&agreeing[0]);
         // Each agreeing cooperative is paid what the accepted run used, whether the job
         // completed or failed by its own doing.
-        let each =
-            cost(&job.authorization, job.terms.as_ref(), crate::settlement::Used::of(&accepted.report));
+        let each = cost(job, crate::settlement::Used::of(&accepted.report));
         let payees = agreeing.iter().map(|w| (received(w).owner.clone(), each)).collect();
         let (fuel, worker) = (accepted.report.fuel, accepted.worker);
         let ended = match &accepted.report.outcome {

@@ -6,9 +6,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use icn_governance::{Authorization, Genesis};
+use icn_governance::Genesis;
 use icn_ledger::{Clearing, Ledger, TransferId};
-use icn_protocol::governance::ContainerTerms;
 use icn_protocol::governance::{
     CLEAR_REQUEST_WINDOW_MS, ClearRequest, Credits, ScopeId, ScopeKind, Standing,
 };
@@ -31,13 +30,14 @@ pub fn transfer(job: JobId) -> TransferId {
     TransferId::derive("job", &job.0.0)
 }
 
-/// What a run that used `used` costs, at the price its job was admitted at: fuel at the
-/// price schedule for wasm, CPU and memory at the container terms (`terms`) for a
-/// container. Reports are checked to stay within the task's limits, so this stays
-/// within the hold; `min` keeps that true at a rounding edge.
-pub fn cost(authorization: &Authorization, terms: Option<&ContainerTerms>, used: Used) -> Credits {
-    match terms {
-        Some(terms) => terms.cost(&used.usage),
+/// What a run of `job` that used `used` costs, at the price the job was admitted at:
+/// fuel at the price schedule for wasm, CPU time and reserved memory at the container
+/// terms for a container. Reports are checked to stay within the task's limits, so this
+/// stays within the hold; `min` keeps that true at a rounding edge.
+pub(crate) fn cost(job: &crate::jobs::Job, used: Used) -> Credits {
+    let authorization = &job.authorization;
+    match &job.terms {
+        Some(terms) => terms.cost(&used.usage, job.submission.limits.memory_bytes),
         None => authorization.price.cost(used.fuel),
     }
     .min(authorization.hold)
@@ -191,7 +191,7 @@ impl Core {
     fn pay(&mut self, seq: u64, job: JobId, used: Used, payees: &[(ScopeId, Credits)]) {
         let state = self.jobs.known(&job);
         let authorization = state.authorization;
-        let each = cost(&authorization, state.terms.as_ref(), used);
+        let each = cost(state, used);
         assert!(
             payees.iter().all(|(_, paid)| *paid == each),
             "entry {seq}: a journaled payment differs from the usage times the price"
@@ -258,7 +258,7 @@ impl Core {
         let job = self.jobs.known(&id);
         let least = job.least_stopped();
         let fuel = least.fuel;
-        let each = cost(&job.authorization, job.terms.as_ref(), least);
+        let each = cost(job, least);
         let payees: Vec<(ScopeId, Credits)> = if each.0 > 0 {
             job.stopped.iter().map(|(owner, _)| (owner.clone(), each)).collect()
         } else {

@@ -350,9 +350,11 @@ impl PriceSchedule {
 
 /// The most a container CPU-second or GiB-second may be priced at.
 pub const PRICE_PER_CONTAINER_UNIT_MAX: u64 = 1_000_000;
-/// Below these, replicas' usage agrees whatever the tolerance: the engine samples usage
-/// about every 100 ms, so two honest runs of a short job differ by that much.
-pub const USAGE_CPU_SLACK_MS: u64 = 250;
+/// Below these, replicas' usage agrees whatever the tolerance: the engine samples a
+/// container's CPU time once a second, and containers start and stop at their own pace,
+/// so two honest runs differ by that much.
+pub const USAGE_CPU_SLACK_MS: u64 = 1_000;
+pub const USAGE_WALL_SLACK_MS: u64 = 1_000;
 pub const USAGE_MEMORY_SLACK_BYTES: u64 = 8 * 1024 * 1024;
 
 /// How a scope runs container jobs: what their usage costs, and how far replicas'
@@ -363,7 +365,8 @@ pub const USAGE_MEMORY_SLACK_BYTES: u64 = 8 * 1024 * 1024;
 #[serde(deny_unknown_fields)]
 pub struct ContainerTerms {
     pub credits_per_cpu_second: u64,
-    /// Memory is priced by its peak over the run's wall time.
+    /// Memory is priced by what the task reserved on the worker (its memory limit) for
+    /// as long as it ran: a donated machine holds it for the task whatever it touches.
     pub credits_per_gib_second: u64,
     /// How far, in percent of the larger, two replicas' CPU time or memory peak may
     /// differ and still agree.
@@ -391,14 +394,14 @@ impl ContainerTerms {
         Ok(())
     }
 
-    /// What `usage` costs, rounded up to whole credits. Cannot overflow: usage is
-    /// bounded by the task's limits and prices by their maximum.
-    pub fn cost(&self, usage: &crate::wire::Usage) -> Credits {
+    /// What a run that used `usage` with `memory_bytes` reserved costs, rounded up to
+    /// whole credits. Cannot overflow: usage is bounded by the task's limits and prices
+    /// by their maximum.
+    pub fn cost(&self, usage: &crate::wire::Usage, memory_bytes: u64) -> Credits {
         const GIB: u128 = 1024 * 1024 * 1024;
         let cpu = u128::from(usage.cpu_ms) * u128::from(self.credits_per_cpu_second) * GIB;
-        let memory = u128::from(usage.memory_peak_bytes)
-            * u128::from(usage.wall_ms)
-            * u128::from(self.credits_per_gib_second);
+        let memory =
+            u128::from(memory_bytes) * u128::from(usage.wall_ms) * u128::from(self.credits_per_gib_second);
         let credits = (cpu + memory).div_ceil(1000 * GIB);
         Credits(i64::try_from(credits).expect("bounded usage times bounded price fits"))
     }
@@ -412,7 +415,7 @@ impl ContainerTerms {
             memory_peak_bytes: limits.memory_bytes,
             wall_ms,
         };
-        self.cost(&usage)
+        self.cost(&usage, limits.memory_bytes)
     }
 
     /// Whether two replicas' usage is close enough to be one result.
@@ -422,6 +425,7 @@ impl ContainerTerms {
             x.abs_diff(y) <= allowed.max(slack)
         };
         close(a.cpu_ms, b.cpu_ms, USAGE_CPU_SLACK_MS)
+            && close(a.wall_ms, b.wall_ms, USAGE_WALL_SLACK_MS)
             && close(a.memory_peak_bytes, b.memory_peak_bytes, USAGE_MEMORY_SLACK_BYTES)
     }
 }

@@ -193,8 +193,14 @@ impl ProcessCommons {
         let path = dir.join("coordinator.toml");
         std::fs::write(&path, toml::to_string(&config)?)?;
         let (coordinator, _) = Coordinator::spawn(&path, coordinator_key.public()).await?;
-        let workers =
-            crate::local::spawn_workers(coordinator.addr, coordinator_key.public(), workers, options.slots)?;
+        let workers = crate::local::spawn_workers(
+            coordinator.addr,
+            coordinator_key.public(),
+            workers,
+            options.slots,
+            false,
+        )
+        .await?;
         let commons =
             ProcessCommons { config: path, key: coordinator_key.public(), coordinator, workers, member };
         Ok(commons)
