@@ -23,6 +23,10 @@ use icn_protocol::{ContentId, Fuel, JobId, Keypair, PublicKey, SealPoint};
 #[derive(Parser)]
 #[command(name = "icn", version, about = "The ICN compute commons: governed, verified, settled compute")]
 struct Cli {
+    /// How log lines are written to stderr: `text` for people, `json` (one object a
+    /// line) for a log collector. Which lines: the ICN_LOG filter (default warn).
+    #[arg(long, global = true, env = "ICN_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -651,13 +655,15 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ICN_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ICN_LOG").unwrap_or_else(|_| "warn".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        logs.json().init();
+    } else {
+        // Colour codes only for a person at a terminal, not for a file or a journal.
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

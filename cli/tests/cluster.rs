@@ -872,6 +872,24 @@ async fn the_coordinator_serves_prometheus_metrics_with_bounded_labels() {
         "{scrape}"
     );
     assert!(scrape.contains("# TYPE icn_journal_append_duration_seconds histogram"), "{scrape}");
+    // What the batch's records did, counted as they happened.
+    assert_eq!(sample(&scrape, "icn_jobs_submitted_total{scope=\"fed-north\"}"), Some(1.0), "{scrape}");
+    let ended = "icn_jobs_ended_total{scope=\"fed-north\",state=\"completed\"}";
+    assert_eq!(sample(&scrape, ended), Some(1.0), "{scrape}");
+    assert_eq!(sample(&scrape, "icn_queue_wait_seconds_count{scope=\"fed-north\"}"), Some(1.0), "{scrape}");
+    assert_eq!(
+        sample(&scrape, "icn_placement_latency_seconds_count{executor=\"wasm\"}"),
+        Some(1.0),
+        "{scrape}"
+    );
+    assert_eq!(sample(&scrape, "icn_replicas_placed_total{executor=\"wasm\"}"), Some(1.0), "{scrape}");
+    assert_eq!(sample(&scrape, "icn_job_replicas_count"), Some(1.0), "{scrape}");
+    assert_eq!(
+        sample(&scrape, "icn_ledger_posted_credits_total{scope=\"fed-north\"}"),
+        Some(1.0),
+        "{scrape}"
+    );
+    assert_eq!(sample(&scrape, "icn_disagreements_total"), Some(0.0), "{scrape}");
     assert!(!scrape.contains(&id.to_string()[..12]), "no job ids in labels");
     let (status, _) = http_get(addr, "/nothing").await;
     assert!(status.contains("404"), "{status}");

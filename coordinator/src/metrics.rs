@@ -9,9 +9,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use icn_core::gauges::Gauges;
+use icn_core::observe::Observation;
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::api::MemberApi;
@@ -24,6 +25,14 @@ pub struct Metrics {
     pub journal_batch_entries: Histogram,
     /// Member requests refused, by request kind and refusal code.
     pub refused: IntCounterVec,
+    submitted: IntCounterVec,
+    ended: IntCounterVec,
+    queue_wait: HistogramVec,
+    placement_latency: HistogramVec,
+    replicas_placed: IntCounterVec,
+    job_replicas: Histogram,
+    disagreements: prometheus::IntCounter,
+    posted: IntCounterVec,
     jobs: IntGaugeVec,
     queued: IntGaugeVec,
     recent_usage: GaugeVec,
@@ -67,6 +76,52 @@ impl Metrics {
             "Member requests refused, by request kind and refusal code.",
             &["request", "reason"],
         );
+        let histogram_vec = |name: &str, help: &str, label: &str, buckets: Vec<f64>| {
+            let metric = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &[label])
+                .expect("a valid histogram");
+            registry.register(Box::new(metric.clone())).expect("registered once");
+            metric
+        };
+        let waits = || prometheus::exponential_buckets(0.001, 2.0, 20).expect("valid buckets");
+        let submitted = counter_vec("icn_jobs_submitted_total", "Jobs admitted, by scope.", &["scope"]);
+        let ended = counter_vec(
+            "icn_jobs_ended_total",
+            "Jobs that ended (completed, failed, cancelled) or went to dispute, by scope and state.",
+            &["scope", "state"],
+        );
+        let queue_wait = histogram_vec(
+            "icn_queue_wait_seconds",
+            "Time from a job's admission to its first replica's placement, by scope.",
+            "scope",
+            waits(),
+        );
+        let placement_latency = histogram_vec(
+            "icn_placement_latency_seconds",
+            "Time from a replica being wanted (admitted, requeued, asked for) to its placement, by executor.",
+            "executor",
+            waits(),
+        );
+        let replicas_placed = counter_vec(
+            "icn_replicas_placed_total",
+            "Replicas placed on workers, by executor.",
+            &["executor"],
+        );
+        let job_replicas = histogram(
+            "icn_job_replicas",
+            "Replicas a job placed before it ended.",
+            vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0],
+        );
+        let disagreements = prometheus::IntCounter::new(
+            "icn_disagreements_total",
+            "Replica results that disagreed with the accepted result.",
+        )
+        .expect("a valid counter");
+        registry.register(Box::new(disagreements.clone())).expect("registered once");
+        let posted = counter_vec(
+            "icn_ledger_posted_credits_total",
+            "Credits paid from each scope to the cooperatives that ran its jobs.",
+            &["scope"],
+        );
         let int_vec = |name: &str, help: &str, labels: &[&str]| {
             let metric = IntGaugeVec::new(opts(name, help), labels).expect("a valid gauge");
             registry.register(Box::new(metric.clone())).expect("registered once");
@@ -90,6 +145,14 @@ impl Metrics {
             journal_append_seconds,
             journal_batch_entries,
             refused,
+            submitted,
+            ended,
+            queue_wait,
+            placement_latency,
+            replicas_placed,
+            job_replicas,
+            disagreements,
+            posted,
             jobs: int_vec("icn_jobs", "Jobs the coordinator holds, by scope and state.", &["scope", "state"]),
             queued: int_vec("icn_queue_jobs", "Jobs waiting for a worker, by scope.", &["scope"]),
             recent_usage,
@@ -118,6 +181,35 @@ impl Metrics {
             journal_entries: int("icn_journal_entries", "Entries in the journal."),
             registry,
         })
+    }
+
+    /// Counts what a batch's records did.
+    pub fn observe(&self, observations: impl IntoIterator<Item = Observation>) {
+        for observation in observations {
+            match observation {
+                Observation::Submitted { scope } => self.submitted.with_label_values(&[scope.as_str()]).inc(),
+                Observation::Placed { scope, executor, waited_ms, queued_ms } => {
+                    let executor = executor.to_string();
+                    self.replicas_placed.with_label_values(&[executor.as_str()]).inc();
+                    self.placement_latency
+                        .with_label_values(&[executor.as_str()])
+                        .observe(waited_ms as f64 / 1000.0);
+                    if let Some(queued_ms) = queued_ms {
+                        self.queue_wait
+                            .with_label_values(&[scope.as_str()])
+                            .observe(queued_ms as f64 / 1000.0);
+                    }
+                }
+                Observation::Disagreed { dissenting } => self.disagreements.inc_by(u64::from(dissenting)),
+                Observation::Ended { scope, state, replicas } => {
+                    self.ended.with_label_values(&[scope.as_str(), state]).inc();
+                    self.job_replicas.observe(f64::from(replicas));
+                }
+                Observation::Posted { scope, credits } => {
+                    self.posted.with_label_values(&[scope.as_str()]).inc_by(credits.max(0) as u64);
+                }
+            }
+        }
     }
 
     /// The text exposition of every metric, with the core's gauges as `gauges` says.

@@ -456,6 +456,7 @@ fn core_loop(
         }
         shell.payloads.clear();
         shell.budgets.clear();
+        metrics.observe(shell.core.take_observations());
         if let Some(sealed) = entries.last().and_then(|e| e.sealed()) {
             shell.seal = sealed;
             seals.send_replace(sealed);

@@ -86,6 +86,9 @@ pub(crate) struct Job {
     pub not_before_ms: u64,
     /// The latest journal entry about this job: the cause of what follows from it.
     pub last_seq: u64,
+    /// When a replica of it last became wanted (admitted, requeued, more replicas
+    /// asked for): what placement latency is measured from.
+    pub wanted_ms: u64,
 }
 
 impl Job {
@@ -301,6 +304,7 @@ impl Jobs {
             terms,
             not_before_ms: 0,
             last_seq: seq,
+            wanted_ms: time_ms,
         };
         assert!(self.map.insert(id, job).is_none(), "entry {seq}: job {id} is admitted once");
         self.enqueue(&id);
@@ -343,6 +347,7 @@ impl Jobs {
         job.vacant.insert(task.index);
         job.requeues += 1;
         job.not_before_ms = time_ms.saturating_add(backoff(job.requeues));
+        job.wanted_ms = job.not_before_ms;
         self.enqueue(&task.job);
         placement
     }
@@ -363,9 +368,10 @@ impl Jobs {
         placement
     }
 
-    pub fn want_replicas(&mut self, seq: u64, id: &JobId, count: u32) {
+    pub fn want_replicas(&mut self, seq: u64, time_ms: u64, id: &JobId, count: u32) {
         let job = self.known_mut(id);
         job.last_seq = seq;
+        job.wanted_ms = time_ms;
         job.extra += count;
         self.enqueue(id);
     }

@@ -28,6 +28,7 @@ mod fleet;
 pub mod gauges;
 pub mod index;
 mod jobs;
+pub mod observe;
 pub mod record;
 mod refusal;
 mod scheduling;
@@ -190,6 +191,8 @@ pub struct Core {
     index: Vec<IndexRow>,
     /// Members' names, shared with traces made off this thread; members only join.
     names: Arc<std::collections::BTreeMap<PublicKey, String>>,
+    /// What the records made live since the shell last looked say to its metrics.
+    observed: std::collections::VecDeque<observe::Observation>,
 }
 
 impl Core {
@@ -209,6 +212,7 @@ impl Core {
             commands: Vec::new(),
             index: Vec::new(),
             names: Arc::default(),
+            observed: std::collections::VecDeque::new(),
         }
     }
 
@@ -350,6 +354,7 @@ impl Core {
         let seq = self.chain.next_seq;
         let now_ms = self.clock.wall_ms;
         let entry = Entry::new(seq, self.chain.last_hash, cause, now_ms, signer, &record);
+        self.observe(now_ms, &record);
         self.apply(seq, now_ms, &record);
         self.chain = Chain { next_seq: seq + 1, last_hash: entry.hash };
         self.entries.push(entry);
@@ -378,7 +383,7 @@ impl Core {
             Record::Verified { job, agreeing, dissenting, by_decision } => {
                 self.apply_verified(seq, *job, agreeing, dissenting, by_decision.is_some())
             }
-            Record::ReplicasWanted { job, count, .. } => self.jobs.want_replicas(seq, job, *count),
+            Record::ReplicasWanted { job, count, .. } => self.jobs.want_replicas(seq, time_ms, job, *count),
             Record::DisputeOpened { job, .. } => self.jobs.dispute(seq, job),
             Record::JobCompleted { job, fuel, worker, payees, .. } => {
                 self.apply_paid(seq, *job, *fuel, *worker, payees, None)
