@@ -78,6 +78,9 @@ pub struct LocalOptions<'a> {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Workers also run container jobs, through the local Docker engine.
     pub containers: bool,
+    /// Where the workers serve `/metrics`, the i-th worker at the i-th address; workers
+    /// past the list serve none.
+    pub worker_metrics: &'a [std::net::SocketAddr],
 }
 
 impl Default for LocalOptions<'_> {
@@ -98,6 +101,7 @@ impl Default for LocalOptions<'_> {
             second_federation: None,
             metrics_listen: None,
             containers: false,
+            worker_metrics: &[],
             keys: None,
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         }
@@ -248,16 +252,17 @@ pub async fn spawn_workers(
     keys: Vec<(Arc<Keypair>, String)>,
     slots: u32,
     containers: bool,
+    metrics: &[std::net::SocketAddr],
 ) -> anyhow::Result<Vec<LocalWorker>> {
     let mut workers = Vec::new();
-    for (key, owner) in keys {
+    for (i, (key, owner)) in keys.into_iter().enumerate() {
         let config = WorkerConfig {
             key: key.clone(),
             coordinator: addr,
             coordinator_key,
             slots,
             memory_bytes: 256 * 1024 * 1024,
-            metrics_listen: None,
+            metrics_listen: metrics.get(i).copied(),
             agent: crate::client::agent(),
         };
         let mut executors = icn_worker::Executors::from(Arc::new(WasmExecutor::new()?));
@@ -315,7 +320,15 @@ impl LocalCommons {
         };
         let coordinator = Coordinator::start(coordinator_key, config).await?;
         let (addr, public) = (coordinator.addr(), coordinator.public_key());
-        let workers = spawn_workers(addr, public, worker_keys, options.slots, options.containers).await?;
+        let workers = spawn_workers(
+            addr,
+            public,
+            worker_keys,
+            options.slots,
+            options.containers,
+            options.worker_metrics,
+        )
+        .await?;
         let commons = LocalCommons {
             coordinator,
             journal,

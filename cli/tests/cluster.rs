@@ -896,67 +896,6 @@ async fn the_coordinator_serves_prometheus_metrics_with_bounded_labels() {
     commons.stop().await.unwrap();
 }
 
-/// A real Prometheus (Debian's `prometheus`, which `.ci/run` installs) scrapes the
-/// coordinator's `/metrics` and answers a query over what it scraped.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_real_prometheus_scrapes_the_coordinator() {
-    let dir = tempfile::tempdir().unwrap();
-    let (commons, target) = with_metrics(dir.path()).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: icn-coordinator\n    \
-             static_configs:\n      - targets: ['{target}']\n"
-        ),
-    )
-    .unwrap();
-    let prometheus = tokio::process::Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn();
-    let mut prometheus =
-        prometheus.expect("prometheus is not installed: `apt-get install prometheus` (.ci/run does)");
-    let web: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    let answered = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            if tokio::net::TcpStream::connect(web).await.is_err() {
-                continue;
-            }
-            let (_, body) = http_get(web, "/api/v1/query?query=icn_slots").await;
-            if body.contains("\"icn_slots\"") && body.contains("\"4\"") {
-                return body;
-            }
-        }
-    });
-    let body = answered.await.expect("Prometheus scraped icn_slots = 4 within a minute");
-    assert!(body.contains(&format!("\"instance\":\"{target}\"")), "{body}");
-    prometheus.kill().await.unwrap();
-    commons.stop().await.unwrap();
-}
-
-/// The deploy files Prometheus reads are valid to Prometheus's own checker.
-#[test]
-fn the_deployed_prometheus_config_is_valid() {
-    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/prometheus/prometheus.yml");
-    let checked = std::process::Command::new("promtool")
-        .args(["check", "config", config])
-        .output()
-        .expect("promtool is not installed: `apt-get install prometheus` (.ci/run does)");
-    assert!(
-        checked.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
-    );
-}
-
 /// A worker serves Prometheus metrics of its own: slots, whether it is connected, and its
 /// tasks by executor and ending, with their duration and fuel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,7 +21,7 @@ use icn_worker::executor::{Executor, Running, Stop};
 const TOLERANCE_PERCENT: u32 = 50;
 
 async fn image() -> ContentId {
-    import_busybox(std::path::Path::new("/bin/busybox"), "icn-test-busybox:latest")
+    import_busybox(std::path::Path::new("/bin/busybox"), "icn-test-busybox")
         .await
         .unwrap_or_else(|e| panic!("the container tests need Docker and Debian's busybox-static: {e}"))
 }

@@ -17,7 +17,7 @@ pub struct Gauges {
     /// Jobs held in memory by scope and state (queued, running, disputed, and the ended
     /// ones still remembered).
     pub jobs: BTreeMap<(ScopeId, &'static str), u64>,
-    /// Jobs waiting for a worker, by scope.
+    /// Jobs waiting for a worker, by scope (every scope, zero included).
     pub queued: BTreeMap<ScopeId, u64>,
     /// Slot time each scope used recently (decayed), in seconds.
     pub recent_usage_seconds: BTreeMap<ScopeId, f64>,
@@ -45,6 +45,10 @@ impl Core {
         let disputed = JobState::Disputed.name();
         gauges.disputes_open =
             gauges.jobs.iter().filter(|((_, state), _)| *state == disputed).map(|(_, n)| n).sum();
+        // Every scope, at zero when nothing of it waits, so a dashboard shows an empty queue.
+        for scope in self.governance.scopes.keys() {
+            gauges.queued.insert(scope.clone(), 0);
+        }
         for (scope, _, count) in self.jobs.queues() {
             *gauges.queued.entry(scope.clone()).or_default() += count as u64;
         }

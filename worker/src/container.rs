@@ -94,6 +94,13 @@ impl Counters {
         .expect("a valid counter");
         let starts = IntCounter::new("icn_worker_container_starts_total", "Containers started.")
             .expect("a valid counter");
+        // Every reason is exported from the start, at zero, so a rate over it has data.
+        for reason in ["image_missing", "engine"] {
+            failures.with_label_values(&[reason]);
+        }
+        for reason in ["timeout", "output", "cancelled"] {
+            kills.with_label_values(&[reason]);
+        }
         Counters { starts, failures, kills }
     }
 }
@@ -453,9 +460,10 @@ pub const BUSYBOX_APPLETS: &[&str] = &[
 
 /// Builds a small image from a static busybox binary (Debian's `busybox-static` puts one
 /// at `/bin/busybox`), with no registry: its root filesystem is imported as an image
-/// tagged `tag`, as `docker import` does. Returns the image's id, the program of a
-/// container job. For tests, benchmarks and trying the container executor out.
-pub async fn import_busybox(busybox: &std::path::Path, tag: &str) -> Result<ContentId, String> {
+/// named `repo`, as `docker import` does, tagged by the root filesystem's digest, so the
+/// same busybox is imported once. Returns the image's id, the program of a container
+/// job. For tests, benchmarks and trying the container executor out.
+pub async fn import_busybox(busybox: &std::path::Path, repo: &str) -> Result<ContentId, String> {
     let binary = std::fs::read(busybox).map_err(|e| {
         format!(
             "reading {}: {e} (Debian's busybox-static package installs a static busybox there)",
@@ -494,11 +502,17 @@ pub async fn import_busybox(busybox: &std::path::Path, tag: &str) -> Result<Cont
         .negotiate_version()
         .await
         .map_err(|e| format!("the Docker engine did not answer: {e}"))?;
-    let (repo, version) = tag.split_once(':').unwrap_or((tag, "latest"));
+    let version = ContentId::of(&bytes).short();
+    let tag = format!("{repo}:{version}");
+    if let Ok(image) = docker.inspect_image(&tag).await
+        && let Some(id) = image.id
+    {
+        return parse_image(&id);
+    }
     let options = bollard::query_parameters::CreateImageOptionsBuilder::default()
         .from_src("-")
         .repo(repo)
-        .tag(version)
+        .tag(&version)
         .changes(vec!["ENV PATH=/bin".to_string()])
         .build();
     let mut progress = docker.create_image(Some(options), Some(bollard::body_full(bytes.into())), None);
@@ -506,7 +520,7 @@ pub async fn import_busybox(busybox: &std::path::Path, tag: &str) -> Result<Cont
         step.map_err(|e| format!("importing the image: {e}"))?;
     }
     let image =
-        docker.inspect_image(tag).await.map_err(|e| format!("inspecting the imported image {tag}: {e}"))?;
+        docker.inspect_image(&tag).await.map_err(|e| format!("inspecting the imported image {tag}: {e}"))?;
     let id = image.id.ok_or_else(|| format!("the engine gave no id for image {tag}"))?;
     parse_image(&id)
 }

@@ -11,7 +11,7 @@ use icn_protocol::{ContentId, Fuel, JobId, TaskId};
 use icn_worker::container::{ContainerConfig, ContainerExecutor, LABEL_WORKER, import_busybox};
 use icn_worker::executor::{Execution, Executor, Stop};
 
-const IMAGE_TAG: &str = "icn-test-busybox:latest";
+const IMAGE_TAG: &str = "icn-test-busybox";
 
 struct Sandbox {
     executor: Arc<ContainerExecutor>,

@@ -199,6 +199,7 @@ impl ProcessCommons {
             workers,
             options.slots,
             false,
+            &[],
         )
         .await?;
         let commons =
