@@ -9,6 +9,7 @@ use icn_protocol::{ContentId, Fuel};
 use icn_worker::WasmExecutor;
 use tokio::sync::Semaphore;
 
+pub mod container;
 pub mod memory;
 
 use crate::demo::HELLO_WAT;

@@ -91,8 +91,9 @@ enum Command {
         /// A file whose bytes are the job's stdin.
         #[arg(long)]
         input: Option<PathBuf>,
-        /// An argument for the module (repeatable).
-        #[arg(long = "arg")]
+        /// An argument for the module, or for a container its command (repeatable; a
+        /// value may start with a dash: --arg -c).
+        #[arg(long = "arg", allow_hyphen_values = true)]
         args: Vec<String>,
         /// The most fuel (wasm instructions, roughly) the job may use; its hold is this
         /// times the price (default 1000000000).
@@ -313,6 +314,13 @@ enum Command {
         /// With --memory: jobs with 1 MiB outputs.
         #[arg(long, default_value_t = 1_000)]
         large_jobs: usize,
+        /// Measure container jobs instead: per-task time through the commons beside
+        /// `docker run --rm` of the same image (built from --busybox), one at a time.
+        #[arg(long)]
+        container: bool,
+        /// With --container: the static busybox the benchmark's image is made of.
+        #[arg(long, default_value = "/bin/busybox")]
+        busybox: PathBuf,
         /// Run the seeded trust simulation against fixed two-fold replication.
         #[arg(long)]
         simulate: bool,
@@ -995,6 +1003,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench { placement: true, pool, jobs, .. } => {
             let placements = jobs.unwrap_or(2_000).max(100) * 50;
             tokio::task::spawn_blocking(move || icn_cli::bench::placement(pool, placements)).await??.print();
+        }
+        Command::Bench { container: true, jobs, busybox, .. } => {
+            icn_cli::bench::container::run(jobs.unwrap_or(30), &busybox).await?.print();
         }
         Command::Bench { simulate: true, tasks, seed, .. } => {
             let config = icn_placement::sim::SimConfig { tasks, seed, ..Default::default() };

@@ -68,7 +68,7 @@ pub fn describe(view: &JobView) -> String {
             worker.short(),
             icn_core::record::describe_outcome(&report.outcome),
             report.output_bytes,
-            report.fuel,
+            report.used(),
             stderr_note(view)
         ),
         (JobState::Cancelled, _) => format!(

@@ -242,3 +242,24 @@ fn the_coordinator_down_and_no_heartbeat_alerts_fire() {
     }
     promtool(&["test", "rules", &test]);
 }
+
+/// The systemd units are valid to systemd's own checker (with this build's binary in the
+/// place the units name).
+#[test]
+fn the_systemd_units_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    for unit in ["icn-coordinator.service", "icn-worker.service"] {
+        let text = std::fs::read_to_string(deployed(&format!("systemd/{unit}"))).unwrap();
+        assert!(text.contains("ExecStart=/usr/local/bin/icn "), "{unit} runs the installed binary");
+        let path = dir.path().join(unit);
+        std::fs::write(&path, text.replace("/usr/local/bin/icn", env!("CARGO_BIN_EXE_icn"))).unwrap();
+        let out = std::process::Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .expect("systemd-analyze is not installed: `apt-get install systemd`");
+        let said =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && said.trim().is_empty(), "{unit}: {said}");
+    }
+}

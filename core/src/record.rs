@@ -236,7 +236,7 @@ impl Record {
                     describe_outcome(&r.outcome),
                     r.output_digest.short(),
                     r.output_bytes,
-                    r.fuel
+                    r.used()
                 ),
                 Err(_) => "report received (unreadable report)".into(),
             },

@@ -489,6 +489,12 @@ impl ExecutionReport {
         self.usage.validate(limits)
     }
 
+    /// What the run used, in words: a container's CPU time, memory peak and running time,
+    /// or a wasm run's fuel.
+    pub fn used(&self) -> String {
+        if self.usage == Usage::default() { self.fuel.to_string() } else { self.usage.to_string() }
+    }
+
     /// Checks that `output` is the output this report commits to.
     pub fn check_output(&self, output: &[u8]) -> Result<(), Error> {
         if output.len() as u64 != self.output_bytes || ContentId::of(output) != self.output_digest {
