@@ -828,3 +828,33 @@ fn a_dev_commons_stays_up_runs_jobs_and_starts_again_where_it_stopped() {
     assert!(jobs.lines().nth(1).is_some_and(|l| l.contains("completed")), "{jobs}");
     stop_with_sigterm(dev);
 }
+
+/// `--log-format json` writes each log line as one JSON object, for a log collector; a
+/// stderr that is not a terminal gets no colour codes either way.
+#[test]
+fn logs_are_json_lines_when_asked_and_never_coloured_off_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dir.path().join("demo");
+    let run = |format: &str| {
+        Command::new(ICN)
+            .args(["--log-format", format, "demo", "--keep"])
+            .arg(keep.join(format))
+            .env("ICN_LOG", "info")
+            .stdin(Stdio::null())
+            .output()
+            .expect("icn runs")
+    };
+    let json = run("json");
+    assert!(json.status.success(), "{}", text(&json.stderr));
+    let lines: Vec<&str> =
+        std::str::from_utf8(&json.stderr).unwrap().lines().filter(|l| l.starts_with('{')).collect();
+    assert!(lines.len() >= 3, "info lines were logged: {}", text(&json.stderr));
+    for line in &lines {
+        let object: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(object["level"].is_string() && object["fields"].is_object(), "{line}");
+    }
+    let plain = run("text");
+    assert!(plain.status.success(), "{}", text(&plain.stderr));
+    assert!(text(&plain.stderr).contains(" INFO "), "{}", text(&plain.stderr));
+    assert!(!plain.stderr.contains(&0x1b) && !json.stderr.contains(&0x1b), "no escape codes off a terminal");
+}

@@ -240,3 +240,15 @@ async fn a_worker_that_starts_removes_the_containers_it_left() {
         docker.inspect_container(&left.id, None::<bollard::query_parameters::InspectContainerOptions>).await;
     assert!(inspected.is_err(), "the left container is gone from the engine");
 }
+
+/// A worker whose engine does not answer offers no container slots: connecting fails,
+/// naming what did not answer.
+#[tokio::test]
+async fn no_engine_means_no_container_executor() {
+    // SAFETY: this test runs in a process of its own (nextest), with no other thread
+    // reading the environment yet.
+    unsafe { std::env::set_var("DOCKER_HOST", "unix:///nonexistent/docker.sock") };
+    let refused = ContainerExecutor::connect(ContainerConfig::new("test-none".into())).await.err();
+    let refused = refused.expect("no engine, no executor");
+    assert!(refused.contains("/nonexistent/docker.sock"), "{refused}");
+}
