@@ -317,6 +317,7 @@ fn index_key(key: &IndexKey) -> (i64, Vec<u8>) {
         IndexKey::Decision(seq) => (2, seq.to_be_bytes().to_vec()),
         IndexKey::Proposal(id) => (3, id.0.to_vec()),
         IndexKey::Share(scope) => (4, scope.as_str().as_bytes().to_vec()),
+        IndexKey::JobEntries(seq) => (5, seq.to_be_bytes().to_vec()),
     }
 }
 

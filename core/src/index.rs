@@ -13,8 +13,13 @@ use crate::{Core, Record};
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum IndexKey {
-    /// Every entry about a job.
+    /// A job's submission (journals written before `JobEntries` existed file every
+    /// entry about the job here).
     Job(JobId),
+    /// Every entry about the job submitted at this entry, after its submission: keyed by
+    /// the submission's sequence number, which grows, so the index's writes land together
+    /// instead of at random places as a random job id would put them.
+    JobEntries(u64),
     /// Every entry that moved or held a scope's account.
     Scope(ScopeId),
     /// Every job submitted under a decision (or the genesis's founding mandates).
@@ -39,7 +44,11 @@ impl Core {
     pub(crate) fn file(&mut self, seq: u64, record: &Record) {
         let row = |key, change| IndexRow { key, seq, change };
         if let Some(job) = record.job() {
-            self.index.push(row(IndexKey::Job(job), 0));
+            let key = match (record, self.jobs.get(&job)) {
+                (Record::JobSubmitted { .. }, _) | (_, None) => IndexKey::Job(job),
+                (_, Some(state)) => IndexKey::JobEntries(state.submitted_seq),
+            };
+            self.index.push(row(key, 0));
         }
         match record {
             Record::JobSubmitted { submission, authorization } => {

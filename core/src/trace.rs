@@ -92,6 +92,19 @@ impl<'a, S: Source> Provenance<'a, S> {
         }
     }
 
+    /// Every entry about `job`, in order: its submission and what followed, filed under
+    /// its submission's sequence number (or, in journals from before that, under its id).
+    fn job_rows(&self, job: &JobId) -> Result<Vec<IndexRow>, String> {
+        let mut rows = self.source.indexed(&IndexKey::Job(*job), None, JOB_ENTRIES_MAX)?;
+        if let Some(submitted) = rows.first().map(|r| r.seq) {
+            rows.extend(self.source.indexed(&IndexKey::JobEntries(submitted), None, JOB_ENTRIES_MAX)?);
+        }
+        rows.sort_by_key(|r| r.seq);
+        rows.dedup_by_key(|r| r.seq);
+        rows.truncate(JOB_ENTRIES_MAX);
+        Ok(rows)
+    }
+
     pub fn job(&self, job: &JobId) -> Result<Trace, String> {
         let (_, envelope, authorization) = self.submitted(job)?;
         let submission: Submission = envelope.open_trusted().map_err(|e| e.to_string())?;
@@ -99,7 +112,7 @@ impl<'a, S: Source> Provenance<'a, S> {
         let mut money = vec![];
         let mut first_placed = None;
         let (mut settled, mut cancelled_at) = (false, None);
-        for row in self.source.indexed(&IndexKey::Job(*job), None, JOB_ENTRIES_MAX)? {
+        for row in self.job_rows(job)? {
             let (entry, record) = self.read(row.seq)?;
             let line = self.line(&entry, &record);
             if matches!(record, Record::JobCancelled { .. }) {
@@ -224,7 +237,7 @@ impl<'a, S: Source> Provenance<'a, S> {
     /// A job's view as its journal entries tell it: for a job the core no longer holds
     /// in memory (it ended and was forgotten). `None` when the journal has no such job.
     pub fn job_view(&self, job: &JobId) -> Result<Option<JobView>, String> {
-        let rows = self.source.indexed(&IndexKey::Job(*job), None, JOB_ENTRIES_MAX)?;
+        let rows = self.job_rows(job)?;
         if rows.is_empty() {
             return Ok(None);
         }
