@@ -922,6 +922,89 @@ mod tests {
         assert!(seal(longer).open_trusted::<Submission>().is_err());
     }
 
+    fn report() -> ExecutionReport {
+        ExecutionReport {
+            task: TaskId { job: JobId(ContentId::of(b"j")), index: 0 },
+            attempt: 1,
+            outcome: Outcome::Exited { code: 0 },
+            output_digest: ContentId::of(b"42\n"),
+            output_bytes: 3,
+            stderr: b"warn".to_vec(),
+            fuel: Fuel(10),
+            usage: Usage::default(),
+        }
+    }
+
+    /// A report signed before `usage` existed opens with zero usage; one with usage opens
+    /// with it; bytes beyond either encoding are refused.
+    #[test]
+    fn reports_of_the_earlier_encoding_open_with_zero_usage() {
+        #[derive(Serialize)]
+        struct V1<'a>(TaskId, u32, &'a Outcome, ContentId, u64, &'a [u8], Fuel);
+        let r = report();
+        let key = crate::Keypair::from_seed([2; 32]);
+        let seal = |payload: Vec<u8>| {
+            let mut envelope = Envelope::seal(&key, 1, &r);
+            envelope.payload = payload;
+            envelope
+        };
+        let old = crate::encode(&V1(
+            r.task,
+            r.attempt,
+            &r.outcome,
+            r.output_digest,
+            r.output_bytes,
+            &r.stderr,
+            r.fuel,
+        ));
+        assert_eq!(seal(old.clone()).open_trusted::<ExecutionReport>().unwrap(), r);
+        let mut with = r.clone();
+        with.usage = Usage { cpu_ms: 5, memory_peak_bytes: 6, wall_ms: 7 };
+        assert_eq!(seal(crate::encode(&with)).open_trusted::<ExecutionReport>().unwrap(), with);
+        let mut longer = old;
+        longer.extend_from_slice(&[0, 0, 7, 9]);
+        assert!(seal(longer).open_trusted::<ExecutionReport>().is_err());
+    }
+
+    /// A worker cannot claim more than the task's limits make possible: more CPU than its
+    /// quota over the time it ran, more time than its timeout allows, more memory than its
+    /// limit.
+    #[test]
+    fn reported_usage_is_bounded_by_the_tasks_limits() {
+        let limits = Limits { memory_bytes: 64 << 20, timeout_ms: 1_000, ..Limits::default() };
+        let mut claimed = report();
+        claimed.usage = Usage { cpu_ms: 900, memory_peak_bytes: 60 << 20, wall_ms: 1_000 };
+        assert!(claimed.validate(&limits).is_ok());
+        claimed.usage.cpu_ms = 1_001;
+        assert!(claimed.validate(&limits).unwrap_err().to_string().contains("1001 ms of CPU in 1000 ms"));
+        claimed.usage = Usage { cpu_ms: 0, memory_peak_bytes: 65 << 20, wall_ms: 10 };
+        assert!(claimed.validate(&limits).unwrap_err().to_string().contains("memory peak"));
+        claimed.usage =
+            Usage { cpu_ms: 0, memory_peak_bytes: 0, wall_ms: 1_000 + CONTAINER_STOP_GRACE_MS + 1 };
+        assert!(claimed.validate(&limits).unwrap_err().to_string().contains("wall time"));
+    }
+
+    #[test]
+    fn container_terms_price_cpu_and_reserved_memory_and_bound_the_hold() {
+        let terms = crate::governance::ContainerTerms {
+            credits_per_cpu_second: 10,
+            credits_per_gib_second: 4,
+            usage_tolerance_percent: 20,
+        };
+        let usage = Usage { cpu_ms: 1_500, memory_peak_bytes: 1 << 20, wall_ms: 2_000 };
+        // 1.5 CPU-seconds at 10, plus 0.5 GiB reserved for 2 s at 4: 15 + 4.
+        assert_eq!(terms.cost(&usage, 512 << 20), crate::governance::Credits(19));
+        // Rounded up, never down: a sliver of use costs a credit.
+        assert_eq!(terms.cost(&Usage { cpu_ms: 1, ..Usage::default() }, 0), crate::governance::Credits(1));
+        let limits = Limits { memory_bytes: 512 << 20, timeout_ms: 2_000, ..Limits::default() };
+        let most = terms.most(&limits);
+        let longest = Usage { cpu_ms: 12_000, memory_peak_bytes: 512 << 20, wall_ms: 12_000 };
+        assert!(most >= terms.cost(&longest, limits.memory_bytes), "{most:?}");
+        assert!(terms.validate().is_ok());
+        let loose = crate::governance::ContainerTerms { usage_tolerance_percent: 101, ..terms };
+        assert!(loose.validate().unwrap_err().to_string().contains("between 0 and 100"));
+    }
+
     #[test]
     fn submission_limits_name_the_bad_value() {
         assert!(submission().validate().is_ok());
