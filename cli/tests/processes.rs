@@ -858,3 +858,81 @@ fn logs_are_json_lines_when_asked_and_never_coloured_off_a_terminal() {
     assert!(text(&plain.stderr).contains(" INFO "), "{}", text(&plain.stderr));
     assert!(!plain.stderr.contains(&0x1b) && !json.stderr.contains(&0x1b), "no escape codes off a terminal");
 }
+
+/// A container job as a member runs one from the terminal: a worker started with
+/// `--containers`, container terms decided with `icn propose ... container-terms`, then
+/// `icn submit --executor container sha256:… --arg …` prints the container's output, and
+/// `icn status` says what it used.
+#[test]
+fn a_container_job_runs_from_the_icn_command() {
+    let mut cluster = Cluster::new(&["coop-a"]);
+    let genesis = cluster.dir.path().join("genesis.toml");
+    let text_before = std::fs::read_to_string(&genesis).unwrap();
+    std::fs::write(
+        &genesis,
+        text_before.replace("executors = [\"wasm\"]", "executors = [\"wasm\", \"container\"]"),
+    )
+    .unwrap();
+    cluster.start_coordinator();
+    let key = cluster.dir.path().join("coop-a.key");
+    let worker = Command::new(ICN)
+        .args([
+            "worker",
+            "--containers",
+            "--coordinator",
+            &cluster.addr,
+            "--coordinator-key",
+            &cluster.coordinator_key,
+        ])
+        .args(["--key", key.to_str().unwrap(), "--slots", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    cluster.workers.push(("coop-a".into(), worker));
+    let image = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(icn_worker::container::import_busybox(Path::new("/bin/busybox"), "icn-test-busybox"))
+        .expect("the container tests need Docker and Debian's busybox-static");
+    let member = |args: &[&str]| cluster.member(args);
+    let terms = ["container-terms", "--cpu-second", "2", "--gib-second", "1", "--tolerance", "20"];
+    let (proposal, _) =
+        member(&[&["propose", "--scope", "fed-north", "--title", "containers"][..], &terms[..]].concat());
+    member(&["vote", proposal.trim(), "yes"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let decided = "ACCEPTED \"containers\" by ana: container terms for fed-north: 2 credits per CPU-second";
+    loop {
+        let (decisions, _) = member(&["decisions"]);
+        if decisions.contains(decided) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never decided:\n{decisions}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let input = cluster.dir.path().join("names");
+    std::fs::write(&input, "ana\nben\n").unwrap();
+    let image = format!("sha256:{image}");
+    let (out, said) = member(&[
+        "submit",
+        "--scope",
+        "fed-north",
+        "--executor",
+        "container",
+        &image,
+        "--arg",
+        "sh",
+        "--arg",
+        "-c",
+        "--arg",
+        "cat; echo done",
+        "--input",
+        input.to_str().unwrap(),
+        "--wait",
+    ]);
+    let mut lines = out.lines();
+    let job = lines.next().unwrap().to_string();
+    assert_eq!(lines.collect::<Vec<_>>(), ["ana", "ben", "done"], "{out}{said}");
+    let (_, status) = member(&["status", &job]);
+    assert!(status.contains("completed") && status.contains("CPU-seconds"), "{status}");
+}
