@@ -246,7 +246,7 @@ impl Record {
                     job.0.short(),
                     worker.short(),
                     output_digest.short(),
-                    fuel,
+                    used(*fuel),
                     crate::record::paid_list(payees)
                 )
             }
@@ -260,7 +260,7 @@ impl Record {
                     "job {} failed by its own doing on worker {}: {reason}; it used {}, and posted {}",
                     job.0.short(),
                     worker.short(),
-                    fuel,
+                    used(*fuel),
                     crate::record::paid_list(payees)
                 )
             }
@@ -337,4 +337,10 @@ fn describe_event(event: &Event) -> String {
             format!("decision on proposal {}: {}", record.proposal.short(), record.reason)
         }
     }
+}
+
+/// What a paid run used, in words: its fuel, or for a container (which reports no fuel)
+/// the usage its accepted report states.
+fn used(fuel: Fuel) -> String {
+    if fuel.0 == 0 { "the usage its accepted report states".to_string() } else { fuel.to_string() }
 }
