@@ -174,13 +174,19 @@ impl ContainerExecutor {
         }
     }
 
-    async fn kill(&self, id: &str, reason: &str) {
+    /// Kills the container from a task of its own: the caller goes on draining the
+    /// container's output, which the engine may be blocked writing (a container that
+    /// floods stdout) until it is read — awaiting the kill instead could wait on that.
+    fn kill(&self, id: &str, reason: &str) {
         self.counters.kills.with_label_values(&[reason]).inc();
-        let options = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
-        if let Err(e) = self.docker.kill_container(id, Some(options)).await {
-            // It may have ended on its own meanwhile.
-            tracing::debug!(container = %id, error = %e, "kill");
-        }
+        let (docker, id) = (self.docker.clone(), id.to_string());
+        tokio::spawn(async move {
+            let options = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
+            if let Err(e) = engine(docker.kill_container(&id, Some(options))).await {
+                // It may have ended on its own meanwhile.
+                tracing::debug!(container = %id, error = %e, "kill");
+            }
+        });
     }
 
     fn body(&self, assignment: &Assignment) -> ContainerCreateBody {
@@ -345,7 +351,7 @@ impl ContainerExecutor {
                         if watched.stdout.len() as u64 > limits.output_bytes {
                             let detail = format!("the container wrote more than {} bytes of output", limits.output_bytes);
                             watched.ended = Ended::Killed(FailureKind::OutputTooLarge, detail);
-                            self.kill(id, "output").await;
+                            self.kill(id, "output");
                             killed = true;
                         }
                     }
@@ -362,14 +368,14 @@ impl ContainerExecutor {
                 _ = tick.tick() => {
                     if stop.load(Ordering::Relaxed) && !killed {
                         watched.ended = Ended::Killed(FailureKind::Cancelled, "the worker stopped it: its job was cancelled".into());
-                        self.kill(id, "cancelled").await;
+                        self.kill(id, "cancelled");
                         killed = true;
                     }
                 }
                 _ = tokio::time::sleep_until(deadline), if !killed => {
                     let detail = format!("the container ran longer than its {} ms wall-clock limit", limits.timeout_ms);
                     watched.ended = Ended::Killed(FailureKind::Timeout, detail);
-                    self.kill(id, "timeout").await;
+                    self.kill(id, "timeout");
                     killed = true;
                 }
             }
