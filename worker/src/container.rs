@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::container::LogOutput;
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
     RemoveContainerOptionsBuilder, StatsOptionsBuilder,
@@ -208,6 +208,10 @@ impl ContainerExecutor {
                     self.config.scratch_bytes
                 )
             })])),
+            // The output is read from the attach stream; the engine keeps no log of it
+            // on the worker's disk (a container writing stderr for its whole time limit
+            // would otherwise fill that disk).
+            log_config: Some(HostConfigLogConfig { typ: Some("none".into()), config: None }),
             cap_drop: Some(vec!["ALL".into()]),
             security_opt: Some(vec!["no-new-privileges".into()]),
             ..Default::default()

@@ -167,6 +167,28 @@ async fn only_the_scratch_tmpfs_is_writable() {
     assert!(text(&ran.output).contains("No space left on device"), "output: {}", text(&ran.output));
 }
 
+/// A container that writes stderr for all its time leaves nothing on the worker's disk:
+/// the engine keeps no log of a task's output, and only the tail travels.
+#[tokio::test]
+async fn stderr_is_kept_to_its_tail_and_never_logged_by_the_engine() {
+    let sandbox = sandbox().await;
+    let executor = sandbox.executor.clone();
+    let logged = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let running = executor.containers().await.unwrap();
+        let docker =
+            bollard::Docker::connect_with_local_defaults().unwrap().negotiate_version().await.unwrap();
+        let none = None::<bollard::query_parameters::InspectContainerOptions>;
+        let inspected = docker.inspect_container(&running[0], none).await.unwrap();
+        inspected.host_config.and_then(|h| h.log_config).and_then(|l| l.typ)
+    });
+    let ran = sandbox.run("yes complaint >&2 & sleep 2; echo done", b"", limits()).await;
+    assert_eq!(logged.await.unwrap().as_deref(), Some("none"), "the engine's log driver for the task");
+    assert_eq!(text(&ran.output), "done\n");
+    assert_eq!(ran.stderr.len(), icn_protocol::wire::STDERR_SIZE_BYTES_MAX, "only the tail");
+    assert!(text(&ran.stderr).contains("complaint\ncomplaint\n"), "the tail of what it wrote");
+}
+
 #[tokio::test]
 async fn output_over_the_limit_is_cut_and_fails() {
     let sandbox = sandbox().await;
