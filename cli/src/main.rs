@@ -480,10 +480,12 @@ enum EffectArgs {
         /// Credits one CPU-second costs.
         #[arg(long)]
         cpu_second: u64,
-        /// Credits one GiB of memory held for one second costs (by the run's peak).
+        /// Credits one GiB of memory reserved for one second costs (by the job's memory
+        /// limit, for as long as it ran).
         #[arg(long)]
         gib_second: u64,
-        /// How far, in percent, two replicas' CPU time or memory peak may differ.
+        /// How far, in percent, two replicas' CPU time, running time or memory peak may
+        /// differ and still agree.
         #[arg(long, default_value_t = 20)]
         tolerance: u32,
     },

@@ -274,11 +274,11 @@ impl Jobs {
         seq: u64,
         time_ms: u64,
         envelope: &Envelope,
+        submission: Submission,
         authorization: &Authorization,
         terms: Option<icn_protocol::governance::ContainerTerms>,
     ) {
         let id = JobId(envelope.id());
-        let submission = envelope.open_trusted::<Submission>().expect("journaled submissions decode");
         let job = Job {
             authorization: *authorization,
             submitter: envelope.signer,
@@ -617,7 +617,7 @@ impl Core {
             ExecutorKind::Container => self.governance.container_terms(scope),
             ExecutorKind::Wasm => None,
         };
-        self.jobs.admit(seq, time_ms, envelope, authorization, terms);
+        self.jobs.admit(seq, time_ms, envelope, submission, authorization, terms);
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -359,6 +359,10 @@ impl Core {
         self.chain = Chain { next_seq: seq + 1, last_hash: entry.hash };
         self.entries.push(entry);
         if let Some(job) = record.job() {
+            if matches!(record, Record::JobSubmitted { .. }) {
+                // After apply: the admitted job holds its decoded submission.
+                self.observe_admitted(&job);
+            }
             self.commands.push(Command::JobChanged(job));
         }
         seq

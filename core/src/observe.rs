@@ -43,15 +43,18 @@ pub enum Observation {
 }
 
 impl Core {
-    /// Notes what `record`, about to be applied at `time_ms`, tells the metrics.
+    /// Notes the admission of `job`, just applied (its scope is read from the admitted
+    /// job rather than by decoding the submission again).
+    pub(crate) fn observe_admitted(&mut self, job: &icn_protocol::JobId) {
+        if let Some(scope) = self.jobs.get(job).map(|j| j.submission.scope.clone()) {
+            self.keep(Observation::Submitted { scope });
+        }
+    }
+
+    /// Notes what `record`, about to be applied at `time_ms`, tells the metrics (an
+    /// admission is noted after it is applied: [`Core::observe_admitted`]).
     pub(crate) fn observe(&mut self, time_ms: u64, record: &Record) {
         let observation = match record {
-            Record::JobSubmitted { submission, .. } => {
-                let Ok(submission) = submission.open_trusted::<icn_protocol::wire::Submission>() else {
-                    return;
-                };
-                Some(Observation::Submitted { scope: submission.scope })
-            }
             Record::TaskPlaced { task, attempt, .. } => {
                 self.jobs.get(&task.job).map(|job| Observation::Placed {
                     scope: job.submission.scope.clone(),

@@ -128,16 +128,22 @@ pub fn parse_image(text: &str) -> Result<ContentId, String> {
     })
 }
 
+/// The local Docker engine (`DOCKER_HOST`, else its Unix socket), speaking the newest API
+/// version both sides know.
+pub async fn local_engine() -> Result<Docker, String> {
+    Docker::connect_with_local_defaults()
+        .map_err(|e| format!("no Docker engine to connect to: {e}"))?
+        .negotiate_version()
+        .await
+        .map_err(|e| format!("the Docker engine did not answer: {e}"))
+}
+
 impl ContainerExecutor {
     /// Connects to the local Docker engine and removes containers this worker left
     /// from an earlier run. An error means the engine did not answer: the worker then
     /// offers no container slots.
     pub async fn connect(config: ContainerConfig) -> Result<ContainerExecutor, String> {
-        let docker = Docker::connect_with_local_defaults()
-            .map_err(|e| format!("no Docker engine to connect to: {e}"))?
-            .negotiate_version()
-            .await
-            .map_err(|e| format!("the Docker engine did not answer: {e}"))?;
+        let docker = local_engine().await?;
         docker.ping().await.map_err(|e| format!("the Docker engine did not answer a ping: {e}"))?;
         let executor = ContainerExecutor { docker, config, counters: Counters::new() };
         let removed = executor.remove_leftovers().await?;
@@ -507,11 +513,7 @@ pub async fn import_busybox(busybox: &std::path::Path, repo: &str) -> Result<Con
         b"root:x:0:0::/:/bin/sh\nnobody:x:65534:65534::/tmp:/bin/sh\n",
     )?;
     let bytes = archive.into_inner().map_err(|e| format!("building the image: {e}"))?;
-    let docker = Docker::connect_with_local_defaults()
-        .map_err(|e| format!("no Docker engine to connect to: {e}"))?
-        .negotiate_version()
-        .await
-        .map_err(|e| format!("the Docker engine did not answer: {e}"))?;
+    let docker = local_engine().await?;
     let version = ContentId::of(&bytes).short();
     let tag = format!("{repo}:{version}");
     if let Ok(image) = docker.inspect_image(&tag).await

@@ -176,8 +176,7 @@ async fn stderr_is_kept_to_its_tail_and_never_logged_by_the_engine() {
     let logged = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(800)).await;
         let running = executor.containers().await.unwrap();
-        let docker =
-            bollard::Docker::connect_with_local_defaults().unwrap().negotiate_version().await.unwrap();
+        let docker = icn_worker::container::local_engine().await.unwrap();
         let none = None::<bollard::query_parameters::InspectContainerOptions>;
         let inspected = docker.inspect_container(&running[0], none).await.unwrap();
         inspected.host_config.and_then(|h| h.log_config).and_then(|l| l.typ)
@@ -245,7 +244,7 @@ async fn a_worker_that_starts_removes_the_containers_it_left() {
     let sandbox = sandbox().await;
     let owner = format!("test-{}", ContentId::of(&rand_bytes()).short());
     // A container left by an earlier run of a worker with this key.
-    let docker = bollard::Docker::connect_with_local_defaults().unwrap().negotiate_version().await.unwrap();
+    let docker = icn_worker::container::local_engine().await.unwrap();
     let body = bollard::models::ContainerCreateBody {
         image: Some(icn_worker::container::image_ref(&sandbox.image)),
         cmd: Some(vec!["sleep".into(), "60".into()]),
