@@ -46,6 +46,10 @@ pub struct ConfigFile {
     /// not served.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Where members reach the HTTP/JSON API (and `icn ui` connects), such as
+    /// "127.0.0.1:9700"; unset: not served.
+    #[serde(default)]
+    pub http_listen: Option<SocketAddr>,
     /// Fair share: a scope's recent usage halves every this long (default 1 hour).
     #[serde(default = "default_share_half_life_ms")]
     pub share_half_life_ms: u64,
@@ -103,6 +107,7 @@ impl ConfigFile {
             job_expiry_ms: default_job_expiry_ms(),
             share_half_life_ms: default_share_half_life_ms(),
             metrics_listen: None,
+            http_listen: None,
             genesis,
         }
     }
@@ -194,6 +199,7 @@ impl ConfigFile {
                 fetched_retention_ms: self.fetched_output_retention_ms,
             },
             metrics_listen: self.metrics_listen,
+            http_listen: self.http_listen,
         };
         Ok((base.join(&self.key), config))
     }

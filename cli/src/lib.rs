@@ -9,3 +9,4 @@ pub mod governance;
 pub mod local;
 pub mod spec;
 pub mod status;
+pub mod web;

@@ -76,6 +76,8 @@ pub struct LocalOptions<'a> {
     pub second_federation: Option<&'a str>,
     /// Where the coordinator serves `/metrics` (port 0: any free one); `None`: nowhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Where the coordinator serves the HTTP/JSON member API (port 0: any free one).
+    pub http_listen: Option<std::net::SocketAddr>,
     /// Workers also run container jobs, through the local Docker engine.
     pub containers: bool,
     /// Where the workers serve `/metrics`, the i-th worker at the i-th address; workers
@@ -100,6 +102,7 @@ impl Default for LocalOptions<'_> {
             ended_jobs_in_memory: CoreConfig::default().ended_jobs_max,
             second_federation: None,
             metrics_listen: None,
+            http_listen: None,
             containers: false,
             worker_metrics: &[],
             keys: None,
@@ -316,6 +319,7 @@ impl LocalCommons {
             genesis: genesis.clone(),
             accept_journal_end: false,
             metrics_listen: options.metrics_listen,
+            http_listen: options.http_listen,
             retention: icn_coordinator::blobs::Retention::default(),
         };
         let coordinator = Coordinator::start(coordinator_key, config).await?;

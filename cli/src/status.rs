@@ -114,6 +114,8 @@ mod snapshots {
         });
         JobView {
             job,
+            scope: "fed-north".parse().unwrap(),
+            submitter: PublicKey([7; 32]),
             state,
             attempts: 1,
             result: report,

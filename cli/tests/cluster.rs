@@ -293,6 +293,7 @@ async fn start_with_rogue(dir: &std::path::Path, rogue: Arc<Keypair>) -> LocalCo
         genesis: genesis.clone(),
         accept_journal_end: false,
         metrics_listen: None,
+        http_listen: None,
         retention: icn_coordinator::blobs::Retention::default(),
     };
     let coordinator = Coordinator::start(coordinator_key, config).await.unwrap();

@@ -167,9 +167,9 @@ impl MemberApi {
                 self.events.send(Event::PutInput { bytes, budget, reply }).await.map_err(|_| stopping())?;
                 ClientResponse::InputStored(stored.await.map_err(|_| stopping())?)
             }
-            ClientRequest::Output(job) => self.output(job).await?,
+            ClientRequest::Output(job) => self.output(member, job).await?,
             ClientRequest::Submit(envelope) => ClientResponse::Submitted(self.submit(envelope).await?),
-            ClientRequest::Status(job) => ClientResponse::Job(Box::new(self.job(job).await?)),
+            ClientRequest::Status(job) => ClientResponse::Job(Box::new(self.job_for(member, job).await?)),
             ClientRequest::Watch(job) => {
                 return Err(ApiError::new(
                     "invalid",
@@ -349,8 +349,18 @@ impl MemberApi {
     }
 
     /// The output a job's accepted result named, from the payload store.
-    async fn output(&self, job: JobId) -> Result<ClientResponse, ApiError> {
+    async fn output(&self, member: PublicKey, job: JobId) -> Result<ClientResponse, ApiError> {
         let view = self.job(job).await?;
+        if !self.sees(member, &view).await? {
+            return Err(ApiError::new(
+                "private",
+                format!(
+                    "the output of job {job} belongs to scope {}: only its submitter and members with standing in {} \
+                     may read it",
+                    view.scope, view.scope
+                ),
+            ));
+        }
         let Some((_, report)) = view.result.filter(|_| view.state == icn_protocol::wire::JobState::Completed)
         else {
             return Err(ApiError::new(
@@ -386,6 +396,28 @@ impl MemberApi {
             return Ok(view);
         }
         self.provenance(move |p| p.job_view(&job)).await?.ok_or_else(|| unknown_job(&job))
+    }
+
+    /// A job's view as `member` may see it: without its stderr when what the job made
+    /// is not theirs to read ([`Core::sees_job_data`]).
+    pub async fn job_for(&self, member: PublicKey, job: JobId) -> Result<JobView, ApiError> {
+        let view = self.job(job).await?;
+        self.redacted(member, view).await
+    }
+
+    async fn sees(&self, member: PublicKey, view: &JobView) -> Result<bool, ApiError> {
+        let (scope, submitter) = (view.scope.clone(), view.submitter);
+        self.read(move |core| core.sees_job_data(&member, &scope, &submitter)).await
+    }
+
+    async fn redacted(&self, member: PublicKey, mut view: JobView) -> Result<JobView, ApiError> {
+        if view.result.is_some()
+            && !self.sees(member, &view).await?
+            && let Some((_, report)) = view.result.as_mut()
+        {
+            report.stderr.clear();
+        }
+        Ok(view)
     }
 
     /// A trace or statement, read from the journal's index on a blocking thread, naming
@@ -462,6 +494,10 @@ impl Watching<'_> {
         let view = match self.updates.as_mut()?.recv().await {
             Some(view) => Some(view),
             None if !self.seen => self.api.job(self.job).await.ok(),
+            None => None,
+        };
+        let view = match view {
+            Some(view) => self.api.redacted(self.member, view).await.ok(),
             None => None,
         };
         self.seen |= view.is_some();

@@ -67,6 +67,8 @@ pub struct CoordinatorConfig {
     pub retention: Retention,
     /// Where `/metrics` is served over HTTP for Prometheus; `None`: not served.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where the member API is served over HTTP/JSON ([`crate::http`]); `None`: not served.
+    pub http_listen: Option<SocketAddr>,
 }
 
 /// How often payloads past their retention are let go.
@@ -159,6 +161,7 @@ pub struct ConnectedWorker {
 pub struct Coordinator {
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
+    http_addr: Option<SocketAddr>,
     key: PublicKey,
     events: mpsc::Sender<Event>,
     api: Arc<MemberApi>,
@@ -202,6 +205,10 @@ impl Coordinator {
             Some(listen) => Some(crate::metrics::serve(listen, metrics, api.clone()).await?),
             None => None,
         };
+        let http_addr = match config.http_listen {
+            Some(listen) => Some(crate::http::serve(listen, api.clone(), key.public()).await?),
+            None => None,
+        };
         let shell = Shell {
             key: key.clone(),
             events: events.clone(),
@@ -228,6 +235,7 @@ impl Coordinator {
         Ok(Coordinator {
             addr,
             metrics_addr,
+            http_addr,
             key: key.public(),
             events,
             api,
@@ -235,6 +243,11 @@ impl Coordinator {
             core_done,
             core_finished: false,
         })
+    }
+
+    /// Where the HTTP/JSON member API is served, when the config asked for it.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// Where `/metrics` is served, when the config asked for it.

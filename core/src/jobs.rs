@@ -514,6 +514,8 @@ impl Jobs {
         };
         Some(JobView {
             job: *id,
+            scope: job.submission.scope.clone(),
+            submitter: job.submitter,
             state,
             attempts: job.attempts,
             result: job.result.clone(),

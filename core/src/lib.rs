@@ -313,6 +313,23 @@ impl Core {
         self.governance.members.contains_key(key)
     }
 
+    /// Whether `member` may see what a job of `scope` made (its output and its stderr):
+    /// its submitter, or a member with standing in `scope` itself. The rest of the
+    /// commons, the scopes above included, sees that it ran, under which decision, what
+    /// it cost and who ran it — the record — never what it made.
+    pub fn sees_job_data(
+        &self,
+        member: &PublicKey,
+        scope: &icn_protocol::governance::ScopeId,
+        submitter: &PublicKey,
+    ) -> bool {
+        member == submitter
+            || self
+                .governance
+                .scope(scope)
+                .is_ok_and(|s| s.standing.get(member).is_some_and(|held| !held.is_empty()))
+    }
+
     pub fn journal_len(&self) -> u64 {
         self.chain.next_seq
     }

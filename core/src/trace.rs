@@ -241,8 +241,12 @@ impl<'a, S: Source> Provenance<'a, S> {
         if rows.is_empty() {
             return Ok(None);
         }
+        let (_, submitted, _) = self.submitted(job)?;
+        let submission = submitted.open_trusted::<Submission>().map_err(|e| e.to_string())?;
         let mut view = JobView {
             job: *job,
+            scope: submission.scope,
+            submitter: submitted.signer,
             state: JobState::Queued,
             attempts: 0,
             result: None,

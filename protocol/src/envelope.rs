@@ -18,6 +18,7 @@ const SIGNING_DOMAIN: &str = "icn/envelope/v1";
 
 /// What an envelope's payload is. A payload is only decoded as the kind it was signed as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Kind {
     Hello,
     Welcome,
@@ -28,6 +29,9 @@ pub enum Kind {
     Ballot,
     ClearRequest,
     Cancel,
+    /// A member's HTTP request (`crate::request`); appended last, so the kinds before
+    /// it keep their encoding.
+    Request,
 }
 
 /// A payload type that travels in an envelope.

@@ -29,6 +29,7 @@ pub const DEFAULT_CLASS: &str = "default";
 /// A priority class inside a scope: its jobs share the scope's slots with the other
 /// classes' jobs by `weight`, as scopes share theirs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PriorityClass {
     pub name: String,
     pub weight: u32,
@@ -40,6 +41,7 @@ pub const BUDGET_CREDITS_MAX: i64 = 1_000_000_000_000_000;
 
 /// Whole credits of the mutual-credit ledger. Signed: positions go below zero.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Credits(pub i64);
 
 impl fmt::Display for Credits {
@@ -108,6 +110,7 @@ pub fn check_name(what: &str, text: &str) -> Result<(), Error> {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ScopeKind {
     Member,
@@ -132,6 +135,7 @@ impl ScopeKind {
 
 /// What a member may do in a scope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Standing {
     /// Propose and vote.
@@ -233,6 +237,7 @@ impl fmt::Debug for Fraction {
 /// How a scope decides: at close, at least `quorum` of the members with vote standing
 /// must have cast a ballot, and at least `approval` of the yes-or-no ballots must be yes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     pub quorum: Fraction,
@@ -264,6 +269,7 @@ impl Rule {
 /// total, for `period_ms` from the decision, on the listed executors, each job
 /// within `limits`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Mandate {
     pub scope: ScopeId,
@@ -297,6 +303,7 @@ impl Mandate {
 
 /// Replicas per task and how many must agree; consumed by placement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PlacementPolicy {
     pub replicas: u32,
@@ -323,6 +330,7 @@ impl PlacementPolicy {
 
 /// What compute costs, consumed by the ledger.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PriceSchedule {
     /// Credits for a million units of wasm fuel.
@@ -362,6 +370,7 @@ pub const USAGE_MEMORY_SLACK_BYTES: u64 = 8 * 1024 * 1024;
 /// deterministic, as fuel is). A scope without terms of its own uses its nearest
 /// ancestor's; where none were decided, container jobs are refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ContainerTerms {
     pub credits_per_cpu_second: u64,
@@ -432,6 +441,7 @@ impl ContainerTerms {
 
 /// What an accepted decision changes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Effect {
     Mandate(Mandate),
@@ -492,6 +502,7 @@ pub enum Effect {
 
 /// A member asks its scope to decide on an effect.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Proposal {
     pub scope: ScopeId,
     pub title: String,
@@ -575,6 +586,7 @@ pub const CLEAR_REQUEST_WINDOW_MS: u64 = 10 * 60_000;
 /// A member asks the coordinator to clear the obligations among the scopes of a
 /// federation (the federation and every scope inside it).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClearRequest {
     pub federation: ScopeId,
     /// When the member made the request (wall clock, ms).
@@ -586,6 +598,7 @@ impl Signed for ClearRequest {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Choice {
     Yes,
@@ -618,6 +631,7 @@ impl FromStr for Choice {
 /// A member's vote on a proposal (named by the id of its signed envelope). A later
 /// ballot with another choice replaces the earlier one until the proposal closes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Ballot {
     pub proposal: ContentId,
     pub choice: Choice,
@@ -672,6 +686,7 @@ mod tests {
 const Z: f64 = 1.96;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Trust {
     /// Results that agreed with the accepted result.
     pub agreements: u64,
@@ -703,6 +718,7 @@ impl Trust {
 
 /// A proposal's ballots as counted: the electorate and each choice.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Tally {
     pub electorate: u64,
     pub yes: u64,

@@ -112,7 +112,11 @@ impl fmt::Debug for Signature {
 
 impl Serialize for Signature {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(&self.0)
+        if serializer.is_human_readable() {
+            serializer.collect_str(&hex::encode(self.0))
+        } else {
+            serializer.serialize_bytes(&self.0)
+        }
     }
 }
 
@@ -129,6 +133,16 @@ impl<'de> Deserialize<'de> for Signature {
                     bytes.try_into().map_err(|_| E::invalid_length(bytes.len(), &self))?;
                 Ok(Signature(bytes))
             }
+        }
+        if deserializer.is_human_readable() {
+            let text = String::deserialize(deserializer)?;
+            let bytes = hex::decode(&text).map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "{text:?} is not a signature ({} hex digits)",
+                    2 * SIGNATURE_LENGTH_BYTES
+                ))
+            })?;
+            return serde::de::Visitor::visit_bytes(Visitor, &bytes);
         }
         deserializer.deserialize_bytes(Visitor)
     }

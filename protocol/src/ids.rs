@@ -75,6 +75,7 @@ impl FromStr for ContentId {
 /// A job is named by the content id of its signed submission: resubmitting the same
 /// signed envelope names the same job, so a retried submission never runs twice.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobId(pub ContentId);
 
 impl fmt::Display for JobId {
@@ -98,6 +99,7 @@ impl FromStr for JobId {
 
 /// One unit of execution within a job.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskId {
     pub job: JobId,
     pub index: u32,
@@ -117,6 +119,7 @@ impl fmt::Debug for TaskId {
 
 /// Wasm fuel: the deterministic measure of work done by a module.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Fuel(pub u64);
 
 impl fmt::Display for Fuel {

@@ -6,6 +6,9 @@ pub mod envelope;
 pub mod governance;
 pub mod identity;
 pub mod ids;
+#[cfg(feature = "openapi")]
+mod openapi;
+pub mod request;
 pub mod seal;
 pub mod views;
 pub mod wire;

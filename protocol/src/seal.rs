@@ -20,6 +20,7 @@ use crate::ids::ContentId;
 const SEAL_DOMAIN: &str = "icn/journal-seal/v1";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Seal {
     /// The sealed entry's sequence number.
     pub seq: u64,

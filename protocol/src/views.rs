@@ -20,6 +20,7 @@ pub const PAGE_ITEMS_DEFAULT: u32 = 100;
 /// Which page of a list: the items after the cursor `after` (a position the previous
 /// page gave as `next`), at most `limit` of them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Page {
     pub after: Option<u64>,
     pub limit: Option<u32>,
@@ -38,6 +39,7 @@ impl Page {
 
 /// One page of a list, and the cursor of the next page when there is more.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Paged<T> {
     pub items: Vec<T>,
     pub next: Option<u64>,
@@ -65,6 +67,7 @@ impl<T> Paged<T> {
 
 /// A member, or any key, with the name the commons knows them by.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Person {
     pub key: PublicKey,
     pub name: Option<String>,
@@ -80,13 +83,17 @@ impl fmt::Display for Person {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MemberView {
     pub person: Person,
     /// The standing held, by scope.
+    /// Pairs of a scope and the standing held there.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Vec<Value>>))]
     pub standing: Vec<(ScopeId, Vec<Standing>)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MandateView {
     /// The entry that granted it: a decision, or the genesis.
     pub decision: u64,
@@ -101,6 +108,7 @@ pub struct MandateView {
 
 /// A scope in a list: where it sits and how many hold standing in it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScopeSummary {
     pub id: ScopeId,
     pub kind: ScopeKind,
@@ -109,6 +117,7 @@ pub struct ScopeSummary {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScopeView {
     pub id: ScopeId,
     pub kind: ScopeKind,
@@ -121,16 +130,20 @@ pub struct ScopeView {
     pub mandate: Option<MandateView>,
     pub account: Option<AccountView>,
     /// Members with standing here, a page of them.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub members: Paged<(Person, Vec<Standing>)>,
     /// Admitted workers this scope owns.
     pub workers: Vec<PublicKey>,
     /// Its fair-share weight among its siblings, and the decision that set it (none: 1).
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Value>))]
     pub share: (u32, Option<u64>),
     /// The priority classes its jobs are divided into, and the decision that set them.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Value>>))]
     pub classes: Option<(Vec<crate::governance::PriorityClass>, u64)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProposalView {
     pub id: ContentId,
     /// Its journal entry.
@@ -147,12 +160,14 @@ pub struct ProposalView {
     /// The ballots that stand now (each member's last).
     pub tally: Tally,
     /// Each voter's standing ballot.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Vec<Value>>))]
     pub ballots: Vec<(Person, Choice)>,
     /// The decision entry once voting closed.
     pub decision: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DecisionView {
     pub seq: u64,
     pub proposal: ContentId,
@@ -173,6 +188,7 @@ pub struct DecisionView {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AccountView {
     pub scope: ScopeId,
     pub position: i64,
@@ -182,6 +198,7 @@ pub struct AccountView {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ObligationView {
     pub debtor: ScopeId,
     pub creditor: ScopeId,
@@ -189,6 +206,7 @@ pub struct ObligationView {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PositionsView {
     pub accounts: Vec<AccountView>,
     pub obligations: Vec<ObligationView>,
@@ -201,6 +219,7 @@ impl PositionsView {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClearingView {
     pub federation: ScopeId,
     pub before: Vec<ObligationView>,
@@ -209,6 +228,7 @@ pub struct ClearingView {
 
 /// A worker as `icn workers` shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WorkerView {
     pub key: PublicKey,
     /// None once a decision removed it.
@@ -223,6 +243,7 @@ pub struct WorkerView {
 
 /// One journal entry in words.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Line {
     pub seq: u64,
     pub time_ms: u64,
@@ -232,6 +253,7 @@ pub struct Line {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobTrace {
     pub job: JobId,
     pub scope: ScopeId,
@@ -248,6 +270,7 @@ pub struct JobTrace {
 /// How the shared queue stands: the slots of the workers out of quarantine, and every
 /// scope with jobs waiting or running, in the order fair share serves them now.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueueView {
     pub slots: u64,
     pub free_slots: u64,
@@ -258,6 +281,7 @@ pub struct QueueView {
 
 /// One scope in the queue.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScopeQueue {
     pub scope: ScopeId,
     /// Its weight among the scopes beside it; 1 unless a decision set another.
@@ -276,6 +300,7 @@ pub struct ScopeQueue {
 
 /// One priority class of a scope in the queue.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClassQueue {
     pub name: String,
     pub weight: u32,
@@ -286,6 +311,7 @@ pub struct ClassQueue {
 
 /// One entry of a scope's account statement.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatementLine {
     pub seq: u64,
     pub time_ms: u64,
@@ -299,6 +325,7 @@ pub struct StatementLine {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Statement {
     pub scope: ScopeId,
     pub lines: Vec<StatementLine>,
@@ -326,6 +353,7 @@ impl fmt::Display for Statement {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BallotTrace {
     pub seq: u64,
     pub time_ms: u64,
@@ -338,6 +366,7 @@ pub struct BallotTrace {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProposalTrace {
     pub seq: u64,
     pub id: ContentId,
@@ -354,6 +383,7 @@ pub struct ProposalTrace {
 
 /// The entry that gave authority: a decision, or the genesis for founding mandates.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Authority {
     pub decision: u64,
     pub founding: bool,
@@ -364,6 +394,7 @@ pub struct Authority {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuthorizedJob {
     pub seq: u64,
     pub job: JobId,
@@ -372,6 +403,7 @@ pub struct AuthorizedJob {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Trace {
     pub job: Option<JobTrace>,
     pub authority: Authority,

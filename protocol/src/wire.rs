@@ -42,6 +42,7 @@ pub enum Role {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ExecutorKind {
     Wasm,
@@ -144,6 +145,7 @@ impl Signed for Welcome {
 
 /// The limits one task runs under. Every one is enforced by the worker's sandbox.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Limits {
     pub fuel: Fuel,
     pub memory_bytes: u64,
@@ -182,6 +184,7 @@ impl Limits {
 /// content id of that signed envelope. Its input travels apart, as a blob stored by
 /// content id beforehand: the submission (and so the journal) holds only its digest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Submission {
     /// The scope the job is submitted for; its mandate pays.
     pub scope: ScopeId,
@@ -199,6 +202,7 @@ pub struct Submission {
 
 /// What a submission may ask beyond its limits.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobOptions {
     /// The job must have an accepted result by this time (wall ms since the Unix epoch), or
     /// it fails and its hold is voided.
@@ -301,6 +305,7 @@ pub fn check_input(bytes: &[u8]) -> Result<(), Error> {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum FailureKind {
     /// The module used all the fuel it was given.
     OutOfFuel,
@@ -347,6 +352,7 @@ impl std::fmt::Display for FailureKind {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Outcome {
     Exited { code: i32 },
     Failed { kind: FailureKind, detail: String },
@@ -356,6 +362,7 @@ pub enum Outcome {
 /// beside the signed report, which commits to it by digest and size: the journal keeps
 /// the report, the blob store the bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExecutionReport {
     pub task: TaskId,
     pub attempt: u32,
@@ -377,6 +384,7 @@ pub struct ExecutionReport {
 /// priced by it ([`crate::governance::ContainerTerms`]); replicas' usage is compared within
 /// the tolerance their scope decided, since container timing is not deterministic.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Usage {
     pub cpu_ms: u64,
     pub memory_peak_bytes: u64,
@@ -565,6 +573,7 @@ pub struct JobsQuery {
 
 /// One line of `icn jobs`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobSummary {
     pub job: JobId,
     pub scope: ScopeId,
@@ -597,6 +606,7 @@ pub const COMPLETIONS_MAX: usize = 8;
 
 /// What an id a member types names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum IdKind {
     Job,
     Proposal,
@@ -715,6 +725,7 @@ pub enum TraceQuery {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum JobState {
     Queued,
     Running {
@@ -731,11 +742,17 @@ pub enum JobState {
 
 /// What a member sees of a job.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobView {
     pub job: JobId,
+    /// The scope it was submitted for, whose mandate pays.
+    pub scope: ScopeId,
+    /// Who signed the submission.
+    pub submitter: PublicKey,
     pub state: JobState,
     pub attempts: u32,
     /// The report of the attempt that ended the job, and who signed it.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Value>>))]
     pub result: Option<(PublicKey, ExecutionReport)>,
     /// Why the job failed, in words, when it failed without a report.
     pub failure: Option<String>,
@@ -746,6 +763,7 @@ pub struct JobView {
 /// Why a job waits for a worker: the first stage of placement that holds it back, with
 /// the counts a member needs to understand it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Waiting {
     /// No connected worker (out of quarantine) offers the executor the job asks for.
     NoExecutor { executor: ExecutorKind },
@@ -855,6 +873,7 @@ pub enum ClientResponse {
 /// Why a request was refused: a code that does not change between versions, for
 /// programs, and a sentence for people.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiError {
     pub code: String,
     pub message: String,

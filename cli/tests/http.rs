@@ -1,0 +1,284 @@
+//! The HTTP/JSON member API of a real coordinator: a job submitted, followed, read and
+//! traced over HTTP with requests signed on the member's side; everything a stranger,
+//! a forger or a replayer sends refused with a 4xx and a sentence, with nothing reaching
+//! the journal.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use icn_cli::demo::HELLO_WAT;
+use icn_cli::local::{self, LocalCommons, LocalOptions};
+use icn_cli::web::{Refused, WebClient};
+use icn_coordinator::http::EnvelopeJson;
+use icn_protocol::request::{NONCE_HEADER, SIGNATURE_HEADER, SIGNER_HEADER, SignedRequest, TIME_HEADER};
+use icn_protocol::views::{Paged, Trace};
+use icn_protocol::wire::{ApiError, JobState, JobSummary, JobView, Limits};
+use icn_protocol::{Envelope, Keypair};
+
+async fn commons(dir: &std::path::Path) -> (LocalCommons, String) {
+    let options = LocalOptions {
+        owners: &["coop-a", "coop-b"],
+        http_listen: Some(([127, 0, 0, 1], 0).into()),
+        ..LocalOptions::default()
+    };
+    let commons = LocalCommons::start(dir, options).await.unwrap();
+    let base = format!("http://{}", commons.coordinator.http_addr().expect("the HTTP API is served"));
+    (commons, base)
+}
+
+async fn journal_len(commons: &LocalCommons) -> u64 {
+    commons.coordinator.api().read(|core| core.journal_len()).await.unwrap()
+}
+
+async fn finished(client: &WebClient, job: icn_protocol::JobId) -> JobView {
+    for _ in 0..600 {
+        let view = client.status(job).await.unwrap();
+        if !matches!(view.state, JobState::Queued | JobState::Running { .. }) {
+            return view;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("job {job} did not end in 30 s");
+}
+
+fn refusal(error: anyhow::Error) -> Refused {
+    error.downcast::<Refused>().expect("a refusal from the coordinator")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_is_submitted_followed_read_and_traced_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let (commons, base) = commons(dir.path()).await;
+    commons.wait_for_workers(2).await.unwrap();
+    let client = WebClient::new(&base, commons.member.clone());
+    let module = client.put_module(&wat::parse_str(HELLO_WAT).unwrap()).await.unwrap();
+    let job = client.submit(&local::submission(module, b"from http", Limits::default())).await.unwrap();
+    let view = finished(&client, job).await;
+    assert_eq!(view.state, JobState::Completed, "{view:?}");
+    assert_eq!(view.submitter, commons.member.public());
+    let output = client.output(job).await.unwrap();
+    assert!(String::from_utf8_lossy(&output).contains("hello"), "{}", String::from_utf8_lossy(&output));
+
+    let trace: Trace = client.get(&format!("/v1/jobs/{job}/trace")).await.unwrap();
+    let traced = trace.job.expect("a job's trace");
+    assert_eq!(traced.job, job);
+    assert!(trace.authority.founding, "the founding mandate authorized it: {:?}", trace.authority);
+
+    let listed: Paged<JobSummary> = client.get("/v1/jobs?state=completed&limit=5").await.unwrap();
+    assert_eq!(listed.items.iter().map(|j| j.job).collect::<Vec<_>>(), vec![job]);
+    let none: Paged<JobSummary> = client.get("/v1/jobs?state=queued").await.unwrap();
+    assert!(none.items.is_empty());
+
+    // Submitting the same signed envelope again is the same job, not a second one.
+    let envelope = Envelope::seal(
+        &commons.member,
+        77,
+        &local::submission(module, b"from http", Limits::default()).submission,
+    );
+    let body = serde_json::to_vec(&EnvelopeJson::of(&envelope)).unwrap();
+    let first: serde_json::Value = client.call("POST", "/v1/jobs", body.clone()).await.unwrap();
+    let length = journal_len(&commons).await;
+    let again: serde_json::Value = client.call("POST", "/v1/jobs", body).await.unwrap();
+    assert_eq!(first, again);
+    assert_eq!(journal_len(&commons).await, length, "a statement sent twice is journaled once");
+    commons.stop().await.unwrap();
+}
+
+/// A request signed as `key` with its headers as given, sent raw.
+async fn raw(
+    base: &str,
+    method: &str,
+    target: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> (u16, ApiError) {
+    let client = reqwest::Client::new();
+    let mut request = client
+        .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), format!("{base}{target}"))
+        .body(body);
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_string();
+    assert_eq!(content_type, "application/json", "every refusal is JSON");
+    let error: ApiError = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert!(!error.message.is_empty() && !error.code.is_empty());
+    (status, error)
+}
+
+fn signed(
+    key: &Keypair,
+    nonce: u64,
+    method: &str,
+    target: &str,
+    time_ms: u64,
+    body: &[u8],
+) -> Vec<(&'static str, String)> {
+    let h = SignedRequest::sign(key, nonce, method, target, time_ms, body);
+    vec![
+        (SIGNER_HEADER, h.signer),
+        (NONCE_HEADER, h.nonce),
+        (TIME_HEADER, h.time),
+        (SIGNATURE_HEADER, h.signature),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_forged_relayed_replayed_oversized_and_malformed_requests_are_refused_and_journal_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (commons, base) = commons(dir.path()).await;
+    let journal = commons.journal.clone();
+    let ana = commons.members[0].key.clone();
+    let ben = commons.members[1].key.clone();
+    let client = WebClient::new(&base, ana.clone());
+    let module = client.put_module(&wat::parse_str(HELLO_WAT).unwrap()).await.unwrap();
+    let submission = local::submission(module, b"", Limits::default()).submission;
+    let body =
+        |key: &Keypair| serde_json::to_vec(&EnvelopeJson::of(&Envelope::seal(key, 5, &submission))).unwrap();
+    let now = icn_cli::web::now_ms();
+    let before = journal_len(&commons).await;
+
+    // No signature at all.
+    let (status, error) = raw(&base, "POST", "/v1/jobs", &[], body(&ana)).await;
+    assert_eq!((status, error.code.as_str()), (401, "unsigned"), "{}", error.message);
+    assert!(error.message.contains(SIGNATURE_HEADER), "{}", error.message);
+
+    // Signed, but over another body than the one sent.
+    let mut forged = signed(&ana, 1, "POST", "/v1/jobs", now, b"{}");
+    let (status, error) = raw(&base, "POST", "/v1/jobs", &forged, body(&ana)).await;
+    assert_eq!((status, error.code.as_str()), (401, "bad_signature"), "{}", error.message);
+    // A signature that is not even hex.
+    forged[3].1 = "zz".into();
+    let (status, error) = raw(&base, "POST", "/v1/jobs", &forged, body(&ana)).await;
+    assert_eq!((status, error.code.as_str()), (401, "bad_signature"), "{}", error.message);
+
+    // Ana's request carrying a submission Ben signed.
+    let bens = body(&ben);
+    let headers = signed(&ana, 2, "POST", "/v1/jobs", now, &bens);
+    let (status, error) = raw(&base, "POST", "/v1/jobs", &headers, bens).await;
+    assert_eq!((status, error.code.as_str()), (403, "relayed"), "{}", error.message);
+
+    // A key the commons never admitted.
+    let stranger = Keypair::generate();
+    let theirs = body(&stranger);
+    let headers = signed(&stranger, 3, "POST", "/v1/jobs", now, &theirs);
+    let (status, error) = raw(&base, "POST", "/v1/jobs", &headers, theirs).await;
+    assert_eq!((status, error.code.as_str()), (403, "not_a_member"), "{}", error.message);
+
+    // A request signed long ago.
+    let stale = signed(&ana, 4, "GET", "/v1/queue", now - 3_600_000, b"");
+    let (status, error) = raw(&base, "GET", "/v1/queue", &stale, vec![]).await;
+    assert_eq!((status, error.code.as_str()), (401, "stale_request"), "{}", error.message);
+
+    // The same request twice: a read, then a write.
+    let read = signed(&ana, 6, "GET", "/v1/queue", now, b"");
+    let client_raw = reqwest::Client::new();
+    let mut first = client_raw.get(format!("{base}/v1/queue"));
+    for (name, value) in &read {
+        first = first.header(*name, value);
+    }
+    assert_eq!(first.send().await.unwrap().status().as_u16(), 200);
+    let (status, error) = raw(&base, "GET", "/v1/queue", &read, vec![]).await;
+    assert_eq!((status, error.code.as_str()), (409, "replayed"), "{}", error.message);
+    let (status, _) =
+        raw(&base, "POST", "/v1/jobs", &signed(&ana, 7, "POST", "/v1/jobs", now, b"x"), b"x".to_vec()).await;
+    assert_eq!(status, 400);
+    let (status, error) =
+        raw(&base, "POST", "/v1/jobs", &signed(&ana, 7, "POST", "/v1/jobs", now, b"x"), b"x".to_vec()).await;
+    assert_eq!((status, error.code.as_str()), (409, "replayed"), "{}", error.message);
+
+    // Malformed JSON, JSON of the wrong shape, and an envelope of another kind.
+    for (nonce, text, code) in [
+        (8, &b"{\"kind\": "[..], "malformed"),
+        (9, &b"[1, 2, 3]"[..], "malformed"),
+        (
+            10,
+            &b"{\"kind\":\"Ballot\",\"signer\":\"00\",\"seq\":1,\"payload\":\"\",\"signature\":\"00\"}"[..],
+            "malformed",
+        ),
+    ] {
+        let headers = signed(&ana, nonce, "POST", "/v1/jobs", now, text);
+        let (status, error) = raw(&base, "POST", "/v1/jobs", &headers, text.to_vec()).await;
+        assert_eq!((status, error.code.as_str()), (400, code), "{}", error.message);
+    }
+    let ballot = Envelope::seal(
+        &ana,
+        11,
+        &icn_protocol::governance::Ballot {
+            proposal: icn_protocol::ContentId::of(b"p"),
+            choice: icn_protocol::governance::Choice::Yes,
+        },
+    );
+    let wrong = serde_json::to_vec(&EnvelopeJson::of(&ballot)).unwrap();
+    let headers = signed(&ana, 12, "POST", "/v1/jobs", now, &wrong);
+    let (status, error) = raw(&base, "POST", "/v1/jobs", &headers, wrong).await;
+    assert_eq!((status, error.code.as_str()), (400, "wrong_kind"), "{}", error.message);
+
+    // Bodies past their route's limit.
+    let big = vec![b' '; icn_coordinator::http::STATEMENT_BODY_BYTES_MAX + 1];
+    let headers = signed(&ana, 13, "POST", "/v1/jobs", now, &big);
+    let (status, error) = raw(&base, "POST", "/v1/jobs", &headers, big).await;
+    assert_eq!((status, error.code.as_str()), (413, "too_large"), "{}", error.message);
+    let huge = vec![0; icn_coordinator::http::INPUT_BODY_BYTES_MAX + 1];
+    let headers = signed(&ana, 14, "PUT", "/v1/inputs", now, &huge);
+    let (status, error) = raw(&base, "PUT", "/v1/inputs", &headers, huge).await;
+    assert_eq!((status, error.code.as_str()), (413, "too_large"), "{}", error.message);
+
+    // Paths and queries that name nothing.
+    let target = "/v1/jobs/not-a-job";
+    let (status, error) = raw(&base, "GET", target, &signed(&ana, 15, "GET", target, now, b""), vec![]).await;
+    assert_eq!((status, error.code.as_str()), (400, "invalid"), "{}", error.message);
+    let target = "/v1/jobs?state=sleeping";
+    let (status, error) = raw(&base, "GET", target, &signed(&ana, 16, "GET", target, now, b""), vec![]).await;
+    assert_eq!((status, error.code.as_str()), (400, "invalid"), "{}", error.message);
+    assert!(error.message.contains("sleeping"), "{}", error.message);
+    let (status, error) = raw(&base, "GET", "/v2/nothing", &[], vec![]).await;
+    assert_eq!((status, error.code.as_str()), (404, "no_route"), "{}", error.message);
+
+    assert_eq!(journal_len(&commons).await, before, "nothing refused reached the journal");
+    let refused = refusal(
+        client
+            .get::<serde_json::Value>(
+                "/v1/jobs/0000000000000000000000000000000000000000000000000000000000000000",
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((refused.status, refused.error.code.as_str()), (404, "unknown_job"));
+    commons.stop().await.unwrap();
+
+    let verified = std::process::Command::new(env!("CARGO_BIN_EXE_icn"))
+        .args(["journal", "verify", "--journal"])
+        .arg(&journal)
+        .output()
+        .unwrap();
+    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_outside_the_jobs_scope_reads_that_it_ran_but_not_what_it_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LocalOptions {
+        owners: &["coop-a", "coop-b"],
+        members: &["ana", "ben", "cy"],
+        commons_only: &["cy"],
+        http_listen: Some(([127, 0, 0, 1], 0).into()),
+        ..LocalOptions::default()
+    };
+    let commons = LocalCommons::start(dir.path(), options).await.unwrap();
+    let base = format!("http://{}", commons.coordinator.http_addr().unwrap());
+    commons.wait_for_workers(2).await.unwrap();
+    let ana = WebClient::new(&base, commons.member.clone());
+    let module = ana.put_module(&wat::parse_str(HELLO_WAT).unwrap()).await.unwrap();
+    let job = ana.submit(&local::submission(module, b"", Limits::default())).await.unwrap();
+    assert_eq!(finished(&ana, job).await.state, JobState::Completed);
+    let outsider = commons.members.iter().find(|m| m.name == "cy").expect("cy is a member").key.clone();
+    let south = WebClient::new(&base, Arc::clone(&outsider));
+    let seen = south.status(job).await.unwrap();
+    assert_eq!(seen.state, JobState::Completed, "that it ran is the commons' record");
+    let refused = refusal(south.output(job).await.unwrap_err());
+    assert_eq!((refused.status, refused.error.code.as_str()), (403, "private"), "{}", refused.error.message);
+    commons.stop().await.unwrap();
+}

@@ -1,0 +1,878 @@
+//! The HTTP/JSON adapter of the member API, beside the QUIC one: the same typed requests
+//! and views, so a script or a browser can do what `icn` does.
+//!
+//! Every request under `/v1` is signed by the member's key on the member's side
+//! ([`icn_protocol::request`]: four headers over the method, path, time and body
+//! digest); the coordinator never holds a member's key. A request's nonce is refused if
+//! it was seen within the clock window, and its time if it is outside it. Statements
+//! that become evidence (submissions, proposals, ballots, cancels, clearing requests)
+//! travel as the very envelopes the QUIC path carries, in JSON ([`EnvelopeJson`]), so
+//! they are idempotent by envelope id as they are there. Errors are `{code, message}`
+//! with a status that fits the code; every list is paged; `/openapi.json` is generated
+//! from these handlers and the views' own types.
+
+use std::collections::{BTreeSet, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use icn_protocol::governance::{Ballot, ClearRequest, Proposal, ScopeId};
+use icn_protocol::request::{
+    NONCE_HEADER, REQUEST_CLOCK_SKEW_MS_MAX, RequestHeaders, SIGNATURE_HEADER, SIGNER_HEADER, SignedRequest,
+    TIME_HEADER,
+};
+use icn_protocol::views::{
+    DecisionView, MemberView, Page, Paged, PositionsView, ProposalView, QueueView, ScopeSummary, ScopeView,
+    Statement, Trace, WorkerView,
+};
+use icn_protocol::wire::{
+    ApiError, Cancel, ClientRequest, ClientResponse, IdKind, JobSummary, JobView, JobsQuery,
+    MODULE_SIZE_BYTES_MAX, Submission, TraceQuery,
+};
+use icn_protocol::{ContentId, Envelope, JobId, Kind, PROTOCOL_VERSION, PublicKey, Signature, Signed};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use crate::api::MemberApi;
+use crate::server::now_ms;
+
+/// The largest body of a request that carries a signed statement (JSON).
+pub const STATEMENT_BODY_BYTES_MAX: usize = 64 * 1024;
+/// The largest body of an input upload.
+pub const INPUT_BODY_BYTES_MAX: usize = icn_protocol::wire::INPUT_SIZE_BYTES_MAX;
+/// The largest body of a module upload.
+pub const MODULE_BODY_BYTES_MAX: usize = MODULE_SIZE_BYTES_MAX;
+/// Nonces remembered at once. A request's nonce is kept until its time leaves the clock
+/// window; past this many, requests are refused as busy rather than remembered less.
+pub const NONCES_MAX: usize = 1 << 18;
+/// Scopes listed on one page when no limit is asked.
+const SCOPES_PAGE_DEFAULT: u32 = icn_protocol::views::PAGE_ITEMS_DEFAULT;
+
+/// A refusal as HTTP says it: the status that fits its code, and the JSON body.
+struct Refused(ApiError);
+
+impl From<ApiError> for Refused {
+    fn from(error: ApiError) -> Self {
+        Refused(error)
+    }
+}
+
+fn refused(code: &str, message: impl Into<String>) -> Refused {
+    Refused(ApiError::new(code, message))
+}
+
+/// The HTTP status of a refusal with `code`: the codes are the member API's, stable
+/// across versions.
+pub fn status_of(code: &str) -> StatusCode {
+    match code {
+        "unsigned" | "bad_signature" | "stale_request" => StatusCode::UNAUTHORIZED,
+        "not_a_member"
+        | "no_standing"
+        | "relayed"
+        | "not_in_electorate"
+        | "executor_not_allowed"
+        | "worker_not_admitted"
+        | "private" => StatusCode::FORBIDDEN,
+        "not_found" | "missing" | "no_route" => StatusCode::NOT_FOUND,
+        code if code.starts_with("unknown_") => StatusCode::NOT_FOUND,
+        "replayed" | "duplicate_ballot" | "job_ended" | "voting_closed" | "no_output" | "not_in_dispute"
+        | "stale" => StatusCode::CONFLICT,
+        "expired" => StatusCode::GONE,
+        "too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+        "unsupported_media_type" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "method_not_allowed" => StatusCode::METHOD_NOT_ALLOWED,
+        "too_many_jobs" | "too_many_watches" | "too_many_ballots" => StatusCode::TOO_MANY_REQUESTS,
+        "stopping" | "busy" => StatusCode::SERVICE_UNAVAILABLE,
+        "failed" => StatusCode::INTERNAL_SERVER_ERROR,
+        "invalid" | "invalid_input" | "invalid_module" | "bad_request" | "malformed" | "wrong_kind"
+        | "mismatch" => StatusCode::BAD_REQUEST,
+        // A refusal by the commons' rules: the request was understood and is not allowed now.
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    }
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    let body = serde_json::to_vec(value).expect("views encode as JSON");
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        json(status_of(&self.0.code), &self.0)
+    }
+}
+
+/// A signed statement in JSON: the envelope the QUIC path carries, its payload (the
+/// statement's canonical encoding, postcard) in base64.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnvelopeJson {
+    /// The protocol version; 1 when left out.
+    #[serde(default)]
+    pub version: Option<u16>,
+    pub kind: Kind,
+    pub signer: PublicKey,
+    /// A number the signer never used before for a statement.
+    pub seq: u64,
+    /// The statement's canonical encoding (postcard), base64.
+    pub payload: String,
+    pub signature: Signature,
+}
+
+impl EnvelopeJson {
+    pub fn of(envelope: &Envelope) -> EnvelopeJson {
+        EnvelopeJson {
+            version: Some(envelope.version),
+            kind: envelope.kind,
+            signer: envelope.signer,
+            seq: envelope.seq,
+            payload: BASE64.encode(&envelope.payload),
+            signature: envelope.signature,
+        }
+    }
+
+    fn envelope(self) -> Result<Envelope, Refused> {
+        let payload = BASE64
+            .decode(self.payload.as_bytes())
+            .map_err(|e| refused("malformed", format!("the envelope's payload is not base64: {e}")))?;
+        Ok(Envelope {
+            version: self.version.unwrap_or(PROTOCOL_VERSION),
+            kind: self.kind,
+            signer: self.signer,
+            seq: self.seq,
+            payload,
+            signature: self.signature,
+        })
+    }
+}
+
+/// Bytes uploaded as they are (a module, an input).
+pub struct Binary;
+
+impl utoipa::PartialSchema for Binary {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .into()
+    }
+}
+impl ToSchema for Binary {}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Stored {
+    /// The content id the bytes are stored by.
+    pub id: ContentId,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Held {
+    pub id: ContentId,
+    pub stored: bool,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Submitted {
+    pub job: JobId,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Proposed {
+    pub proposal: ContentId,
+    /// When voting closes (ms since the Unix epoch).
+    pub closes_ms: u64,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Voted {
+    pub proposal: ContentId,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Output {
+    pub job: JobId,
+    pub digest: ContentId,
+    /// The output's bytes, base64.
+    pub bytes: String,
+    /// The output as text, when it is UTF-8.
+    pub text: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Logs {
+    pub job: JobId,
+    /// The worker whose report ended the job, when one did.
+    pub worker: Option<PublicKey>,
+    /// The tail of the job's stderr as text (invalid UTF-8 replaced); empty when the
+    /// job made none, or when it is not yours to read.
+    pub stderr: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Completions {
+    /// Full ids in hex; more than one means the prefix is ambiguous.
+    pub ids: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct SealJson {
+    pub seq: u64,
+    pub hash: ContentId,
+    pub signature: Signature,
+    /// The coordinator's key, which signed the seal.
+    pub coordinator: PublicKey,
+}
+
+/// A page of a list: the items after the cursor `after` (a `next` the previous page
+/// gave), at most `limit`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct PageParams {
+    pub after: Option<u64>,
+    #[param(minimum = 1)]
+    pub limit: Option<u32>,
+}
+
+impl PageParams {
+    fn page(&self) -> Page {
+        Page { after: self.after, limit: self.limit }
+    }
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct JobsParams {
+    /// Only jobs of this scope.
+    #[param(value_type = Option<String>)]
+    pub scope: Option<ScopeId>,
+    /// Only jobs in this state: queued, running, completed, failed, disputed, cancelled.
+    pub state: Option<String>,
+    /// Only jobs this key submitted.
+    #[param(value_type = Option<String>)]
+    pub submitter: Option<PublicKey>,
+    /// Only jobs submitted at or after this time (ms since the Unix epoch).
+    pub since_ms: Option<u64>,
+    pub after: Option<u64>,
+    #[param(minimum = 1)]
+    pub limit: Option<u32>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteParams {
+    /// job, proposal or key.
+    pub kind: String,
+    /// At least 6 hex digits.
+    pub prefix: String,
+}
+
+/// What the adapter keeps: the member API and the nonces seen within the window.
+pub struct Http {
+    api: Arc<MemberApi>,
+    coordinator: PublicKey,
+    nonces: Mutex<Nonces>,
+}
+
+/// Nonces seen, each until its request's time leaves the clock window.
+#[derive(Default)]
+struct Nonces {
+    seen: HashSet<(PublicKey, u64)>,
+    by_expiry: BTreeSet<(u64, PublicKey, u64)>,
+}
+
+impl Nonces {
+    /// Remembers `(signer, nonce)` until `expires_ms`; false when it was seen already.
+    fn fresh(
+        &mut self,
+        signer: PublicKey,
+        nonce: u64,
+        expires_ms: u64,
+        now_ms: u64,
+    ) -> Result<bool, Refused> {
+        while let Some(&first) = self.by_expiry.first() {
+            if first.0 > now_ms {
+                break;
+            }
+            self.by_expiry.pop_first();
+            self.seen.remove(&(first.1, first.2));
+        }
+        if self.seen.contains(&(signer, nonce)) {
+            return Ok(false);
+        }
+        if self.seen.len() >= NONCES_MAX {
+            return Err(refused(
+                "busy",
+                "the coordinator is answering as many requests as it can; try again shortly",
+            ));
+        }
+        self.seen.insert((signer, nonce));
+        self.by_expiry.insert((expires_ms, signer, nonce));
+        Ok(true)
+    }
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> Result<Option<String>, Refused> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .map(|v| Some(v.to_string()))
+            .map_err(|_| refused("bad_signature", format!("header {name} is not plain text"))),
+    }
+}
+
+impl Http {
+    /// Checks the request's signature, time and nonce, and that its signer is a
+    /// member; reads its body (at most `body_max` bytes). The member and the body.
+    async fn authenticate(&self, request: Request, body_max: usize) -> Result<(PublicKey, Bytes), Refused> {
+        let (parts, body) = request.into_parts();
+        let body = axum::body::to_bytes(body, body_max).await.map_err(|_| {
+            refused(
+                "too_large",
+                format!("the body is larger than the {body_max} bytes this request may carry"),
+            )
+        })?;
+        let found = [SIGNER_HEADER, NONCE_HEADER, TIME_HEADER, SIGNATURE_HEADER]
+            .map(|name| header_text(&parts.headers, name));
+        let [signer, nonce, time, signature] = found;
+        let (Some(signer), Some(nonce), Some(time), Some(signature)) = (signer?, nonce?, time?, signature?)
+        else {
+            return Err(refused(
+                "unsigned",
+                format!(
+                    "this request is not signed: every request under /v1 carries the headers {SIGNER_HEADER}, \
+                     {NONCE_HEADER}, {TIME_HEADER} and {SIGNATURE_HEADER}, made with your key (icn ui and the \
+                     examples do it; /openapi.json says how)"
+                ),
+            ));
+        };
+        let target = parts.uri.path_and_query().map_or(parts.uri.path(), |p| p.as_str());
+        let headers = RequestHeaders { signer, nonce, time, signature };
+        let (member, nonce, time_ms) = SignedRequest::verify(&headers, parts.method.as_str(), target, &body)
+            .map_err(|e| refused("bad_signature", format!("the request's signature does not hold: {e}")))?;
+        let now = now_ms();
+        if time_ms.abs_diff(now) > REQUEST_CLOCK_SKEW_MS_MAX {
+            return Err(refused(
+                "stale_request",
+                format!(
+                    "the request was signed for {time_ms} ms since the epoch, {} s from this coordinator's clock \
+                     ({now}); at most {} s are accepted — check your clock and sign the request again",
+                    time_ms.abs_diff(now) / 1000,
+                    REQUEST_CLOCK_SKEW_MS_MAX / 1000
+                ),
+            ));
+        }
+        let expires_ms = time_ms + REQUEST_CLOCK_SKEW_MS_MAX;
+        if !self.nonces.lock().expect("nonces lock").fresh(member, nonce, expires_ms, now)? {
+            return Err(refused(
+                "replayed",
+                format!(
+                    "this request (nonce {nonce} of {}) was received before; a request is answered once — sign \
+                     a new one with a fresh nonce",
+                    member.short()
+                ),
+            ));
+        }
+        if !self.api.read(move |core| core.is_member(&member)).await? {
+            return Err(refused(
+                "not_a_member",
+                format!(
+                    "key {member} holds no standing in any scope of this commons; a decision must admit it first"
+                ),
+            ));
+        }
+        Ok((member, body))
+    }
+
+    /// Authenticates `request`, makes the member API request from its body and asks it.
+    async fn ask(
+        &self,
+        request: Request,
+        body_max: usize,
+        make: impl FnOnce(PublicKey, Bytes) -> Result<ClientRequest, Refused>,
+    ) -> Result<ClientResponse, Refused> {
+        let (member, body) = self.authenticate(request, body_max).await?;
+        let request = make(member, body)?;
+        match self.api.handle(member, request).await {
+            ClientResponse::Error(error) => Err(Refused(error)),
+            response => Ok(response),
+        }
+    }
+}
+
+type Shared = State<Arc<Http>>;
+
+fn parse<T: std::str::FromStr>(what: &str, text: &str) -> Result<T, Refused>
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse().map_err(|e| refused("invalid", format!("{what} {text:?}: {e}")))
+}
+
+fn path<T>(found: Result<Path<T>, axum::extract::rejection::PathRejection>) -> Result<T, Refused> {
+    found
+        .map(|Path(value)| value)
+        .map_err(|e| refused("invalid", format!("the path does not name a resource: {e}")))
+}
+
+fn query<T: serde::de::DeserializeOwned>(request: &Request) -> Result<T, Refused> {
+    axum::extract::Query::<T>::try_from_uri(request.uri())
+        .map(|q| q.0)
+        .map_err(|e| refused("invalid", format!("the query is not understood: {}", e.body_text())))
+}
+
+/// A statement from a JSON body: an envelope of the `kind` this route takes.
+fn statement(body: &[u8], kind: Kind) -> Result<Envelope, Refused> {
+    let json: EnvelopeJson = serde_json::from_slice(body).map_err(|e| {
+        refused("malformed", format!("the body is not a signed {kind:?} envelope in JSON: {e}"))
+    })?;
+    if json.kind != kind {
+        return Err(refused(
+            "wrong_kind",
+            format!("this route takes a signed {kind:?}, not a {:?}", json.kind),
+        ));
+    }
+    json.envelope()
+}
+
+/// The statement inside an envelope, unchecked: only to compare with the path it was
+/// sent to (the member API verifies the signature).
+fn peek<T: Signed>(envelope: &Envelope) -> Result<T, Refused> {
+    envelope.open_trusted::<T>().map_err(|e| refused("malformed", format!("the envelope's payload: {e}")))
+}
+
+fn wrong(response: ClientResponse) -> Refused {
+    refused("failed", format!("the member API answered with an unexpected {response:?}"))
+}
+
+macro_rules! expect {
+    ($response:expr, $pattern:pat => $value:expr) => {
+        match $response {
+            $pattern => $value,
+            other => return Err(wrong(other)),
+        }
+    };
+}
+
+type Answer = Result<Response, Refused>;
+
+#[utoipa::path(put, path = "/v1/modules", tag = "uploads", request_body(content = Binary, content_type = "application/wasm", description = "a wasm module, at most 4 MiB"),
+    responses((status = 201, body = Stored), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
+async fn put_module(State(http): Shared, request: Request) -> Answer {
+    let response =
+        http.ask(request, MODULE_BODY_BYTES_MAX, |_, body| Ok(ClientRequest::PutModule(body.to_vec())));
+    let id = expect!(response.await?, ClientResponse::ModuleStored(id) => id);
+    Ok(json(StatusCode::CREATED, &Stored { id }))
+}
+
+#[utoipa::path(get, path = "/v1/modules/{id}", tag = "uploads", params(("id" = String, Path, description = "a module's content id")),
+    responses((status = 200, body = Held), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
+async fn has_module(
+    State(http): Shared,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    request: Request,
+) -> Answer {
+    let id: ContentId = parse("module id", &path(id)?)?;
+    let stored = expect!(http.ask(request, 0, |_, _| Ok(ClientRequest::HasModule(id))).await?, ClientResponse::HasModule(s) => s);
+    Ok(json(StatusCode::OK, &Held { id, stored }))
+}
+
+#[utoipa::path(put, path = "/v1/inputs", tag = "uploads", request_body(content = Binary, content_type = "application/octet-stream", description = "a job's input, at most 1 MiB"),
+    responses((status = 201, body = Stored), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
+async fn put_input(State(http): Shared, request: Request) -> Answer {
+    let response =
+        http.ask(request, INPUT_BODY_BYTES_MAX, |_, body| Ok(ClientRequest::PutInput(body.to_vec())));
+    let id = expect!(response.await?, ClientResponse::InputStored(id) => id);
+    Ok(json(StatusCode::CREATED, &Stored { id }))
+}
+
+#[utoipa::path(get, path = "/v1/inputs/{id}", tag = "uploads", params(("id" = String, Path, description = "an input's content id")),
+    responses((status = 200, body = Held), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
+async fn has_input(
+    State(http): Shared,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    request: Request,
+) -> Answer {
+    let id: ContentId = parse("input id", &path(id)?)?;
+    let stored = expect!(http.ask(request, 0, |_, _| Ok(ClientRequest::HasInput(id))).await?, ClientResponse::HasInput(s) => s);
+    Ok(json(StatusCode::OK, &Held { id, stored }))
+}
+
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body(content = EnvelopeJson, description = "a signed Submission"),
+    responses((status = 201, body = Submitted), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
+async fn submit(State(http): Shared, request: Request) -> Answer {
+    let response = http.ask(request, STATEMENT_BODY_BYTES_MAX, |_, body| {
+        let envelope = statement(&body, Submission::KIND)?;
+        Ok(ClientRequest::Submit(envelope))
+    });
+    let job = expect!(response.await?, ClientResponse::Submitted(job) => job);
+    Ok(json(StatusCode::CREATED, &Submitted { job }))
+}
+
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(JobsParams),
+    responses((status = 200, body = Paged<JobSummary>), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
+async fn jobs(State(http): Shared, request: Request) -> Answer {
+    let params: JobsParams = query(&request)?;
+    let filter = JobsQuery {
+        scope: params.scope,
+        state: params.state,
+        submitter: params.submitter,
+        since_ms: params.since_ms,
+    };
+    let page = Page { after: params.after, limit: params.limit };
+    let listed = expect!(http.ask(request, 0, |_, _| Ok(ClientRequest::Jobs(filter, page))).await?, ClientResponse::Jobs(p) => p);
+    Ok(json(StatusCode::OK, &listed))
+}
+
+type PathText = Result<Path<String>, axum::extract::rejection::PathRejection>;
+
+#[utoipa::path(get, path = "/v1/jobs/{job}", tag = "jobs", params(("job" = String, Path, description = "a job's id")),
+    responses((status = 200, body = JobView), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
+async fn job(State(http): Shared, job: PathText, request: Request) -> Answer {
+    let job: JobId = parse("job id", &path(job)?)?;
+    let view = expect!(http.ask(request, 0, |_, _| Ok(ClientRequest::Status(job))).await?, ClientResponse::Job(v) => v);
+    Ok(json(StatusCode::OK, &view))
+}
+
+#[utoipa::path(get, path = "/v1/jobs/{job}/output", tag = "jobs", params(("job" = String, Path, description = "a job's id")),
+    responses((status = 200, body = Output), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
+async fn output(State(http): Shared, job: PathText, request: Request) -> Answer {
+    let job: JobId = parse("job id", &path(job)?)?;
+    let response = http.ask(request, 0, |_, _| Ok(ClientRequest::Output(job))).await?;
+    let (job, digest, bytes) =
+        expect!(response, ClientResponse::Output { job, digest, bytes } => (job, digest, bytes));
+    let text = String::from_utf8(bytes.clone()).ok();
+    Ok(json(StatusCode::OK, &Output { job, digest, bytes: BASE64.encode(&bytes), text }))
+}
+
+#[utoipa::path(get, path = "/v1/jobs/{job}/logs", tag = "jobs", params(("job" = String, Path, description = "a job's id")),
+    responses((status = 200, body = Logs), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
+async fn logs(State(http): Shared, job: PathText, request: Request) -> Answer {
+    let job: JobId = parse("job id", &path(job)?)?;
+    let view = expect!(http.ask(request, 0, |_, _| Ok(ClientRequest::Status(job))).await?, ClientResponse::Job(v) => v);
+    let (worker, stderr) = match &view.result {
+        Some((worker, report)) => (Some(*worker), String::from_utf8_lossy(&report.stderr).into_owned()),
+        None => (None, String::new()),
+    };
+    Ok(json(StatusCode::OK, &Logs { job, worker, stderr }))
+}
+
+#[utoipa::path(get, path = "/v1/jobs/{job}/trace", tag = "jobs", params(("job" = String, Path, description = "a job's id")),
+    responses((status = 200, body = Trace), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
+async fn job_trace(State(http): Shared, job: PathText, request: Request) -> Answer {
+    let job: JobId = parse("job id", &path(job)?)?;
+    let response = http.ask(request, 0, |_, _| Ok(ClientRequest::Trace(TraceQuery::Job(job))));
+    let trace = expect!(response.await?, ClientResponse::Trace(t) => t);
+    Ok(json(StatusCode::OK, &trace))
+}
+
+#[utoipa::path(post, path = "/v1/jobs/{job}/cancel", tag = "jobs", params(("job" = String, Path, description = "a job's id")),
+    request_body(content = EnvelopeJson, description = "a signed Cancel of this job"),
+    responses((status = 200, body = JobView), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
+async fn cancel(State(http): Shared, job: PathText, request: Request) -> Answer {
+    let job: JobId = parse("job id", &path(job)?)?;
+    let response = http.ask(request, STATEMENT_BODY_BYTES_MAX, |_, body| {
+        let envelope = statement(&body, Cancel::KIND)?;
+        let named = peek::<Cancel>(&envelope)?.job;
+        if named != job {
+            return Err(refused(
+                "mismatch",
+                format!("the signed cancel names job {named}, not job {job} of the path"),
+            ));
+        }
+        Ok(ClientRequest::Cancel(envelope))
+    });
+    let view = expect!(response.await?, ClientResponse::Cancelled(v) => v);
+    Ok(json(StatusCode::OK, &view))
+}
+
+#[utoipa::path(get, path = "/v1/scopes", tag = "governance", params(PageParams),
+    responses((status = 200, body = Paged<ScopeSummary>), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
+async fn scopes(State(http): Shared, request: Request) -> Answer {
+    let params: PageParams = query(&request)?;
+    let all = expect!(http.ask(request, 0, |_, _| Ok(ClientRequest::Scopes)).await?, ClientResponse::Scopes(s) => s);
+    let page = Page { after: params.after, limit: params.limit.or(Some(SCOPES_PAGE_DEFAULT)) };
+    Ok(json(StatusCode::OK, &Paged::of(all.into_iter().enumerate().map(|(i, s)| (i as u64, s)), &page)))
+}
+
+#[utoipa::path(get, path = "/v1/scopes/{scope}", tag = "governance", params(("scope" = String, Path, description = "a scope's name"), PageParams),
+    responses((status = 200, body = ScopeView), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
+async fn scope(State(http): Shared, scope: PathText, request: Request) -> Answer {
+    let scope: ScopeId = parse("scope", &path(scope)?)?;
+    let page = query::<PageParams>(&request)?.page();
+    let view = expect!(http.ask(request, 0, |_, _| Ok(ClientRequest::Scope(scope, page))).await?, ClientResponse::Scope(v) => v);
+    Ok(json(StatusCode::OK, &view))
+}
+
+#[utoipa::path(get, path = "/v1/scopes/{scope}/statement", tag = "ledger", params(("scope" = String, Path, description = "a scope's name"), PageParams),
+    responses((status = 200, body = Statement), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
+async fn statement_of(State(http): Shared, scope: PathText, request: Request) -> Answer {
+    let scope: ScopeId = parse("scope", &path(scope)?)?;
+    let page = query::<PageParams>(&request)?.page();
+    let response = http.ask(request, 0, |_, _| Ok(ClientRequest::Statement(scope, page)));
+    let statement = expect!(response.await?, ClientResponse::Statement(s) => s);
+    Ok(json(StatusCode::OK, &statement))
+}
+
+#[utoipa::path(get, path = "/v1/members", tag = "governance", params(PageParams),
+    responses((status = 200, body = Paged<MemberView>), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
+async fn members(State(http): Shared, request: Request) -> Answer {
+    let page = query::<PageParams>(&request)?.page();
+    let listed = expect!(http.ask(request, 0, |_, _| Ok(ClientRequest::Members(page))).await?, ClientResponse::Members(p) => p);
+    Ok(json(StatusCode::OK, &listed))
+}
+
+#[utoipa::path(get, path = "/v1/proposals", tag = "governance", params(PageParams),
+    responses((status = 200, body = Paged<ProposalView>), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
+async fn proposals(State(http): Shared, request: Request) -> Answer {
+    let page = query::<PageParams>(&request)?.page();
+    let listed = expect!(http.ask(request, 0, |_, _| Ok(ClientRequest::Proposals(page))).await?, ClientResponse::Proposals(p) => p);
+    Ok(json(StatusCode::OK, &listed))
+}
+
+#[utoipa::path(post, path = "/v1/proposals", tag = "governance", request_body(content = EnvelopeJson, description = "a signed Proposal"),
+    responses((status = 201, body = Proposed), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
+async fn propose(State(http): Shared, request: Request) -> Answer {
+    let response = http.ask(request, STATEMENT_BODY_BYTES_MAX, |_, body| {
+        Ok(ClientRequest::Propose(statement(&body, Proposal::KIND)?))
+    });
+    let (proposal, closes_ms) =
+        expect!(response.await?, ClientResponse::Proposed { proposal, closes_ms } => (proposal, closes_ms));
+    Ok(json(StatusCode::CREATED, &Proposed { proposal, closes_ms }))
+}
+
+#[utoipa::path(get, path = "/v1/proposals/{proposal}", tag = "governance", params(("proposal" = String, Path, description = "a proposal's id")),
+    responses((status = 200, body = ProposalView), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
+async fn proposal(State(http): Shared, id: PathText, request: Request) -> Answer {
+    let id: ContentId = parse("proposal id", &path(id)?)?;
+    let view = expect!(http.ask(request, 0, |_, _| Ok(ClientRequest::Proposal(id))).await?, ClientResponse::Proposal(v) => v);
+    Ok(json(StatusCode::OK, &view))
+}
+
+#[utoipa::path(post, path = "/v1/proposals/{proposal}/ballots", tag = "governance", params(("proposal" = String, Path, description = "a proposal's id")),
+    request_body(content = EnvelopeJson, description = "a signed Ballot on this proposal"),
+    responses((status = 201, body = Voted), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
+async fn vote(State(http): Shared, id: PathText, request: Request) -> Answer {
+    let id: ContentId = parse("proposal id", &path(id)?)?;
+    let response = http.ask(request, STATEMENT_BODY_BYTES_MAX, |_, body| {
+        let envelope = statement(&body, Ballot::KIND)?;
+        let named = peek::<Ballot>(&envelope)?.proposal;
+        if named != id {
+            return Err(refused(
+                "mismatch",
+                format!("the signed ballot is on proposal {named}, not {id} of the path"),
+            ));
+        }
+        Ok(ClientRequest::Vote(envelope))
+    });
+    let proposal = expect!(response.await?, ClientResponse::Voted { proposal } => proposal);
+    Ok(json(StatusCode::CREATED, &Voted { proposal }))
+}
+
+#[utoipa::path(get, path = "/v1/decisions", tag = "governance", params(PageParams),
+    responses((status = 200, body = Paged<DecisionView>), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
+async fn decisions(State(http): Shared, request: Request) -> Answer {
+    let page = query::<PageParams>(&request)?.page();
+    let listed = expect!(http.ask(request, 0, |_, _| Ok(ClientRequest::Decisions(page))).await?, ClientResponse::Decisions(p) => p);
+    Ok(json(StatusCode::OK, &listed))
+}
+
+#[utoipa::path(get, path = "/v1/decisions/{seq}", tag = "governance", params(("seq" = u64, Path, description = "the decision's journal entry")),
+    responses((status = 200, body = DecisionView), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
+async fn decision(State(http): Shared, seq: PathText, request: Request) -> Answer {
+    let seq: u64 = parse("journal entry", &path(seq)?)?;
+    let view = expect!(http.ask(request, 0, |_, _| Ok(ClientRequest::Decision(seq))).await?, ClientResponse::Decision(v) => v);
+    Ok(json(StatusCode::OK, &view))
+}
+
+#[utoipa::path(get, path = "/v1/decisions/{seq}/trace", tag = "governance", params(("seq" = u64, Path, description = "the decision's journal entry"), PageParams),
+    responses((status = 200, body = Trace), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
+async fn decision_trace(State(http): Shared, seq: PathText, request: Request) -> Answer {
+    let seq: u64 = parse("journal entry", &path(seq)?)?;
+    let page = query::<PageParams>(&request)?.page();
+    let response = http.ask(request, 0, |_, _| Ok(ClientRequest::Trace(TraceQuery::Decision(seq, page))));
+    let trace = expect!(response.await?, ClientResponse::Trace(t) => t);
+    Ok(json(StatusCode::OK, &trace))
+}
+
+#[utoipa::path(get, path = "/v1/positions", tag = "ledger",
+    responses((status = 200, body = PositionsView), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
+async fn positions(State(http): Shared, request: Request) -> Answer {
+    let view = expect!(http.ask(request, 0, |_, _| Ok(ClientRequest::Positions)).await?, ClientResponse::Positions(v) => v);
+    Ok(json(StatusCode::OK, &view))
+}
+
+#[utoipa::path(post, path = "/v1/clearings", tag = "ledger", request_body(content = EnvelopeJson, description = "a signed ClearRequest"),
+    responses((status = 200, body = icn_protocol::views::ClearingView), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
+async fn clear(State(http): Shared, request: Request) -> Answer {
+    let response = http.ask(request, STATEMENT_BODY_BYTES_MAX, |_, body| {
+        Ok(ClientRequest::Clear(statement(&body, ClearRequest::KIND)?))
+    });
+    let view = expect!(response.await?, ClientResponse::Cleared(v) => v);
+    Ok(json(StatusCode::OK, &view))
+}
+
+#[utoipa::path(get, path = "/v1/queue", tag = "jobs",
+    responses((status = 200, body = QueueView), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
+async fn queue(State(http): Shared, request: Request) -> Answer {
+    let view =
+        expect!(http.ask(request, 0, |_, _| Ok(ClientRequest::Queue)).await?, ClientResponse::Queue(v) => v);
+    Ok(json(StatusCode::OK, &view))
+}
+
+#[utoipa::path(get, path = "/v1/workers", tag = "workers", params(PageParams),
+    responses((status = 200, body = Paged<WorkerView>), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
+async fn workers(State(http): Shared, request: Request) -> Answer {
+    let page = query::<PageParams>(&request)?.page();
+    let listed = expect!(http.ask(request, 0, |_, _| Ok(ClientRequest::Workers(page))).await?, ClientResponse::Workers(p) => p);
+    Ok(json(StatusCode::OK, &listed))
+}
+
+#[utoipa::path(get, path = "/v1/complete", tag = "jobs", params(CompleteParams),
+    responses((status = 200, body = Completions), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
+async fn complete(State(http): Shared, request: Request) -> Answer {
+    let params: CompleteParams = query(&request)?;
+    let kind = match params.kind.as_str() {
+        "job" => IdKind::Job,
+        "proposal" => IdKind::Proposal,
+        "key" => IdKind::Key,
+        other => return Err(refused("invalid", format!("kind {other:?} is not one of job, proposal, key"))),
+    };
+    let prefix = params.prefix;
+    let response = http.ask(request, 0, |_, _| Ok(ClientRequest::Complete { kind, prefix }));
+    let ids = expect!(response.await?, ClientResponse::Completions(ids) => ids);
+    Ok(json(StatusCode::OK, &Completions { ids }))
+}
+
+#[utoipa::path(get, path = "/v1/seal", tag = "journal",
+    responses((status = 200, body = SealJson), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
+async fn seal(State(http): Shared, request: Request) -> Answer {
+    http.authenticate(request, 0).await?;
+    let seal = http.api.seal();
+    Ok(json(
+        StatusCode::OK,
+        &SealJson {
+            seq: seal.seq,
+            hash: seal.hash,
+            signature: seal.signature,
+            coordinator: http.coordinator,
+        },
+    ))
+}
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "icn",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                SIGNATURE_HEADER,
+                "Every request is signed with the member's ed25519 key: an icn envelope of kind Request over \
+                 (method, path with query, time, blake3 of the body), sent as the headers icn-signer (key, hex), \
+                 icn-nonce (a number never used before), icn-time (ms since the epoch, within 60 s of the \
+                 coordinator's clock) and icn-signature (hex). See docs/MEMBER-GUIDE.md and \
+                 examples/python/submit.py.",
+            ))),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "ICN compute commons: member API", description = "What a member of the commons can ask its coordinator: \
+        submit jobs a decision authorized, follow them, read their chain of authority, vote, and read the ledger."),
+    paths(put_module, has_module, put_input, has_input, submit, jobs, job, output, logs, job_trace, cancel, scopes, scope,
+        statement_of, members, proposals, propose, proposal, vote, decisions, decision, decision_trace, positions, clear,
+        queue, workers, complete, seal),
+    modifiers(&Security)
+)]
+pub struct ApiDoc;
+
+async fn no_route(request: Request) -> Refused {
+    refused(
+        "no_route",
+        format!(
+            "there is no {} {} here; /openapi.json lists what there is",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+async fn openapi() -> Response {
+    json(StatusCode::OK, &ApiDoc::openapi())
+}
+
+/// The router of the member API over `api`, for a coordinator whose key is `coordinator`.
+pub fn router(api: Arc<MemberApi>, coordinator: PublicKey) -> axum::Router {
+    let http = Arc::new(Http { api, coordinator, nonces: Mutex::default() });
+    let wrong_method = || async {
+        refused(
+            "method_not_allowed",
+            "this path does not take that method; /openapi.json lists what it takes",
+        )
+    };
+    axum::Router::new()
+        .route("/openapi.json", get(openapi))
+        .route("/v1/modules", put(put_module))
+        .route("/v1/modules/{id}", get(has_module))
+        .route("/v1/inputs", put(put_input))
+        .route("/v1/inputs/{id}", get(has_input))
+        .route("/v1/jobs", post(submit).get(jobs))
+        .route("/v1/jobs/{job}", get(job))
+        .route("/v1/jobs/{job}/output", get(output))
+        .route("/v1/jobs/{job}/logs", get(logs))
+        .route("/v1/jobs/{job}/trace", get(job_trace))
+        .route("/v1/jobs/{job}/cancel", post(cancel))
+        .route("/v1/scopes", get(scopes))
+        .route("/v1/scopes/{scope}", get(scope))
+        .route("/v1/scopes/{scope}/statement", get(statement_of))
+        .route("/v1/members", get(members))
+        .route("/v1/proposals", get(proposals).post(propose))
+        .route("/v1/proposals/{proposal}", get(proposal))
+        .route("/v1/proposals/{proposal}/ballots", post(vote))
+        .route("/v1/decisions", get(decisions))
+        .route("/v1/decisions/{seq}", get(decision))
+        .route("/v1/decisions/{seq}/trace", get(decision_trace))
+        .route("/v1/positions", get(positions))
+        .route("/v1/clearings", post(clear))
+        .route("/v1/queue", get(queue))
+        .route("/v1/workers", get(workers))
+        .route("/v1/complete", get(complete))
+        .route("/v1/seal", get(seal))
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .with_state(http)
+}
+
+/// Serves the member API over HTTP on `listen`; the address it listens on.
+pub async fn serve(
+    listen: SocketAddr,
+    api: Arc<MemberApi>,
+    coordinator: PublicKey,
+) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen for the HTTP API on {listen}: {e}"))?;
+    let addr = listener.local_addr()?;
+    let app = router(api, coordinator);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the HTTP API listener stopped");
+        }
+    });
+    Ok(addr)
+}
