@@ -466,7 +466,7 @@ macro_rules! expect {
 
 type Answer = Result<Response, Refused>;
 
-#[utoipa::path(put, path = "/v1/modules", tag = "uploads", request_body(content = Binary, content_type = "application/wasm", description = "a wasm module, at most 4 MiB"),
+#[utoipa::path(put, path = "/v1/modules", tag = "uploads", request_body(content = Binary, content_type = "application/octet-stream", description = "a wasm module, at most 4 MiB"),
     responses((status = 201, body = Stored), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
 async fn put_module(State(http): Shared, request: Request) -> Answer {
     let response =
