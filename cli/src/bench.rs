@@ -10,6 +10,7 @@ use icn_worker::WasmExecutor;
 use tokio::sync::Semaphore;
 
 pub mod container;
+pub mod http;
 pub mod memory;
 
 use crate::demo::HELLO_WAT;

@@ -321,6 +321,13 @@ enum Command {
         /// With --container: the static busybox the benchmark's image is made of.
         #[arg(long, default_value = "/bin/busybox")]
         busybox: PathBuf,
+        /// Measure signed submissions/s over the HTTP API beside the QUIC path, in
+        /// alternating rounds of --jobs each (default 1000) against one coordinator.
+        #[arg(long)]
+        http: bool,
+        /// With --http: rounds each way.
+        #[arg(long, default_value_t = 6)]
+        rounds: usize,
         /// Run the seeded trust simulation against fixed two-fold replication.
         #[arg(long)]
         simulate: bool,
@@ -1008,6 +1015,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Bench { container: true, jobs, busybox, .. } => {
             icn_cli::bench::container::run(jobs.unwrap_or(30), &busybox).await?.print();
+        }
+        Command::Bench { http: true, jobs, rounds, in_flight, .. } => {
+            let options = icn_cli::bench::http::HttpBenchOptions {
+                jobs: jobs.unwrap_or(1_000),
+                rounds: rounds.max(1),
+                in_flight,
+            };
+            icn_cli::bench::http::run(options).await?.print();
         }
         Command::Bench { simulate: true, tasks, seed, .. } => {
             let config = icn_placement::sim::SimConfig { tasks, seed, ..Default::default() };
