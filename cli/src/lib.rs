@@ -9,4 +9,5 @@ pub mod governance;
 pub mod local;
 pub mod spec;
 pub mod status;
+pub mod ui;
 pub mod web;

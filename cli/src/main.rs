@@ -269,6 +269,26 @@ enum Command {
         /// Where the coordinator listens.
         #[arg(long, default_value = "127.0.0.1:7600", value_parser = coordinator_address)]
         listen: SocketAddr,
+        /// Where the coordinator serves the HTTP/JSON member API (for `icn ui` and scripts).
+        #[arg(long, default_value = "127.0.0.1:7700")]
+        http_listen: SocketAddr,
+    },
+    /// Your page in a browser: what was decided, what ran and what it cost, your votes and
+    /// your cooperative's machines. Served from this machine; it signs with your key file
+    /// here, so the key never leaves it.
+    Ui {
+        /// The coordinator's HTTP API, such as http://127.0.0.1:7700.
+        #[arg(long, env = "ICN_API")]
+        api: String,
+        /// Your key file.
+        #[arg(long, env = "ICN_KEY")]
+        key: PathBuf,
+        /// Where the page is served; open it in your browser.
+        #[arg(long, default_value = "127.0.0.1:7800")]
+        listen: SocketAddr,
+        /// The operators' Grafana dashboard, linked from the operations page.
+        #[arg(long, env = "ICN_GRAFANA")]
+        grafana: Option<String>,
     },
     /// Start a coordinator and three workers here and run jobs through them.
     Demo {
@@ -1007,7 +1027,19 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        Command::Dev { dir, listen } => return dev(&dir, listen).await,
+        Command::Dev { dir, listen, http_listen } => return dev(&dir, listen, http_listen).await,
+        Command::Ui { api, key, listen, grafana } => {
+            let key = Arc::new(icn_transport::keyfile::read(&key)?);
+            let (addr, task) =
+                icn_cli::ui::serve(icn_cli::ui::UiOptions { api, key, listen, grafana }).await?;
+            println!("your page is at http://{addr}/ (Ctrl-C stops it)");
+            use std::io::Write;
+            std::io::stdout().flush()?;
+            tokio::select! {
+                signal = stop_signal() => eprintln!("member page stopping ({})", signal?),
+                _ = task => anyhow::bail!("the member page stopped"),
+            }
+        }
         Command::Demo { keep } => icn_cli::demo::run(keep.as_deref()).await?,
         Command::Bench { placement: true, pool, jobs, .. } => {
             let placements = jobs.unwrap_or(2_000).max(100) * 50;
@@ -1143,10 +1175,15 @@ async fn run_coordinator(path: &Path, accept_journal_end: bool) -> anyhow::Resul
 }
 
 /// `icn dev`: a local commons on `listen` whose keys and journal live in `dir`.
-async fn dev(dir: &Path, listen: SocketAddr) -> anyhow::Result<ExitCode> {
+async fn dev(dir: &Path, listen: SocketAddr, http_listen: SocketAddr) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let dir = dir.canonicalize()?;
-    let options = icn_cli::local::LocalOptions { keys: Some(&dir), listen, ..Default::default() };
+    let options = icn_cli::local::LocalOptions {
+        keys: Some(&dir),
+        listen,
+        http_listen: Some(http_listen),
+        ..Default::default()
+    };
     let commons = icn_cli::local::LocalCommons::start(&dir, options).await?;
     let member = dir.join(format!("{}.key", commons.members[0].name));
     println!(
@@ -1167,7 +1204,11 @@ async fn dev(dir: &Path, listen: SocketAddr) -> anyhow::Result<ExitCode> {
     println!("icn jobs");
     println!("icn workers");
     println!("icn decisions");
-    println!("icn ledger positions\n");
+    println!("icn ledger positions");
+    if let Some(http) = commons.coordinator.http_addr() {
+        println!("icn ui --api http://{http} --key {}   # your page, in a browser", member.display());
+    }
+    println!();
     println!("Ctrl-C stops it; `icn dev --dir {}` starts it again where it stopped.", dir.display());
     use std::io::Write;
     std::io::stdout().flush()?;

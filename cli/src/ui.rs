@@ -1,0 +1,654 @@
+//! `icn ui`: the member's page, served from the member's own machine. It reads the
+//! coordinator's HTTP API and signs every request and every vote or cancel with the
+//! member's key file here, so the key never leaves this machine. Server-rendered HTML
+//! (maud), no JavaScript.
+//!
+//! A form that signs something carries this process's random token: another web page
+//! open in the same browser cannot make this one vote (the token is never in a URL).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Form, Path, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use icn_protocol::governance::{Choice, Credits, ScopeId, Standing, Tally};
+use icn_protocol::views::{
+    DecisionView, Line, MemberView, Paged, PositionsView, ProposalView, QueueView, ScopeView, Statement,
+    Trace, WorkerView,
+};
+use icn_protocol::wire::{JobState, JobSummary, JobView};
+use icn_protocol::{ContentId, JobId, Keypair};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use serde::Deserialize;
+
+use crate::web::WebClient;
+
+pub struct UiOptions {
+    /// The coordinator's HTTP API, such as `http://127.0.0.1:7700`.
+    pub api: String,
+    pub key: Arc<Keypair>,
+    pub listen: SocketAddr,
+    /// The operators' Grafana dashboard, linked from the operator view when given.
+    pub grafana: Option<String>,
+}
+
+struct Ui {
+    web: WebClient,
+    grafana: Option<String>,
+    /// Put in every form that signs; a form without it is refused.
+    token: String,
+}
+
+type Shared = State<Arc<Ui>>;
+
+/// What went wrong, as a page.
+struct Trouble(StatusCode, String);
+
+impl From<anyhow::Error> for Trouble {
+    fn from(error: anyhow::Error) -> Self {
+        let status = error
+            .downcast_ref::<crate::web::Refused>()
+            .and_then(|r| StatusCode::from_u16(r.status).ok())
+            .unwrap_or(StatusCode::BAD_GATEWAY);
+        Trouble(status, format!("{error:#}"))
+    }
+}
+
+impl IntoResponse for Trouble {
+    fn into_response(self) -> Response {
+        let page = layout(
+            "Something went wrong",
+            "",
+            html! {
+                p.trouble { (self.1) }
+                p { a href="/" { "Back to your page" } }
+            },
+        );
+        (self.0, page).into_response()
+    }
+}
+
+type Page = Result<Html<String>, Trouble>;
+
+const STYLE: &str = r#"
+body { font-family: system-ui, sans-serif; margin: 0; color: #1d2a33; background: #f6f7f4; }
+header { background: #234; color: #fff; padding: 0.8em 1.5em; }
+header a { color: #fff; margin-right: 1.2em; text-decoration: none; }
+header a.here { border-bottom: 2px solid #fc6; }
+main { padding: 1em 1.5em; max-width: 70em; }
+h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
+table { border-collapse: collapse; width: 100%; background: #fff; }
+td, th { text-align: left; padding: 0.35em 0.6em; border-bottom: 1px solid #dde; vertical-align: top; }
+.card { background: #fff; border: 1px solid #dde; border-radius: 6px; padding: 0.8em 1em; margin: 0.8em 0; }
+.bar { background: #e3e6ea; border-radius: 4px; height: 1.1em; position: relative; margin: 0.3em 0; }
+.bar span { display: block; height: 100%; border-radius: 4px; }
+.bar .mark { position: absolute; top: -3px; bottom: -3px; width: 2px; background: #234; }
+.yes { background: #3a8d5d; } .no { background: #c4553a; } .abstain { background: #9aa3ab; } .turnout { background: #5a7fb0; }
+.muted { color: #667; font-size: 0.9em; }
+.chain { display: flex; flex-wrap: wrap; align-items: center; gap: 0.3em; margin: 1em 0; }
+.node { background: #fff; border: 2px solid #5a7fb0; border-radius: 8px; padding: 0.5em 0.7em; min-width: 9em; max-width: 20em; }
+.node a { text-decoration: none; color: inherit; } .node b { display: block; }
+.node.bad { border-color: #c4553a; } .arrow { font-size: 1.5em; color: #5a7fb0; }
+button { font-size: 1em; padding: 0.35em 0.9em; margin-right: 0.4em; border-radius: 4px; border: 1px solid #889; cursor: pointer; }
+button.yes, button.no, button.abstain { color: #fff; border: none; }
+.trouble { color: #a33; font-weight: bold; }
+.entry:target { background: #fff3c4; }
+"#;
+
+fn layout(title: &str, here: &str, body: Markup) -> Html<String> {
+    let tab = |path: &str, name: &str| {
+        html! { a href=(path) class=[(here == path).then_some("here")] { (name) } }
+    };
+    Html(
+        html! {
+            (DOCTYPE)
+            html lang="en" {
+                head {
+                    meta charset="utf-8";
+                    title { (title) " — ICN commons" }
+                    style { (PreEscaped(STYLE)) }
+                }
+                body {
+                    header {
+                        (tab("/", "My page")) (tab("/proposals", "Votes")) (tab("/decisions", "Decisions"))
+                        (tab("/jobs", "Jobs")) (tab("/ledger", "Money")) (tab("/workers", "Our machines"))
+                        (tab("/operator", "Operations"))
+                    }
+                    main { h1 { (title) } (body) }
+                }
+            }
+        }
+        .into_string(),
+    )
+}
+
+fn when(ms: u64) -> String {
+    icn_protocol::views::when(ms)
+}
+
+/// A span of time left, in the largest unit that says it.
+fn left(ms: u64) -> String {
+    let seconds = ms / 1000;
+    match seconds {
+        0..=59 => format!("{seconds} s"),
+        60..=3599 => format!("{} min", seconds / 60),
+        3600..=86_399 => format!("{} h {} min", seconds / 3600, seconds % 3600 / 60),
+        _ => format!("{} days", seconds / 86_400),
+    }
+}
+
+fn credits(c: Credits) -> String {
+    format!("{} credits", c.0)
+}
+
+fn standing_words(standing: &Standing) -> &'static str {
+    match standing {
+        Standing::Vote => "vote",
+        Standing::Submit => "run jobs",
+        Standing::Donate => "donate machines",
+        Standing::Operate => "operate",
+    }
+}
+
+fn short(id: &impl std::fmt::Display) -> String {
+    id.to_string().chars().take(10).collect()
+}
+
+impl Ui {
+    async fn me(&self) -> Result<MemberView, Trouble> {
+        let me = self.web.member();
+        let mut after = None;
+        loop {
+            let target = match after {
+                Some(after) => format!("/v1/members?limit=500&after={after}"),
+                None => "/v1/members?limit=500".to_string(),
+            };
+            let page: Paged<MemberView> = self.web.get(&target).await?;
+            if let Some(found) = page.items.into_iter().find(|m| m.person.key == me) {
+                return Ok(found);
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Err(Trouble(StatusCode::FORBIDDEN, format!("key {me} is not a member here"))),
+            }
+        }
+    }
+
+    async fn scope(&self, scope: &ScopeId) -> Result<ScopeView, Trouble> {
+        Ok(self.web.get(&format!("/v1/scopes/{scope}")).await?)
+    }
+}
+
+async fn home(State(ui): Shared) -> Page {
+    let me = ui.me().await?;
+    let mut scopes = Vec::new();
+    for (scope, standing) in &me.standing {
+        scopes.push((ui.scope(scope).await?, standing.clone()));
+    }
+    let name = me.person.name.clone().unwrap_or_else(|| me.person.key.short());
+    Ok(layout(
+        &format!("Hello, {name}"),
+        "/",
+        html! {
+            p.muted { "Your key " code { (me.person.key) } " signs everything you do here; it stays on this machine." }
+            h2 { "Where you hold standing" }
+            table {
+                tr { th { "Scope" } th { "You may" } th { "Its rule" } th { "Budget" } }
+                @for (scope, standing) in &scopes {
+                    tr {
+                        td { b { (scope.id) } br; span.muted { (format!("{:?}", scope.kind).to_lowercase()) @if let Some(parent) = &scope.parent { " in " (parent) } } }
+                        td { (standing.iter().map(standing_words).collect::<Vec<_>>().join(", ")) }
+                        td { "decides with " (scope.rule.quorum) " turnout and " (scope.rule.approval) " yes" }
+                        td {
+                            @if let Some(mandate) = &scope.mandate {
+                                (budget_bar(mandate.spent, mandate.left))
+                                span.muted { "granted by " a href=(format!("/decisions#entry-{}", mandate.decision)) { "entry " (mandate.decision) }
+                                    ", until " (when(mandate.expires_ms)) }
+                            } @else { span.muted { "no mandate" } }
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+fn budget_bar(spent: Credits, left: Credits) -> Markup {
+    let total = (spent.0 + left.0).max(1) as f64;
+    let percent = 100.0 * spent.0 as f64 / total;
+    html! {
+        div.bar title=(format!("{} spent of {}", spent.0, spent.0 + left.0)) { span.turnout style=(format!("width:{percent:.1}%")) {} }
+        div { (credits(spent)) " spent, " (credits(left)) " left" }
+    }
+}
+
+fn tally_bars(tally: &Tally, quorum: f64, approval: f64) -> Markup {
+    let voted = tally.yes + tally.no + tally.abstain;
+    let electorate = tally.electorate.max(1) as f64;
+    let decided = (tally.yes + tally.no).max(1) as f64;
+    let pct = |n: u64, of: f64| 100.0 * n as f64 / of;
+    html! {
+        div.muted { "Turnout: " (voted) " of " (tally.electorate) " (needs " (format!("{:.0}%", quorum * 100.0)) ")" }
+        div.bar.turnout-bar {
+            span.turnout style=(format!("width:{:.1}%", pct(voted, electorate))) {}
+            span.mark style=(format!("left:{:.1}%", quorum * 100.0)) {}
+        }
+        div.muted { "Yes " (tally.yes) ", no " (tally.no) ", abstain " (tally.abstain) " (yes needs " (format!("{:.0}%", approval * 100.0)) " of yes and no)" }
+        div.bar {
+            span.yes style=(format!("width:{:.1}%;float:left", pct(tally.yes, decided))) {}
+            span.no style=(format!("width:{:.1}%;float:left", pct(tally.no, decided))) {}
+            span.mark style=(format!("left:{:.1}%", approval * 100.0)) {}
+        }
+    }
+}
+
+fn fraction(f: icn_protocol::governance::Fraction) -> f64 {
+    f.num as f64 / f.den.max(1) as f64
+}
+
+async fn proposals(State(ui): Shared) -> Page {
+    let open: Paged<ProposalView> = ui.web.get("/v1/proposals?limit=100").await?;
+    let me = ui.web.member();
+    let now = crate::web::now_ms();
+    Ok(layout(
+        "Open votes",
+        "/proposals",
+        html! {
+            @if open.items.is_empty() { p { "Nothing is open for a vote now." } }
+            @for p in &open.items {
+                div.card id=(format!("proposal-{}", p.id)) {
+                    h2 { (p.title) }
+                    p { "In " b { (p.scope) } ", proposed by " (p.proposer) ": " (p.effect_text) }
+                    (tally_bars(&p.tally, fraction(p.rule.quorum), fraction(p.rule.approval)))
+                    p.muted { @if p.closes_ms > now { "Voting closes in " (left(p.closes_ms - now)) " (" (when(p.closes_ms)) ")" } @else { "Voting has closed; the count is being made." } }
+                    @if let Some((_, choice)) = p.ballots.iter().find(|(person, _)| person.key == me) {
+                        p { "You voted " b.vote-cast { (format!("{choice:?}").to_lowercase()) } "; you may change your vote until it closes." }
+                    }
+                    form method="post" action=(format!("/proposals/{}/vote", p.id)) {
+                        input type="hidden" name="token" value=(ui.token);
+                        button.yes name="choice" value="yes" { "Yes" }
+                        button.no name="choice" value="no" { "No" }
+                        button.abstain name="choice" value="abstain" { "Abstain" }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+struct VoteForm {
+    token: String,
+    choice: String,
+}
+
+async fn vote(
+    State(ui): Shared,
+    Path(id): Path<String>,
+    Form(form): Form<VoteForm>,
+) -> Result<Redirect, Trouble> {
+    ui.check(&form.token)?;
+    let proposal: ContentId = id.parse().map_err(|e| Trouble(StatusCode::BAD_REQUEST, format!("{e}")))?;
+    let choice = match form.choice.as_str() {
+        "yes" => Choice::Yes,
+        "no" => Choice::No,
+        "abstain" => Choice::Abstain,
+        other => {
+            return Err(Trouble(StatusCode::BAD_REQUEST, format!("{other:?} is not yes, no or abstain")));
+        }
+    };
+    ui.web.vote(proposal, choice).await?;
+    Ok(Redirect::to(&format!("/proposals#proposal-{proposal}")))
+}
+
+impl Ui {
+    fn check(&self, token: &str) -> Result<(), Trouble> {
+        if token != self.token {
+            return Err(Trouble(
+                StatusCode::FORBIDDEN,
+                "this form did not come from your page (its token is wrong); open the page again".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+async fn decisions(State(ui): Shared) -> Page {
+    let decided: Paged<DecisionView> = ui.web.get("/v1/decisions?limit=200").await?;
+    Ok(layout(
+        "Decisions",
+        "/decisions",
+        html! {
+            p.muted { "Everything the commons decided, oldest first. Each changed what it says, and nothing else." }
+            table {
+                tr { th { "Entry" } th { "Scope" } th { "What was decided" } th { "Outcome" } th { "When" } }
+                @for d in &decided.items {
+                    tr.entry id=(format!("entry-{}", d.seq)) {
+                        td { (d.seq) }
+                        td { (d.scope) }
+                        td { b { (d.title) } br; (d.effect_text) }
+                        td { @if d.accepted { "accepted" } @else { "not accepted" } br; span.muted { (d.reason) } }
+                        td { (when(d.decided_ms)) }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+fn state_words(state: &JobState) -> String {
+    match state {
+        JobState::Queued => "waiting".into(),
+        JobState::Running { .. } => "running".into(),
+        JobState::Completed => "done".into(),
+        JobState::Failed => "failed".into(),
+        JobState::Disputed => "in dispute".into(),
+        JobState::Cancelled => "cancelled".into(),
+    }
+}
+
+async fn jobs(State(ui): Shared) -> Page {
+    let listed: Paged<JobSummary> = ui.web.get("/v1/jobs?limit=100").await?;
+    Ok(layout(
+        "Jobs",
+        "/jobs",
+        html! {
+            table {
+                tr { th { "Job" } th { "For" } th { "By" } th { "State" } th { "Submitted" } }
+                @for j in &listed.items {
+                    tr {
+                        td { a href=(format!("/jobs/{}", j.job)) { code { (short(&j.job)) } } }
+                        td { (j.scope) } td { (j.submitter) }
+                        td { (state_words(&j.state)) @if let Some(w) = &j.waiting { br; span.muted { (w) } } }
+                        td { (when(j.submitted_ms)) }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+/// A step of a job's chain and the entries that make it.
+struct Step {
+    name: &'static str,
+    lines: Vec<Line>,
+    bad: bool,
+}
+
+/// The job's entries as the steps members know: submitted under a decision, run by
+/// replicas, checked, paid.
+fn chain(trace: &Trace) -> Vec<Step> {
+    let mut steps = vec![
+        Step { name: "Submitted", lines: vec![], bad: false },
+        Step { name: "Ran", lines: vec![], bad: false },
+        Step { name: "Checked", lines: vec![], bad: false },
+        Step { name: "Paid", lines: vec![], bad: false },
+    ];
+    // Which words of an entry's description put it in which step; the entry that
+    // accepts a result also pays for it, so it is in both.
+    const WORDS: [&[&str]; 4] = [
+        &["submitted"],
+        &["placed", "reported", "lost", "requeued", "stopped"],
+        &["completed", "accepted", "agree", "dispute", "failed", "cancelled", "verdict"],
+        &["posted", "paid", "void", "released", "settled"],
+    ];
+    if let Some(job) = &trace.job {
+        for line in &job.entries {
+            let text = line.text.to_lowercase();
+            let bad = ["fail", "disagree", "dispute", "cancel"].iter().any(|w| text.contains(w));
+            for (step, words) in steps.iter_mut().zip(WORDS) {
+                if words.iter().any(|w| text.contains(w)) {
+                    step.bad |= bad;
+                    step.lines.push(line.clone());
+                }
+            }
+        }
+    }
+    steps
+}
+
+async fn job(State(ui): Shared, Path(id): Path<String>) -> Page {
+    let job: JobId = id.parse().map_err(|e| Trouble(StatusCode::BAD_REQUEST, format!("{e}")))?;
+    let view: JobView = ui.web.status(job).await?;
+    let trace: Trace = ui.web.get(&format!("/v1/jobs/{job}/trace")).await?;
+    let steps = chain(&trace);
+    let authority = &trace.authority;
+    let open = matches!(view.state, JobState::Queued | JobState::Running { .. });
+    Ok(layout(
+        &format!("Job {}", short(&job)),
+        "/jobs",
+        html! {
+            p { "For " b { (view.scope) } ", by " (view.submitter.short()) ": " b.job-state { (state_words(&view.state)) }
+                @if let Some(failure) = &view.failure { " — " (failure) } }
+            div.chain {
+                div.node {
+                    a href=(format!("/decisions#entry-{}", authority.decision)) {
+                        b { @if authority.founding { "Founding mandate" } @else { "Decision" } }
+                        "entry " (authority.decision) br; span.muted { (authority.effect) }
+                    }
+                }
+                @for step in &steps {
+                    span.arrow { "→" }
+                    div.node.bad[step.bad] {
+                        @match step.lines.first() {
+                            Some(first) => a href=(format!("#entry-{}", first.seq)) {
+                                b { (step.name) }
+                                @for line in &step.lines { "entry " (line.seq) br; }
+                            },
+                            None => { b { (step.name) } span.muted { "not yet" } },
+                        }
+                    }
+                }
+            }
+            @if let Some(j) = &trace.job {
+                @if let Some(order) = &j.order { p.muted { (order) } }
+                h2 { "Its journal entries" }
+                p.muted { "Each entry is signed and chained to the one before; " code { "icn journal verify" } " re-checks them." }
+                table {
+                    tr { th { "Entry" } th { "When" } th { "Signed by" } th { "What happened" } }
+                    @for line in &j.entries {
+                        tr.entry id=(format!("entry-{}", line.seq)) {
+                            td { (line.seq) } td { (when(line.time_ms)) } td { (line.signer) } td { (line.text) }
+                        }
+                    }
+                }
+                @if !j.money.is_empty() { h2 { "Money" } ul { @for m in &j.money { li { (m) } } } }
+            }
+            @if open {
+                form method="post" action=(format!("/jobs/{job}/cancel")) {
+                    input type="hidden" name="token" value=(ui.token);
+                    button.no name="cancel" value="1" { "Cancel this job" }
+                }
+            }
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+struct TokenForm {
+    token: String,
+}
+
+async fn cancel(
+    State(ui): Shared,
+    Path(id): Path<String>,
+    Form(form): Form<TokenForm>,
+) -> Result<Redirect, Trouble> {
+    ui.check(&form.token)?;
+    let job: JobId = id.parse().map_err(|e| Trouble(StatusCode::BAD_REQUEST, format!("{e}")))?;
+    ui.web.cancel(job).await?;
+    Ok(Redirect::to(&format!("/jobs/{job}")))
+}
+
+/// A scope's position over its statement's entries, as a line with a point per entry,
+/// each point linked to the entry (and its decision).
+fn plot(statement: &Statement) -> Markup {
+    let (width, height, pad) = (640.0, 200.0, 30.0);
+    let lines = &statement.lines;
+    if lines.is_empty() {
+        return html! { p.muted { "No entries yet." } };
+    }
+    let lo = lines.iter().map(|l| l.position.0).min().unwrap_or(0).min(0) as f64;
+    let hi = lines.iter().map(|l| l.position.0).max().unwrap_or(0).max(0) as f64;
+    let span = (hi - lo).max(1.0);
+    let x = |i: usize| pad + (width - 2.0 * pad) * i as f64 / (lines.len().max(2) - 1) as f64;
+    let y = |v: i64| pad + (height - 2.0 * pad) * (hi - v as f64) / span;
+    let path = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| format!("{:.1},{:.1}", x(i), y(l.position.0)))
+        .collect::<Vec<_>>();
+    html! {
+        svg.plot width=(width) height=(height) viewBox=(format!("0 0 {width} {height}")) role="img" aria-label="position over time" {
+            line x1=(pad) x2=(width - pad) y1=(y(0)) y2=(y(0)) stroke="#99a" stroke-dasharray="4" {}
+            text x="2" y=(y(0) - 4.0) font-size="11" { "0" }
+            polyline points=(path.join(" ")) fill="none" stroke="#5a7fb0" stroke-width="2" {}
+            @for (i, l) in lines.iter().enumerate() {
+                a href=(format!("#entry-{}", l.seq)) {
+                    circle cx=(format!("{:.1}", x(i))) cy=(format!("{:.1}", y(l.position.0))) r="4" fill="#234" {
+                        title { "entry " (l.seq) ": " (l.text) " — position " (l.position.0) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn ledger(State(ui): Shared) -> Page {
+    let me = ui.me().await?;
+    let positions: PositionsView = ui.web.get("/v1/positions").await?;
+    let mut sections = Vec::new();
+    for (scope, _) in &me.standing {
+        let statement: Statement = ui.web.get(&format!("/v1/scopes/{scope}/statement?limit=200")).await?;
+        let view = ui.scope(scope).await?;
+        sections.push((statement, view));
+    }
+    Ok(layout(
+        "Money",
+        "/ledger",
+        html! {
+            p.muted { "Mutual credit: every credit one scope spends, another earns, so all positions add up to zero." }
+            @for (statement, view) in &sections {
+                div.card id=(format!("account-{}", statement.scope)) {
+                    h2 { (statement.scope) }
+                    @if let Some(account) = positions.accounts.iter().find(|a| a.scope == statement.scope) {
+                        p { "Position " b.position { (account.position) } " credits; " (account.reserved) " held for jobs running; may go down to " (-account.limit) "." }
+                    }
+                    @if let Some(mandate) = &view.mandate { (budget_bar(mandate.spent, mandate.left)) }
+                    (plot(statement))
+                    table {
+                        tr { th { "Entry" } th { "When" } th { "Change" } th { "Position" } th { "What" } }
+                        @for l in &statement.lines {
+                            tr.entry id=(format!("entry-{}", l.seq)) {
+                                td { (l.seq) } td { (when(l.time_ms)) } td { (l.change.0) } td { (l.position.0) }
+                                td { (l.text) @if let Some(d) = l.decision { " " a href=(format!("/decisions#entry-{d}")) { "(decision " (d) ")" } } }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+async fn workers(State(ui): Shared) -> Page {
+    let me = ui.me().await?;
+    let ours: Vec<ScopeId> = me
+        .standing
+        .iter()
+        .filter(|(_, held)| held.contains(&Standing::Donate))
+        .map(|(scope, _)| scope.clone())
+        .collect();
+    let all: Paged<WorkerView> = ui.web.get("/v1/workers?limit=500").await?;
+    let positions: PositionsView = ui.web.get("/v1/positions").await?;
+    Ok(layout(
+        "Our machines",
+        "/workers",
+        html! {
+            @if ours.is_empty() { p { "You hold no donate standing in any cooperative, so no machines are yours to look after." } }
+            @for scope in &ours {
+                div.card {
+                    h2 { (scope) }
+                    @if let Some(account) = positions.accounts.iter().find(|a| &a.scope == scope) {
+                        p { "Earned so far: " b { (account.position) " credits" } }
+                    }
+                    table {
+                        tr { th { "Machine" } th { "Connected" } th { "Slots free" } th { "Results agreed" } th { "Disagreed" } th { "Missed" } th { "Trust" } th { "Status" } }
+                        @for w in all.items.iter().filter(|w| w.owner.as_ref() == Some(scope)) {
+                            tr {
+                                td { code { (w.key.short()) } }
+                                td { @if w.connected { "yes" } @else { "no" } }
+                                td { (w.free_slots) " of " (w.slots) }
+                                td { (w.trust.agreements) } td { (w.trust.disagreements) } td { (w.trust.missed) }
+                                td { (format!("{:.2}", w.trust_lower_bound)) }
+                                td { @if w.quarantined { b.trouble { "quarantined" } } @else { "in service" } }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+async fn operator(State(ui): Shared) -> Page {
+    let queue: QueueView = ui.web.get("/v1/queue").await?;
+    let workers: Paged<WorkerView> = ui.web.get("/v1/workers?limit=500").await?;
+    let disputed: Paged<JobSummary> = ui.web.get("/v1/jobs?state=disputed&limit=100").await?;
+    Ok(layout(
+        "Operations",
+        "/operator",
+        html! {
+            @if let Some(grafana) = &ui.grafana { p { a href=(grafana) { "The operators' dashboard (Grafana)" } } }
+            p { (queue.free_slots) " of " (queue.slots) " slots free." }
+            h2 { "Queue by scope" }
+            table {
+                tr { th { "Scope" } th { "Waiting" } th { "Running" } th { "Share" } th { "Weight" } }
+                @for s in &queue.scopes {
+                    tr { td { (s.scope) } td { (s.waiting) } td { (s.running) } td { (format!("{:.0}%", s.share * 100.0)) } td { (s.weight) } }
+                }
+            }
+            h2 { "Workers" }
+            table {
+                tr { th { "Machine" } th { "Owner" } th { "Connected" } th { "Slots free" } th { "Trust" } th { "Quarantined" } }
+                @for w in &workers.items {
+                    tr { td { code { (w.key.short()) } } td { @if let Some(o) = &w.owner { (o) } @else { "removed" } }
+                         td { (w.connected) } td { (w.free_slots) "/" (w.slots) } td { (format!("{:.2}", w.trust_lower_bound)) } td { (w.quarantined) } }
+                }
+            }
+            h2 { "Disputes open" }
+            @if disputed.items.is_empty() { p { "None." } }
+            ul { @for j in &disputed.items { li { a href=(format!("/jobs/{}", j.job)) { (short(&j.job)) } " of " (j.scope) } } }
+        },
+    ))
+}
+
+/// Serves the member page on `options.listen`; the address it listens on.
+pub async fn serve(options: UiOptions) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let token = hex::encode(icn_protocol::Keypair::generate().public().0);
+    let ui = Arc::new(Ui { web: WebClient::new(&options.api, options.key), grafana: options.grafana, token });
+    let app = axum::Router::new()
+        .route("/", get(home))
+        .route("/proposals", get(proposals))
+        .route("/proposals/{id}/vote", post(vote))
+        .route("/decisions", get(decisions))
+        .route("/jobs", get(jobs))
+        .route("/jobs/{id}", get(job))
+        .route("/jobs/{id}/cancel", post(cancel))
+        .route("/ledger", get(ledger))
+        .route("/workers", get(workers))
+        .route("/operator", get(operator))
+        .with_state(ui);
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen for the member page on {}: {e}", options.listen))?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the member page stopped");
+        }
+    });
+    Ok((addr, task))
+}

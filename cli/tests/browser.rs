@@ -1,0 +1,250 @@
+//! The member page (`icn ui`) in real headless Chromium, driven through chromedriver
+//! (Debian's `chromium` and `chromium-driver`; `.ci/run` installs them): a member reads
+//! a job's chain, votes and sees the vote in the tally and in `icn trace`, sees their
+//! scope's position move after a job, and cancels a job. Every page is photographed
+//! into target/screenshots (and into docs/screenshots with ICN_UPDATE_SCREENSHOTS=1).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use icn_cli::demo::{BUSY_WAT, HELLO_WAT, SPIN_WAT};
+use icn_cli::local::{self, LocalCommons, LocalOptions};
+use icn_cli::web::WebClient;
+use icn_protocol::governance::{Choice, Effect, PriceSchedule, Proposal};
+use icn_protocol::wire::{JobState, Limits};
+use icn_protocol::{Fuel, JobId};
+
+const VOTING_WINDOW_MS: u64 = 6_000;
+
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// chromedriver on a free port, and a headless Chromium session through it.
+async fn browser() -> (Driver, Client) {
+    let port = free_port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver runs (Debian's chromium-driver; .ci/run installs it)");
+    let driver = Driver(child);
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000"]
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    for _ in 0..100 {
+        let built = ClientBuilder::new(connector.clone())
+            .capabilities(capabilities.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await;
+        if let Ok(client) = built {
+            return (driver, client);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("chromedriver did not start a Chromium session on port {port}");
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+async fn screenshot(browser: &Client, name: &str) {
+    let png = browser.screenshot().await.unwrap();
+    let mut places = vec![root().join("target/screenshots")];
+    if std::env::var_os("ICN_UPDATE_SCREENSHOTS").is_some() {
+        places.push(root().join("docs/screenshots"));
+    }
+    for place in places {
+        std::fs::create_dir_all(&place).unwrap();
+        std::fs::write(place.join(format!("{name}.png")), &png).unwrap();
+    }
+}
+
+async fn text(browser: &Client, css: &str) -> String {
+    browser
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css} on the page: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn finished(client: &WebClient, job: JobId) -> JobState {
+    for _ in 0..600 {
+        let state = client.status(job).await.unwrap().state;
+        if !matches!(state, JobState::Queued | JobState::Running { .. }) {
+            return state;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("job {job} did not end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_reads_votes_follows_money_and_cancels_from_the_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LocalOptions {
+        owners: &["coop-a", "coop-b"],
+        members: &["ana", "ben", "cy"],
+        voting_window_ms: VOTING_WINDOW_MS,
+        http_listen: Some(([127, 0, 0, 1], 0).into()),
+        ..LocalOptions::default()
+    };
+    let commons = LocalCommons::start(dir.path(), options).await.unwrap();
+    commons.wait_for_workers(2).await.unwrap();
+    let api = format!("http://{}", commons.coordinator.http_addr().unwrap());
+    let ana = commons.members[0].key.clone();
+    let ben = WebClient::new(&api, commons.members[1].key.clone());
+    let (page, _ui) = icn_cli::ui::serve(icn_cli::ui::UiOptions {
+        api: api.clone(),
+        key: Arc::clone(&ana),
+        listen: ([127, 0, 0, 1], 0).into(),
+        grafana: Some("http://127.0.0.1:3000/d/icn-commons".into()),
+    })
+    .await
+    .unwrap();
+    let page = format!("http://{page}");
+    let (_driver, browser) = browser().await;
+
+    // A job that ran, read as its chain.
+    let client = WebClient::new(&api, Arc::clone(&ana));
+    let module = client.put_module(&wat::parse_str(HELLO_WAT).unwrap()).await.unwrap();
+    let job = client.submit(&local::submission(module, b"", Limits::default())).await.unwrap();
+    assert_eq!(finished(&client, job).await, JobState::Completed);
+    browser.goto(&format!("{page}/")).await.unwrap();
+    assert!(text(&browser, "main").await.contains("fed-north"), "the home page names ana's scopes");
+    screenshot(&browser, "home").await;
+    browser.goto(&format!("{page}/jobs")).await.unwrap();
+    screenshot(&browser, "jobs").await;
+    browser.find(Locator::Css(&format!("a[href='/jobs/{job}']"))).await.unwrap().click().await.unwrap();
+    assert_eq!(text(&browser, ".job-state").await, "done");
+    let chain = text(&browser, ".chain").await;
+    for step in ["Founding mandate", "Submitted", "Ran", "Checked", "Paid"] {
+        assert!(chain.contains(step), "the chain shows {step}: {chain}");
+    }
+    let entries = browser.find_all(Locator::Css("tr.entry")).await.unwrap();
+    assert!(entries.len() >= 4, "the job's journal entries are listed: {}", entries.len());
+    // A node links to its entry on the page.
+    let link = browser.find(Locator::Css(".chain .node a[href^='#entry-']")).await.unwrap();
+    let anchor = link.attr("href").await.unwrap().unwrap();
+    link.click().await.unwrap();
+    assert!(
+        browser.find(Locator::Css(&format!("tr{anchor}"))).await.is_ok(),
+        "entry {anchor} is on the page"
+    );
+    screenshot(&browser, "job").await;
+
+    // The position moves after a job.
+    browser.goto(&format!("{page}/ledger")).await.unwrap();
+    let before: i64 = text(&browser, "#account-fed-north b.position").await.parse().unwrap();
+    screenshot(&browser, "ledger").await;
+    // Ten million counts a byte: some hundred million fuel, which costs credits.
+    let busy = commons_module(&client, BUSY_WAT).await;
+    let second = client.submit(&local::submission(busy, b"xx", Limits::default())).await.unwrap();
+    assert_eq!(finished(&client, second).await, JobState::Completed);
+    browser.refresh().await.unwrap();
+    let after: i64 = text(&browser, "#account-fed-north b.position").await.parse().unwrap();
+    assert!(after < before, "fed-north paid for the job: position {before} then {after}");
+    let points = browser.find_all(Locator::Css("svg.plot circle")).await.unwrap();
+    assert!(points.len() >= 2, "each entry is a point of the plot");
+
+    // A vote from the page, in the tally and in `icn trace`.
+    let proposal = Proposal {
+        scope: local::federation(),
+        title: "Cheaper compute for fed-north".into(),
+        effect: Effect::PriceSchedule(PriceSchedule { credits_per_mega_fuel: 1 }),
+    };
+    let id = ben.propose(&proposal).await.unwrap();
+    ben.vote(id, Choice::Yes).await.unwrap();
+    browser.goto(&format!("{page}/proposals")).await.unwrap();
+    let card = format!("#proposal-{id}");
+    assert!(text(&browser, &card).await.contains("Yes 1, no 0"), "{}", text(&browser, &card).await);
+    browser.find(Locator::Css(&format!("{card} button.yes"))).await.unwrap().click().await.unwrap();
+    let card_text = text(&browser, &card).await;
+    assert!(card_text.contains("Yes 2, no 0"), "ana's vote is in the tally: {card_text}");
+    assert_eq!(text(&browser, &format!("{card} .vote-cast")).await, "yes");
+    screenshot(&browser, "proposals").await;
+    let decision = tokio::time::timeout(
+        Duration::from_millis(VOTING_WINDOW_MS + 20_000),
+        icn_cli::demo::wait_for_decision(&commons.client().await.unwrap(), id),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let key = dir.path().join("ana.key");
+    icn_transport::keyfile::write_new(&ana, &key).unwrap();
+    let traced = Command::new(env!("CARGO_BIN_EXE_icn"))
+        .args(["trace", "--decision", &decision.seq.to_string()])
+        .env("ICN_COORDINATOR", commons.coordinator.addr().to_string())
+        .env("ICN_COORDINATOR_KEY", commons.coordinator.public_key().to_string())
+        .env("ICN_KEY", &key)
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    let trace = String::from_utf8_lossy(&traced.stdout);
+    assert!(traced.status.success(), "{}", String::from_utf8_lossy(&traced.stderr));
+    assert!(
+        trace.contains("ana") && trace.to_lowercase().contains("yes"),
+        "icn trace shows ana's ballot:\n{trace}"
+    );
+    browser.goto(&format!("{page}/decisions")).await.unwrap();
+    assert!(text(&browser, &format!("#entry-{}", decision.seq)).await.contains("Cheaper compute"));
+    screenshot(&browser, "decisions").await;
+
+    // Cancel a job that would run for a long time.
+    let long = client
+        .submit(&local::submission(
+            commons_module(&client, SPIN_WAT).await,
+            b"",
+            Limits { timeout_ms: 120_000, fuel: Fuel(icn_protocol::wire::FUEL_MAX), ..Limits::default() },
+        ))
+        .await
+        .unwrap();
+    browser.goto(&format!("{page}/jobs/{long}")).await.unwrap();
+    browser.find(Locator::Css("form[action$='/cancel'] button")).await.unwrap().click().await.unwrap();
+    assert_eq!(text(&browser, ".job-state").await, "cancelled");
+    assert_eq!(client.status(long).await.unwrap().state, JobState::Cancelled);
+
+    browser.goto(&format!("{page}/workers")).await.unwrap();
+    assert!(text(&browser, "main").await.contains("coop-a"), "ana donates to coop-a");
+    screenshot(&browser, "workers").await;
+    browser.goto(&format!("{page}/operator")).await.unwrap();
+    assert!(browser.find(Locator::Css("a[href='http://127.0.0.1:3000/d/icn-commons']")).await.is_ok());
+    screenshot(&browser, "operator").await;
+
+    // A form posted from anywhere but the page is refused: nothing is signed.
+    let forged = reqwest::Client::new()
+        .post(format!("{page}/jobs/{job}/cancel"))
+        .form(&[("token", "guess")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 403);
+    browser.close().await.unwrap();
+    commons.stop().await.unwrap();
+}
+
+async fn commons_module(client: &WebClient, wat: &str) -> icn_protocol::ContentId {
+    client.put_module(&wat::parse_str(wat).unwrap()).await.unwrap()
+}
