@@ -9,7 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use icn_coordinator::http::EnvelopeJson;
 use icn_protocol::governance::{Ballot, Choice, Proposal};
-use icn_protocol::request::{NONCE_HEADER, SIGNATURE_HEADER, SIGNER_HEADER, SignedRequest, TIME_HEADER};
+use icn_protocol::request::SignedRequest;
 use icn_protocol::wire::{ApiError, Cancel, JobView};
 use icn_protocol::{ContentId, Envelope, JobId, Keypair, PublicKey, Signed};
 use serde::de::DeserializeOwned;
@@ -58,13 +58,11 @@ impl WebClient {
     pub async fn send(&self, method: &str, target: &str, body: Vec<u8>) -> anyhow::Result<(u16, Vec<u8>)> {
         let headers = SignedRequest::sign(&self.key, icn_transport::nonce(), method, target, now_ms(), &body);
         let method = reqwest::Method::from_bytes(method.as_bytes()).context("an HTTP method")?;
-        let response = self
-            .http
-            .request(method, format!("{}{target}", self.base))
-            .header(SIGNER_HEADER, headers.signer)
-            .header(NONCE_HEADER, headers.nonce)
-            .header(TIME_HEADER, headers.time)
-            .header(SIGNATURE_HEADER, headers.signature)
+        let mut request = self.http.request(method, format!("{}{target}", self.base));
+        for (name, value) in headers.pairs() {
+            request = request.header(name, value);
+        }
+        let response = request
             .header("content-type", "application/json")
             .body(body)
             .send()

@@ -80,14 +80,24 @@ async fn screenshot(browser: &Client, name: &str) {
     }
 }
 
+/// The text of the first element `css` finds, once the page has one.
 async fn text(browser: &Client, css: &str) -> String {
-    browser
-        .find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("no {css} on the page: {e}"))
-        .text()
-        .await
-        .unwrap()
+    let found = browser.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css(css)).await;
+    found.unwrap_or_else(|e| panic!("no {css} on the page: {e}")).text().await.unwrap()
+}
+
+/// Clicks what `css` finds and waits until the page it leads to has replaced this one.
+async fn click_to_load(browser: &Client, css: &str) {
+    let old = browser.find(Locator::Css("html")).await.unwrap();
+    let target = browser.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("no {css} to click: {e}"));
+    target.click().await.unwrap();
+    for _ in 0..200 {
+        if old.tag_name().await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("clicking {css} did not load another page in 10 s");
 }
 
 async fn finished(client: &WebClient, job: JobId) -> JobState {
@@ -137,7 +147,7 @@ async fn a_member_reads_votes_follows_money_and_cancels_from_the_page() {
     screenshot(&browser, "home").await;
     browser.goto(&format!("{page}/jobs")).await.unwrap();
     screenshot(&browser, "jobs").await;
-    browser.find(Locator::Css(&format!("a[href='/jobs/{job}']"))).await.unwrap().click().await.unwrap();
+    click_to_load(&browser, &format!("a[href='/jobs/{job}']")).await;
     assert_eq!(text(&browser, ".job-state").await, "done");
     let chain = text(&browser, ".chain").await;
     for step in ["Founding mandate", "Submitted", "Ran", "Checked", "Paid"] {
@@ -163,7 +173,7 @@ async fn a_member_reads_votes_follows_money_and_cancels_from_the_page() {
     let busy = commons_module(&client, BUSY_WAT).await;
     let second = client.submit(&local::submission(busy, b"xx", Limits::default())).await.unwrap();
     assert_eq!(finished(&client, second).await, JobState::Completed);
-    browser.refresh().await.unwrap();
+    browser.goto(&format!("{page}/ledger")).await.unwrap();
     let after: i64 = text(&browser, "#account-fed-north b.position").await.parse().unwrap();
     assert!(after < before, "fed-north paid for the job: position {before} then {after}");
     let points = browser.find_all(Locator::Css("svg.plot circle")).await.unwrap();
@@ -180,7 +190,7 @@ async fn a_member_reads_votes_follows_money_and_cancels_from_the_page() {
     browser.goto(&format!("{page}/proposals")).await.unwrap();
     let card = format!("#proposal-{id}");
     assert!(text(&browser, &card).await.contains("Yes 1, no 0"), "{}", text(&browser, &card).await);
-    browser.find(Locator::Css(&format!("{card} button.yes"))).await.unwrap().click().await.unwrap();
+    click_to_load(&browser, &format!("{card} button.yes")).await;
     let card_text = text(&browser, &card).await;
     assert!(card_text.contains("Yes 2, no 0"), "ana's vote is in the tally: {card_text}");
     assert_eq!(text(&browser, &format!("{card} .vote-cast")).await, "yes");
@@ -222,7 +232,7 @@ async fn a_member_reads_votes_follows_money_and_cancels_from_the_page() {
         .await
         .unwrap();
     browser.goto(&format!("{page}/jobs/{long}")).await.unwrap();
-    browser.find(Locator::Css("form[action$='/cancel'] button")).await.unwrap().click().await.unwrap();
+    click_to_load(&browser, "form[action$='/cancel'] button").await;
     assert_eq!(text(&browser, ".job-state").await, "cancelled");
     assert_eq!(client.status(long).await.unwrap().state, JobState::Cancelled);
 

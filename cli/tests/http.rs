@@ -10,7 +10,7 @@ use icn_cli::demo::HELLO_WAT;
 use icn_cli::local::{self, LocalCommons, LocalOptions};
 use icn_cli::web::{Refused, WebClient};
 use icn_coordinator::http::EnvelopeJson;
-use icn_protocol::request::{NONCE_HEADER, SIGNATURE_HEADER, SIGNER_HEADER, SignedRequest, TIME_HEADER};
+use icn_protocol::request::{SIGNATURE_HEADER, SignedRequest};
 use icn_protocol::views::{Paged, Trace};
 use icn_protocol::wire::{ApiError, JobState, JobSummary, JobView, Limits};
 use icn_protocol::{Envelope, Keypair};
@@ -116,13 +116,7 @@ fn signed(
     time_ms: u64,
     body: &[u8],
 ) -> Vec<(&'static str, String)> {
-    let h = SignedRequest::sign(key, nonce, method, target, time_ms, body);
-    vec![
-        (SIGNER_HEADER, h.signer),
-        (NONCE_HEADER, h.nonce),
-        (TIME_HEADER, h.time),
-        (SIGNATURE_HEADER, h.signature),
-    ]
+    SignedRequest::sign(key, nonce, method, target, time_ms, body).pairs().to_vec()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,6 +53,18 @@ pub struct RequestHeaders {
     pub signature: String,
 }
 
+impl RequestHeaders {
+    /// The headers by name, as they are sent.
+    pub fn pairs(self) -> [(&'static str, String); 4] {
+        [
+            (SIGNER_HEADER, self.signer),
+            (NONCE_HEADER, self.nonce),
+            (TIME_HEADER, self.time),
+            (SIGNATURE_HEADER, self.signature),
+        ]
+    }
+}
+
 impl SignedRequest {
     /// Signs a request as `key`, with `nonce` never used before by that key.
     pub fn sign(

@@ -95,9 +95,20 @@ pub async fn run(options: HttpBenchOptions) -> anyhow::Result<HttpBenchReport> {
             let submissions = fresh(options.jobs);
             let started = Instant::now();
             if http_turn {
-                submit_http(&web, submissions, options.in_flight).await?;
+                submit_all(submissions, options.in_flight, |s| {
+                    let web = &web;
+                    async move {
+                        let _: serde_json::Value = web.post_signed("/v1/jobs", &s).await?;
+                        Ok(())
+                    }
+                })
+                .await?;
             } else {
-                submit_quic(&quic, submissions, options.in_flight).await?;
+                submit_all(submissions, options.in_flight, |s| {
+                    let quic = &quic;
+                    async move { quic.submit_signed(&s).await.map(drop) }
+                })
+                .await?;
             }
             let rate = options.jobs as f64 / started.elapsed().as_secs_f64();
             if http_turn { report.http.push(rate) } else { report.quic.push(rate) }
@@ -110,31 +121,13 @@ pub async fn run(options: HttpBenchOptions) -> anyhow::Result<HttpBenchReport> {
     Ok(report)
 }
 
-async fn submit_quic(
-    client: &Client,
+/// Sends every submission through `send`, `in_flight` awaiting their answer at a time.
+async fn submit_all<F: std::future::Future<Output = anyhow::Result<()>>>(
     submissions: Vec<icn_protocol::wire::Submission>,
     in_flight: usize,
+    send: impl FnMut(icn_protocol::wire::Submission) -> F,
 ) -> anyhow::Result<()> {
-    let mut answers = stream::iter(submissions)
-        .map(|s| async move { client.submit_signed(&s).await })
-        .buffer_unordered(in_flight);
-    while let Some(answer) = answers.next().await {
-        answer?;
-    }
-    Ok(())
-}
-
-async fn submit_http(
-    web: &WebClient,
-    submissions: Vec<icn_protocol::wire::Submission>,
-    in_flight: usize,
-) -> anyhow::Result<()> {
-    let mut answers = stream::iter(submissions)
-        .map(|s| async move {
-            let _: serde_json::Value = web.post_signed("/v1/jobs", &s).await?;
-            anyhow::Ok(())
-        })
-        .buffer_unordered(in_flight);
+    let mut answers = stream::iter(submissions).map(send).buffer_unordered(in_flight);
     while let Some(answer) = answers.next().await {
         answer?;
     }
