@@ -187,6 +187,17 @@ async fn home(State(ui): Shared) -> Page {
     for (scope, standing) in &me.standing {
         scopes.push((ui.scope(scope).await?, standing.clone()));
     }
+    // Where each standing came from: the last accepted decision granting it to this key
+    // in that scope, or else the founding document.
+    let decided: Paged<DecisionView> = ui.web.get("/v1/decisions?limit=500").await?;
+    let granted = |scope: &ScopeId| {
+        decided.items.iter().rev().find(|d| {
+            d.accepted
+                && d.effect_refused.is_none()
+                && &d.scope == scope
+                && matches!(&d.effect, icn_protocol::governance::Effect::GrantStanding { key, .. } if *key == me.person.key)
+        })
+    };
     let name = me.person.name.clone().unwrap_or_else(|| me.person.key.short());
     Ok(layout(
         &format!("Hello, {name}"),
@@ -195,11 +206,17 @@ async fn home(State(ui): Shared) -> Page {
             p.muted { "Your key " code { (me.person.key) } " signs everything you do here; it stays on this machine." }
             h2 { "Where you hold standing" }
             table {
-                tr { th { "Scope" } th { "You may" } th { "Its rule" } th { "Budget" } }
+                tr { th { "Scope" } th { "You may" } th { "Granted by" } th { "Its rule" } th { "Budget" } }
                 @for (scope, standing) in &scopes {
                     tr {
                         td { b { (scope.id) } br; span.muted { (format!("{:?}", scope.kind).to_lowercase()) @if let Some(parent) = &scope.parent { " in " (parent) } } }
                         td { (standing.iter().map(standing_words).collect::<Vec<_>>().join(", ")) }
+                    td.granted {
+                        @match granted(&scope.id) {
+                            Some(d) => a href=(format!("/decisions#entry-{}", d.seq)) { "decision " (d.seq) ": " (d.title) },
+                            None => "the founding document",
+                        }
+                    }
                         td { "decides with " (scope.rule.quorum) " turnout and " (scope.rule.approval) " yes" }
                         td {
                             @if let Some(mandate) = &scope.mandate {

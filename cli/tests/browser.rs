@@ -144,6 +144,11 @@ async fn a_member_reads_votes_follows_money_and_cancels_from_the_page() {
     assert_eq!(finished(&client, job).await, JobState::Completed);
     browser.goto(&format!("{page}/")).await.unwrap();
     assert!(text(&browser, "main").await.contains("fed-north"), "the home page names ana's scopes");
+    assert_eq!(
+        text(&browser, "td.granted").await,
+        "the founding document",
+        "ana's standing came from the genesis"
+    );
     screenshot(&browser, "home").await;
     browser.goto(&format!("{page}/jobs")).await.unwrap();
     screenshot(&browser, "jobs").await;
