@@ -401,7 +401,13 @@ impl MemberApi {
     /// A job's view as `member` may see it: without its stderr when what the job made
     /// is not theirs to read ([`Core::sees_job_data`]).
     pub async fn job_for(&self, member: PublicKey, job: JobId) -> Result<JobView, ApiError> {
-        let view = self.job(job).await?;
+        // A job in memory is viewed and redacted in one trip to the core's thread.
+        if let Some(view) =
+            self.read(move |core| core.job(&job).map(|view| redact(core, &member, view))).await?
+        {
+            return Ok(view);
+        }
+        let view = self.provenance(move |p| p.job_view(&job)).await?.ok_or_else(|| unknown_job(&job))?;
         self.redacted(member, view).await
     }
 
@@ -410,14 +416,11 @@ impl MemberApi {
         self.read(move |core| core.sees_job_data(&member, &scope, &submitter)).await
     }
 
-    async fn redacted(&self, member: PublicKey, mut view: JobView) -> Result<JobView, ApiError> {
-        if view.result.is_some()
-            && !self.sees(member, &view).await?
-            && let Some((_, report)) = view.result.as_mut()
-        {
-            report.stderr.clear();
+    async fn redacted(&self, member: PublicKey, view: JobView) -> Result<JobView, ApiError> {
+        if view.result.is_none() {
+            return Ok(view);
         }
-        Ok(view)
+        self.read(move |core| redact(core, &member, view)).await
     }
 
     /// A trace or statement, read from the journal's index on a blocking thread, naming
@@ -518,6 +521,16 @@ impl Drop for Watching<'_> {
             }
         }
     }
+}
+
+/// `view` without its stderr when what the job made is not `member`'s to read.
+fn redact(core: &Core, member: &PublicKey, mut view: JobView) -> JobView {
+    if !core.sees_job_data(member, &view.scope, &view.submitter)
+        && let Some((_, report)) = view.result.as_mut()
+    {
+        report.stderr.clear();
+    }
+    view
 }
 
 /// Runs blocking work (SQLite) off the async threads; its error becomes an API error.

@@ -51,8 +51,6 @@ pub const MODULE_BODY_BYTES_MAX: usize = MODULE_SIZE_BYTES_MAX;
 /// Nonces remembered at once. A request's nonce is kept until its time leaves the clock
 /// window; past this many, requests are refused as busy rather than remembered less.
 pub const NONCES_MAX: usize = 1 << 18;
-/// Scopes listed on one page when no limit is asked.
-const SCOPES_PAGE_DEFAULT: u32 = icn_protocol::views::PAGE_ITEMS_DEFAULT;
 
 /// A refusal as HTTP says it: the status that fits its code, and the JSON body.
 struct Refused(ApiError);
@@ -601,8 +599,10 @@ async fn cancel(State(http): Shared, job: PathText, request: Request) -> Answer 
 async fn scopes(State(http): Shared, request: Request) -> Answer {
     let params: PageParams = query(&request)?;
     let all = expect!(http.ask(request, 0, |_, _| Ok(ClientRequest::Scopes)).await?, ClientResponse::Scopes(s) => s);
-    let page = Page { after: params.after, limit: params.limit.or(Some(SCOPES_PAGE_DEFAULT)) };
-    Ok(json(StatusCode::OK, &Paged::of(all.into_iter().enumerate().map(|(i, s)| (i as u64, s)), &page)))
+    Ok(json(
+        StatusCode::OK,
+        &Paged::of(all.into_iter().enumerate().map(|(i, s)| (i as u64, s)), &params.page()),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/scopes/{scope}", tag = "governance", params(("scope" = String, Path, description = "a scope's name"), PageParams),

@@ -241,7 +241,10 @@ impl<'a, S: Source> Provenance<'a, S> {
         if rows.is_empty() {
             return Ok(None);
         }
-        let (_, submitted, _) = self.submitted(job)?;
+        // The first of a job's entries is its submission, which names its scope and signer.
+        let Record::JobSubmitted { submission: submitted, .. } = self.read(rows[0].seq)?.1 else {
+            return Err(format!("entry {}, the first about job {job}, is not its submission", rows[0].seq));
+        };
         let submission = submitted.open_trusted::<Submission>().map_err(|e| e.to_string())?;
         let mut view = JobView {
             job: *job,
@@ -254,7 +257,7 @@ impl<'a, S: Source> Provenance<'a, S> {
             waiting: None,
         };
         let mut reports: Vec<(PublicKey, ExecutionReport)> = vec![];
-        for row in rows {
+        for row in &rows[1..] {
             match self.read(row.seq)?.1 {
                 Record::TaskPlaced { attempt, .. } => view.attempts = attempt,
                 Record::ReportReceived { report } => {

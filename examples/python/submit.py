@@ -13,7 +13,7 @@ import argparse
 import sys
 import time
 
-from icn_http import Api, ApiError, Member, digest
+from icn_http import Api, ApiError, Member, digest, submission
 
 
 def main():
@@ -34,7 +34,6 @@ def main():
         module_id = api.call("PUT", "/v1/modules", module, "application/octet-stream")["id"]
         input_id = api.call("PUT", "/v1/inputs", data, "application/octet-stream")["id"]
         assert input_id == digest(data).hex(), "the coordinator stored the input under another id"
-        from icn_http import submission
         job = api.post("/v1/jobs", "Submission", submission(args.scope, module_id, input_id))["job"]
         print(f"submitted job {job}", file=sys.stderr)
         deadline = time.monotonic() + args.wait_s
