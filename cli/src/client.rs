@@ -244,7 +244,17 @@ impl Client {
 
     /// Signs and casts a ballot.
     pub async fn vote(&self, proposal: ContentId, choice: Choice) -> anyhow::Result<()> {
-        let envelope = Envelope::seal(&self.key, transport::nonce(), &Ballot { proposal, choice });
+        self.vote_because(proposal, choice, None).await
+    }
+
+    /// Signs and casts a ballot with the voter's reason.
+    pub async fn vote_because(
+        &self,
+        proposal: ContentId,
+        choice: Choice,
+        reason: Option<String>,
+    ) -> anyhow::Result<()> {
+        let envelope = Envelope::seal(&self.key, transport::nonce(), &Ballot { proposal, choice, reason });
         match self.request(&ClientRequest::Vote(envelope)).await? {
             ClientResponse::Voted { .. } => Ok(()),
             ClientResponse::Error(error) => bail!("{}", error.message),

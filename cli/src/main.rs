@@ -182,6 +182,9 @@ enum Command {
         #[arg(value_parser = clap::builder::PossibleValuesParser::new(["yes", "no", "abstain"])
             .map(|s| s.parse::<Choice>().expect("one of the listed choices")))]
         choice: Choice,
+        /// Why, in your words (kept with your signed ballot; at most 1024 bytes).
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Decisions taken and proposals open, in plain words.
     Decisions {
@@ -898,10 +901,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             eprintln!("proposal {} open; voting closes in {seconds:.1} s", id.short());
             println!("{id}");
         }
-        Command::Vote { connect, proposal, choice } => {
+        Command::Vote { connect, proposal, choice, reason } => {
             let client = connect.client().await?;
             let proposal: ContentId = client.resolve(IdKind::Proposal, &proposal).await?.parse()?;
-            client.vote(proposal, choice).await?;
+            client.vote_because(proposal, choice, reason).await?;
             eprintln!("voted {choice} on proposal {}", proposal.short());
         }
         Command::Decisions { connect } => {

@@ -283,8 +283,12 @@ async fn proposals(State(ui): Shared) -> Page {
                     @if let Some((_, choice)) = p.ballots.iter().find(|(person, _)| person.key == me) {
                         p { "You voted " b.vote-cast { (format!("{choice:?}").to_lowercase()) } "; you may change your vote until it closes." }
                     }
+                    @if !p.reasons.is_empty() {
+                        ul.reasons { @for r in &p.reasons { li { (r.voter) ": " (r.reason) } } }
+                    }
                     form method="post" action=(format!("/proposals/{}/vote", p.id)) {
                         input type="hidden" name="token" value=(ui.token);
+                        p { label { "Why (optional): " input type="text" name="reason" maxlength="1024" size="60"; } }
                         button.yes name="choice" value="yes" { "Yes" }
                         button.no name="choice" value="no" { "No" }
                         button.abstain name="choice" value="abstain" { "Abstain" }
@@ -299,6 +303,8 @@ async fn proposals(State(ui): Shared) -> Page {
 struct VoteForm {
     token: String,
     choice: String,
+    #[serde(default)]
+    reason: String,
 }
 
 async fn vote(
@@ -316,7 +322,8 @@ async fn vote(
             return Err(Trouble(StatusCode::BAD_REQUEST, format!("{other:?} is not yes, no or abstain")));
         }
     };
-    ui.web.vote(proposal, choice).await?;
+    let reason = Some(form.reason.trim().to_string()).filter(|r| !r.is_empty());
+    ui.web.vote(proposal, choice, reason).await?;
     Ok(Redirect::to(&format!("/proposals#proposal-{proposal}")))
 }
 

@@ -134,10 +134,15 @@ impl WebClient {
         Ok(BASE64.decode(bytes)?)
     }
 
-    pub async fn vote(&self, proposal: ContentId, choice: Choice) -> anyhow::Result<()> {
-        let _: serde_json::Value = self
-            .post_signed(&format!("/v1/proposals/{proposal}/ballots"), &Ballot { proposal, choice })
-            .await?;
+    pub async fn vote(
+        &self,
+        proposal: ContentId,
+        choice: Choice,
+        reason: Option<String>,
+    ) -> anyhow::Result<()> {
+        let ballot = Ballot { proposal, choice, reason };
+        let _: serde_json::Value =
+            self.post_signed(&format!("/v1/proposals/{proposal}/ballots"), &ballot).await?;
         Ok(())
     }
 

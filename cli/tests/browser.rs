@@ -191,14 +191,17 @@ async fn a_member_reads_votes_follows_money_and_cancels_from_the_page() {
         effect: Effect::PriceSchedule(PriceSchedule { credits_per_mega_fuel: 1 }),
     };
     let id = ben.propose(&proposal).await.unwrap();
-    ben.vote(id, Choice::Yes).await.unwrap();
+    ben.vote(id, Choice::Yes, None).await.unwrap();
     browser.goto(&format!("{page}/proposals")).await.unwrap();
     let card = format!("#proposal-{id}");
     assert!(text(&browser, &card).await.contains("Yes 1, no 0"), "{}", text(&browser, &card).await);
+    let reason = browser.find(Locator::Css(&format!("{card} input[name='reason']"))).await.unwrap();
+    reason.send_keys("it pays our donors fairly").await.unwrap();
     click_to_load(&browser, &format!("{card} button.yes")).await;
     let card_text = text(&browser, &card).await;
     assert!(card_text.contains("Yes 2, no 0"), "ana's vote is in the tally: {card_text}");
     assert_eq!(text(&browser, &format!("{card} .vote-cast")).await, "yes");
+    assert!(text(&browser, &format!("{card} .reasons")).await.contains("it pays our donors fairly"));
     screenshot(&browser, "proposals").await;
     let decision = tokio::time::timeout(
         Duration::from_millis(VOTING_WINDOW_MS + 20_000),
@@ -223,6 +226,7 @@ async fn a_member_reads_votes_follows_money_and_cancels_from_the_page() {
         trace.contains("ana") && trace.to_lowercase().contains("yes"),
         "icn trace shows ana's ballot:\n{trace}"
     );
+    assert!(trace.contains("because: it pays our donors fairly"), "and her reason:\n{trace}");
     browser.goto(&format!("{page}/decisions")).await.unwrap();
     assert!(text(&browser, &format!("#entry-{}", decision.seq)).await.contains("Cheaper compute"));
     screenshot(&browser, "decisions").await;

@@ -117,14 +117,15 @@ async fn forged_outsider_duplicate_and_late_ballots_are_refused_and_short_quorum
     let (id, _) = ana.propose(&proposal).await.unwrap();
 
     // A ballot whose bytes were changed after signing, sent on ana's own connection.
-    let mut forged = Envelope::seal(&commons.member, 7, &Ballot { proposal: id, choice: Choice::Yes });
+    let mut forged =
+        Envelope::seal(&commons.member, 7, &Ballot { proposal: id, choice: Choice::Yes, reason: None });
     forged.payload[0] ^= 1;
     let answer = raw_request(&ana, ClientRequest::Vote(forged)).await;
     assert!(matches!(&answer, ClientResponse::Error(e) if e.message.contains("signature")), "{answer:?}");
     // A ballot signed by a key that is no member, relayed by a member: a connection
     // carries only its own member's statements.
     let outsider = Keypair::generate();
-    let stray = Envelope::seal(&outsider, 1, &Ballot { proposal: id, choice: Choice::Yes });
+    let stray = Envelope::seal(&outsider, 1, &Ballot { proposal: id, choice: Choice::Yes, reason: None });
     let answer = raw_request(&ana, ClientRequest::Vote(stray)).await;
     assert!(
         matches!(&answer, ClientResponse::Error(e) if e.message.contains(&format!("cannot carry a statement signed by {}", outsider.public().short()))),

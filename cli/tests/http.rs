@@ -203,6 +203,7 @@ async fn unsigned_forged_relayed_replayed_oversized_and_malformed_requests_are_r
         &icn_protocol::governance::Ballot {
             proposal: icn_protocol::ContentId::of(b"p"),
             choice: icn_protocol::governance::Choice::Yes,
+            reason: None,
         },
     );
     let wrong = serde_json::to_vec(&EnvelopeJson::of(&ballot)).unwrap();

@@ -94,8 +94,9 @@ async fn a_proposal_sent_twice_opens_once_and_an_old_ballot_cannot_undo_a_change
     let again = raw(&ana, ClientRequest::Propose(envelope)).await;
     assert!(matches!(&again, ClientResponse::Error(e) if e.message.contains("already made")), "{again:?}");
 
-    let yes = Envelope::seal(&commons.member, 12, &Ballot { proposal: id, choice: Choice::Yes });
-    let no = Envelope::seal(&commons.member, 13, &Ballot { proposal: id, choice: Choice::No });
+    let yes =
+        Envelope::seal(&commons.member, 12, &Ballot { proposal: id, choice: Choice::Yes, reason: None });
+    let no = Envelope::seal(&commons.member, 13, &Ballot { proposal: id, choice: Choice::No, reason: None });
     assert!(matches!(raw(&ana, ClientRequest::Vote(yes.clone())).await, ClientResponse::Voted { .. }));
     assert!(matches!(raw(&ana, ClientRequest::Vote(no)).await, ClientResponse::Voted { .. }));
     // Whoever kept ana's first ballot sends it again to turn her "no" back into "yes".

@@ -446,14 +446,15 @@ impl<'a, S: Source> Provenance<'a, S> {
         for row in self.source.indexed(&IndexKey::Proposal(decided.proposal), None, JOB_ENTRIES_MAX)? {
             let (entry, record) = self.read(row.seq)?;
             let Record::Governance(Event::BallotCast { ballot, standing }) = record else { continue };
-            let choice = ballot.open_trusted::<Ballot>().map_err(|e| e.to_string())?.choice;
+            let cast = ballot.open_trusted::<Ballot>().map_err(|e| e.to_string())?;
             ballots.push(BallotTrace {
                 seq: row.seq,
                 time_ms: entry.time_ms,
                 voter: self.person(&ballot.signer),
-                choice,
+                choice: cast.choice,
                 standing,
                 counted: decided.ballots.contains(&row.seq),
+                reason: cast.reason,
             });
         }
         Ok(Authority {

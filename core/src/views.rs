@@ -242,6 +242,7 @@ impl Core {
             rule: decision.record.rule,
             tally: decision.record.tally,
             ballots: vec![],
+            reasons: vec![],
             decision: Some(decision.seq),
         })
     }
@@ -262,6 +263,14 @@ impl Core {
             rule: self.governance.scopes[scope].rule,
             tally,
             ballots: open.ballots.iter().map(|(key, (choice, _, _))| (self.person(key), *choice)).collect(),
+            reasons: open
+                .reasons
+                .iter()
+                .map(|(key, reason)| icn_protocol::views::Reason {
+                    voter: self.person(key),
+                    reason: reason.clone(),
+                })
+                .collect(),
             decision: None,
         }
     }

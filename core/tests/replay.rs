@@ -291,7 +291,11 @@ impl Sim {
                     7..9 => Choice::No,
                     _ => Choice::Abstain,
                 };
-                let ballot = Ballot { proposal: id, choice };
+                let ballot = Ballot {
+                    proposal: id,
+                    choice,
+                    reason: (choice == Choice::No).then(|| "not now".to_string()),
+                };
                 let _ = self.core.vote(now, Envelope::seal(&key(member), nonce, &ballot), ballot);
             }
             Op::Submit { member, fuel_mega } => {

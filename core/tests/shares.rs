@@ -181,7 +181,7 @@ impl Commons {
         }
         for proposal in &proposals {
             for &who in voters {
-                let ballot = Ballot { proposal: *proposal, choice: Choice::Yes };
+                let ballot = Ballot { proposal: *proposal, choice: Choice::Yes, reason: None };
                 let envelope = self.seal(&member(who), &ballot);
                 self.core.vote(self.now(), envelope, ballot).unwrap();
             }

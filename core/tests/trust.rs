@@ -97,7 +97,7 @@ fn a_worker_lost_twice_mid_task_is_quarantined_until_a_decision_readmits_it() {
         effect: Effect::Readmit { key: worker.public() },
     };
     let (id, _) = core.propose(Now::at(now_ms), Envelope::seal(&member, 2, &proposal), proposal).unwrap();
-    let ballot = Ballot { proposal: id, choice: Choice::Yes };
+    let ballot = Ballot { proposal: id, choice: Choice::Yes, reason: None };
     core.vote(Now::at(now_ms), Envelope::seal(&member, 3, &ballot), ballot).unwrap();
     now_ms += 1_000;
     core.heartbeat(Now::at(now_ms), worker.public(), 3, &[]);

@@ -72,8 +72,8 @@ def submission(scope, module_id, input_id, args=(), fuel=1_000_000_000, memory_b
             + option(deadline_ms, varint) + option(priority, text))
 
 
-def ballot(proposal_id, choice):
-    return bytes.fromhex(proposal_id) + varint(CHOICES.index(choice))
+def ballot(proposal_id, choice, reason=None):
+    return bytes.fromhex(proposal_id) + varint(CHOICES.index(choice)) + option(reason, text)
 
 
 def cancel(job_id):

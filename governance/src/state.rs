@@ -122,6 +122,10 @@ pub struct ProposalState {
     pub electorate: BTreeSet<PublicKey>,
     /// Each voter's standing ballot: the choice, its journal entry, its envelope id.
     pub ballots: BTreeMap<PublicKey, (Choice, u64, ContentId)>,
+    /// The reasons given with the standing ballots, by voter (each at most
+    /// `TEXT_SIZE_BYTES_MAX` bytes, one a voter).
+    #[serde(default)]
+    pub reasons: BTreeMap<PublicKey, String>,
     /// The envelope id of every ballot cast on it, changed ones too, by voter: a signed
     /// ballot counts once, so an old one replayed cannot undo a change of vote.
     pub cast: BTreeMap<PublicKey, BTreeSet<ContentId>>,
@@ -371,6 +375,7 @@ impl Governance {
     pub fn check_ballot(&self, now_ms: u64, envelope: &Envelope, ballot: &Ballot) -> Result<Event, Refusal> {
         let voter = envelope.signer;
         let member = self.require_member(&voter)?;
+        ballot.validate().map_err(|e| Refusal::Invalid(e.to_string()))?;
         let Some(open) = self.open.get(&ballot.proposal) else {
             if let Some(decision) = self.closed.get(&ballot.proposal) {
                 let closed_ms = self.decisions[decision].decided_ms;
@@ -563,6 +568,7 @@ impl Governance {
                     closes_ms: *closes_ms,
                     electorate: live,
                     ballots: BTreeMap::new(),
+                    reasons: BTreeMap::new(),
                     cast: BTreeMap::new(),
                 };
                 self.open.insert(proposal.id(), state);
@@ -576,6 +582,10 @@ impl Governance {
                     "entry {seq}: a ballot is counted once"
                 );
                 open.ballots.insert(ballot.signer, (decoded.choice, seq, id));
+                match decoded.reason {
+                    Some(reason) => open.reasons.insert(ballot.signer, reason),
+                    None => open.reasons.remove(&ballot.signer),
+                };
             }
             Event::DecisionMade(record) => {
                 let recount = DecisionRecord {

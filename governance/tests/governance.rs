@@ -116,7 +116,7 @@ impl World {
     }
 
     fn vote_as(&mut self, key: &Keypair, proposal: ContentId, choice: Choice) -> Result<u64, Refusal> {
-        let ballot = Ballot { proposal, choice };
+        let ballot = Ballot { proposal, choice, reason: None };
         self.nonce += 1;
         let envelope = Envelope::seal(key, self.nonce, &ballot);
         let event = self.governance.check_ballot(self.now_ms, &envelope, &ballot)?;
@@ -359,8 +359,8 @@ fn a_ballot_replayed_after_a_change_of_vote_is_refused_and_changes_are_bounded()
     let mut world = World::new();
     let proposal =
         world.propose(0, "fed", Effect::PriceSchedule(PriceSchedule { credits_per_mega_fuel: 2 })).unwrap();
-    let yes = Envelope::seal(&world.keys[0], 900, &Ballot { proposal, choice: Choice::Yes });
-    let no = Envelope::seal(&world.keys[0], 901, &Ballot { proposal, choice: Choice::No });
+    let yes = Envelope::seal(&world.keys[0], 900, &Ballot { proposal, choice: Choice::Yes, reason: None });
+    let no = Envelope::seal(&world.keys[0], 901, &Ballot { proposal, choice: Choice::No, reason: None });
     for envelope in [&yes, &no] {
         let ballot = envelope.open().unwrap();
         let event = world.governance.check_ballot(world.now_ms, envelope, &ballot).unwrap();

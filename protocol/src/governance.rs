@@ -635,15 +635,59 @@ impl FromStr for Choice {
 pub struct Ballot {
     pub proposal: ContentId,
     pub choice: Choice,
+    /// Why, in the voter's words, at most [`crate::wire::TEXT_SIZE_BYTES_MAX`] bytes.
+    /// Added after the first release: ballots signed before it decode without one.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// A ballot as it was encoded before its reason.
+#[derive(Deserialize)]
+struct BallotV1 {
+    proposal: ContentId,
+    choice: Choice,
 }
 
 impl Signed for Ballot {
     const KIND: Kind = Kind::Ballot;
+
+    /// The current encoding, or the one before the reason, whole either way.
+    fn decode_payload(bytes: &[u8]) -> Result<Self, Error> {
+        crate::decode::<Ballot>(bytes).or_else(|current| match crate::decode::<BallotV1>(bytes) {
+            Ok(v1) => Ok(Ballot { proposal: v1.proposal, choice: v1.choice, reason: None }),
+            Err(_) => Err(current),
+        })
+    }
+}
+
+impl Ballot {
+    pub fn validate(&self) -> Result<(), Error> {
+        match &self.reason {
+            Some(reason) => check_text("reason", reason),
+            None => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ballot_signed_before_reasons_decodes_without_one() {
+        #[derive(Serialize)]
+        struct Old {
+            proposal: ContentId,
+            choice: Choice,
+        }
+        let old = crate::encode(&Old { proposal: ContentId::of(b"p"), choice: Choice::No });
+        let ballot = Ballot::decode_payload(&old).unwrap();
+        assert_eq!(ballot, Ballot { proposal: ContentId::of(b"p"), choice: Choice::No, reason: None });
+        let new = Ballot { reason: Some("too dear".into()), ..ballot };
+        assert_eq!(Ballot::decode_payload(&crate::encode(&new)).unwrap(), new);
+        let long = Ballot { reason: Some("x".repeat(crate::wire::TEXT_SIZE_BYTES_MAX + 1)), ..new };
+        assert!(long.validate().is_err());
+    }
 
     #[test]
     fn fractions_parse_compare_and_refuse_nonsense() {

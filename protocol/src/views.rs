@@ -162,8 +162,18 @@ pub struct ProposalView {
     /// Each voter's standing ballot.
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<Vec<Value>>))]
     pub ballots: Vec<(Person, Choice)>,
+    /// The reasons voters gave with their standing ballots.
+    pub reasons: Vec<Reason>,
     /// The decision entry once voting closed.
     pub decision: Option<u64>,
+}
+
+/// Why a voter voted as they did, in their words.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Reason {
+    pub voter: Person,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -363,6 +373,8 @@ pub struct BallotTrace {
     pub standing: Vec<Standing>,
     /// Whether this ballot was counted (a later one from the same voter replaces it).
     pub counted: bool,
+    /// Why, in the voter's words, when they said.
+    pub reason: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -474,6 +486,9 @@ impl fmt::Display for Trace {
                     a.scope,
                     if b.counted { "" } else { " (replaced by a later ballot)" }
                 )?;
+                if let Some(reason) = &b.reason {
+                    writeln!(f, "      because: {reason}")?;
+                }
             }
             writeln!(f, "  {}", p.reason)?;
             writeln!(f, "  ballots digest {}", p.ballots_digest)?;
