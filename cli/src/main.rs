@@ -292,6 +292,10 @@ enum Command {
         /// The operators' Grafana dashboard, linked from the operations page.
         #[arg(long, env = "ICN_GRAFANA")]
         grafana: Option<String>,
+        /// The coordinator's public key, as the operator gave it: the page checks the
+        /// journal's seals against it.
+        #[arg(long, env = "ICN_COORDINATOR_KEY")]
+        coordinator_key: Option<PublicKey>,
     },
     /// Start a coordinator and three workers here and run jobs through them.
     Demo {
@@ -1031,10 +1035,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Dev { dir, listen, http_listen } => return dev(&dir, listen, http_listen).await,
-        Command::Ui { api, key, listen, grafana } => {
+        Command::Ui { api, key, listen, grafana, coordinator_key } => {
             let key = Arc::new(icn_transport::keyfile::read(&key)?);
-            let (addr, task) =
-                icn_cli::ui::serve(icn_cli::ui::UiOptions { api, key, listen, grafana }).await?;
+            let options = icn_cli::ui::UiOptions { api, key, listen, grafana, coordinator: coordinator_key };
+            let (addr, task) = icn_cli::ui::serve(options).await?;
             println!("your page is at http://{addr}/ (Ctrl-C stops it)");
             use std::io::Write;
             std::io::stdout().flush()?;

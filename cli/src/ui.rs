@@ -32,11 +32,14 @@ pub struct UiOptions {
     pub listen: SocketAddr,
     /// The operators' Grafana dashboard, linked from the operator view when given.
     pub grafana: Option<String>,
+    /// The coordinator's key as the member knows it: seals are checked against it.
+    pub coordinator: Option<icn_protocol::PublicKey>,
 }
 
 struct Ui {
     web: WebClient,
     grafana: Option<String>,
+    coordinator: Option<icn_protocol::PublicKey>,
     /// Put in every form that signs; a form without it is refused.
     token: String,
 }
@@ -457,7 +460,7 @@ async fn job(State(ui): Shared, Path(id): Path<String>) -> Page {
                     span.arrow { "→" }
                     div.node.bad[step.bad] {
                         @match step.lines.first() {
-                            Some(first) => a href=(format!("#entry-{}", first.seq)) {
+                            Some(first) => a href=(format!("/entries/{}", first.seq)) {
                                 b { (step.name) }
                                 @for line in &step.lines { "entry " (line.seq) br; }
                             },
@@ -474,7 +477,7 @@ async fn job(State(ui): Shared, Path(id): Path<String>) -> Page {
                     tr { th { "Entry" } th { "When" } th { "Signed by" } th { "What happened" } }
                     @for line in &j.entries {
                         tr.entry id=(format!("entry-{}", line.seq)) {
-                            td { (line.seq) } td { (when(line.time_ms)) } td { (line.signer) } td { (line.text) }
+                            td { a href=(format!("/entries/{}", line.seq)) { (line.seq) } } td { (when(line.time_ms)) } td { (line.signer) } td { (line.text) }
                         }
                     }
                 }
@@ -485,6 +488,41 @@ async fn job(State(ui): Shared, Path(id): Path<String>) -> Page {
                     input type="hidden" name="token" value=(ui.token);
                     button.no name="cancel" value="1" { "Cancel this job" }
                 }
+            }
+        },
+    ))
+}
+
+async fn entry(State(ui): Shared, Path(seq): Path<u64>) -> Page {
+    let view: icn_protocol::views::EntryView = ui.web.get(&format!("/v1/entries/{seq}")).await?;
+    let line = &view.line;
+    let check = match (&view.seal, &ui.coordinator) {
+        (None, _) => "no seal covers it yet".to_string(),
+        (Some(_), None) => "not checked here: start icn ui with --coordinator-key to check seals".to_string(),
+        (Some(seal), Some(key)) => match seal.verify(key) {
+            Ok(()) => format!("the seal's signature holds for the coordinator key {}", key.short()),
+            Err(e) => format!("the seal does NOT hold for the coordinator key {}: {e}", key.short()),
+        },
+    };
+    Ok(layout(
+        &format!("Journal entry {seq}"),
+        "/jobs",
+        html! {
+            p { (line.text) }
+            table {
+                tr { th { "When" } td { (when(line.time_ms)) } }
+                tr { th { "Signed by" } td { (line.signer) } }
+                @if let Some(cause) = line.cause { tr { th { "Follows from" } td { a href=(format!("/entries/{cause}")) { "entry " (cause) } } } }
+                tr { th { "Its hash" } td { code.entry-hash { (view.hash) } } }
+                tr { th { "Links to" } td { @if seq > 0 { a href=(format!("/entries/{}", seq - 1)) { "entry " (seq - 1) } " " } code { (view.prev_hash) } } }
+                tr { th { "Vouched for by" } td {
+                    @match &view.seal {
+                        Some(seal) => { "the coordinator's seal on entry " (seal.seq) " (hash " code { (seal.hash.short()) } ")" br;
+                            span.seal-check { (check) } br;
+                            span.muted { "Whoever holds the journal checks it with " code { "icn journal verify --journal journal.db --expect " (seal.seq) ":" (seal.hash) } } },
+                        None => span.seal-check { (check) },
+                    }
+                } }
             }
         },
     ))
@@ -652,7 +690,8 @@ async fn operator(State(ui): Shared) -> Page {
 /// Serves the member page on `options.listen`; the address it listens on.
 pub async fn serve(options: UiOptions) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let token = hex::encode(icn_protocol::Keypair::generate().public().0);
-    let ui = Arc::new(Ui { web: WebClient::new(&options.api, options.key), grafana: options.grafana, token });
+    let web = WebClient::new(&options.api, options.key);
+    let ui = Arc::new(Ui { web, grafana: options.grafana, coordinator: options.coordinator, token });
     let app = axum::Router::new()
         .route("/", get(home))
         .route("/proposals", get(proposals))
@@ -661,6 +700,7 @@ pub async fn serve(options: UiOptions) -> anyhow::Result<(SocketAddr, tokio::tas
         .route("/jobs", get(jobs))
         .route("/jobs/{id}", get(job))
         .route("/jobs/{id}/cancel", post(cancel))
+        .route("/entries/{seq}", get(entry))
         .route("/ledger", get(ledger))
         .route("/workers", get(workers))
         .route("/operator", get(operator))

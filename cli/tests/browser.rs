@@ -131,6 +131,7 @@ async fn a_member_reads_votes_follows_money_and_cancels_from_the_page() {
         key: Arc::clone(&ana),
         listen: ([127, 0, 0, 1], 0).into(),
         grafana: Some("http://127.0.0.1:3000/d/icn-commons".into()),
+        coordinator: Some(commons.coordinator.public_key()),
     })
     .await
     .unwrap();
@@ -160,15 +161,17 @@ async fn a_member_reads_votes_follows_money_and_cancels_from_the_page() {
     }
     let entries = browser.find_all(Locator::Css("tr.entry")).await.unwrap();
     assert!(entries.len() >= 4, "the job's journal entries are listed: {}", entries.len());
-    // A node links to its entry on the page.
-    let link = browser.find(Locator::Css(".chain .node a[href^='#entry-']")).await.unwrap();
-    let anchor = link.attr("href").await.unwrap().unwrap();
-    link.click().await.unwrap();
-    assert!(
-        browser.find(Locator::Css(&format!("tr{anchor}"))).await.is_ok(),
-        "entry {anchor} is on the page"
-    );
     screenshot(&browser, "job").await;
+    // A node links to its journal entry: its hash, and the coordinator's seal over it,
+    // checked here against the coordinator's key.
+    let submitted = browser.find(Locator::Css(".chain .node a[href^='/entries/']")).await.unwrap();
+    let target = submitted.attr("href").await.unwrap().unwrap();
+    click_to_load(&browser, &format!(".chain .node a[href='{target}']")).await;
+    let hash = text(&browser, ".entry-hash").await;
+    assert!(hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit()), "{hash}");
+    let check = text(&browser, ".seal-check").await;
+    assert!(check.starts_with("the seal's signature holds"), "{check}");
+    screenshot(&browser, "entry").await;
 
     // The position moves after a job.
     browser.goto(&format!("{page}/ledger")).await.unwrap();

@@ -63,6 +63,16 @@ async fn a_job_is_submitted_followed_read_and_traced_over_http() {
     let traced = trace.job.expect("a job's trace");
     assert_eq!(traced.job, job);
     assert!(trace.authority.founding, "the founding mandate authorized it: {:?}", trace.authority);
+    // Each of its entries can be read with its hash and the coordinator's seal over it.
+    let first = &traced.entries[0];
+    let entry: icn_protocol::views::EntryView =
+        client.get(&format!("/v1/entries/{}", first.seq)).await.unwrap();
+    assert_eq!(&entry.line, first);
+    let seal = entry.seal.expect("a committed entry is sealed");
+    assert!(seal.seq >= first.seq);
+    seal.verify(&commons.coordinator.public_key()).expect("the seal is the coordinator's");
+    let beyond = refusal(client.get::<serde_json::Value>("/v1/entries/999999").await.unwrap_err());
+    assert_eq!(beyond.status, 404, "{}", beyond.error.message);
 
     let listed: Paged<JobSummary> = client.get("/v1/jobs?state=completed&limit=5").await.unwrap();
     assert_eq!(listed.items.iter().map(|j| j.job).collect::<Vec<_>>(), vec![job]);

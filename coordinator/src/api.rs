@@ -292,6 +292,14 @@ impl MemberApi {
                 let statement = self.provenance(move |p| p.statement(&scope, &page)).await?;
                 ClientResponse::Statement(statement)
             }
+            ClientRequest::Entry(seq) => {
+                let mut view = self.provenance(move |p| p.entry(seq)).await?;
+                let readers = self.readers.clone();
+                view.seal =
+                    blocking(move || readers.with(|r| r.covering_seal(seq).map_err(|e| e.to_string())))
+                        .await?;
+                ClientResponse::Entry(Box::new(view))
+            }
             ClientRequest::Trace(query) => {
                 let trace = self
                     .provenance(move |p| match query {

@@ -28,8 +28,8 @@ use icn_protocol::request::{
     TIME_HEADER,
 };
 use icn_protocol::views::{
-    DecisionView, MemberView, Page, Paged, PositionsView, ProposalView, QueueView, ScopeSummary, ScopeView,
-    Statement, Trace, WorkerView,
+    DecisionView, EntryView, MemberView, Page, Paged, PositionsView, ProposalView, QueueView, ScopeSummary,
+    ScopeView, Statement, Trace, WorkerView,
 };
 use icn_protocol::wire::{
     ApiError, Cancel, ClientRequest, ClientResponse, IdKind, JobSummary, JobView, JobsQuery,
@@ -754,6 +754,14 @@ async fn complete(State(http): Shared, request: Request) -> Answer {
     Ok(json(StatusCode::OK, &Completions { ids }))
 }
 
+#[utoipa::path(get, path = "/v1/entries/{seq}", tag = "journal", params(("seq" = u64, Path, description = "the entry's number")),
+    responses((status = 200, body = EntryView), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
+async fn entry(State(http): Shared, seq: PathText, request: Request) -> Answer {
+    let seq: u64 = parse("journal entry", &path(seq)?)?;
+    let view = expect!(http.ask(request, 0, |_, _| Ok(ClientRequest::Entry(seq))).await?, ClientResponse::Entry(v) => v);
+    Ok(json(StatusCode::OK, &view))
+}
+
 #[utoipa::path(get, path = "/v1/seal", tag = "journal",
     responses((status = 200, body = SealJson), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
 async fn seal(State(http): Shared, request: Request) -> Answer {
@@ -796,7 +804,7 @@ impl utoipa::Modify for Security {
         submit jobs a decision authorized, follow them, read their chain of authority, vote, and read the ledger."),
     paths(put_module, has_module, put_input, has_input, submit, jobs, job, output, logs, job_trace, cancel, scopes, scope,
         statement_of, members, proposals, propose, proposal, vote, decisions, decision, decision_trace, positions, clear,
-        queue, workers, complete, seal),
+        queue, workers, complete, entry, seal),
     modifiers(&Security)
 )]
 pub struct ApiDoc;
@@ -852,6 +860,7 @@ pub fn router(api: Arc<MemberApi>, coordinator: PublicKey) -> axum::Router {
         .route("/v1/queue", get(queue))
         .route("/v1/workers", get(workers))
         .route("/v1/complete", get(complete))
+        .route("/v1/entries/{seq}", get(entry))
         .route("/v1/seal", get(seal))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)

@@ -624,6 +624,19 @@ impl JournalReader {
 }
 
 impl JournalReader {
+    /// The coordinator's seal that vouches for entry `seq`: the seal of the first sealed
+    /// entry at or after it (the last of its batch), which by the hash chain covers it.
+    pub fn covering_seal(&self, seq: u64) -> Result<Option<Seal>, JournalError> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT seq, prev_hash, cause, time_ms, signer, record, hash, seal FROM journal \
+             WHERE seq >= ?1 AND seal IS NOT NULL ORDER BY seq LIMIT 1",
+        )?;
+        match statement.query_row(params![seq as i64], read_row).optional()? {
+            Some(entry) => Ok(entry?.sealed()),
+            None => Ok(None),
+        }
+    }
+
     /// Ids of the jobs the journal's index holds between `lo` and `hi`, in order, at most
     /// `limit`: jobs that left the coordinator's memory are found here.
     pub fn jobs_between(

@@ -63,6 +63,17 @@ impl<'a, S: Source> Provenance<'a, S> {
         Ok((entry, record))
     }
 
+    /// Entry `seq` in words, with its hash and link; the seal is the caller's to add.
+    pub fn entry(&self, seq: u64) -> Result<icn_protocol::views::EntryView, String> {
+        let (entry, record) = self.read(seq)?;
+        Ok(icn_protocol::views::EntryView {
+            line: self.line(&entry, &record),
+            prev_hash: icn_protocol::ContentId(entry.prev_hash),
+            hash: icn_protocol::ContentId(entry.hash),
+            seal: None,
+        })
+    }
+
     fn line(&self, entry: &Entry, record: &Record) -> Line {
         Line {
             seq: entry.seq,

@@ -262,6 +262,18 @@ pub struct Line {
     pub text: String,
 }
 
+/// One journal entry as a member can check it: what it says, who signed it, its hash
+/// and the hash it links to, and the coordinator's seal that vouches for it (the seal of
+/// the last entry of its batch, which the hash chain ties back to this one).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EntryView {
+    pub line: Line,
+    pub prev_hash: ContentId,
+    pub hash: ContentId,
+    pub seal: Option<crate::Seal>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobTrace {

@@ -681,6 +681,8 @@ pub enum ClientRequest {
     Jobs(JobsQuery, crate::views::Page),
     /// How the shared queue stands, scope by scope, in fair-share order.
     Queue,
+    /// One journal entry, with its hash, link and the seal that vouches for it.
+    Entry(u64),
 }
 
 impl ClientRequest {
@@ -713,6 +715,7 @@ impl ClientRequest {
             ClientRequest::Complete { .. } => "complete",
             ClientRequest::Jobs(..) => "jobs",
             ClientRequest::Queue => "queue",
+            ClientRequest::Entry(_) => "entry",
         }
     }
 }
@@ -868,6 +871,7 @@ pub enum ClientResponse {
     Completions(Vec<String>),
     Jobs(crate::views::Paged<JobSummary>),
     Queue(crate::views::QueueView),
+    Entry(Box<crate::views::EntryView>),
 }
 
 /// Why a request was refused: a code that does not change between versions, for
