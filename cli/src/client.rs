@@ -116,7 +116,8 @@ impl Client {
         &self.session.connection
     }
 
-    async fn request(&self, request: &ClientRequest) -> anyhow::Result<ClientResponse> {
+    /// One typed request and its answer, as the member API gives it.
+    pub async fn request(&self, request: &ClientRequest) -> anyhow::Result<ClientResponse> {
         let (mut send, mut recv) = icn_transport::open(&self.session.connection).await?;
         send.write(request).await?;
         send.get_mut().finish()?;

@@ -31,6 +31,10 @@ pub struct ConfigFile {
     /// How long an output is kept once a member fetched it (default 1 hour).
     #[serde(default = "default_fetched_output_retention_ms")]
     pub fetched_output_retention_ms: u64,
+    /// Bytes of inputs and modules one member's uploads may keep stored at once
+    /// (default 256 MiB).
+    #[serde(default = "default_upload_quota_bytes")]
+    pub upload_quota_bytes: u64,
     /// Ended jobs kept in memory (the most recent); older ones are answered from the
     /// journal's index (default 10000).
     #[serde(default = "default_ended_jobs_in_memory")]
@@ -73,6 +77,9 @@ fn default_payload_retention_ms() -> u64 {
 fn default_fetched_output_retention_ms() -> u64 {
     icn_coordinator::blobs::Retention::default().fetched_retention_ms
 }
+fn default_upload_quota_bytes() -> u64 {
+    icn_coordinator::blobs::UPLOAD_QUOTA_BYTES_DEFAULT
+}
 
 fn default_ended_jobs_in_memory() -> usize {
     CoreConfig::default().ended_jobs_max
@@ -102,6 +109,7 @@ impl ConfigFile {
             attempts_max: default_attempts_max(),
             payload_retention_ms: default_payload_retention_ms(),
             fetched_output_retention_ms: default_fetched_output_retention_ms(),
+            upload_quota_bytes: default_upload_quota_bytes(),
             ended_jobs_in_memory: default_ended_jobs_in_memory(),
             ended_job_memory_ms: default_ended_job_memory_ms(),
             job_expiry_ms: default_job_expiry_ms(),
@@ -197,6 +205,7 @@ impl ConfigFile {
             retention: icn_coordinator::blobs::Retention {
                 retention_ms: self.payload_retention_ms,
                 fetched_retention_ms: self.fetched_output_retention_ms,
+                upload_quota_bytes: self.upload_quota_bytes,
             },
             metrics_listen: self.metrics_listen,
             http_listen: self.http_listen,

@@ -83,6 +83,9 @@ pub struct LocalOptions<'a> {
     /// Where the workers serve `/metrics`, the i-th worker at the i-th address; workers
     /// past the list serve none.
     pub worker_metrics: &'a [std::net::SocketAddr],
+    /// Changes the genesis before the commons starts (standing, mandates, credit lines a
+    /// test needs that the options above do not make); it must still validate.
+    pub genesis_edit: Option<fn(&mut Genesis)>,
 }
 
 impl Default for LocalOptions<'_> {
@@ -105,6 +108,7 @@ impl Default for LocalOptions<'_> {
             http_listen: None,
             containers: false,
             worker_metrics: &[],
+            genesis_edit: None,
             keys: None,
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         }
@@ -241,7 +245,10 @@ pub fn genesis(
             })
         })
         .collect();
-    let genesis = Genesis { scopes, members, workers, mandates, free_compute: false };
+    let mut genesis = Genesis { scopes, members, workers, mandates, free_compute: false };
+    if let Some(edit) = options.genesis_edit {
+        edit(&mut genesis);
+    }
     genesis.validate()?;
     Ok(genesis)
 }

@@ -446,8 +446,8 @@ async fn payloads_stay_out_of_the_journal_and_a_submission_names_only_stored_inp
     assert!(!holds(&output), "the output is not in the journal's entries");
     let payloads =
         icn_coordinator::blobs::BlobStore::open(&commons_journal(dir.path()), Default::default()).unwrap();
-    assert_eq!(payloads.get(&ContentId::of(input), 0).unwrap().unwrap(), input);
-    assert_eq!(payloads.get(&ContentId::of(&output), 0).unwrap().unwrap(), output);
+    assert_eq!(payloads.get(&ContentId::of(input)).unwrap().unwrap(), input);
+    assert_eq!(payloads.get(&ContentId::of(&output)).unwrap().unwrap(), output);
     drop(payloads);
 
     // A submission may name only an input the coordinator holds.

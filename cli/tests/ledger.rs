@@ -12,7 +12,12 @@ use icn_protocol::wire::{JobState, Limits, TraceQuery};
 use icn_protocol::{ContentId, Fuel};
 
 async fn decide(clients: &[&Client], effect: Effect) -> Decision {
-    let proposal = Proposal { scope: local::federation(), title: "ledger".into(), effect };
+    // A credit line is lent by a scope that contains the borrower: the commons, here.
+    let scope = match &effect {
+        Effect::CreditLimit { .. } => "commons".parse().unwrap(),
+        _ => local::federation(),
+    };
+    let proposal = Proposal { scope, title: "ledger".into(), effect };
     let (id, _) = clients[0].propose(&proposal).await.unwrap();
     for client in clients {
         client.vote(id, Choice::Yes).await.unwrap();

@@ -23,7 +23,7 @@ use icn_protocol::wire::{
 use icn_protocol::{Envelope, JobId, PublicKey, Seal};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::blobs::{BlobStore, Missing};
+use crate::blobs::{Access, BlobStore, Missing};
 use crate::journal::JournalReader;
 use crate::modules::Modules;
 use crate::server::{Event, Journaled, Reply, now_ms};
@@ -149,22 +149,22 @@ impl MemberApi {
                 )
             }
             ClientRequest::PutModule(bytes) => {
+                self.check_quota(member, bytes.len()).await?;
                 let modules = self.modules.clone();
-                let stored = blocking(move || modules.put(bytes)).await;
+                let stored = blocking(move || modules.put(bytes, &member, now_ms())).await;
                 ClientResponse::ModuleStored(stored.map_err(|e| ApiError::new("invalid_module", e.message))?)
             }
-            ClientRequest::HasInput(cid) => {
-                let blobs = self.blobs.clone();
-                ClientResponse::HasInput(
-                    blocking(move || blobs.contains(&cid).map_err(|e| e.to_string())).await?,
-                )
-            }
+            // Held for this member only: whether bytes someone else keeps are stored here
+            // is not theirs to learn.
+            ClientRequest::HasInput(cid) => ClientResponse::HasInput(self.readable(member, cid).await?),
             ClientRequest::PutInput(bytes) => {
                 icn_protocol::wire::check_input(&bytes)
                     .map_err(|e| ApiError::new("invalid_input", e.to_string()))?;
+                self.check_quota(member, bytes.len()).await?;
                 let budget = crate::server::reserve(&self.payload_budget, &bytes).await;
                 let (reply, stored) = oneshot::channel();
-                self.events.send(Event::PutInput { bytes, budget, reply }).await.map_err(|_| stopping())?;
+                let put = Event::PutInput { bytes, uploader: member, budget, reply };
+                self.events.send(put).await.map_err(|_| stopping())?;
                 ClientResponse::InputStored(stored.await.map_err(|_| stopping())?)
             }
             ClientRequest::Output(job) => self.output(member, job).await?,
@@ -315,45 +315,89 @@ impl MemberApi {
     async fn submit(&self, envelope: Envelope) -> Result<JobId, ApiError> {
         let submission: Submission = envelope.open().map_err(|e| refused("submission", e.into()))?;
         submission.validate().map_err(|e| refused("submission", e.into()))?;
-        let (module, input) = (submission.module, submission.input);
+        let (module, input, signer) = (submission.module, submission.input, envelope.signer);
         let (modules, blobs) = (self.modules.clone(), self.blobs.clone());
         // A container job's program is an image id, which workers hold themselves.
         let stored = submission.executor == icn_protocol::wire::ExecutorKind::Wasm;
-        let cached =
-            (!stored || self.modules.is_cached(&module)) && input == icn_protocol::wire::empty_input();
-        if !cached {
-            let found = blocking(move || {
-                let module = !stored || modules.contains(&module).map_err(|e| e.to_string())?;
-                Ok((module, blobs.contains(&input).map_err(|e| e.to_string())?))
-            });
-            match found.await? {
-                (false, _) => {
-                    return Err(ApiError::new(
+        let access =
+            if (!stored || self.modules.is_cached(&module)) && input == icn_protocol::wire::empty_input() {
+                Access::Public
+            } else {
+                let found = blocking(move || {
+                    if stored && !modules.contains(&module).map_err(|e| e.to_string())? {
+                        return Ok(None);
+                    }
+                    Ok(Some(blobs.access(&input).map_err(|e| e.to_string())?))
+                });
+                found.await?.ok_or_else(|| {
+                    ApiError::new(
                         "unknown_module",
                         format!("submission refused: module {module} is not stored here; upload it first"),
-                    ));
-                }
-                (_, false) => {
-                    return Err(ApiError::new(
-                        "unknown_input",
-                        format!("submission refused: input {input} is not stored here; upload it first"),
-                    ));
-                }
-                (true, true) => {}
-            }
-        }
+                    )
+                })?
+            };
         let submitted = self.write_journaled(move |core, now, journal| {
             let id = JobId(envelope.id());
             // Sent again after the job ended and left memory: the same job, not a new one.
             if journal.forgotten(core, &id)? {
                 return Ok(Ok(id));
             }
+            // A job reads its input: only bytes its submitter may read themselves. Whether
+            // bytes are stored for someone else is not said either.
+            let readable = match &access {
+                Access::Public => true,
+                Access::Readers(readers) => core.may_read(&signer, readers),
+                Access::NotStored => false,
+            };
+            if !readable {
+                return Ok(Err(Refusal::UnknownInput { input }));
+            }
             Ok(core.submit(now, envelope, submission))
         });
-        submitted
+        let job = submitted
             .await?
             .map_err(|e: String| ApiError::new("failed", e))?
-            .map_err(|e| refused("submission", e))
+            .map_err(|e| refused("submission", e))?;
+        if stored {
+            let modules = self.modules.clone();
+            blocking(move || modules.touch(&module, now_ms()).map_err(|e| e.to_string())).await?;
+        }
+        Ok(job)
+    }
+
+    /// Whether `member` may read the payload `cid` (and so name it as an input).
+    async fn readable(&self, member: PublicKey, cid: icn_protocol::ContentId) -> Result<bool, ApiError> {
+        let blobs = self.blobs.clone();
+        match blocking(move || blobs.access(&cid).map_err(|e| e.to_string())).await? {
+            Access::Public => Ok(true),
+            Access::NotStored => Ok(false),
+            Access::Readers(readers) => self.read(move |core| core.may_read(&member, &readers)).await,
+        }
+    }
+
+    /// Refuses an upload of `bytes` that would take `member` past their upload quota.
+    async fn check_quota(&self, member: PublicKey, bytes: usize) -> Result<(), ApiError> {
+        let retention = self.blobs.retention();
+        let (modules, blobs, quota) =
+            (self.modules.clone(), self.blobs.clone(), retention.upload_quota_bytes);
+        let used = blocking(move || {
+            let modules = modules.uploaded_bytes(&member).map_err(|e| e.to_string())?;
+            Ok(modules + blobs.uploaded_bytes(&member).map_err(|e| e.to_string())?)
+        });
+        let used = used.await?;
+        if used.saturating_add(bytes as u64) > quota {
+            return Err(ApiError::new(
+                "quota",
+                format!(
+                    "upload refused: your uploads stored here take {used} bytes and this one {bytes}, past your quota \
+                     of {quota} bytes; inputs go {} days after upload and modules {} days after a job last named \
+                     them, or ask the operator for a larger quota (upload_quota_bytes)",
+                    retention.retention_ms / 86_400_000,
+                    crate::modules::MODULE_UNUSED_RETENTION_MS / 86_400_000
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The output a job's accepted result named, from the payload store.
@@ -378,7 +422,8 @@ impl MemberApi {
         };
         let digest = report.output_digest;
         let blobs = self.blobs.clone();
-        let found = blocking(move || blobs.get(&digest, now_ms()).map_err(|e| e.to_string())).await?;
+        let found =
+            blocking(move || blobs.fetch_output(&digest, now_ms()).map_err(|e| e.to_string())).await?;
         match found {
             Ok(bytes) => Ok(ClientResponse::Output { job, digest, bytes }),
             Err(Missing::Expired { dropped_ms }) => Err(ApiError::new(

@@ -93,6 +93,7 @@ pub fn open_connection(path: &Path) -> Result<Connection, JournalError> {
     connection.busy_timeout(std::time::Duration::from_secs(10))?;
     connection.execute_batch(SCHEMA)?;
     connection.execute_batch(crate::blobs::SCHEMA)?;
+    connection.execute_batch(crate::modules::SCHEMA)?;
     Ok(connection)
 }
 

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use icn_core::store::{JournalStore, Payload, PayloadKind};
+use icn_core::store::{JournalStore, Payload, PayloadKind, Reader};
 use icn_core::{Command, Core, CoreConfig, Now, Refusal};
 use icn_governance::Genesis;
 use icn_protocol::wire::{
@@ -124,6 +124,7 @@ pub(crate) enum Event {
     /// A member's input, stored with the next batch; its id is answered once durable.
     PutInput {
         bytes: Vec<u8>,
+        uploader: PublicKey,
         budget: Option<Budget>,
         reply: oneshot::Sender<ContentId>,
     },
@@ -178,7 +179,7 @@ impl Coordinator {
         let sealed = journal.seal_at(core.journal_len() - 1)?.expect("the journal ends sealed");
         let modules = Arc::new(Modules::open(&config.journal)?);
         let blobs = Arc::new(BlobStore::open(&config.journal, config.retention)?);
-        tokio::spawn(sweep(blobs.clone()));
+        tokio::spawn(sweep(blobs.clone(), modules.clone()));
         let payload_budget = payload_budget();
         let endpoint = transport::server_endpoint(config.listen)?;
         let addr = endpoint.local_addr()?;
@@ -351,17 +352,23 @@ fn recover(key: &Arc<Keypair>, config: &CoordinatorConfig) -> anyhow::Result<(Co
 
 /// Lets go of payloads past their retention, every [`SWEEP_INTERVAL_MS`], while the
 /// coordinator runs.
-async fn sweep(blobs: Arc<BlobStore>) {
+async fn sweep(blobs: Arc<BlobStore>, modules: Arc<Modules>) {
     let mut interval = tokio::time::interval(Duration::from_millis(SWEEP_INTERVAL_MS));
     loop {
         interval.tick().await;
         if Arc::strong_count(&blobs) == 1 {
             return;
         }
-        let store = blobs.clone();
-        match tokio::task::spawn_blocking(move || store.sweep(now_ms())).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(dropped)) => tracing::info!(dropped, "payloads past their retention let go"),
+        let (store, unused) = (blobs.clone(), modules.clone());
+        let swept = tokio::task::spawn_blocking(move || {
+            let now = now_ms();
+            Ok::<_, JournalError>((store.sweep(now)?, unused.sweep(now)?))
+        });
+        match swept.await {
+            Ok(Ok((0, 0))) => {}
+            Ok(Ok((payloads, modules))) => {
+                tracing::info!(payloads, modules, "payloads past their retention and unused modules let go")
+            }
             Ok(Err(e)) => tracing::error!(error = %e, "cannot sweep the payload store"),
             Err(e) => tracing::error!(error = %e, "the payload sweep failed"),
         }
@@ -489,10 +496,10 @@ fn core_loop(
 }
 
 impl CoreShell {
-    /// Stores `bytes` with this batch.
-    fn keep(&mut self, kind: PayloadKind, bytes: Vec<u8>, budget: Option<Budget>, now: Now) {
+    /// Stores `bytes`, readable by `reader`, with this batch.
+    fn keep(&mut self, kind: PayloadKind, bytes: Vec<u8>, reader: Reader, budget: Option<Budget>, now: Now) {
         if !bytes.is_empty() {
-            self.payloads.push(Payload { kind, bytes, stored_ms: now.wall_ms });
+            self.payloads.push(Payload { kind, bytes, stored_ms: now.wall_ms, reader });
         }
         self.budgets.extend(budget);
     }
@@ -516,12 +523,16 @@ impl CoreShell {
                 self.core.heartbeat(now, worker, session, &running)
             }
             Event::Report { worker, session, envelope, report, output, budget } => {
-                self.keep(PayloadKind::Output, output, budget, now);
+                // An output is what its job made: its submitter's and its scope's to read.
+                // A report on a job no longer held is no result, and its output is not kept.
+                if let Some(reader) = self.core.output_reader(&report.task.job) {
+                    self.keep(PayloadKind::Output, output, reader, budget, now);
+                }
                 self.core.report(now, worker, session, envelope, *report)
             }
-            Event::PutInput { bytes, budget, reply } => {
+            Event::PutInput { bytes, uploader, budget, reply } => {
                 let id = ContentId::of(&bytes);
-                self.keep(PayloadKind::Input, bytes, budget, now);
+                self.keep(PayloadKind::Input, bytes, Reader::Uploader(uploader), budget, now);
                 replies.push(later(reply, id));
             }
             Event::MemberHello { member, reply } => {
@@ -953,7 +964,7 @@ impl TaskStream {
         let lost = |e: icn_transport::Error| StreamError::Connection(e.to_string());
         let blobs = self.shell.blobs.clone();
         let digest = assignment.input;
-        let input = match empty_or_blocking(digest, move || blobs.get(&digest, now_ms())).await {
+        let input = match empty_or_blocking(digest, move || blobs.get(&digest)).await {
             Ok(Ok(Ok(bytes))) => bytes,
             Ok(Ok(Err(missing))) => {
                 return Err(StreamError::Connection(format!(

@@ -309,8 +309,39 @@ impl Core {
         self.settlement.ledger()
     }
 
+    /// Whether `key` may use the member API now: it holds standing in some scope. A
+    /// member whose every standing was revoked keeps their name in the record, and
+    /// nothing else: no reads, no uploads, no session.
     pub fn is_member(&self, key: &PublicKey) -> bool {
-        self.governance.members.contains_key(key)
+        self.governance.in_standing(key)
+    }
+
+    /// Every key that [`Core::is_member`] admits now, for shells that check it at every
+    /// request without a trip to the core's thread. It changes only with a decision.
+    pub fn members_in_standing(&self) -> std::collections::BTreeSet<PublicKey> {
+        self.governance.scopes.values().flat_map(|s| s.standing.keys().copied()).collect()
+    }
+
+    /// Decisions made so far (accepted or not): what [`Core::members_in_standing`]
+    /// can change with.
+    pub fn decisions_made(&self) -> usize {
+        self.governance.decisions.len()
+    }
+
+    /// Whether `member` may read a payload these `readers` may read, and so name it as
+    /// the input of a job: its uploader, or someone who sees what the job that made it
+    /// made ([`Core::sees_job_data`]).
+    pub fn may_read(&self, member: &PublicKey, readers: &[store::Reader]) -> bool {
+        readers.iter().any(|reader| match reader {
+            store::Reader::Uploader(key) => key == member,
+            store::Reader::Job { scope, submitter } => self.sees_job_data(member, scope, submitter),
+        })
+    }
+
+    /// Who may read what a job held in memory makes.
+    pub fn output_reader(&self, job: &JobId) -> Option<store::Reader> {
+        let job = self.jobs.get(job)?;
+        Some(store::Reader::Job { scope: job.submission.scope.clone(), submitter: job.submitter })
     }
 
     /// Whether `member` may see what a job of `scope` made (its output and its stderr):

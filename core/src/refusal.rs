@@ -49,6 +49,11 @@ pub enum Refusal {
     ClearingStale { made_ms: u64, now_ms: u64, window_ms: u64 },
     #[error("job {job} is not known here; check the id (`icn jobs` lists yours)")]
     UnknownJob { job: JobId },
+    #[error(
+        "input {input} is not stored here for you: a job names only inputs its submitter uploaded, or the \
+         output of a job whose results they may read; upload it first (`icn submit --input FILE` does)"
+    )]
+    UnknownInput { input: icn_protocol::ContentId },
     #[error("job {job} has already ended ({state}); there is nothing to cancel")]
     JobEnded { job: JobId, state: String },
     #[error(
@@ -96,6 +101,7 @@ impl Refusal {
             Refusal::ClearingReplayed { .. } => "replayed",
             Refusal::ClearingStale { .. } => "stale",
             Refusal::UnknownJob { .. } => "unknown_job",
+            Refusal::UnknownInput { .. } => "unknown_input",
             Refusal::JobEnded { .. } => "job_ended",
             Refusal::NoCancelStanding { .. } => "no_standing",
             Refusal::DeadlinePassed { .. } => "deadline_passed",

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use icn_protocol::governance::ScopeId;
-use icn_protocol::{ContentId, Seal};
+use icn_protocol::{ContentId, PublicKey, Seal};
 
 use crate::chain::Entry;
 use crate::index::{IndexKey, IndexRow};
@@ -22,6 +22,17 @@ pub enum PayloadKind {
     Output = 1,
 }
 
+/// Who may read a payload, and so name it as a job's input: privacy holds per payload,
+/// not per route, so a payload carries its readers wherever it is named.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Reader {
+    /// The member who uploaded these bytes (who had them already).
+    Uploader(PublicKey),
+    /// What a job of `scope` made: its submitter and the members with standing in
+    /// `scope` (`Core::sees_job_data`).
+    Job { scope: ScopeId, submitter: PublicKey },
+}
+
 /// A job's input or output, stored by content id beside the entries that name it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Payload {
@@ -29,6 +40,8 @@ pub struct Payload {
     pub bytes: Vec<u8>,
     /// When it was stored (wall ms): its retention counts from then.
     pub stored_ms: u64,
+    /// Who may read it; storing the same bytes again for another reader adds that one.
+    pub reader: Reader,
 }
 
 pub trait JournalStore {

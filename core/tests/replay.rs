@@ -377,7 +377,7 @@ impl Sim {
                 ("fed", Effect::PlacementPolicy(PlacementPolicy { replicas, quorum }))
             }
             6 => (
-                "fed",
+                "commons",
                 Effect::CreditLimit { scope: scope("fed"), limit: Credits(i64::from(value) * 20_000) },
             ),
             7 => (

@@ -184,6 +184,11 @@ impl Governance {
         self.scopes.get(id).ok_or_else(|| Refusal::UnknownScope { scope: id.clone() })
     }
 
+    /// Whether `key` holds any standing in any scope now.
+    pub fn in_standing(&self, key: &PublicKey) -> bool {
+        self.scopes.values().any(|s| s.standing.get(key).is_some_and(|held| !held.is_empty()))
+    }
+
     pub fn holds(&self, key: &PublicKey, scope: &ScopeId, standing: Standing) -> bool {
         self.scopes.get(scope).and_then(|s| s.standing.get(key)).is_some_and(|held| held.contains(&standing))
     }
@@ -220,16 +225,28 @@ impl Governance {
         classes.and_then(|set| set.classes.iter().find(|c| c.name == class)).map_or(1, |c| c.weight)
     }
 
-    /// The container terms in force for `scope`: its own, or its nearest ancestor's.
+    /// The container terms in force for `scope`: its own or its nearest ancestor's
+    /// tolerance, and for each price the highest that `scope` or any scope above it
+    /// decided. A scope may pay the cooperatives that run its jobs more than the scopes
+    /// above it ask, never less: what donors earn is not the payer's to cut.
     pub fn container_terms(&self, scope: &ScopeId) -> Option<ContainerTerms> {
-        self.lineage(scope).iter().find_map(|id| self.scopes.get(id).and_then(|s| s.container))
+        let lineage = self.lineage(scope);
+        let decided = || lineage.iter().filter_map(|id| self.scopes.get(id).and_then(|s| s.container));
+        let nearest = decided().next()?;
+        Some(decided().fold(nearest, |terms, above| ContainerTerms {
+            credits_per_cpu_second: terms.credits_per_cpu_second.max(above.credits_per_cpu_second),
+            credits_per_gib_second: terms.credits_per_gib_second.max(above.credits_per_gib_second),
+            ..terms
+        }))
     }
 
-    /// The price schedule in force for `scope`: its own, or its nearest ancestor's.
+    /// The price schedule in force for `scope`: the highest that `scope` or any scope
+    /// above it decided (see [`Governance::container_terms`]).
     pub fn prices(&self, scope: &ScopeId) -> PriceSchedule {
         self.lineage(scope)
             .iter()
-            .find_map(|id| self.scopes.get(id).and_then(|s| s.prices))
+            .filter_map(|id| self.scopes.get(id).and_then(|s| s.prices))
+            .max_by_key(|p| p.credits_per_mega_fuel)
             .expect("the commons always has prices (checked at genesis)")
     }
 
@@ -329,6 +346,18 @@ impl Governance {
                     )));
                 }
                 Ok(())
+            }
+            // A credit line is what others lend a scope: a scope deciding its own would
+            // let its voters spend the rest of the commons' work without limit. Only a
+            // scope that contains it grants it; the commons, which none contains, sets
+            // its own.
+            Effect::CreditLimit { scope: target, .. } if target == scope && self.scope(scope)?.parent.is_some() => {
+                let granters = self.lineage(scope)[1..].iter().map(ToString::to_string).collect::<Vec<_>>();
+                Err(Refusal::Invalid(format!(
+                    "scope {scope} cannot set its own credit line: a credit line is lent by a scope that contains \
+                     it ({}); propose it there",
+                    granters.join(" or ")
+                )))
             }
             Effect::CreditLimit { scope: target, .. } => within(target),
             Effect::ResolveDispute { .. } => {

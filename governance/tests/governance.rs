@@ -383,3 +383,54 @@ fn a_ballot_replayed_after_a_change_of_vote_is_refused_and_changes_are_bounded()
     }
     assert!(matches!(refused, Some(Refusal::TooManyBallots { changes: 16, .. })), "{refused:?}");
 }
+
+#[test]
+fn no_scope_lends_itself_credit_and_one_that_contains_it_may() {
+    let mut world = World::new();
+    // Dee is coop-a's only voter: alone she could pass anything coop-a may decide.
+    let own = Effect::CreditLimit { scope: scope("coop-a"), limit: Credits(4_000_000_000_000) };
+    let refusal = world.propose(3, "coop-a", own).unwrap_err();
+    assert!(
+        refusal.to_string().contains("scope coop-a cannot set its own credit line")
+            && refusal.to_string().contains("(fed or commons)"),
+        "{refusal}"
+    );
+    let own = Effect::CreditLimit { scope: scope("fed"), limit: Credits(1) };
+    assert!(world.propose(0, "fed", own).is_err(), "nor may a federation");
+    // Its federation may lend it a line; what coop-a decides for itself stays its own.
+    let lent = Effect::CreditLimit { scope: scope("coop-a"), limit: Credits(500) };
+    assert!(world.propose(0, "fed", lent).is_ok());
+    let standing = Effect::GrantStanding {
+        name: "dee".into(),
+        key: world.keys[3].public(),
+        standing: vec![Standing::Submit],
+    };
+    assert!(world.propose(3, "coop-a", standing).is_ok(), "its members' standing is coop-a's to decide");
+}
+
+#[test]
+fn a_scope_may_pay_donors_more_than_the_scopes_above_it_ask_never_less() {
+    let mut world = World::new();
+    let decide = |world: &mut World, price: u64| {
+        let proposal = world
+            .propose(0, "fed", Effect::PriceSchedule(PriceSchedule { credits_per_mega_fuel: price }))
+            .unwrap();
+        world.vote(0, proposal, Choice::Yes).unwrap();
+        world.vote(1, proposal, Choice::Yes).unwrap();
+        world.advance(WINDOW_MS);
+    };
+    decide(&mut world, 5);
+    assert_eq!(world.governance.prices(&scope("coop-a")).credits_per_mega_fuel, 5, "fed raised its price");
+    // Back down to the commons' 1: as low as fed may go.
+    decide(&mut world, 1);
+    assert_eq!(world.governance.prices(&scope("fed")).credits_per_mega_fuel, 1);
+    let mut world = World::new();
+    world.governance.scopes.get_mut(&scope("commons")).unwrap().prices =
+        Some(PriceSchedule { credits_per_mega_fuel: 3 });
+    decide(&mut world, 1);
+    assert_eq!(
+        world.governance.prices(&scope("fed")).credits_per_mega_fuel,
+        3,
+        "fed decided 1, below the commons' 3: its jobs still pay 3"
+    );
+}
