@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use icn_cli::client::{Client, JobRequest};
-use icn_cli::demo::UPPER_WAT;
 use icn_cli::demo::wait_for_decision;
+use icn_cli::demo::{SPIN_WAT, UPPER_WAT};
 use icn_cli::local::{self, LocalCommons, LocalOptions};
 use icn_governance::Genesis;
 use icn_protocol::JobId;
@@ -143,5 +143,35 @@ async fn h1_a_scope_cannot_lend_itself_credit() {
     let refused = ana.submit(&job).await.unwrap_err().to_string();
     assert!(refused.contains("the account of scope coop-a can take on 0 more credits"), "{refused}");
     assert_eq!(ana.positions().await.unwrap().account(&coop_a()).unwrap().limit, 0);
+    commons.stop().await.unwrap();
+}
+
+/// H2: a wasm job that spins without ever calling out until its wall-clock timeout used
+/// to pay nothing (its fuel is counted only at calls), while the same loop ended by fuel
+/// paid its fuel: any submitter could hold donated slots for free up to the longest
+/// timeout. Now both pay their fuel limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_a_spin_stopped_by_its_timeout_pays_its_fuel_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let commons = LocalCommons::start(dir.path(), LocalOptions::default()).await.unwrap();
+    let ana = commons.client().await.unwrap();
+    let spin = ana.ensure_module(&wat::parse_str(SPIN_WAT).unwrap()).await.unwrap();
+    let fed = local::federation();
+    let spent = |positions: &icn_protocol::views::PositionsView| positions.account(&fed).unwrap().position;
+    // Far more fuel than a second of spinning burns: the timeout ends it.
+    let by_time = Limits { fuel: icn_protocol::Fuel(3_000_000_000), timeout_ms: 1_000, ..Limits::default() };
+    let before = spent(&ana.positions().await.unwrap());
+    let job = ana.submit(&local::submission(spin, b"", by_time)).await.unwrap();
+    let view = ended(&ana, job).await;
+    assert_eq!(view.state, JobState::Failed, "{view:?}");
+    let after = spent(&ana.positions().await.unwrap());
+    assert_eq!(before - after, 3_000, "three billion fuel at one credit a million: {view:?}");
+    // The same loop ended by its fuel pays the same for the same fuel limit.
+    let by_fuel = Limits { fuel: icn_protocol::Fuel(3_000_000_000), ..Limits::default() };
+    let job = ana.submit(&local::submission(spin, b"", by_fuel)).await.unwrap();
+    assert_eq!(ended(&ana, job).await.state, JobState::Failed);
+    assert_eq!(after - spent(&ana.positions().await.unwrap()), 3_000);
+    let trace = ana.trace(icn_protocol::wire::TraceQuery::Job(job)).await.unwrap().to_string();
+    assert!(trace.contains("pays its whole fuel limit"), "{trace}");
     commons.stop().await.unwrap();
 }

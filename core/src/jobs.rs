@@ -76,8 +76,11 @@ pub(crate) struct Job {
     /// Replicas that ran when the job was cancelled, told to stop: the hold stays until
     /// each reports what it used (or its deadline passes), then what ran is paid.
     pub stopping: BTreeMap<u32, Placement>,
-    /// What the stopped replicas that reported used, by their owner.
-    pub stopped: Vec<(ScopeId, crate::settlement::Used)>,
+    /// What the stopped replicas that reported used, by their owner, with when each was
+    /// placed (wall ms of its entry).
+    pub stopped: Vec<(ScopeId, crate::settlement::Used, u64)>,
+    /// When a member's cancel ended it (wall ms of its entry).
+    pub cancelled_ms: Option<u64>,
     /// For a container job, the container terms in force for its scope when it was
     /// admitted: its usage is priced and compared by them.
     pub terms: Option<icn_protocol::governance::ContainerTerms>,
@@ -95,12 +98,21 @@ impl Job {
     /// What the stopped replicas of a cancelled job ran, as paid: the least that any of
     /// them reported (by fuel for wasm, by cost for containers), nothing when none did.
     pub fn least_stopped(&self) -> crate::settlement::Used {
+        self.least(self.stopped.iter().map(|(_, used, _)| *used))
+    }
+
+    /// What the stopped replica charged least is charged, each counted from when it was
+    /// placed until the job was cancelled ([`crate::settlement::charged_cancelled`]).
+    pub fn least_charged(&self) -> crate::settlement::Used {
+        let cancelled_ms = self.cancelled_ms.unwrap_or_default();
+        self.least(self.stopped.iter().map(|(_, used, placed_ms)| {
+            crate::settlement::charged_cancelled(self, *used, *placed_ms, cancelled_ms)
+        }))
+    }
+
+    fn least(&self, used: impl Iterator<Item = crate::settlement::Used>) -> crate::settlement::Used {
         let cost = |used: &crate::settlement::Used| crate::settlement::cost(self, *used);
-        self.stopped
-            .iter()
-            .map(|(_, used)| *used)
-            .min_by_key(|used| (cost(used), used.fuel, used.usage))
-            .unwrap_or_default()
+        used.min_by_key(|used| (cost(used), used.fuel, used.usage)).unwrap_or_default()
     }
 
     /// Whether nothing of the job was placed yet: it waits for its first replicas.
@@ -175,9 +187,10 @@ impl Jobs {
     }
 
     /// An ended job was ended by a cancel.
-    pub fn mark_cancelled(&mut self, id: &JobId) {
+    pub fn mark_cancelled(&mut self, id: &JobId, time_ms: u64) {
         if let Some(job) = self.map.get_mut(id) {
             job.cancelled = true;
+            job.cancelled_ms = Some(time_ms);
         }
     }
 
@@ -298,6 +311,7 @@ impl Jobs {
             failure: None,
             ended: false,
             cancelled: false,
+            cancelled_ms: None,
             avoid: BTreeSet::new(),
             stopping: BTreeMap::new(),
             stopped: Vec::new(),
@@ -435,7 +449,7 @@ impl Jobs {
             .remove(&report.task.index)
             .expect("a journaled stop report answers a stopped replica");
         assert_eq!(placement.worker, worker, "entry {seq}: a stopped replica reports from its worker");
-        job.stopped.push((placement.owner, crate::settlement::Used::of(report)));
+        job.stopped.push((placement.owner, crate::settlement::Used::of(report), placement.placed_ms));
         job.last_seq = seq;
     }
 

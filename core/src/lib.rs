@@ -444,7 +444,7 @@ impl Core {
                 self.apply_paid(seq, *job, *fuel, *worker, payees, Some(reason))
             }
             Record::JobFailed { job, reason } => self.apply_failed(seq, *job, reason),
-            Record::JobCancelled { request } => self.apply_cancelled(seq, request),
+            Record::JobCancelled { request } => self.apply_cancelled(seq, time_ms, request),
             Record::CancelSettled { job, fuel, payees } => {
                 self.apply_cancel_settled(seq, time_ms, *job, *fuel, payees)
             }

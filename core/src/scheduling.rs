@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use icn_placement::{Plan, Policy, Request, Shortfall, Verdict};
 use icn_protocol::governance::ScopeId;
-use icn_protocol::wire::{Assignment, ExecutionReport, ExecutorKind, FailureKind, Outcome, Waiting};
+use icn_protocol::wire::{Assignment, ExecutionReport, ExecutorKind, Outcome, Waiting};
 use icn_protocol::{ContentId, Envelope, Fuel, JobId, PublicKey, TaskId};
 
 use crate::jobs::Received;
 use crate::record::Scores;
-use crate::settlement::cost;
+use crate::settlement::{Used, cost, ends_at_a_limit};
 use crate::shares::lowest;
 use crate::{Command, Core, Now, Record};
 
@@ -255,7 +255,7 @@ impl Core {
     /// Compares the results in hand: accept, wait, add a replica, or open a dispute.
     fn verify(&mut self, id: JobId, cause: u64) {
         let job = self.jobs.known(&id);
-        let reports: Vec<icn_placement::Report> = job.reports.iter().map(judged_report).collect();
+        let reports: Vec<icn_placement::Report> = job.reports.iter().map(|r| judged_report(job, r)).collect();
         let outstanding = (job.placements.len() + job.vacant.len()) as u32 + job.extra;
         let replicas_max = self.policy_for(&job.submission.scope).replicas_max.max(job.replicas_placed);
         let signer = self.key.public();
@@ -322,9 +322,10 @@ impl Core {
         let accepted = received(&agreeing[0]);
         // Each agreeing cooperative is paid what the accepted run used, whether the job
         // completed or failed by its own doing.
-        let each = cost(job, crate::settlement::Used::of(&accepted.report));
+        let used = Used::charged(job, &accepted.report);
+        let each = cost(job, used);
         let payees = agreeing.iter().map(|w| (received(w).owner.clone(), each)).collect();
-        let (fuel, worker) = (accepted.report.fuel, accepted.worker);
+        let (fuel, worker) = (used.fuel, accepted.worker);
         let ended = match &accepted.report.outcome {
             Outcome::Exited { .. } => Record::JobCompleted {
                 job: id,
@@ -333,6 +334,20 @@ impl Core {
                 worker,
                 payees,
             },
+            Outcome::Failed { kind, detail }
+                if job.terms.is_none() && ends_at_a_limit(&accepted.report.outcome) =>
+            {
+                Record::JobFailedPaid {
+                    job: id,
+                    reason: format!(
+                        "it reached a limit: it {kind} ({detail}); a wasm run stopped by its fuel or its time limit \
+                         pays its whole fuel limit"
+                    ),
+                    fuel,
+                    worker,
+                    payees,
+                }
+            }
             Outcome::Failed { kind, detail } => Record::JobFailedPaid {
                 job: id,
                 reason: format!("it {kind} ({detail})"),
@@ -371,15 +386,15 @@ impl Core {
             tracing::warn!(job = %id, "a dispute decision for a job that is not in dispute changes nothing");
             return;
         };
-        let (winners, losers): (Vec<&Received>, Vec<&Received>) = job
-            .reports
-            .iter()
-            .partition(|r| r.report.output_digest == output_digest && r.report.fuel == fuel);
+        let (winners, losers): (Vec<&Received>, Vec<&Received>) = job.reports.iter().partition(|r| {
+            r.report.output_digest == output_digest && Used::charged(job, &r.report).fuel == fuel
+        });
         let losers: Vec<PublicKey> = losers.iter().map(|r| r.worker).collect();
         let winners: Vec<PublicKey> = match job.terms {
             // A container's winners are paid the median of their usage, as when they agree.
             Some(_) if !winners.is_empty() => {
-                let reports: Vec<icn_placement::Report> = winners.iter().map(|r| judged_report(r)).collect();
+                let reports: Vec<icn_placement::Report> =
+                    winners.iter().map(|r| judged_report(job, r)).collect();
                 icn_placement::median_first(&reports.iter().collect::<Vec<_>>())
             }
             _ => winners.iter().map(|r| r.worker).collect(),
@@ -417,31 +432,24 @@ impl Core {
     }
 }
 
-/// A received report as judging sees it.
-fn judged_report(r: &Received) -> icn_placement::Report {
+/// A received report as judging sees it: its result and the fuel it is charged.
+fn judged_report(job: &crate::jobs::Job, r: &Received) -> icn_placement::Report {
     icn_placement::Report {
         worker: r.worker,
         owner: r.owner.clone(),
-        digest: result_key(&r.report),
-        fuel: comparable_fuel(&r.report),
+        digest: result_key(job, &r.report),
+        fuel: Used::charged(job, &r.report).fuel.0,
         usage: r.report.usage,
     }
 }
 
-/// The fuel replicas must match on: all of it where the ending makes it the same on every
-/// honest worker, none where it depends on the worker's clock (a timeout stops a module
-/// wherever it happens to be). A container reports no fuel; its usage is compared within
-/// its scope's tolerance instead.
-fn comparable_fuel(report: &ExecutionReport) -> u64 {
-    match &report.outcome {
-        Outcome::Failed { kind: FailureKind::Timeout, .. } => 0,
-        _ => report.fuel.0,
-    }
-}
-
-/// What replicas must match on to agree: how the run ended and what it printed.
-fn result_key(report: &ExecutionReport) -> ContentId {
+/// What replicas must match on to agree: how the run ended and what it printed. A wasm
+/// run that reached its fuel limit and one that reached its time limit end the same way:
+/// near both, which comes first depends on the worker's speed, and neither honest worker
+/// is wrong.
+fn result_key(job: &crate::jobs::Job, report: &ExecutionReport) -> ContentId {
     let ending = match &report.outcome {
+        outcome if job.terms.is_none() && ends_at_a_limit(outcome) => "failed at a limit".to_string(),
         Outcome::Exited { code } => format!("exited {code}"),
         Outcome::Failed { kind, .. } => format!("failed {kind:?}"),
     };

@@ -51,9 +51,56 @@ pub struct Used {
 }
 
 impl Used {
+    /// What the report says the run used.
     pub fn of(report: &icn_protocol::wire::ExecutionReport) -> Used {
         Used { fuel: report.fuel, usage: report.usage }
     }
+
+    /// What a run of `job` is charged, the same on every replica that ended the same way:
+    /// what it reported, except that a wasm run stopped at one of its limits of fuel or
+    /// time pays its whole fuel limit. Fuel is a wasm job's measure, and a time limit
+    /// stops a module wherever the worker's speed left it — between two calls out, where
+    /// the fuel it burned is not even counted yet — so a run stopped by time is priced as
+    /// if it had burned the fuel it was allowed: its fuel limit is what its time limit is
+    /// worth. A module that spins until its timeout pays as much as one that spins until
+    /// its fuel runs out.
+    pub fn charged(job: &crate::jobs::Job, report: &icn_protocol::wire::ExecutionReport) -> Used {
+        let used = Used::of(report);
+        if job.terms.is_none() && ends_at_a_limit(&report.outcome) {
+            return Used { fuel: job.submission.limits.fuel, ..used };
+        }
+        used
+    }
+}
+
+/// Whether a wasm run ended at its fuel or its time limit: one ending, as judging and
+/// pricing see it, since which of the two a run near both reaches first depends on the
+/// worker's speed.
+pub(crate) fn ends_at_a_limit(outcome: &icn_protocol::wire::Outcome) -> bool {
+    use icn_protocol::wire::{FailureKind, Outcome};
+    matches!(outcome, Outcome::Failed { kind: FailureKind::OutOfFuel | FailureKind::Timeout, .. })
+}
+
+/// What a cancelled wasm replica that ran from `placed_ms` until its job was cancelled at
+/// `cancelled_ms` is charged: what it reported, and no less than the share of its fuel
+/// limit that the time it ran (on the coordinator's clock, from the journal's entries)
+/// is of its time limit — the same reckoning as a run stopped by its time limit, which
+/// pays all of it. So a module that spins without calling out, cancelled just before
+/// its timeout, pays nearly what the timeout would have cost.
+pub(crate) fn charged_cancelled(
+    job: &crate::jobs::Job,
+    reported: Used,
+    placed_ms: u64,
+    cancelled_ms: u64,
+) -> Used {
+    if job.terms.is_some() {
+        return reported;
+    }
+    let limits = &job.submission.limits;
+    let ran_ms = cancelled_ms.saturating_sub(placed_ms).min(limits.timeout_ms);
+    let share = u128::from(limits.fuel.0) * u128::from(ran_ms) / u128::from(limits.timeout_ms.max(1));
+    let floor = Fuel(u64::try_from(share).expect("at most the fuel limit"));
+    Used { fuel: reported.fuel.max(floor), ..reported }
 }
 
 impl Settlement {
@@ -211,7 +258,7 @@ impl Core {
 
     /// A cancelled job ends; its replicas' slots come free, and its hold is voided, or,
     /// when replicas ran, kept until they said what they used.
-    pub(crate) fn apply_cancelled(&mut self, seq: u64, request: &Envelope) {
+    pub(crate) fn apply_cancelled(&mut self, seq: u64, time_ms: u64, request: &Envelope) {
         let job = request.open_trusted::<icn_protocol::wire::Cancel>().expect("journaled cancels decode").job;
         let by = self
             .governance
@@ -227,7 +274,7 @@ impl Core {
             // they used (`CancelSettled`).
             self.end_stopping(seq, &job, None, Some(reason), true);
         }
-        self.jobs.mark_cancelled(&job);
+        self.jobs.mark_cancelled(&job, time_ms);
     }
 
     /// What a cancelled job's stopped replicas used is paid; the rest of the hold is
@@ -242,11 +289,13 @@ impl Core {
     ) {
         let state = self.jobs.known(&job);
         let least = state.least_stopped();
-        assert_eq!(
-            least.fuel, fuel,
-            "entry {seq}: a cancel settles the least fuel its stopped replicas used"
+        // At least what the least of them reported: journals made before a cancelled
+        // wasm run was charged for its time settled exactly that.
+        assert!(
+            fuel >= least.fuel,
+            "entry {seq}: a cancel settles at least the least fuel its stopped replicas reported"
         );
-        self.pay(seq, job, least, payees);
+        self.pay(seq, job, Used { fuel, ..least }, payees);
         self.jobs.settled(seq, time_ms, &job);
         self.jobs.forget_ended_beyond(self.config.ended_jobs_max);
     }
@@ -256,11 +305,11 @@ impl Core {
     /// reported is paid it (as agreeing replicas are paid each).
     pub(crate) fn settle_cancel(&mut self, id: JobId, cause: u64) {
         let job = self.jobs.known(&id);
-        let least = job.least_stopped();
+        let least = job.least_charged();
         let fuel = least.fuel;
         let each = cost(job, least);
         let payees: Vec<(ScopeId, Credits)> = if each.0 > 0 {
-            job.stopped.iter().map(|(owner, _)| (owner.clone(), each)).collect()
+            job.stopped.iter().map(|(owner, _, _)| (owner.clone(), each)).collect()
         } else {
             vec![]
         };

@@ -631,3 +631,94 @@ fn a_cancelled_running_job_pays_for_what_ran_and_a_queued_one_pays_nothing() {
     assert_eq!((account(&world, "fed").position, account(&world, "fed").reserved), (-3, 0), "nobody paid");
     assert!(world.core.ledger().check().is_ok());
 }
+
+/// `holder` reports `outcome` with `fuel` on `assignment`.
+fn report_on(world: &mut World, holder: usize, assignment: &Assignment, outcome: Outcome, fuel: u64) {
+    let report = ExecutionReport {
+        task: assignment.task,
+        attempt: assignment.attempt,
+        outcome,
+        output_digest: ContentId::of(b""),
+        output_bytes: 0,
+        stderr: vec![],
+        fuel: Fuel(fuel),
+        usage: Default::default(),
+    };
+    world.nonce += 1;
+    let w = &world.workers[holder];
+    let envelope = Envelope::seal(&w.key, world.nonce, &report);
+    let (key, session) = (w.key.public(), w.session);
+    world.core.report(world.now(), key, session, envelope, report);
+    world.settle();
+}
+
+/// A wasm module that spins without calling out: one replica's worker stops it at its
+/// time limit (having counted no fuel, since fuel is written back only at calls), the
+/// other's, a little faster, at its fuel limit. Both honest: they agree, neither
+/// dissents, and each cooperative is paid the whole fuel limit — a run stopped by time
+/// pays what it was allowed to burn, so holding a donated slot until the timeout is not
+/// free.
+#[test]
+fn wasm_replicas_stopped_by_time_and_by_fuel_agree_and_each_pays_the_fuel_limit() {
+    let mut world = World::new(2, 5);
+    world.apply(Op::Submit);
+    let holders: Vec<usize> = (0..COOPS).filter(|i| !world.workers[*i].held.is_empty()).collect();
+    assert_eq!(holders.len(), 2, "two replicas placed");
+    let first = world.workers[holders[0]].held.remove(0);
+    let second = world.workers[holders[1]].held.remove(0);
+    let job = first.task.job;
+    let limit = Limits::default().fuel.0;
+    let timeout =
+        Outcome::Failed { kind: FailureKind::Timeout, detail: "the module ran past 2000 ms".into() };
+    report_on(&mut world, holders[0], &first, timeout, 0);
+    let fuel =
+        Outcome::Failed { kind: FailureKind::OutOfFuel, detail: "the module used all its fuel".into() };
+    report_on(&mut world, holders[1], &second, fuel, limit);
+    let records: Vec<Record> = world.journal.iter().map(|e| e.decode_record().unwrap()).collect();
+    let verified = records.iter().find_map(|r| match r {
+        Record::Verified { job: j, agreeing, dissenting, .. } if *j == job => {
+            Some((agreeing.len(), dissenting.len()))
+        }
+        _ => None,
+    });
+    assert_eq!(verified, Some((2, 0)), "the two endings are one result: no honest worker dissents");
+    let paid = records.iter().find_map(|r| match r {
+        Record::JobFailedPaid { job: j, fuel, payees, .. } if *j == job => Some((*fuel, payees.clone())),
+        _ => None,
+    });
+    let (fuel, payees) = paid.expect("the job failed by its own doing and pays");
+    assert_eq!(fuel, Fuel(limit));
+    assert!(payees.iter().all(|(_, each)| *each == Credits(1_000)), "{payees:?}");
+    let fed = world.core.ledger().account(&scope("fed")).unwrap();
+    assert_eq!((fed.position, fed.reserved), (-2_000, 0));
+    assert!(world.core.ledger().check().is_ok());
+}
+
+/// A module that spins without calling out, cancelled a quarter of the way to its time
+/// limit: its worker counted no fuel, and the run pays a quarter of its fuel limit —
+/// the share of its time limit it held a donated slot for, on the coordinator's clock.
+#[test]
+fn a_cancelled_spin_pays_the_share_of_its_fuel_limit_its_time_is_of_its_time_limit() {
+    let mut world = World::new(1, 5);
+    world.apply(Op::Submit);
+    let holder = world.workers.iter().position(|w| !w.held.is_empty()).unwrap();
+    let assignment = world.workers[holder].held[0].clone();
+    let job = assignment.task.job;
+    world.apply(Op::Advance { ms: 500 });
+    world.nonce += 1;
+    let request = icn_protocol::wire::Cancel { job };
+    let envelope = Envelope::seal(&member(), world.nonce, &request);
+    world.core.cancel(world.now(), envelope, request).unwrap();
+    world.settle();
+    let stopped = Outcome::Failed { kind: FailureKind::Cancelled, detail: "stopped".into() };
+    report_on(&mut world, holder, &assignment, stopped, 0);
+    let settled = world.journal.iter().rev().find_map(|e| match e.decode_record().unwrap() {
+        Record::CancelSettled { job: settled, fuel, payees } if settled == job => Some((fuel, payees)),
+        _ => None,
+    });
+    // Submitted with a 2,000 ms time limit and the default billion fuel: 500 ms of it is
+    // a quarter, 250 million fuel, 250 credits.
+    let owner = scope(&format!("coop-{holder}"));
+    assert_eq!(settled, Some((Fuel(250_000_000), vec![(owner, Credits(250))])));
+    assert!(world.core.ledger().check().is_ok());
+}
