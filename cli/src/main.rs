@@ -1037,9 +1037,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Dev { dir, listen, http_listen } => return dev(&dir, listen, http_listen).await,
         Command::Ui { api, key, listen, grafana, coordinator_key } => {
             let key = Arc::new(icn_transport::keyfile::read(&key)?);
+            if let Some(warning) = icn_cli::ui::plain_http_warning(&api) {
+                eprintln!("{warning}");
+            }
             let options = icn_cli::ui::UiOptions { api, key, listen, grafana, coordinator: coordinator_key };
-            let (addr, task) = icn_cli::ui::serve(options).await?;
-            println!("your page is at http://{addr}/ (Ctrl-C stops it)");
+            let icn_cli::ui::Served { login, task, .. } = icn_cli::ui::serve(options).await?;
+            println!("your page opens once, in one browser, from {login} (Ctrl-C stops it)");
             use std::io::Write;
             std::io::stdout().flush()?;
             tokio::select! {

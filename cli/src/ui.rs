@@ -3,14 +3,19 @@
 //! member's key file here, so the key never leaves this machine. Server-rendered HTML
 //! (maud), no JavaScript.
 //!
-//! A form that signs something carries this process's random token: another web page
-//! open in the same browser cannot make this one vote (the token is never in a URL).
+//! It is open only to the browser that opened the one-time login link `icn ui` prints
+//! (which sets an HttpOnly, SameSite=Strict session cookie, as Jupyter does), so another
+//! user of this machine cannot vote as the member; it answers only to its own loopback
+//! host names (a page served as another name, by DNS rebinding, gets nothing), takes a
+//! form only from its own origin and carrying this process's random token, and may not
+//! be framed. It serves loopback only: it signs with the member's key.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Form, Path, State};
-use axum::http::StatusCode;
+use axum::extract::{Form, Path, Query, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use icn_protocol::governance::{Choice, Credits, ScopeId, Standing, Tally};
@@ -42,6 +47,127 @@ struct Ui {
     coordinator: Option<icn_protocol::PublicKey>,
     /// Put in every form that signs; a form without it is refused.
     token: String,
+    gate: Gate,
+}
+
+/// Who may use the page: the browser holding the session cookie, asking by one of the
+/// page's own host names.
+struct Gate {
+    /// `127.0.0.1:port`, `localhost:port`, `[::1]:port`.
+    hosts: Vec<String>,
+    /// The one-time secret of the login link, until it is used.
+    login: std::sync::Mutex<Option<String>>,
+    /// The session cookie's name (with the port: cookies are not kept apart by port).
+    cookie: String,
+    session: String,
+}
+
+impl Gate {
+    fn new(port: u16) -> Gate {
+        let secret = || hex::encode(Keypair::generate().public().0);
+        Gate {
+            hosts: ["127.0.0.1", "localhost", "[::1]"].map(|h| format!("{h}:{port}")).to_vec(),
+            login: std::sync::Mutex::new(Some(secret())),
+            cookie: format!("icn_session_{port}"),
+            session: secret(),
+        }
+    }
+
+    /// Why `request` may not reach the page, if it may not.
+    fn refuses(&self, request: &Request) -> Option<Trouble> {
+        let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+        let Some(host) = self.hosts.iter().find(|h| h.eq_ignore_ascii_case(host)) else {
+            return Some(Trouble(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!("this page answers only as http://{}/, not as {host:?}", self.hosts[0]),
+            ));
+        };
+        if request.method() != Method::GET && request.method() != Method::HEAD {
+            let origin = request.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok());
+            if origin != Some(format!("http://{host}").as_str()) {
+                return Some(Trouble(
+                    StatusCode::FORBIDDEN,
+                    format!("a form is taken only from this page (http://{host}), not from {origin:?}"),
+                ));
+            }
+        }
+        if request.uri().path() == "/login" || self.has_session(request) {
+            return None;
+        }
+        Some(Trouble(
+            StatusCode::UNAUTHORIZED,
+            "this page opens only in the browser that followed the login link `icn ui` printed \
+             (http://127.0.0.1:…/login?secret=…); open that link, or start icn ui again for a new one"
+                .into(),
+        ))
+    }
+
+    fn has_session(&self, request: &Request) -> bool {
+        let wanted = format!("{}={}", self.cookie, self.session);
+        request
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|c| c.to_str().ok())
+            .flat_map(|c| c.split(';'))
+            .any(|pair| same(pair.trim(), &wanted))
+    }
+}
+
+/// Compares secrets by their digests, so the time taken says nothing of where they differ.
+fn same(a: &str, b: &str) -> bool {
+    blake3::hash(a.as_bytes()) == blake3::hash(b.as_bytes())
+}
+
+/// Every request passes the gate; every answer forbids framing, sniffing, caching and
+/// referrers to other sites, and allows no script.
+async fn guard(State(ui): Shared, request: Request, next: Next) -> Response {
+    let mut response = match ui.gate.refuses(&request) {
+        Some(trouble) => trouble.into_response(),
+        None => next.run(request).await,
+    };
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        // Not no-referrer: under it a browser sends `Origin: null` with the page's forms.
+        (header::REFERRER_POLICY, "same-origin"),
+        (header::CACHE_CONTROL, "no-store"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+#[derive(Deserialize)]
+struct LoginQuery {
+    secret: String,
+}
+
+/// The login link: once, it sets the session cookie and opens the page.
+async fn login_page(State(ui): Shared, Query(query): Query<LoginQuery>) -> Result<Response, Trouble> {
+    let mut login = ui.gate.login.lock().expect("login lock");
+    match login.as_deref() {
+        Some(secret) if same(secret, &query.secret) => {
+            *login = None;
+            let cookie = format!("{}={}; HttpOnly; SameSite=Strict; Path=/", ui.gate.cookie, ui.gate.session);
+            let mut response = Redirect::to("/").into_response();
+            response
+                .headers_mut()
+                .insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("hex is a valid cookie"));
+            Ok(response)
+        }
+        Some(_) => Err(Trouble(StatusCode::FORBIDDEN, "this login link's secret is wrong".into())),
+        None => Err(Trouble(
+            StatusCode::FORBIDDEN,
+            "this login link was used already; start icn ui again for a new one".into(),
+        )),
+    }
 }
 
 type Shared = State<Arc<Ui>>;
@@ -687,12 +813,36 @@ async fn operator(State(ui): Shared) -> Page {
     ))
 }
 
-/// Serves the member page on `options.listen`; the address it listens on.
-pub async fn serve(options: UiOptions) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+/// The member page, served: where, the one-time link that opens it, and its task.
+pub struct Served {
+    pub addr: SocketAddr,
+    /// `http://127.0.0.1:port/login?secret=…`: the first browser to open it holds the page.
+    pub login: String,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Serves the member page on `options.listen`, which must be a loopback address.
+pub async fn serve(options: UiOptions) -> anyhow::Result<Served> {
+    anyhow::ensure!(
+        options.listen.ip().is_loopback(),
+        "--listen {} is not a loopback address: icn ui signs with your key, so it serves only this machine \
+         (127.0.0.1 or [::1]); to open it from another machine, forward a port over SSH \
+         (ssh -L 7800:127.0.0.1:7800 this-machine) and open the login link there",
+        options.listen
+    );
+    let listener = icn_transport::http::bind(options.listen, "the member page").await?;
+    let addr = listener.local_addr()?;
     let token = hex::encode(icn_protocol::Keypair::generate().public().0);
     let web = WebClient::new(&options.api, options.key);
-    let ui = Arc::new(Ui { web, grafana: options.grafana, coordinator: options.coordinator, token });
+    let gate = Gate::new(addr.port());
+    let login = format!(
+        "http://{}/login?secret={}",
+        gate.hosts[0],
+        gate.login.lock().expect("login lock").as_deref().expect("not used yet")
+    );
+    let ui = Arc::new(Ui { web, grafana: options.grafana, coordinator: options.coordinator, token, gate });
     let app = axum::Router::new()
+        .route("/login", get(login_page))
         .route("/", get(home))
         .route("/proposals", get(proposals))
         .route("/proposals/{id}/vote", post(vote))
@@ -704,15 +854,30 @@ pub async fn serve(options: UiOptions) -> anyhow::Result<(SocketAddr, tokio::tas
         .route("/ledger", get(ledger))
         .route("/workers", get(workers))
         .route("/operator", get(operator))
+        .layer(axum::middleware::from_fn_with_state(ui.clone(), guard))
         .with_state(ui);
-    let listener = tokio::net::TcpListener::bind(options.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen for the member page on {}: {e}", options.listen))?;
-    let addr = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "the member page stopped");
-        }
-    });
-    Ok((addr, task))
+    let task = icn_transport::http::spawn(listener, app, "the member page");
+    Ok(Served { addr, login, task })
+}
+
+/// Whether `api` (the coordinator's HTTP API as given to `icn ui`) is plain HTTP to
+/// another machine: its answers are not signed, so anyone on the path could change what
+/// the page shows. A warning to print, when it is.
+pub fn plain_http_warning(api: &str) -> Option<String> {
+    let rest = api.strip_prefix("http://")?;
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(host, _)| host),
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    (!loopback).then(|| {
+        format!(
+            "warning: --api {api} is plain HTTP to another machine: what the coordinator answers travels \
+             unsigned and unencrypted, so anyone on the way could change what your page shows. Reach it \
+             through an SSH tunnel (ssh -L 7700:127.0.0.1:7700 {host}, then --api http://127.0.0.1:7700) or \
+             through the operators' HTTPS proxy."
+        )
+    })
 }

@@ -126,7 +126,7 @@ async fn a_member_reads_votes_follows_money_and_cancels_from_the_page() {
     let api = format!("http://{}", commons.coordinator.http_addr().unwrap());
     let ana = commons.members[0].key.clone();
     let ben = WebClient::new(&api, commons.members[1].key.clone());
-    let (page, _ui) = icn_cli::ui::serve(icn_cli::ui::UiOptions {
+    let served = icn_cli::ui::serve(icn_cli::ui::UiOptions {
         api: api.clone(),
         key: Arc::clone(&ana),
         listen: ([127, 0, 0, 1], 0).into(),
@@ -135,8 +135,10 @@ async fn a_member_reads_votes_follows_money_and_cancels_from_the_page() {
     })
     .await
     .unwrap();
-    let page = format!("http://{page}");
+    let page = format!("http://{}", served.addr);
     let (_driver, browser) = browser().await;
+    // The page opens through its one-time link, which leaves a session cookie.
+    browser.goto(&served.login).await.unwrap();
 
     // A job that ran, read as its chain.
     let client = WebClient::new(&api, Arc::clone(&ana));

@@ -458,7 +458,10 @@ async fn payloads_stay_out_of_the_journal_and_a_submission_names_only_stored_inp
     assert_eq!(module, module2);
     let unstored = job(module, b"never uploaded", Limits::default());
     let refused = client.submit_signed(&unstored.submission).await.unwrap_err().to_string();
-    assert!(refused.contains("is not stored here for you") && refused.contains("upload it first"), "{refused}");
+    assert!(
+        refused.contains("is not stored here for you") && refused.contains("upload it first"),
+        "{refused}"
+    );
     commons.stop().await.unwrap();
 }
 

@@ -44,6 +44,8 @@ pub struct MemberApi {
     payload_budget: Arc<tokio::sync::Semaphore>,
     readers: Arc<Readers>,
     seal: watch::Receiver<Seal>,
+    /// The keys in standing, as of the last batch that made a decision.
+    members: watch::Receiver<crate::server::Members>,
     /// How many jobs each member follows now.
     watching: Mutex<HashMap<PublicKey, usize>>,
     metrics: Arc<crate::metrics::Metrics>,
@@ -57,6 +59,14 @@ fn refused(what: &str, refusal: Refusal) -> ApiError {
     ApiError::new(refusal.code(), format!("{what} refused: {refusal}"))
 }
 
+/// The refusal of a key that holds no standing (any more).
+pub fn not_a_member(key: &PublicKey) -> ApiError {
+    ApiError::new(
+        "not_a_member",
+        format!("key {key} holds no standing in any scope of this commons; a decision must admit it first"),
+    )
+}
+
 fn unknown_job(job: &JobId) -> ApiError {
     ApiError::new("unknown_job", format!("no job {job} is known to this coordinator"))
 }
@@ -67,7 +77,7 @@ impl MemberApi {
         modules: Arc<Modules>,
         (blobs, payload_budget): (Arc<BlobStore>, Arc<tokio::sync::Semaphore>),
         journal: PathBuf,
-        seal: watch::Receiver<Seal>,
+        (seal, members): (watch::Receiver<Seal>, watch::Receiver<crate::server::Members>),
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         let readers = Arc::new(Readers { journal, idle: Mutex::default() });
@@ -78,6 +88,7 @@ impl MemberApi {
             payload_budget,
             readers,
             seal,
+            members,
             watching: Mutex::default(),
             metrics,
         }
@@ -86,6 +97,25 @@ impl MemberApi {
     /// The latest seal committed, which every answer carries.
     pub fn seal(&self) -> Seal {
         *self.seal.borrow()
+    }
+
+    /// The coordinator's metrics, for the adapters' own counts.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
+    /// Whether `key` holds standing in some scope now, without a trip to the core's
+    /// thread: every request of either adapter is checked by it, so a member whose
+    /// every standing was revoked is refused from the batch that decided it on.
+    pub fn is_member(&self, key: &PublicKey) -> bool {
+        self.members.borrow().contains(key)
+    }
+
+    /// Resolves when `key` no longer holds any standing (a session then ends).
+    pub async fn revoked(&self, key: PublicKey) {
+        let mut members = self.members.clone();
+        // The sender lives as long as the core's thread; when it goes, so do sessions.
+        let _ = members.wait_for(|m| !m.contains(&key)).await;
     }
 
     /// A read of the core's state, answered after the batch it falls in is durable.
@@ -137,6 +167,9 @@ impl MemberApi {
     }
 
     async fn answer(&self, member: PublicKey, request: ClientRequest) -> Result<ClientResponse, ApiError> {
+        if !self.is_member(&member) {
+            return Err(not_a_member(&member));
+        }
         if let Some(refusal) = relayed(&request, &member) {
             return Err(refusal);
         }
@@ -490,6 +523,9 @@ impl MemberApi {
 
     /// Follows `job`: its view now and at every change, until it ends or goes into dispute.
     pub async fn watch(&self, member: PublicKey, job: JobId) -> Result<Watching<'_>, ApiError> {
+        if !self.is_member(&member) {
+            return Err(not_a_member(&member));
+        }
         {
             let mut watching = self.watching.lock().expect("watching lock");
             let count = watching.entry(member).or_default();

@@ -11,9 +11,10 @@
 //! with a status that fits the code; every list is paged; `/openapi.json` is generated
 //! from these handlers and the views' own types.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
@@ -24,7 +25,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use icn_protocol::governance::{Ballot, ClearRequest, Proposal, ScopeId};
 use icn_protocol::request::{
-    NONCE_HEADER, REQUEST_CLOCK_SKEW_MS_MAX, RequestHeaders, SIGNATURE_HEADER, SIGNER_HEADER, SignedRequest,
+    Claims, NONCE_HEADER, REQUEST_CLOCK_SKEW_MS_MAX, RequestHeaders, SIGNATURE_HEADER, SIGNER_HEADER,
     TIME_HEADER,
 };
 use icn_protocol::views::{
@@ -48,9 +49,17 @@ pub const STATEMENT_BODY_BYTES_MAX: usize = 64 * 1024;
 pub const INPUT_BODY_BYTES_MAX: usize = icn_protocol::wire::INPUT_SIZE_BYTES_MAX;
 /// The largest body of a module upload.
 pub const MODULE_BODY_BYTES_MAX: usize = MODULE_SIZE_BYTES_MAX;
-/// Nonces remembered at once. A request's nonce is kept until its time leaves the clock
-/// window; past this many, requests are refused as busy rather than remembered less.
+/// Nonces remembered at once, over all members. A request's nonce is kept until its
+/// time leaves the clock window; only a member's request that passed its signature is
+/// remembered, so only members can fill it.
 pub const NONCES_MAX: usize = 1 << 18;
+/// Nonces remembered for one signer: at most this many signed requests within two clock
+/// windows; past it that signer (and no one else) is asked to slow down.
+pub const NONCES_PER_SIGNER_MAX: usize = 8192;
+/// How long a request's body may take to arrive once its head was accepted.
+pub const BODY_READ_MS: u64 = 30_000;
+/// The bodies being read at once, in KiB: a member's uploads wait for room past it.
+pub const BODIES_KIB_MAX: usize = 64 * 1024;
 
 /// A refusal as HTTP says it: the status that fits its code, and the JSON body.
 struct Refused(ApiError);
@@ -87,6 +96,7 @@ pub fn status_of(code: &str) -> StatusCode {
         "method_not_allowed" => StatusCode::METHOD_NOT_ALLOWED,
         "too_many_jobs" | "too_many_watches" | "too_many_ballots" => StatusCode::TOO_MANY_REQUESTS,
         "stopping" | "busy" => StatusCode::SERVICE_UNAVAILABLE,
+        "slow_request" => StatusCode::REQUEST_TIMEOUT,
         "failed" => StatusCode::INTERNAL_SERVER_ERROR,
         "invalid" | "invalid_input" | "invalid_module" | "bad_request" | "malformed" | "wrong_kind"
         | "mismatch" => StatusCode::BAD_REQUEST,
@@ -274,48 +284,77 @@ pub struct CompleteParams {
     pub prefix: String,
 }
 
-/// What the adapter keeps: the member API and the nonces seen within the window.
+/// What the adapter keeps: the member API, the nonces seen within the window, and the
+/// room for bodies being read.
 pub struct Http {
     api: Arc<MemberApi>,
     coordinator: PublicKey,
     nonces: Mutex<Nonces>,
+    bodies: Arc<tokio::sync::Semaphore>,
 }
 
-/// Nonces seen, each until its request's time leaves the clock window.
+/// Nonces seen, each until its request's time leaves the clock window, with how many
+/// each signer holds.
 #[derive(Default)]
 struct Nonces {
     seen: HashSet<(PublicKey, u64)>,
     by_expiry: BTreeSet<(u64, PublicKey, u64)>,
+    per_signer: HashMap<PublicKey, usize>,
+}
+
+/// Whether a signed request's nonce may be answered.
+#[derive(Debug, PartialEq, Eq)]
+enum Nonce {
+    Fresh,
+    Replayed,
+    /// Its time left the window (while its body was read, say).
+    Stale,
+    /// Its signer holds as many nonces as one signer may.
+    SignerBusy,
+    /// All members together hold as many as may be remembered.
+    Full,
 }
 
 impl Nonces {
-    /// Remembers `(signer, nonce)` until `expires_ms`; false when it was seen already.
-    fn fresh(
-        &mut self,
-        signer: PublicKey,
-        nonce: u64,
-        expires_ms: u64,
-        now_ms: u64,
-    ) -> Result<bool, Refused> {
+    /// Remembers `(signer, nonce)` until `expires_ms` (its time plus the window) unless
+    /// it was seen, its time is out of the window at `now_ms`, or there is no room. A
+    /// nonce is forgotten only once its expiry is past, so a replay in the window's last
+    /// millisecond is still known.
+    fn check(&mut self, signer: PublicKey, nonce: u64, expires_ms: u64, now_ms: u64) -> Nonce {
         while let Some(&first) = self.by_expiry.first() {
-            if first.0 > now_ms {
+            if first.0 >= now_ms {
                 break;
             }
             self.by_expiry.pop_first();
             self.seen.remove(&(first.1, first.2));
+            if let std::collections::hash_map::Entry::Occupied(mut count) = self.per_signer.entry(first.1) {
+                *count.get_mut() -= 1;
+                if *count.get() == 0 {
+                    count.remove();
+                }
+            }
+        }
+        if expires_ms < now_ms {
+            return Nonce::Stale;
         }
         if self.seen.contains(&(signer, nonce)) {
-            return Ok(false);
+            return Nonce::Replayed;
+        }
+        let held = self.per_signer.get(&signer).copied().unwrap_or(0);
+        if held >= NONCES_PER_SIGNER_MAX {
+            return Nonce::SignerBusy;
         }
         if self.seen.len() >= NONCES_MAX {
-            return Err(refused(
-                "busy",
-                "the coordinator is answering as many requests as it can; try again shortly",
-            ));
+            return Nonce::Full;
         }
         self.seen.insert((signer, nonce));
         self.by_expiry.insert((expires_ms, signer, nonce));
-        Ok(true)
+        *self.per_signer.entry(signer).or_default() += 1;
+        Nonce::Fresh
+    }
+
+    fn len(&self) -> usize {
+        self.seen.len()
     }
 }
 
@@ -329,67 +368,130 @@ fn header_text(headers: &HeaderMap, name: &str) -> Result<Option<String>, Refuse
     }
 }
 
+/// What the four signature headers claim; refused as unsigned when one is missing.
+fn claims(headers: &HeaderMap) -> Result<Claims, Refused> {
+    let [signer, nonce, time, signature] =
+        [SIGNER_HEADER, NONCE_HEADER, TIME_HEADER, SIGNATURE_HEADER].map(|name| header_text(headers, name));
+    let (Some(signer), Some(nonce), Some(time), Some(signature)) = (signer?, nonce?, time?, signature?)
+    else {
+        return Err(refused(
+            "unsigned",
+            format!(
+                "this request is not signed: every request under /v1 carries the headers {SIGNER_HEADER}, \
+                 {NONCE_HEADER}, {TIME_HEADER} and {SIGNATURE_HEADER}, made with your key (icn ui and the \
+                 examples do it; /openapi.json says how)"
+            ),
+        ));
+    };
+    Claims::read(&RequestHeaders { signer, nonce, time, signature })
+        .map_err(|e| refused("bad_signature", format!("the request's signature headers do not hold: {e}")))
+}
+
+fn stale(time_ms: u64, now: u64) -> Refused {
+    refused(
+        "stale_request",
+        format!(
+            "the request was signed for {time_ms} ms since the epoch, {} s from this coordinator's clock ({now}); \
+             at most {} s are accepted — check your clock and sign the request again",
+            time_ms.abs_diff(now) / 1000,
+            REQUEST_CLOCK_SKEW_MS_MAX / 1000
+        ),
+    )
+}
+
+fn too_large(body_max: usize) -> Refused {
+    refused("too_large", format!("the body is larger than the {body_max} bytes this request may carry"))
+}
+
 impl Http {
-    /// Checks the request's signature, time and nonce, and that its signer is a
-    /// member; reads its body (at most `body_max` bytes). The member and the body.
+    /// Checks a request as a stranger's would be checked, cheapest first and everything
+    /// from its head before a byte of its body is read: the signature headers, the time,
+    /// that the signer holds standing, the declared length; then reads the body (at most
+    /// `body_max` bytes, within [`BODY_READ_MS`]), checks the signature over it and
+    /// remembers the nonce, for that member. The member and the body.
     async fn authenticate(&self, request: Request, body_max: usize) -> Result<(PublicKey, Bytes), Refused> {
         let (parts, body) = request.into_parts();
-        let body = axum::body::to_bytes(body, body_max).await.map_err(|_| {
-            refused(
-                "too_large",
-                format!("the body is larger than the {body_max} bytes this request may carry"),
-            )
-        })?;
-        let found = [SIGNER_HEADER, NONCE_HEADER, TIME_HEADER, SIGNATURE_HEADER]
-            .map(|name| header_text(&parts.headers, name));
-        let [signer, nonce, time, signature] = found;
-        let (Some(signer), Some(nonce), Some(time), Some(signature)) = (signer?, nonce?, time?, signature?)
-        else {
-            return Err(refused(
-                "unsigned",
-                format!(
-                    "this request is not signed: every request under /v1 carries the headers {SIGNER_HEADER}, \
-                     {NONCE_HEADER}, {TIME_HEADER} and {SIGNATURE_HEADER}, made with your key (icn ui and the \
-                     examples do it; /openapi.json says how)"
-                ),
-            ));
+        let claims = claims(&parts.headers)?;
+        let now = now_ms();
+        if claims.time_ms.abs_diff(now) > REQUEST_CLOCK_SKEW_MS_MAX {
+            return Err(stale(claims.time_ms, now));
+        }
+        let member = claims.signer;
+        if !self.api.is_member(&member) {
+            return Err(Refused(crate::api::not_a_member(&member)));
+        }
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .map(|v| v.to_str().ok().and_then(|v| v.parse::<u64>().ok()));
+        let room = match declared {
+            Some(None) => return Err(refused("malformed", "the content-length header is not a number")),
+            Some(Some(length)) if length > body_max as u64 => return Err(too_large(body_max)),
+            Some(Some(length)) => length as usize,
+            None => body_max,
+        };
+        let kib = u32::try_from(room.div_ceil(1024)).expect("bodies are at most a few MiB");
+        let _room = if kib == 0 {
+            None
+        } else {
+            let wait = Duration::from_millis(BODY_READ_MS);
+            match tokio::time::timeout(wait, self.bodies.clone().acquire_many_owned(kib)).await {
+                Ok(Ok(permit)) => Some(permit),
+                _ => {
+                    return Err(refused(
+                        "busy",
+                        "the coordinator is reading as many uploads as it can; try again shortly",
+                    ));
+                }
+            }
+        };
+        let reading = axum::body::to_bytes(body, body_max);
+        let body = match tokio::time::timeout(Duration::from_millis(BODY_READ_MS), reading).await {
+            Err(_) => {
+                return Err(refused(
+                    "slow_request",
+                    format!("the body did not arrive within {} s; send it again", BODY_READ_MS / 1000),
+                ));
+            }
+            Ok(Err(_)) => return Err(too_large(body_max)),
+            Ok(Ok(body)) => body,
         };
         let target = parts.uri.path_and_query().map_or(parts.uri.path(), |p| p.as_str());
-        let headers = RequestHeaders { signer, nonce, time, signature };
-        let (member, nonce, time_ms) = SignedRequest::verify(&headers, parts.method.as_str(), target, &body)
+        claims
+            .verify(parts.method.as_str(), target, &body)
             .map_err(|e| refused("bad_signature", format!("the request's signature does not hold: {e}")))?;
-        let now = now_ms();
-        if time_ms.abs_diff(now) > REQUEST_CLOCK_SKEW_MS_MAX {
-            return Err(refused(
-                "stale_request",
-                format!(
-                    "the request was signed for {time_ms} ms since the epoch, {} s from this coordinator's clock \
-                     ({now}); at most {} s are accepted — check your clock and sign the request again",
-                    time_ms.abs_diff(now) / 1000,
-                    REQUEST_CLOCK_SKEW_MS_MAX / 1000
-                ),
-            ));
-        }
-        let expires_ms = time_ms + REQUEST_CLOCK_SKEW_MS_MAX;
-        if !self.nonces.lock().expect("nonces lock").fresh(member, nonce, expires_ms, now)? {
-            return Err(refused(
+        let nonce = claims.nonce;
+        let (outcome, remembered) = {
+            let mut nonces = self.nonces.lock().expect("nonces lock");
+            let outcome = nonces.check(member, nonce, claims.time_ms + REQUEST_CLOCK_SKEW_MS_MAX, now_ms());
+            (outcome, nonces.len())
+        };
+        self.api.metrics().http_nonces.set(remembered as i64);
+        match outcome {
+            Nonce::Fresh => Ok((member, body)),
+            Nonce::Stale => Err(stale(claims.time_ms, now_ms())),
+            Nonce::Replayed => Err(refused(
                 "replayed",
                 format!(
                     "this request (nonce {nonce} of {}) was received before; a request is answered once — sign \
                      a new one with a fresh nonce",
                     member.short()
                 ),
-            ));
-        }
-        if !self.api.read(move |core| core.is_member(&member)).await? {
-            return Err(refused(
-                "not_a_member",
+            )),
+            Nonce::SignerBusy => Err(refused(
+                "busy",
                 format!(
-                    "key {member} holds no standing in any scope of this commons; a decision must admit it first"
+                    "key {} sent more than {NONCES_PER_SIGNER_MAX} requests within {} s; slow down and try again \
+                     shortly",
+                    member.short(),
+                    2 * REQUEST_CLOCK_SKEW_MS_MAX / 1000
                 ),
-            ));
+            )),
+            Nonce::Full => Err(refused(
+                "busy",
+                "the coordinator is answering as many requests as it can; try again shortly",
+            )),
         }
-        Ok((member, body))
     }
 
     /// Authenticates `request`, makes the member API request from its body and asks it.
@@ -826,7 +928,8 @@ async fn openapi() -> Response {
 
 /// The router of the member API over `api`, for a coordinator whose key is `coordinator`.
 pub fn router(api: Arc<MemberApi>, coordinator: PublicKey) -> axum::Router {
-    let http = Arc::new(Http { api, coordinator, nonces: Mutex::default() });
+    let bodies = Arc::new(tokio::sync::Semaphore::new(BODIES_KIB_MAX));
+    let http = Arc::new(Http { api, coordinator, nonces: Mutex::default(), bodies });
     let wrong_method = || async {
         refused(
             "method_not_allowed",
@@ -873,15 +976,42 @@ pub async fn serve(
     api: Arc<MemberApi>,
     coordinator: PublicKey,
 ) -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen for the HTTP API on {listen}: {e}"))?;
-    let addr = listener.local_addr()?;
-    let app = router(api, coordinator);
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "the HTTP API listener stopped");
+    Ok(icn_transport::http::serve(listen, router(api, coordinator), "the HTTP API").await?.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u8) -> PublicKey {
+        PublicKey([n; 32])
+    }
+
+    /// L1: a replay in the very millisecond the window ends is still known, and a
+    /// request is answered only while its time is in the window.
+    #[test]
+    fn a_nonce_is_remembered_through_the_last_millisecond_of_its_window() {
+        let mut nonces = Nonces::default();
+        let (signed, window) = (1_000_000, REQUEST_CLOCK_SKEW_MS_MAX);
+        assert_eq!(nonces.check(key(1), 7, signed + window, signed), Nonce::Fresh);
+        assert_eq!(nonces.check(key(1), 7, signed + window, signed + window), Nonce::Replayed);
+        assert_eq!(nonces.check(key(1), 7, signed + window, signed + window + 1), Nonce::Stale);
+        assert_eq!(nonces.len(), 0, "forgotten once its expiry is past");
+    }
+
+    /// One member sending past its share is asked to slow down; another is not.
+    #[test]
+    fn a_signer_past_its_share_is_busy_and_no_one_else_is() {
+        let mut nonces = Nonces::default();
+        let expires = 2 * REQUEST_CLOCK_SKEW_MS_MAX;
+        for nonce in 0..NONCES_PER_SIGNER_MAX as u64 {
+            assert_eq!(nonces.check(key(1), nonce, expires, 0), Nonce::Fresh);
         }
-    });
-    Ok(addr)
+        assert_eq!(nonces.check(key(1), u64::MAX, expires, 0), Nonce::SignerBusy);
+        assert_eq!(nonces.check(key(2), 0, expires, 0), Nonce::Fresh);
+        // When the window moves on, the first signer's share is free again.
+        assert_eq!(nonces.check(key(1), u64::MAX, 3 * expires, expires + 1), Nonce::Fresh);
+        assert_eq!(nonces.len(), 1);
+        assert_eq!(nonces.per_signer.len(), 1, "a signer holding nothing is not kept");
+    }
 }

@@ -44,6 +44,9 @@ pub struct Metrics {
     positions: IntGaugeVec,
     reserved: IntGaugeVec,
     journal_entries: IntGauge,
+    /// Request nonces the HTTP API remembers now (members' only, each within the clock
+    /// window).
+    pub http_nonces: IntGauge,
 }
 
 impl Metrics {
@@ -164,6 +167,10 @@ impl Metrics {
             slots: int("icn_slots", "Task slots of connected workers."),
             free_slots: int("icn_slots_free", "Task slots of connected workers free now."),
             proposals_open: int("icn_proposals_open", "Proposals open for voting."),
+            http_nonces: int(
+                "icn_http_nonces_remembered",
+                "Signed HTTP requests' nonces remembered against replay (members' only, within the clock window).",
+            ),
             disputes_open: int(
                 "icn_disputes_open",
                 "Jobs in dispute, waiting for a decision of the commons.",
@@ -254,10 +261,6 @@ pub async fn serve(
 ) -> anyhow::Result<SocketAddr> {
     use axum::http::{StatusCode, header};
     use axum::response::IntoResponse;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen for /metrics on {listen}: {e}"))?;
-    let addr = listener.local_addr()?;
     let scrape = move || {
         let (metrics, api) = (metrics.clone(), api.clone());
         async move {
@@ -273,10 +276,5 @@ pub async fn serve(
         }
     };
     let app = axum::Router::new().route("/metrics", axum::routing::get(scrape));
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "the /metrics listener stopped");
-        }
-    });
-    Ok(addr)
+    Ok(icn_transport::http::serve(listen, app, "/metrics").await?.0)
 }

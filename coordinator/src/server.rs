@@ -186,10 +186,11 @@ impl Coordinator {
         let (events, receiver) = mpsc::channel(EVENTS_QUEUE_MAX);
         let (done, core_done) = oneshot::channel();
         let (seals, seal) = watch::channel(sealed);
+        let (standing, members) = watch::channel(Members::of(&core));
         let metrics = Metrics::new();
         let recorder = metrics.clone();
         std::thread::Builder::new().name("icn-core".into()).spawn(move || {
-            let run = || core_loop(core, journal, receiver, seals, clock, &recorder);
+            let run = || core_loop(core, journal, receiver, (seals, standing), clock, &recorder);
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("the core thread panicked")));
             let _ = done.send(result);
@@ -199,7 +200,7 @@ impl Coordinator {
             modules.clone(),
             (blobs.clone(), payload_budget.clone()),
             config.journal.clone(),
-            seal.clone(),
+            (seal.clone(), members),
             metrics.clone(),
         ));
         let metrics_addr = match config.metrics_listen {
@@ -434,11 +435,33 @@ pub(crate) async fn reserve(budget: &Arc<tokio::sync::Semaphore>, bytes: &[u8]) 
     budget.clone().acquire_many_owned(kib).await.ok()
 }
 
+/// Requests one member's session has answered at once.
+pub const MEMBER_REQUESTS_CONCURRENT_MAX: usize = 64;
+
+/// The keys in standing now, as the shell's request paths check them without a trip to
+/// the core's thread; published after every batch that made a decision.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Members {
+    keys: Arc<std::collections::BTreeSet<PublicKey>>,
+    /// The decisions made when it was taken: only a decision changes standing.
+    decisions: usize,
+}
+
+impl Members {
+    fn of(core: &Core) -> Members {
+        Members { keys: Arc::new(core.members_in_standing()), decisions: core.decisions_made() }
+    }
+
+    pub fn contains(&self, key: &PublicKey) -> bool {
+        self.keys.contains(key)
+    }
+}
+
 fn core_loop(
     core: Core,
     journal: Journal,
     mut receiver: mpsc::Receiver<Event>,
-    seals: watch::Sender<Seal>,
+    (seals, standing): (watch::Sender<Seal>, watch::Sender<Members>),
     clock: Clock,
     metrics: &Metrics,
 ) -> anyhow::Result<()> {
@@ -480,6 +503,10 @@ fn core_loop(
         if let Some(sealed) = entries.last().and_then(|e| e.sealed()) {
             shell.seal = sealed;
             seals.send_replace(sealed);
+        }
+        if shell.core.decisions_made() != standing.borrow().decisions {
+            // Before the replies: a member told of a revocation is already refused.
+            standing.send_replace(Members::of(&shell.core));
         }
         for reply in replies {
             reply();
@@ -845,15 +872,30 @@ impl Shell {
 
     /// The QUIC adapter of the member API: one request per stream, each answer with the
     /// latest seal; a watch answers with every change until the job ends.
+    /// A member's session: its requests, at most [`MEMBER_REQUESTS_CONCURRENT_MAX`]
+    /// answered at once (the rest wait unread), until the member holds no standing any
+    /// more, when the session is closed with the reason.
     async fn serve_member(&self, connection: Connection, member: PublicKey) -> anyhow::Result<()> {
-        loop {
-            let (send, recv) = transport::accept(&connection).await?;
-            let shell = self.clone();
-            tokio::spawn(async move {
-                if let Err(e) = shell.answer(member, send, recv).await {
-                    tracing::debug!(error = %e, "member request failed");
-                }
-            });
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(MEMBER_REQUESTS_CONCURRENT_MAX));
+        let requests = async {
+            loop {
+                let permit = in_flight.clone().acquire_owned().await.expect("never closed");
+                let (send, recv) = transport::accept(&connection).await?;
+                let shell = self.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    if let Err(e) = shell.answer(member, send, recv).await {
+                        tracing::debug!(error = %e, "member request failed");
+                    }
+                });
+            }
+        };
+        tokio::select! {
+            ended = requests => ended,
+            () = self.api.revoked(member) => {
+                connection.close(2u32.into(), b"this key holds no standing in this commons any more");
+                Ok(())
+            }
         }
     }
 

@@ -98,6 +98,27 @@ impl SignedRequest {
         target: &str,
         body: &[u8],
     ) -> Result<(PublicKey, u64, u64), Error> {
+        let claims = Claims::read(headers)?;
+        claims.verify(method, target, body)?;
+        Ok((claims.signer, claims.nonce, claims.time_ms))
+    }
+}
+
+/// What a request's headers claim, read before its body: who signed it, its nonce and
+/// time, and the signature. A server checks the signer's standing and the time from
+/// these before it reads a byte of the body, then [`Claims::verify`] the signature over
+/// the body it read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claims {
+    pub signer: PublicKey,
+    pub nonce: u64,
+    pub time_ms: u64,
+    pub signature: Signature,
+}
+
+impl Claims {
+    /// Parses the four headers; an error names the one that is malformed.
+    pub fn read(headers: &RequestHeaders) -> Result<Claims, Error> {
         let signer: PublicKey = headers.signer.trim().parse()?;
         let number = |name: &str, text: &str| {
             text.trim()
@@ -111,22 +132,26 @@ impl SignedRequest {
             .and_then(|bytes| <[u8; 64]>::try_from(bytes).ok())
             .map(Signature)
             .ok_or_else(|| Error::invalid(format!("{SIGNATURE_HEADER} is not 128 hex digits")))?;
+        Ok(Claims { signer, nonce, time_ms, signature })
+    }
+
+    /// Checks the signature over the request as received.
+    pub fn verify(&self, method: &str, target: &str, body: &[u8]) -> Result<(), Error> {
         let request = SignedRequest {
             method: method.to_string(),
             target: target.to_string(),
-            time_ms,
+            time_ms: self.time_ms,
             body: ContentId::of(body),
         };
         let envelope = Envelope {
             version: PROTOCOL_VERSION,
             kind: Kind::Request,
-            signer,
-            seq: nonce,
+            signer: self.signer,
+            seq: self.nonce,
             payload: crate::encode(&request),
-            signature,
+            signature: self.signature,
         };
-        envelope.verify()?;
-        Ok((signer, nonce, time_ms))
+        envelope.verify()
     }
 }
 

@@ -35,6 +35,9 @@ pub const IDLE_TIMEOUT_MS: u64 = 3_000;
 pub const KEEP_ALIVE_INTERVAL_MS: u64 = 500;
 /// Streams a peer may hold open at once toward us: member requests, or task streams.
 pub const STREAMS_CONCURRENT_MAX: u32 = 4096;
+/// Bytes a peer may have in flight toward us over all its streams at once (each stream
+/// holds at most quinn's per-stream window): what one connection can make us buffer.
+pub const RECEIVE_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
 /// Frames during the handshake are small; a larger one is refused unread.
 pub const HELLO_SIZE_BYTES_MAX: usize = 8 * 1024;
 
@@ -44,6 +47,7 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
         .max_idle_timeout(Some(Duration::from_millis(IDLE_TIMEOUT_MS).try_into().expect("idle timeout fits")))
         .keep_alive_interval(Some(Duration::from_millis(KEEP_ALIVE_INTERVAL_MS)))
         .max_concurrent_bidi_streams(STREAMS_CONCURRENT_MAX.into())
+        .receive_window(RECEIVE_WINDOW_BYTES.into())
         .max_concurrent_uni_streams(0u32.into());
     Arc::new(transport)
 }

@@ -1,11 +1,12 @@
 //! How the parts of the ICN compute commons reach each other: QUIC endpoints with TLS for
 //! confidentiality and ed25519 for identity (the signed hello and welcome, bound to the
 //! TLS session), length-prefixed frames whose size is checked before they are read, and
-//! key files on disk. Everything here does IO; what it carries is defined, IO-free, in
-//! `icn-protocol`.
+//! key files on disk; and HTTP listeners bounded for strangers ([`http::serve`]).
+//! Everything here does IO; what it carries is defined, IO-free, in `icn-protocol`.
 
 pub mod endpoint;
 pub mod frame;
+pub mod http;
 pub mod keyfile;
 
 pub use endpoint::{Session, Stream, accept, client_endpoint, connect, nonce, open, server_endpoint};

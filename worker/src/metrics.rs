@@ -106,19 +106,10 @@ fn ending(outcome: &Outcome) -> &'static str {
 
 /// Serves `/metrics` on `listen` until the process ends; the address it bound.
 pub async fn serve(listen: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen for /metrics on {listen}: {e}"))?;
-    let addr = listener.local_addr()?;
     let scrape = move || {
         let metrics = metrics.clone();
         async move { ([(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], metrics.render()) }
     };
     let app = axum::Router::new().route("/metrics", axum::routing::get(scrape));
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "the /metrics listener stopped");
-        }
-    });
-    Ok(addr)
+    Ok(icn_transport::http::serve(listen, app, "/metrics").await?.0)
 }
