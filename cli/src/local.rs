@@ -83,6 +83,8 @@ pub struct LocalOptions<'a> {
     /// Where the workers serve `/metrics`, the i-th worker at the i-th address; workers
     /// past the list serve none.
     pub worker_metrics: &'a [std::net::SocketAddr],
+    /// Bytes each member may keep uploaded (modules and inputs) at the coordinator.
+    pub upload_quota_bytes: u64,
     /// Changes the genesis before the commons starts (standing, mandates, credit lines a
     /// test needs that the options above do not make); it must still validate.
     pub genesis_edit: Option<fn(&mut Genesis)>,
@@ -109,6 +111,7 @@ impl Default for LocalOptions<'_> {
             containers: false,
             worker_metrics: &[],
             genesis_edit: None,
+            upload_quota_bytes: icn_coordinator::blobs::UPLOAD_QUOTA_BYTES_DEFAULT,
             keys: None,
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         }
@@ -327,7 +330,10 @@ impl LocalCommons {
             accept_journal_end: false,
             metrics_listen: options.metrics_listen,
             http_listen: options.http_listen,
-            retention: icn_coordinator::blobs::Retention::default(),
+            retention: icn_coordinator::blobs::Retention {
+                upload_quota_bytes: options.upload_quota_bytes,
+                ..icn_coordinator::blobs::Retention::default()
+            },
         };
         let coordinator = Coordinator::start(coordinator_key, config).await?;
         let (addr, public) = (coordinator.addr(), coordinator.public_key());

@@ -884,8 +884,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let view = client.status(job).await?;
             match icn_cli::status::logs(&view) {
                 Ok(stderr) => {
-                    use std::io::Write;
-                    std::io::stdout().write_all(stderr)?;
+                    use std::io::{IsTerminal, Write};
+                    let mut stdout = std::io::stdout();
+                    if stdout.is_terminal() {
+                        // A job's stderr is the job's: on a terminal its control characters
+                        // are shown, not obeyed. Piped, the bytes go as they are.
+                        let text = String::from_utf8_lossy(stderr);
+                        stdout.write_all(icn_protocol::wire::printable(&text, &['\n', '\t']).as_bytes())?;
+                    } else {
+                        stdout.write_all(stderr)?;
+                    }
                 }
                 Err(why) => eprintln!("{why}"),
             }

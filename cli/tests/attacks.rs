@@ -494,3 +494,81 @@ async fn h4_the_member_page_holds_against_rebinding_framing_other_users_and_the_
     assert!(icn_cli::ui::plain_http_warning("https://commons.example").is_none());
     commons.stop().await.unwrap();
 }
+
+/// M2: uploads had no quota and no record of their uploader (40 MiB of unused modules in
+/// 10 requests). Now each member's stored uploads count against a quota, and one member
+/// at it does not stop another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m2_uploads_count_against_their_uploaders_quota() {
+    const MIB: usize = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let options = LocalOptions { upload_quota_bytes: 2 * MIB as u64, ..LocalOptions::default() };
+    let commons = LocalCommons::start(dir.path(), options).await.unwrap();
+    let ana = commons.client().await.unwrap();
+    let ben = commons.client_for(commons.members[1].key.clone()).await.unwrap();
+    let before = journal_len(&commons).await;
+    ana.ensure_input(&vec![1; MIB]).await.unwrap();
+    ana.ensure_input(&vec![2; MIB]).await.unwrap();
+    let refused = format!("{:#}", ana.ensure_input(b"one byte more than her quota").await.unwrap_err());
+    assert!(refused.contains("past your quota of 2097152 bytes"), "{refused}");
+    let module = wat::parse_str(UPPER_WAT).unwrap();
+    assert!(ana.ensure_module(&module).await.is_err(), "modules count too");
+    ben.ensure_input(&vec![1; MIB]).await.expect("ben's quota is his own");
+    ben.ensure_module(&module).await.expect("and so are his modules");
+    assert_eq!(journal_len(&commons).await, before, "uploads journal nothing");
+    commons.stop().await.unwrap();
+}
+
+/// L2: ballot reasons and proposal titles reached members' terminals with raw control
+/// characters (a screen clear, a window title, a fake line). Now they are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l2_control_characters_never_reach_a_members_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let commons = LocalCommons::start(dir.path(), LocalOptions::default()).await.unwrap();
+    let ana = commons.client().await.unwrap();
+    let ben = commons.client_for(commons.members[1].key.clone()).await.unwrap();
+    let proposal = Proposal {
+        scope: local::federation(),
+        title: "plain".into(),
+        effect: Effect::PriceSchedule(icn_protocol::governance::PriceSchedule { credits_per_mega_fuel: 1 }),
+    };
+    let (id, _) = ana.propose(&proposal).await.unwrap();
+    let before = journal_len(&commons).await;
+    for reason in ["\u{1b}[2J\u{1b}]0;owned\u{7}", "fine\nana voted no", "\u{202E}sey"] {
+        let refused =
+            format!("{:#}", ben.vote_because(id, Choice::Yes, Some(reason.into())).await.unwrap_err());
+        assert!(refused.contains("holds the character U+"), "{reason:?}: {refused}");
+    }
+    let title = Proposal { title: "cheap\u{1b}[1A\u{1b}[2Kcompute".into(), ..proposal };
+    let refused = format!("{:#}", ben.propose(&title).await.unwrap_err());
+    assert!(refused.contains("title holds the character U+001B"), "{refused}");
+    assert_eq!(journal_len(&commons).await, before, "nothing of it is on record");
+    ben.vote_because(id, Choice::Yes, Some("plain words".into())).await.unwrap();
+    commons.stop().await.unwrap();
+}
+
+/// L3: every member saw every job's output digest, so an outsider could confirm a guess
+/// of a short or guessable output by hashing it. Now a member who may not read a job's
+/// output sees a stand-in, in its view and in its trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l3_an_outsider_cannot_confirm_a_guess_of_a_private_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LocalOptions { genesis_edit: Some(coop_a_runs_jobs), ..LocalOptions::default() };
+    let commons = LocalCommons::start(dir.path(), options).await.unwrap();
+    let ana = commons.client().await.unwrap();
+    let ben = commons.client_for(commons.members[1].key.clone()).await.unwrap();
+    let upper = ana.ensure_module(&wat::parse_str(UPPER_WAT).unwrap()).await.unwrap();
+    let vote = JobRequest::new(coop_a(), ExecutorKind::Wasm, upper, b"yes", vec![], Limits::default());
+    let job = ana.submit(&vote).await.unwrap();
+    let real = ended(&ana, job).await.result.unwrap().1.output_digest;
+    assert_eq!(real, icn_protocol::ContentId::of(b"YES"), "ana, who may read it, sees the digest");
+    let shown = ben.status(job).await.unwrap().result.unwrap().1.output_digest;
+    for guess in [&b"YES"[..], b"NO"] {
+        assert_ne!(shown, icn_protocol::ContentId::of(guess), "ben's guess {guess:?} cannot be checked");
+    }
+    let trace = ben.trace(icn_protocol::wire::TraceQuery::Job(job)).await.unwrap().to_string();
+    assert!(!trace.contains(&real.short()) && trace.contains("(blinded)"), "{trace}");
+    let own = ana.trace(icn_protocol::wire::TraceQuery::Job(job)).await.unwrap().to_string();
+    assert!(own.contains(&real.short()), "{own}");
+    commons.stop().await.unwrap();
+}

@@ -46,6 +46,8 @@ pub struct MemberApi {
     seal: watch::Receiver<Seal>,
     /// The keys in standing, as of the last batch that made a decision.
     members: watch::Receiver<crate::server::Members>,
+    /// The key output digests are blinded with for members who may not read them.
+    blinding: [u8; 32],
     /// How many jobs each member follows now.
     watching: Mutex<HashMap<PublicKey, usize>>,
     metrics: Arc<crate::metrics::Metrics>,
@@ -79,6 +81,7 @@ impl MemberApi {
         journal: PathBuf,
         (seal, members): (watch::Receiver<Seal>, watch::Receiver<crate::server::Members>),
         metrics: Arc<crate::metrics::Metrics>,
+        blinding: [u8; 32],
     ) -> Self {
         let readers = Arc::new(Readers { journal, idle: Mutex::default() });
         MemberApi {
@@ -89,6 +92,7 @@ impl MemberApi {
             readers,
             seal,
             members,
+            blinding,
             watching: Mutex::default(),
             metrics,
         }
@@ -322,11 +326,11 @@ impl MemberApi {
                 if !known.await? {
                     return Err(ApiError::new("unknown_scope", format!("scope {scope} does not exist")));
                 }
-                let statement = self.provenance(move |p| p.statement(&scope, &page)).await?;
+                let statement = self.provenance(true, move |p| p.statement(&scope, &page)).await?;
                 ClientResponse::Statement(statement)
             }
             ClientRequest::Entry(seq) => {
-                let mut view = self.provenance(move |p| p.entry(seq)).await?;
+                let mut view = self.provenance(true, move |p| p.entry(seq)).await?;
                 let readers = self.readers.clone();
                 view.seal =
                     blocking(move || readers.with(|r| r.covering_seal(seq).map_err(|e| e.to_string())))
@@ -334,8 +338,17 @@ impl MemberApi {
                 ClientResponse::Entry(Box::new(view))
             }
             ClientRequest::Trace(query) => {
+                // Lines about a job show its outputs' digests to those who see its results;
+                // a decision's lines, which may touch anyone's jobs, show them blinded.
+                let blind = match &query {
+                    TraceQuery::Job(job) => {
+                        let view = self.job(*job).await?;
+                        !self.read(move |core| core.sees_job_results(&member, &view)).await?
+                    }
+                    TraceQuery::Decision(..) => true,
+                };
                 let trace = self
-                    .provenance(move |p| match query {
+                    .provenance(blind, move |p| match query {
                         TraceQuery::Job(job) => p.job(&job),
                         TraceQuery::Decision(seq, page) => p.decision(seq, &page),
                     })
@@ -481,19 +494,21 @@ impl MemberApi {
         if let Some(view) = self.read(move |core| core.job(&job)).await? {
             return Ok(view);
         }
-        self.provenance(move |p| p.job_view(&job)).await?.ok_or_else(|| unknown_job(&job))
+        self.provenance(false, move |p| p.job_view(&job)).await?.ok_or_else(|| unknown_job(&job))
     }
 
     /// A job's view as `member` may see it: without its stderr when what the job made
     /// is not theirs to read ([`Core::sees_job_data`]).
     pub async fn job_for(&self, member: PublicKey, job: JobId) -> Result<JobView, ApiError> {
         // A job in memory is viewed and redacted in one trip to the core's thread.
+        let blinding = self.blinding;
         if let Some(view) =
-            self.read(move |core| core.job(&job).map(|view| redact(core, &member, view))).await?
+            self.read(move |core| core.job(&job).map(|view| redact(core, &member, &blinding, view))).await?
         {
             return Ok(view);
         }
-        let view = self.provenance(move |p| p.job_view(&job)).await?.ok_or_else(|| unknown_job(&job))?;
+        let view =
+            self.provenance(false, move |p| p.job_view(&job)).await?.ok_or_else(|| unknown_job(&job))?;
         self.redacted(member, view).await
     }
 
@@ -506,18 +521,24 @@ impl MemberApi {
         if view.result.is_none() {
             return Ok(view);
         }
-        self.read(move |core| redact(core, &member, view)).await
+        let blinding = self.blinding;
+        self.read(move |core| redact(core, &member, &blinding, view)).await
     }
 
     /// A trace or statement, read from the journal's index on a blocking thread, naming
-    /// members as the commons knows them now.
+    /// members as the commons knows them now; output digests in its lines blinded when
+    /// `blind` (for a member who may not read them).
     async fn provenance<T: Send + 'static>(
         &self,
+        blind: bool,
         build: impl FnOnce(&Provenance<'_, JournalReader>) -> Result<T, String> + Send + 'static,
     ) -> Result<T, ApiError> {
         let names = self.read(|core| core.names()).await?;
         let readers = self.readers.clone();
-        let built = blocking(move || readers.with(|reader| build(&Provenance::new(reader, &names))));
+        let blinding = blind.then_some(self.blinding);
+        let built = blocking(move || {
+            readers.with(|reader| build(&Provenance::new(reader, &names).blinded(blinding)))
+        });
         built.await.map_err(|e| ApiError::new("not_found", e.message))
     }
 
@@ -612,12 +633,19 @@ impl Drop for Watching<'_> {
     }
 }
 
-/// `view` without its stderr when what the job made is not `member`'s to read.
-fn redact(core: &Core, member: &PublicKey, mut view: JobView) -> JobView {
-    if !core.sees_job_data(member, &view.scope, &view.submitter)
-        && let Some((_, report)) = view.result.as_mut()
-    {
-        report.stderr.clear();
+/// `view` without its stderr when what the job made is not `member`'s to read, and with
+/// its output digest blinded when its results are not ([`Core::sees_job_results`]).
+fn redact(core: &Core, member: &PublicKey, blinding: &[u8; 32], mut view: JobView) -> JobView {
+    let sees_data = core.sees_job_data(member, &view.scope, &view.submitter);
+    let sees_results = core.sees_job_results(member, &view);
+    let job = view.job;
+    if let Some((_, report)) = view.result.as_mut() {
+        if !sees_data {
+            report.stderr.clear();
+        }
+        if !sees_results {
+            report.output_digest = icn_core::trace::blinded_digest(blinding, &job, &report.output_digest);
+        }
     }
     view
 }

@@ -202,6 +202,10 @@ impl Coordinator {
             config.journal.clone(),
             (seal.clone(), members),
             metrics.clone(),
+            blake3::derive_key(
+                "icn coordinator: output digests shown to members who may not read them",
+                &key.seed(),
+            ),
         ));
         let metrics_addr = match config.metrics_listen {
             Some(listen) => Some(crate::metrics::serve(listen, metrics, api.clone()).await?),

@@ -147,6 +147,9 @@ pub(crate) struct Jobs {
     /// Every job held, by its submission entry: for listing newest first.
     by_seq: BTreeMap<u64, JobId>,
     open: usize,
+    /// Open jobs by submitter and by scope (entries at zero leave).
+    open_by_submitter: BTreeMap<PublicKey, usize>,
+    open_by_scope: BTreeMap<ScopeId, usize>,
     /// Ended jobs still in memory, in the order they ended, with when (wall ms). A
     /// cancelled job whose stopped replicas have not all reported joins when they have.
     ended: std::collections::VecDeque<(JobId, u64)>,
@@ -170,6 +173,31 @@ impl Jobs {
 
     pub fn open(&self) -> usize {
         self.open
+    }
+
+    /// Open jobs `submitter` submitted, and open jobs of `scope`.
+    pub fn open_of(&self, submitter: &PublicKey, scope: &ScopeId) -> (usize, usize) {
+        let of = |count: Option<&usize>| count.copied().unwrap_or(0);
+        (of(self.open_by_submitter.get(submitter)), of(self.open_by_scope.get(scope)))
+    }
+
+    fn count_open(&mut self, submitter: PublicKey, scope: &ScopeId, opened: bool) {
+        fn step<K: Ord>(counts: &mut BTreeMap<K, usize>, key: K, opened: bool) {
+            use std::collections::btree_map::Entry;
+            match counts.entry(key) {
+                Entry::Vacant(vacant) => {
+                    assert!(opened, "a job ends only after it was open");
+                    vacant.insert(1);
+                }
+                Entry::Occupied(mut count) if opened => *count.get_mut() += 1,
+                Entry::Occupied(count) if *count.get() == 1 => {
+                    count.remove();
+                }
+                Entry::Occupied(mut count) => *count.get_mut() -= 1,
+            }
+        }
+        step(&mut self.open_by_submitter, submitter, opened);
+        step(&mut self.open_by_scope, scope.clone(), opened);
     }
 
     pub fn len(&self) -> usize {
@@ -324,6 +352,9 @@ impl Jobs {
         self.enqueue(&id);
         self.by_seq.insert(seq, id);
         self.open += 1;
+        let job = &self.map[&id];
+        let (submitter, scope) = (job.submitter, job.submission.scope.clone());
+        self.count_open(submitter, &scope, true);
     }
 
     pub fn placed(&mut self, seq: u64, task: TaskId, placement: Placement, quorum: u32) {
@@ -431,8 +462,10 @@ impl Jobs {
         job.reports = Vec::new();
         job.vacant = BTreeSet::new();
         job.last_seq = seq;
+        let (submitter, scope) = (job.submitter, job.submission.scope.clone());
         self.dequeue(id);
         self.open -= 1;
+        self.count_open(submitter, &scope, false);
         if unsettled {
             self.unsettled.insert(*id);
         } else {
@@ -560,6 +593,13 @@ impl Core {
         self.settlement.check_fits(&submission.scope, authorization.hold)?;
         if self.jobs.open() >= self.config.jobs_open_max {
             return Err(Refusal::TooManyJobs { open: self.jobs.open() });
+        }
+        let (mine, scope) = self.jobs.open_of(&envelope.signer, &submission.scope);
+        if mine >= self.config.jobs_open_per_submitter_max {
+            return Err(Refusal::TooManyJobsOfSubmitter { submitter: envelope.signer, open: mine });
+        }
+        if scope >= self.config.jobs_open_per_scope_max {
+            return Err(Refusal::TooManyJobsOfScope { scope: submission.scope.clone(), open: scope });
         }
         let record = crate::Record::JobSubmitted { submission: envelope.clone(), authorization };
         self.record(Some(authorization.decision), envelope.signer, record);

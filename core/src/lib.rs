@@ -93,6 +93,10 @@ pub struct CoreConfig {
     pub deadline_grace_ms: u64,
     /// Jobs the core holds that have not ended; a submission beyond it is refused.
     pub jobs_open_max: usize,
+    /// Jobs one member may hold open at once, so one member cannot fill the room.
+    pub jobs_open_per_submitter_max: usize,
+    /// Jobs one scope may hold open at once, so one scope cannot fill the room.
+    pub jobs_open_per_scope_max: usize,
     /// A job without a final result this long after submission fails, and its
     /// reservation is voided, so credit is never held by a job that cannot end.
     pub job_expiry_ms: u64,
@@ -130,6 +134,8 @@ impl Default for CoreConfig {
             attempts_max: 5,
             deadline_grace_ms: 5_000,
             jobs_open_max: 100_000,
+            jobs_open_per_submitter_max: 10_000,
+            jobs_open_per_scope_max: 25_000,
             job_expiry_ms: 24 * 3_600_000,
             ended_jobs_max: 10_000,
             ended_job_memory_ms: 3_600_000,
@@ -359,6 +365,18 @@ impl Core {
                 .governance
                 .scope(scope)
                 .is_ok_and(|s| s.standing.get(member).is_some_and(|held| !held.is_empty()))
+    }
+
+    /// Whether `member` is shown the real output digests of the job `view` shows: it may
+    /// read what the job made, or the job is in dispute and `member` is among those who
+    /// judge disputes (vote standing in the commons). Others see them blinded.
+    pub fn sees_job_results(&self, member: &PublicKey, view: &JobView) -> bool {
+        self.sees_job_data(member, &view.scope, &view.submitter)
+            || (view.state == icn_protocol::wire::JobState::Disputed
+                && self.governance.scopes.iter().any(|(id, scope)| {
+                    scope.kind == icn_protocol::governance::ScopeKind::Commons
+                        && self.governance.holds(member, id, icn_protocol::governance::Standing::Vote)
+                }))
     }
 
     pub fn journal_len(&self) -> u64 {

@@ -29,6 +29,15 @@ pub enum Refusal {
     },
     #[error("the coordinator holds {open} open jobs, its limit; try again when some have ended")]
     TooManyJobs { open: usize },
+    #[error(
+        "{submitter} has {open} jobs open, as many as one member may; wait for some to end or cancel some"
+    )]
+    TooManyJobsOfSubmitter { submitter: PublicKey, open: usize },
+    #[error(
+        "scope {scope} has {open} jobs open, as many as one scope may hold of this coordinator's room; wait \
+         for some to end"
+    )]
+    TooManyJobsOfScope { scope: ScopeId, open: usize },
     #[error("job {job} is not in dispute")]
     NotInDispute { job: JobId },
     #[error(
@@ -93,7 +102,9 @@ impl Refusal {
             Refusal::Governance(refusal) => governance_code(refusal),
             Refusal::Ledger(_) => "ledger",
             Refusal::CreditExhausted { .. } => "credit_exhausted",
-            Refusal::TooManyJobs { .. } => "too_many_jobs",
+            Refusal::TooManyJobs { .. }
+            | Refusal::TooManyJobsOfSubmitter { .. }
+            | Refusal::TooManyJobsOfScope { .. } => "too_many_jobs",
             Refusal::NotInDispute { .. } => "not_in_dispute",
             Refusal::WorkerNotAdmitted { .. } => "worker_not_admitted",
             Refusal::NotAFederation { .. } => "not_a_federation",

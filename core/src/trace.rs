@@ -42,11 +42,34 @@ pub struct Provenance<'a, S: Source> {
     source: &'a S,
     /// Members' names by key, as the commons knows them now.
     names: &'a BTreeMap<PublicKey, String>,
+    /// When set, output digests in lines are shown blinded with this key
+    /// ([`blinded_digest`]): for a member who may not read what the jobs made.
+    blinding: Option<[u8; 32]>,
+}
+
+/// What a member who may not read a job's output is shown for its digest: a keyed hash of
+/// the job and the digest. Equal outputs of one job give equal stand-ins, so agreement
+/// and disagreement still show; without the key, a guess of the output cannot be
+/// checked against it (a plain digest of a short or guessable output could be).
+pub fn blinded_digest(
+    key: &[u8; 32],
+    job: &JobId,
+    digest: &icn_protocol::ContentId,
+) -> icn_protocol::ContentId {
+    let mut hasher = blake3::Hasher::new_keyed(key);
+    hasher.update(&job.0.0);
+    hasher.update(&digest.0);
+    icn_protocol::ContentId(*hasher.finalize().as_bytes())
 }
 
 impl<'a, S: Source> Provenance<'a, S> {
     pub fn new(source: &'a S, names: &'a BTreeMap<PublicKey, String>) -> Self {
-        Provenance { source, names }
+        Provenance { source, names, blinding: None }
+    }
+
+    /// Lines show output digests blinded with `key` (see [`blinded_digest`]).
+    pub fn blinded(self, key: Option<[u8; 32]>) -> Self {
+        Provenance { blinding: key, ..self }
     }
 
     fn person(&self, key: &PublicKey) -> Person {
@@ -89,6 +112,19 @@ impl<'a, S: Source> Provenance<'a, S> {
         let mut named = record.describe();
         for (key, name) in self.names {
             named = named.replace(&key.short(), name);
+        }
+        if let Some(key) = &self.blinding {
+            let shown = match record {
+                Record::ReportReceived { report } => {
+                    report.open_trusted::<ExecutionReport>().ok().map(|r| (r.task.job, r.output_digest))
+                }
+                Record::JobCompleted { job, output_digest, .. } => Some((*job, *output_digest)),
+                _ => None,
+            };
+            if let Some((job, digest)) = shown {
+                let stand_in = format!("{} (blinded)", blinded_digest(key, &job, &digest).short());
+                named = named.replace(&digest.short(), &stand_in);
+            }
         }
         named
     }

@@ -109,7 +109,11 @@ struct Commons {
 
 impl Commons {
     fn new() -> Commons {
-        let mut core = Core::new(Arc::new(Keypair::from_seed([99; 32])), config());
+        Commons::with(config())
+    }
+
+    fn with(config: CoreConfig) -> Commons {
+        let mut core = Core::new(Arc::new(Keypair::from_seed([99; 32])), config);
         core.found(Now::at(1_000_000), &genesis()).unwrap();
         let mut commons = Commons {
             core,
@@ -363,4 +367,33 @@ fn a_scopes_priority_classes_split_its_slots_by_their_decided_weights() {
     let mut replayed = Core::new(Arc::new(Keypair::from_seed([99; 32])), config());
     replayed.replay(&commons.journal.entries).unwrap();
     assert_eq!(commons.core.state(), replayed.state());
+}
+
+/// M3: the open jobs were shared by the whole commons, so one member could fill them.
+/// Now one member, and one scope, holds at most its share; others submit all the while,
+/// and a member whose job ends may submit again.
+#[test]
+fn no_member_and_no_scope_fills_the_open_jobs() {
+    let mut commons = Commons::with(CoreConfig { jobs_open_per_submitter_max: 6, ..config() });
+    for _ in 0..6 {
+        commons.submit(0);
+    }
+    let before = commons.core.journal_len();
+    let refused = commons.submit_in_class(0, None).unwrap_err();
+    assert_eq!(refused.code(), "too_many_jobs");
+    assert!(refused.to_string().contains("has 6 jobs open, as many as one member may"), "{refused}");
+    assert_eq!(commons.core.journal_len(), before, "a refused submission journals nothing");
+    commons.submit(1);
+    while commons.completed_jobs.is_empty() {
+        commons.finish_oldest();
+    }
+    assert!(commons.submit_in_class(0, None).is_ok(), "a job ended: room again");
+
+    let mut commons = Commons::with(CoreConfig { jobs_open_per_scope_max: 5, ..config() });
+    for _ in 0..5 {
+        commons.submit(0);
+    }
+    let refused = commons.submit_in_class(0, None).unwrap_err();
+    assert!(refused.to_string().contains("scope fed-north has 5 jobs open"), "{refused}");
+    commons.submit(1);
 }

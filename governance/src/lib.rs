@@ -12,8 +12,9 @@ mod state;
 
 pub use genesis::Genesis;
 pub use state::{
-    Authorization, ClassesSet, Decision, DecisionRecord, Event, Governance, MandateState, ProposalState,
-    Scope, ShareSet, Tally, describe_effect,
+    Authorization, ClassesSet, Decision, DecisionRecord, Event, Governance, MandateState,
+    PROPOSALS_COMMONS_RESERVED, PROPOSALS_OPEN_MAX, PROPOSALS_OPEN_PER_PROPOSER_MAX,
+    PROPOSALS_OPEN_PER_SCOPE_MAX, ProposalState, Scope, ShareSet, Tally, describe_effect,
 };
 
 use icn_protocol::governance::{Credits, ScopeId, Standing};

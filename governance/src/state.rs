@@ -17,6 +17,13 @@ use crate::genesis::Genesis;
 
 /// Proposals open at once across the commons; more are refused until some close.
 pub const PROPOSALS_OPEN_MAX: usize = 10_000;
+/// Of those, the last this many are kept for the commons scope's own proposals: however
+/// full the other scopes are, the commons can still decide (to revoke whoever filled them).
+pub const PROPOSALS_COMMONS_RESERVED: usize = 1_000;
+/// Proposals one member may have open at once.
+pub const PROPOSALS_OPEN_PER_PROPOSER_MAX: usize = 16;
+/// Proposals open at once in one scope.
+pub const PROPOSALS_OPEN_PER_SCOPE_MAX: usize = 1_000;
 /// Ballots one member may cast on one proposal (a first vote and its changes).
 pub const BALLOTS_PER_MEMBER_MAX: usize = 16;
 
@@ -278,11 +285,7 @@ impl Governance {
         }
         self.require_standing(&envelope.signer, &proposal.scope, Standing::Vote)?;
         proposal.validate().map_err(|e| Refusal::Invalid(e.to_string()))?;
-        if self.open.len() >= PROPOSALS_OPEN_MAX {
-            return Err(Refusal::Invalid(format!(
-                "{PROPOSALS_OPEN_MAX} proposals are open, the limit; wait for some to close"
-            )));
-        }
+        self.check_room(&envelope.signer, &proposal.scope)?;
         self.check_effect(&proposal.scope, &proposal.effect)?;
         let scope = self.scope(&proposal.scope)?;
         let electorate = self.electorate(&proposal.scope);
@@ -291,6 +294,36 @@ impl Governance {
             closes_ms: now_ms.saturating_add(scope.rule.voting_window_ms),
             electorate: electorate.into_iter().collect(),
         })
+    }
+
+    /// Whether there is room for one more proposal by `proposer` in `scope`: within its
+    /// own share, its scope's, and the commons' (whose last part is the commons scope's).
+    fn check_room(&self, proposer: &PublicKey, scope: &ScopeId) -> Result<(), Refusal> {
+        let in_commons = self.scopes.get(scope).is_some_and(|s| s.kind == ScopeKind::Commons);
+        let room =
+            if in_commons { PROPOSALS_OPEN_MAX } else { PROPOSALS_OPEN_MAX - PROPOSALS_COMMONS_RESERVED };
+        if self.open.len() >= room {
+            return Err(Refusal::Invalid(format!(
+                "{} proposals are open, as many as {scope} may add to; wait for some to close",
+                self.open.len()
+            )));
+        }
+        let (mut mine, mut here) = (0, 0);
+        for open in self.open.values() {
+            mine += usize::from(open.proposer == *proposer);
+            here += usize::from(open.proposal.scope == *scope);
+        }
+        if mine >= PROPOSALS_OPEN_PER_PROPOSER_MAX {
+            return Err(Refusal::Invalid(format!(
+                "you have {mine} proposals open, as many as one member may; wait for them to close"
+            )));
+        }
+        if here >= PROPOSALS_OPEN_PER_SCOPE_MAX {
+            return Err(Refusal::Invalid(format!(
+                "scope {scope} has {here} proposals open, as many as one scope may; wait for some to close"
+            )));
+        }
+        Ok(())
     }
 
     fn electorate(&self, scope: &ScopeId) -> BTreeSet<PublicKey> {

@@ -78,7 +78,12 @@ impl World {
                 GenesisMember {
                     name: "cy".into(),
                     key: keys[2].public(),
-                    standing: in_fed(&[Standing::Vote]),
+                    standing: [
+                        (scope("fed"), vec![Standing::Vote]),
+                        (scope("commons"), vec![Standing::Vote]),
+                    ]
+                    .into_iter()
+                    .collect(),
                 },
                 GenesisMember {
                     name: "dee".into(),
@@ -433,4 +438,36 @@ fn a_scope_may_pay_donors_more_than_the_scopes_above_it_ask_never_less() {
         3,
         "fed decided 1, below the commons' 3: its jobs still pay 3"
     );
+}
+
+/// M3: the open proposals were shared by the whole commons, so one member could fill
+/// them, even blocking the proposal that would revoke them. Now one member holds at most
+/// 16, one scope at most 1,000, and the last 1,000 are the commons scope's alone.
+#[test]
+fn no_member_or_scope_fills_the_open_proposals_and_the_commons_keeps_room() {
+    use icn_governance::{PROPOSALS_COMMONS_RESERVED, PROPOSALS_OPEN_MAX, PROPOSALS_OPEN_PER_PROPOSER_MAX};
+    let mut world = World::new();
+    let price = |n: u64| Effect::PriceSchedule(PriceSchedule { credits_per_mega_fuel: n });
+    for n in 0..PROPOSALS_OPEN_PER_PROPOSER_MAX as u64 {
+        world.propose(0, "fed", price(n + 1)).unwrap();
+    }
+    let refusal = world.propose(0, "fed", price(99)).unwrap_err().to_string();
+    assert!(refusal.contains("you have 16 proposals open, as many as one member may"), "{refusal}");
+    assert!(world.propose(1, "fed", price(99)).is_ok(), "another member still may propose");
+    world.advance(WINDOW_MS);
+    assert!(world.propose(0, "fed", price(99)).is_ok(), "and ana again once hers closed");
+
+    // Every other scope's room taken (as if by many members of coop-a): fed may add
+    // nothing more, and the commons may still decide.
+    let filler = world.governance.open.values().next().unwrap().clone();
+    let taken = PROPOSALS_OPEN_MAX - PROPOSALS_COMMONS_RESERVED - world.governance.open.len();
+    for i in 0..taken {
+        let mut open = filler.clone();
+        open.proposal.scope = scope("coop-a");
+        open.proposer = member_key(3).public();
+        world.governance.open.insert(ContentId::of(&(i as u64).to_le_bytes()), open);
+    }
+    let refusal = world.propose(1, "fed", price(7)).unwrap_err().to_string();
+    assert!(refusal.contains("9000 proposals are open, as many as fed may add to"), "{refusal}");
+    assert!(world.propose(2, "commons", price(1)).is_ok(), "the commons keeps room to decide");
 }

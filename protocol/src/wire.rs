@@ -902,12 +902,63 @@ pub(crate) fn check_text(what: &str, text: &str) -> Result<(), Error> {
             text.len()
         )));
     }
+    if let Some((at, c)) = text.chars().enumerate().find(|(_, c)| unprintable(*c)) {
+        return Err(Error::invalid(format!(
+            "{what} holds the character U+{:04X} at position {at}: text here is shown on members' terminals \
+             and pages, so it holds no control characters (a newline or tab included) and no \
+             bidirectional overrides",
+            c as u32
+        )));
+    }
     Ok(())
+}
+
+/// Whether `c` may not appear in text the commons stores and shows: a control character
+/// (a terminal acts on it: clears the screen, sets the title, starts a fake line) or a
+/// bidirectional override or isolate (it reorders what is shown).
+pub fn unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+}
+
+/// `text` with each unprintable character written as its escape (`\u{1b}`), except those
+/// in `kept` (a printer of many lines keeps `\n`).
+pub fn printable(text: &str, kept: &[char]) -> String {
+    text.chars()
+        .map(|c| {
+            if unprintable(c) && !kept.contains(&c) { c.escape_unicode().to_string() } else { c.to_string() }
+        })
+        .collect()
+}
+
+impl Outcome {
+    /// The outcome with its failure detail made [`printable`], as a worker reports it.
+    pub fn printable(self) -> Outcome {
+        match self {
+            Outcome::Failed { kind, detail } => Outcome::Failed { kind, detail: printable(&detail, &[]) },
+            other => other,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// L2: text that reaches members' terminals holds no control characters or bidi
+    /// overrides; a worker's own detail is escaped before it is signed.
+    #[test]
+    fn text_with_control_or_bidi_characters_is_refused_and_details_are_escaped() {
+        for bad in ["clear\u{1b}[2J", "two\nlines", "tab\there", "abc\u{202E}fed", "bell\u{7}"] {
+            let refused = check_text("reason", bad).unwrap_err().to_string();
+            assert!(refused.contains("holds the character U+"), "{bad:?}: {refused}");
+        }
+        assert!(check_text("reason", "plain words, ünïcode and emoji 🙂").is_ok());
+        let outcome = Outcome::Failed { kind: FailureKind::Trap, detail: "a\u{1b}]0;owned\u{7}\nb".into() };
+        let Outcome::Failed { detail, .. } = outcome.printable() else { unreachable!() };
+        assert_eq!(detail, "a\\u{1b}]0;owned\\u{7}\\u{a}b");
+        assert!(check_text("failure detail", &detail).is_ok());
+    }
 
     fn submission() -> Submission {
         Submission {

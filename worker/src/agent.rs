@@ -285,7 +285,8 @@ impl Agent {
             attempt: assignment.attempt,
             output_digest: ContentId::of(&execution.output),
             output_bytes: execution.output.len() as u64,
-            outcome: execution.outcome,
+            // Signed text is shown on members' terminals: no control characters in it.
+            outcome: execution.outcome.printable(),
             stderr: execution.stderr,
             fuel: execution.fuel,
             usage: execution.usage,

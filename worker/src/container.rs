@@ -45,6 +45,12 @@ pub const STOP_CHECK_INTERVAL_MS: u64 = 100;
 const STDERR_KEEP_BYTES_MAX: usize = 2 * STDERR_SIZE_BYTES_MAX;
 /// Time one engine request may take before the task fails as the worker's own error.
 const ENGINE_TIMEOUT_MS: u64 = 30_000;
+/// A container that ended by SIGKILL we did not send: how long the engine is given to
+/// record that the kernel killed it for memory (it can record the exit first), so every
+/// replica reads the same ending.
+const OOM_RECORD_WAIT_MS: u64 = 3_000;
+/// How often the engine's record is read again meanwhile.
+const OOM_RECORD_POLL_MS: u64 = 50;
 
 /// How this worker sandboxes its containers, beyond each task's own limits.
 #[derive(Clone, Debug)]
@@ -310,13 +316,10 @@ impl ContainerExecutor {
         sampler.abort();
         let sampled = *sampled.lock().expect("usage lock");
         let wall_ms = started.elapsed().as_millis() as u64;
-        let state = engine(
-            self.docker.inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>),
-        )
-        .await
-        .map_err(|e| format!("the Docker engine could not inspect the ended container: {e}"))?
-        .state
-        .unwrap_or_default();
+        let state = match watched.ended {
+            Ended::Exited => self.ended_state(id).await?,
+            Ended::Killed(..) => Default::default(),
+        };
         let usage = Usage {
             // Sampled usage can run a little past the clock's reading; the report must not.
             cpu_ms: sampled.cpu_ms.min(wall_ms * CONTAINER_CPUS),
@@ -336,6 +339,34 @@ impl ContainerExecutor {
             Outcome::Failed { .. } => Vec::new(),
         };
         Ok(Execution { outcome, output, stderr: tail(watched.stderr), fuel: Fuel(0), usage })
+    }
+
+    /// The engine's record of a container whose output ended by itself, once the
+    /// container has stopped: an exit by SIGKILL (137) is read again until the engine
+    /// says whether the kernel killed it for memory, for at most [`OOM_RECORD_WAIT_MS`].
+    async fn ended_state(&self, id: &str) -> Result<bollard::models::ContainerState, String> {
+        let options = bollard::query_parameters::WaitContainerOptionsBuilder::default()
+            .condition("not-running")
+            .build();
+        let mut waiting = self.docker.wait_container(id, Some(options));
+        // Its answer is only a signal: the exit code is read from the inspection below
+        // (the engine reports a non-zero exit as an error of this stream).
+        let _ = tokio::time::timeout(Duration::from_millis(ENGINE_TIMEOUT_MS), waiting.next()).await;
+        let waited = Instant::now();
+        loop {
+            let inspect =
+                self.docker.inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>);
+            let state = engine(inspect)
+                .await
+                .map_err(|e| format!("the Docker engine could not inspect the ended container: {e}"))?
+                .state
+                .unwrap_or_default();
+            let killed_unrecorded = state.exit_code == Some(137) && state.oom_killed != Some(true);
+            if !killed_unrecorded || waited.elapsed() >= Duration::from_millis(OOM_RECORD_WAIT_MS) {
+                return Ok(state);
+            }
+            tokio::time::sleep(Duration::from_millis(OOM_RECORD_POLL_MS)).await;
+        }
     }
 
     /// Reads the container's output until it ends, sampling its usage, and kills it at
