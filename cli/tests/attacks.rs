@@ -572,3 +572,100 @@ async fn l3_an_outsider_cannot_confirm_a_guess_of_a_private_output() {
     assert!(own.contains(&real.short()), "{own}");
     commons.stop().await.unwrap();
 }
+
+/// The line of `child`'s `stream` that contains `needle`, within 20 s.
+fn line_with(stream: impl std::io::Read + Send + 'static, needle: &'static str) -> String {
+    use std::io::BufRead;
+    let (found, wait) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
+            if line.contains(needle) {
+                let _ = found.send(line);
+                return;
+            }
+        }
+    });
+    wait.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| panic!("no line with {needle:?}"))
+}
+
+/// A TLS proxy in front of `upstream`, as operators put one before the HTTP API, with its
+/// own certificate for `localhost`: its port and the certificate's PEM.
+async fn tls_proxy(upstream: String) -> (u16, String) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
+            tokio::spawn(async move {
+                let (Ok(mut tls), Ok(mut plain)) =
+                    (acceptor.accept(stream).await, tokio::net::TcpStream::connect(&upstream).await)
+                else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    use base64::Engine;
+    let body = base64::engine::general_purpose::STANDARD.encode(certified.cert.der());
+    let lines: Vec<&str> = body.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
+    (port, format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", lines.join("\n")))
+}
+
+/// L4: HTTP answers are not signed, and the guide pointed `icn ui` at a remote `http://`
+/// API. Now `icn ui` warns on plain HTTP to another machine, and reads a coordinator's API
+/// over `https://` (here behind a TLS proxy whose certificate the system trusts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l4_icn_ui_warns_on_plain_http_to_another_machine_and_reads_over_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let (commons, api) = http_commons(dir.path(), LocalOptions::default()).await;
+    let key = dir.path().join("ana.key");
+    icn_transport::keyfile::write_new(&commons.member, &key).unwrap();
+    let ui = |api: &str, extra: &[(&str, &std::path::Path)]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_icn"))
+            .args(["ui", "--api", api, "--key", key.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+            .envs(extra.iter().copied())
+            .env_remove("ICN_API")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut plain = ui("http://203.0.113.7:7700", &[]);
+    let warning = line_with(plain.stderr.take().unwrap(), "warning");
+    assert!(warning.contains("is plain HTTP to another machine") && warning.contains("ssh -L"), "{warning}");
+    plain.kill().unwrap();
+    plain.wait().unwrap();
+
+    let (port, pem) = tls_proxy(api).await;
+    let roots = dir.path().join("roots.pem");
+    std::fs::write(&roots, pem).unwrap();
+    let mut secure = ui(&format!("https://localhost:{port}"), &[("SSL_CERT_FILE", &roots)]);
+    let stderr = secure.stderr.take().unwrap();
+    let opened = line_with(secure.stdout.take().unwrap(), "/login?secret=");
+    let login = opened.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_string();
+    let base = login.split("/login").next().unwrap().to_string();
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let cookie = http.get(&login).send().await.unwrap().headers()[reqwest::header::SET_COOKIE].clone();
+    let session = cookie.to_str().unwrap().split(';').next().unwrap().to_string();
+    let page = http.get(format!("{base}/ledger")).header("cookie", session).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(page.text().await.unwrap().contains("fed-north"), "the ledger, read over https");
+    secure.kill().unwrap();
+    secure.wait().unwrap();
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut { stderr }, &mut said).unwrap();
+    assert!(!said.contains("warning"), "no warning for https: {said}");
+    commons.stop().await.unwrap();
+}
