@@ -29,6 +29,17 @@ fn coop_a_runs_jobs(genesis: &mut Genesis) {
     scope.credit_limit = Some(Credits(1_000_000_000));
 }
 
+/// A commons started with `options`, and QUIC clients for its members ana and ben.
+async fn ana_and_ben(
+    dir: &std::path::Path,
+    options: LocalOptions<'static>,
+) -> (LocalCommons, Client, Client) {
+    let commons = LocalCommons::start(dir, options).await.unwrap();
+    let ana = commons.client().await.unwrap();
+    let ben = commons.client_for(commons.members[1].key.clone()).await.unwrap();
+    (commons, ana, ben)
+}
+
 async fn journal_len(commons: &LocalCommons) -> u64 {
     commons.coordinator.api().read(|core| core.journal_len()).await.unwrap()
 }
@@ -43,9 +54,7 @@ async fn ended(client: &Client, job: JobId) -> icn_protocol::wire::JobView {
 async fn c1_a_private_output_cannot_be_named_as_another_members_input() {
     let dir = tempfile::tempdir().unwrap();
     let options = LocalOptions { genesis_edit: Some(coop_a_runs_jobs), ..LocalOptions::default() };
-    let commons = LocalCommons::start(dir.path(), options).await.unwrap();
-    let ana = commons.client().await.unwrap();
-    let ben = commons.client_for(commons.members[1].key.clone()).await.unwrap();
+    let (commons, ana, ben) = ana_and_ben(dir.path(), options).await;
     let upper = ana.ensure_module(&wat::parse_str(UPPER_WAT).unwrap()).await.unwrap();
     let payroll = JobRequest::new(
         coop_a(),
@@ -503,9 +512,7 @@ async fn m2_uploads_count_against_their_uploaders_quota() {
     const MIB: usize = 1 << 20;
     let dir = tempfile::tempdir().unwrap();
     let options = LocalOptions { upload_quota_bytes: 2 * MIB as u64, ..LocalOptions::default() };
-    let commons = LocalCommons::start(dir.path(), options).await.unwrap();
-    let ana = commons.client().await.unwrap();
-    let ben = commons.client_for(commons.members[1].key.clone()).await.unwrap();
+    let (commons, ana, ben) = ana_and_ben(dir.path(), options).await;
     let before = journal_len(&commons).await;
     ana.ensure_input(&vec![1; MIB]).await.unwrap();
     ana.ensure_input(&vec![2; MIB]).await.unwrap();
@@ -524,9 +531,7 @@ async fn m2_uploads_count_against_their_uploaders_quota() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn l2_control_characters_never_reach_a_members_terminal() {
     let dir = tempfile::tempdir().unwrap();
-    let commons = LocalCommons::start(dir.path(), LocalOptions::default()).await.unwrap();
-    let ana = commons.client().await.unwrap();
-    let ben = commons.client_for(commons.members[1].key.clone()).await.unwrap();
+    let (commons, ana, ben) = ana_and_ben(dir.path(), LocalOptions::default()).await;
     let proposal = Proposal {
         scope: local::federation(),
         title: "plain".into(),
@@ -554,9 +559,7 @@ async fn l2_control_characters_never_reach_a_members_terminal() {
 async fn l3_an_outsider_cannot_confirm_a_guess_of_a_private_output() {
     let dir = tempfile::tempdir().unwrap();
     let options = LocalOptions { genesis_edit: Some(coop_a_runs_jobs), ..LocalOptions::default() };
-    let commons = LocalCommons::start(dir.path(), options).await.unwrap();
-    let ana = commons.client().await.unwrap();
-    let ben = commons.client_for(commons.members[1].key.clone()).await.unwrap();
+    let (commons, ana, ben) = ana_and_ben(dir.path(), options).await;
     let upper = ana.ensure_module(&wat::parse_str(UPPER_WAT).unwrap()).await.unwrap();
     let vote = JobRequest::new(coop_a(), ExecutorKind::Wasm, upper, b"yes", vec![], Limits::default());
     let job = ana.submit(&vote).await.unwrap();
