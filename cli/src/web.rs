@@ -47,7 +47,11 @@ pub fn now_ms() -> u64 {
 impl WebClient {
     /// A client of the API at `base` (such as `http://127.0.0.1:9700`) signing as `key`.
     pub fn new(base: &str, key: Arc<Keypair>) -> WebClient {
-        WebClient { base: base.trim_end_matches('/').to_string(), key, http: reqwest::Client::new() }
+        // A coordinator closes a connection idle for its head timeout; ours go a second
+        // earlier, so a request never meets a connection the server is closing.
+        let idle = std::time::Duration::from_millis(icn_transport::http::HEAD_READ_MS - 1_000);
+        let http = reqwest::Client::builder().pool_idle_timeout(idle).build().expect("a TLS backend");
+        WebClient { base: base.trim_end_matches('/').to_string(), key, http }
     }
 
     pub fn member(&self) -> PublicKey {

@@ -298,6 +298,9 @@ impl ContainerExecutor {
         let attached = engine(self.docker.attach_container(id, Some(options)))
             .await
             .map_err(|e| format!("the Docker engine could not attach to the container: {e}"))?;
+        // Events of this container are read from a second before its start (the engine
+        // stamps them with its own clock).
+        let since = std::time::SystemTime::now() - Duration::from_secs(1);
         engine(self.docker.start_container(id, None::<bollard::query_parameters::StartContainerOptions>))
             .await
             .map_err(|e| format!("the Docker engine could not start the container: {e}"))?;
@@ -316,10 +319,11 @@ impl ContainerExecutor {
         sampler.abort();
         let sampled = *sampled.lock().expect("usage lock");
         let wall_ms = started.elapsed().as_millis() as u64;
-        let state = match watched.ended {
-            Ended::Exited => self.ended_state(id).await?,
-            Ended::Killed(..) => Default::default(),
-        };
+        let state = self.ended_state(id, matches!(watched.ended, Ended::Exited), since).await?;
+        // The engine's own record of the process's life, not this worker's view of it
+        // (which adds the engine's answers and this worker's scheduling): replicas on
+        // busy machines read closer to each other.
+        let wall_ms = lifetime_ms(&state).unwrap_or(wall_ms);
         let usage = Usage {
             // Sampled usage can run a little past the clock's reading; the report must not.
             cpu_ms: sampled.cpu_ms.min(wall_ms * CONTAINER_CPUS),
@@ -341,10 +345,17 @@ impl ContainerExecutor {
         Ok(Execution { outcome, output, stderr: tail(watched.stderr), fuel: Fuel(0), usage })
     }
 
-    /// The engine's record of a container whose output ended by itself, once the
-    /// container has stopped: an exit by SIGKILL (137) is read again until the engine
-    /// says whether the kernel killed it for memory, for at most [`OOM_RECORD_WAIT_MS`].
-    async fn ended_state(&self, id: &str) -> Result<bollard::models::ContainerState, String> {
+    /// The engine's record of an ended container, once it has stopped. When its output
+    /// ended by itself (`exited`) with an exit by SIGKILL (137), whether the kernel killed
+    /// it for memory is read from the engine's `oom` event for it (its `OOMKilled` flag
+    /// alone is racy: an exit handled after the event clears it), waited for at most
+    /// [`OOM_RECORD_WAIT_MS`]; the state then says `oom_killed` either way.
+    async fn ended_state(
+        &self,
+        id: &str,
+        exited: bool,
+        since: std::time::SystemTime,
+    ) -> Result<bollard::models::ContainerState, String> {
         let options = bollard::query_parameters::WaitContainerOptionsBuilder::default()
             .condition("not-running")
             .build();
@@ -352,20 +363,51 @@ impl ContainerExecutor {
         // Its answer is only a signal: the exit code is read from the inspection below
         // (the engine reports a non-zero exit as an error of this stream).
         let _ = tokio::time::timeout(Duration::from_millis(ENGINE_TIMEOUT_MS), waiting.next()).await;
+        let inspect =
+            self.docker.inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>);
+        let mut state = engine(inspect)
+            .await
+            .map_err(|e| format!("the Docker engine could not inspect the ended container: {e}"))?
+            .state
+            .unwrap_or_default();
+        if !exited || state.exit_code != Some(137) || state.oom_killed == Some(true) {
+            return Ok(state);
+        }
         let waited = Instant::now();
         loop {
-            let inspect =
-                self.docker.inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>);
-            let state = engine(inspect)
-                .await
-                .map_err(|e| format!("the Docker engine could not inspect the ended container: {e}"))?
-                .state
-                .unwrap_or_default();
-            let killed_unrecorded = state.exit_code == Some(137) && state.oom_killed != Some(true);
-            if !killed_unrecorded || waited.elapsed() >= Duration::from_millis(OOM_RECORD_WAIT_MS) {
+            if self.oom_event(id, since).await? {
+                state.oom_killed = Some(true);
+                return Ok(state);
+            }
+            if waited.elapsed() >= Duration::from_millis(OOM_RECORD_WAIT_MS) {
                 return Ok(state);
             }
             tokio::time::sleep(Duration::from_millis(OOM_RECORD_POLL_MS)).await;
+        }
+    }
+
+    /// Whether the engine recorded an `oom` event for container `id` since `since`.
+    async fn oom_event(&self, id: &str, since: std::time::SystemTime) -> Result<bool, String> {
+        let unix = |t: std::time::SystemTime| {
+            let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
+        };
+        let filters = std::collections::HashMap::from([
+            ("type", vec!["container"]),
+            ("container", vec![id]),
+            ("event", vec!["oom"]),
+        ]);
+        let options = bollard::query_parameters::EventsOptionsBuilder::default()
+            .since(&unix(since))
+            .until(&unix(std::time::SystemTime::now()))
+            .filters(&filters)
+            .build();
+        let mut events = self.docker.events(Some(options));
+        match tokio::time::timeout(Duration::from_millis(ENGINE_TIMEOUT_MS), events.next()).await {
+            Ok(Some(Ok(_))) => Ok(true),
+            Ok(None) => Ok(false),
+            Ok(Some(Err(e))) => Err(format!("the Docker engine could not list the container's events: {e}")),
+            Err(_) => Err(format!("no answer from the Docker engine in {ENGINE_TIMEOUT_MS} ms")),
         }
     }
 
@@ -453,6 +495,13 @@ struct Watched {
     ended: Ended,
     stdout: Vec<u8>,
     stderr: Vec<u8>,
+}
+
+/// How long the container's process lived, by the engine's record (RFC 3339 times).
+fn lifetime_ms(state: &bollard::models::ContainerState) -> Option<u64> {
+    let time = |t: &Option<String>| humantime::parse_rfc3339(t.as_deref()?).ok();
+    let (started, finished) = (time(&state.started_at)?, time(&state.finished_at)?);
+    Some(finished.duration_since(started).ok()?.as_millis() as u64)
 }
 
 /// One engine request, bounded in time.

@@ -122,6 +122,15 @@ async fn a_container_over_its_memory_limit_fails_as_such() {
     assert_eq!(failure(&ran), FailureKind::MemoryLimit, "stderr: {}", text(&ran.stderr));
 }
 
+/// A container that exits with 137, the status of a SIGKILL, ends as its own exit, not as
+/// a memory failure: only the engine's out-of-memory record makes one (it is waited for).
+#[tokio::test]
+async fn an_exit_of_137_is_not_taken_for_out_of_memory() {
+    let sandbox = sandbox().await;
+    let ran = sandbox.run("exit 137", b"", limits()).await;
+    assert_eq!(ran.outcome, Outcome::Exited { code: 137 }, "stderr: {}", text(&ran.stderr));
+}
+
 #[tokio::test]
 async fn the_pids_limit_stops_a_fork_bomb() {
     let sandbox = sandbox().await;
