@@ -87,6 +87,9 @@ async fn a_job_is_submitted_followed_read_and_traced_over_http() {
     );
     let body = serde_json::to_vec(&EnvelopeJson::of(&envelope)).unwrap();
     let first: serde_json::Value = client.call("POST", "/v1/jobs", body.clone()).await.unwrap();
+    // Once it ended, nothing of the job is still to be journaled: any entry is the repeat's.
+    let submitted: icn_protocol::JobId = first["job"].as_str().unwrap().parse().unwrap();
+    assert_eq!(finished(&client, submitted).await.state, JobState::Completed);
     let length = journal_len(&commons).await;
     let again: serde_json::Value = client.call("POST", "/v1/jobs", body).await.unwrap();
     assert_eq!(first, again);
