@@ -168,6 +168,10 @@ enum Command {
         /// One line saying what and why.
         #[arg(long)]
         title: String,
+        /// Cast your own ballot on it at once (yes, no or abstain), as `icn vote` would.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["yes", "no", "abstain"])
+            .map(|s| s.parse::<Choice>().expect("one of the listed choices")))]
+        vote: Option<Choice>,
         #[command(subcommand)]
         effect: EffectArgs,
     },
@@ -904,7 +908,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let view = client.cancel(job).await?;
             eprintln!("{}", icn_cli::status::describe(&view));
         }
-        Command::Propose { connect, scope, title, effect } => {
+        Command::Propose { connect, scope, title, vote, effect } => {
             let client = connect.client().await?;
             let proposal = Proposal { scope, title, effect: effect.effect(&client).await? };
             proposal.validate()?;
@@ -912,6 +916,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let seconds = closes_ms.saturating_sub(icn_coordinator::server::now_ms()) as f64 / 1000.0;
             eprintln!("proposal {} open; voting closes in {seconds:.1} s", id.short());
             println!("{id}");
+            if let Some(choice) = vote {
+                client.vote(id, choice).await.with_context(|| {
+                    format!(
+                        "proposal {} is open, but your ballot was not cast: `icn vote {} {choice}`",
+                        id.short(),
+                        id.short()
+                    )
+                })?;
+                eprintln!("voted {choice} on proposal {}", id.short());
+            }
         }
         Command::Vote { connect, proposal, choice, reason } => {
             let client = connect.client().await?;
