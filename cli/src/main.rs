@@ -212,8 +212,8 @@ enum Command {
         /// The job id.
         #[arg(required_unless_present = "decision")]
         job: Option<String>,
-        /// A decision's journal entry number, instead of a job.
-        #[arg(long, conflicts_with = "job")]
+        /// A decision's journal entry number (the `#N` that `icn decisions` shows), instead of a job.
+        #[arg(long, conflicts_with = "job", value_parser = decision_entry)]
         decision: Option<u64>,
         /// The same as data.
         #[arg(long)]
@@ -1261,13 +1261,32 @@ async fn stop_signal() -> anyhow::Result<&'static str> {
     }
 }
 
+/// A decision named by its journal entry: `12` or `#12`. A proposal's hex id is not one.
+fn decision_entry(text: &str) -> Result<u64, String> {
+    text.trim_start_matches('#').parse().map_err(|_| {
+        format!(
+            "{text:?} is not a journal entry number: --decision takes the entry of a decision, the #N that \
+             `icn decisions` lists beside it (a proposal's id names the proposal, which `icn decisions` \
+             also shows with its decision's entry once it is decided)"
+        )
+    })
+}
+
 fn read_module(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let is_wat = path.extension().is_some_and(|e| e == "wat");
-    if is_wat {
-        return wat::parse_file(path)
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read module {}", path.display()))?;
+    if path.extension().is_some_and(|e| e == "wat") {
+        return wat::parse_bytes(&bytes)
+            .map(std::borrow::Cow::into_owned)
             .map_err(|e| anyhow::anyhow!("{} is not valid WAT: {e}", path.display()));
     }
-    std::fs::read(path).with_context(|| format!("cannot read module {}", path.display()))
+    // Checked here, before anything is uploaded: a wrong file is named as such.
+    anyhow::ensure!(
+        bytes.starts_with(b"\0asm"),
+        "{} is not a WebAssembly module (a .wasm file starts with the bytes \\0asm) nor WAT text (a .wat \
+         file); give the module your compiler made, or its .wat source",
+        path.display()
+    );
+    Ok(bytes)
 }
 
 async fn follow(client: &Client, job: JobId) -> anyhow::Result<ExitCode> {

@@ -937,3 +937,36 @@ fn a_container_job_runs_from_the_icn_command() {
     let (_, status) = member(&["status", &job]);
     assert!(status.contains("completed") && status.contains("CPU-seconds"), "{status}");
 }
+
+/// A module that is not there, or is not WebAssembly (a README, say), is named as such
+/// before anything is sent; a proposal's hex id given to `trace --decision` is told what
+/// that flag takes.
+#[test]
+fn a_wrong_module_file_or_decision_is_named_with_what_to_give_instead() {
+    let dir = tempfile::tempdir().unwrap();
+    let readme = dir.path().join("README.md");
+    std::fs::write(&readme, "# not a module\n").unwrap();
+    let key = "a".repeat(64);
+    let submit = |module: &Path| {
+        icn(&[
+            "submit",
+            "--coordinator",
+            "127.0.0.1:1",
+            "--coordinator-key",
+            &key,
+            "--key",
+            dir.path().join("none.key").to_str().unwrap(),
+            "--scope",
+            "fed-north",
+            module.to_str().unwrap(),
+        ])
+    };
+    let out = submit(&readme);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("README.md is not a WebAssembly module"), "{}", text(&out.stderr));
+    let out = submit(&dir.path().join("missing.wat"));
+    assert!(text(&out.stderr).contains("cannot read module") && text(&out.stderr).contains("No such file"));
+    let out = icn(&["trace", "--decision", "a9302d0e"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("is not a journal entry number"), "{}", text(&out.stderr));
+}
