@@ -33,7 +33,12 @@ pub enum Refusal {
     NoStanding { member: String, scope: ScopeId, standing: Standing },
     #[error("scope {scope} holds no mandate to run jobs; a decision must grant one")]
     NoMandate { scope: ScopeId },
-    #[error("the mandate of scope {scope} granted by decision #{decision} expired at {expired_ms} ms")]
+    #[error(
+        "the mandate of scope {scope} granted by decision #{decision} expired at {} (UTC); a decision of \
+         {scope} or a scope containing it must grant a new one (`icn propose --scope {scope} … mandate --for \
+         {scope} …`)",
+        icn_protocol::views::when(*expired_ms)
+    )]
     MandateExpired { scope: ScopeId, decision: u64, expired_ms: u64 },
     #[error(
         "the mandate of scope {scope} (decision #{decision}) has {left} left; this job may cost up to {cost}"
@@ -55,7 +60,12 @@ pub enum Refusal {
     UnknownPriorityClass { scope: ScopeId, class: String, known: String },
     #[error("proposal {proposal} is not known")]
     UnknownProposal { proposal: ContentId },
-    #[error("voting on proposal {proposal} closed at {closed_ms} ms")]
+    #[error(
+        "voting on proposal {} closed at {} (UTC); its decision is in `icn decisions`, and a new proposal \
+         opens a new vote",
+        proposal.short(),
+        icn_protocol::views::when(*closed_ms)
+    )]
     VotingClosed { proposal: ContentId, closed_ms: u64 },
     #[error("member {member} was not in the electorate of proposal {proposal} when it opened")]
     NotInElectorate { member: String, proposal: ContentId },

@@ -216,6 +216,9 @@ fn each_reason_to_refuse_a_submission_is_named() {
     world.advance(86_400_000);
     let refusal = g(&world, &world.keys[0], &job("fed", 1)).unwrap_err();
     assert!(matches!(refusal, Refusal::MandateExpired { decision: d, .. } if d == decision), "{refusal}");
+    // A time a person reads, and what to do.
+    assert!(refusal.to_string().contains("expired at 1970-01-02T00:00:02Z (UTC)"), "{refusal}");
+    assert!(refusal.to_string().contains("must grant a new one"), "{refusal}");
 }
 
 #[test]
@@ -240,7 +243,9 @@ fn ballots_from_outsiders_twice_or_late_are_refused_and_a_changed_vote_counts_on
     world.vote(1, proposal, Choice::Yes).unwrap();
 
     world.now_ms += WINDOW_MS;
-    assert!(matches!(world.vote(2, proposal, Choice::No), Err(Refusal::VotingClosed { .. })), "window over");
+    let late = world.vote(2, proposal, Choice::No).unwrap_err();
+    assert!(matches!(late, Refusal::VotingClosed { .. }), "window over");
+    assert!(late.to_string().contains("closed at 1970-01-01T00:00:02Z (UTC)"), "{late}");
     let decisions = world.advance(0);
     assert!(matches!(world.vote(2, proposal, Choice::No), Err(Refusal::VotingClosed { .. })), "decided");
     let decision = &world.governance.decisions[&decisions[0]];
