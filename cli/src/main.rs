@@ -1181,18 +1181,34 @@ async fn run_coordinator(path: &Path, accept_journal_end: bool) -> anyhow::Resul
     let (key_path, mut config) = file.resolve(&base)?;
     config.accept_journal_end = accept_journal_end;
     let key = Arc::new(icn_transport::keyfile::read(&key_path)?);
+    let resuming = config.journal.exists();
     let coordinator = Coordinator::start(key.clone(), config.clone()).await?;
     println!("coordinator {} listening on {}", key.public(), coordinator.addr());
+    if let Some(http) = coordinator.http_addr() {
+        println!(
+            "the member API over HTTP at http://{http}/ (for icn ui and scripts; /openapi.json describes it)"
+        );
+    }
     if let Some(metrics) = coordinator.metrics_addr() {
         println!("metrics for Prometheus at http://{metrics}/metrics");
     }
-    println!(
-        "journal {}; genesis with {} scopes, {} members, {} workers",
-        config.journal.display(),
-        config.genesis.scopes.len(),
-        config.genesis.members.len(),
-        config.genesis.workers.len()
-    );
+    let entries =
+        coordinator.api().read(|core| core.journal_len()).await.map_err(|e| anyhow::anyhow!(e.message))?;
+    if resuming {
+        println!(
+            "journal {}: resumed at entry {}, from the journal as it was",
+            config.journal.display(),
+            entries - 1
+        );
+    } else {
+        println!(
+            "journal {}: new, from a genesis with {} scopes, {} members, {} workers",
+            config.journal.display(),
+            config.genesis.scopes.len(),
+            config.genesis.members.len(),
+            config.genesis.workers.len()
+        );
+    }
     let mut coordinator = coordinator;
     tokio::select! {
         signal = stop_signal() => eprintln!("{}", signal?),

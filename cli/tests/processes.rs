@@ -30,6 +30,8 @@ struct Cluster {
     coordinator: Option<Child>,
     workers: Vec<(String, Child)>,
     inputs: std::cell::Cell<u32>,
+    /// What the coordinator last said of its journal when it started.
+    journal_line: String,
 }
 
 impl Cluster {
@@ -89,6 +91,7 @@ impl Cluster {
             coordinator: None,
             workers: Vec::new(),
             inputs: std::cell::Cell::new(0),
+            journal_line: String::new(),
         }
     }
 
@@ -147,12 +150,22 @@ impl Cluster {
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
-        // Keep reading so the coordinator's later lines never meet a closed pipe.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         assert!(
             line.contains(&format!("coordinator {} listening on {}", self.coordinator_key, self.addr)),
             "the coordinator announces its key and address: {line:?}"
         );
+        // Then what it did with its journal: made it, or resumed it.
+        let mut journal = String::new();
+        while !journal.starts_with("journal ") {
+            journal.clear();
+            assert!(
+                stdout.read_line(&mut journal).unwrap() > 0,
+                "the coordinator says what it did with its journal"
+            );
+        }
+        self.journal_line = journal;
+        // Keep reading so the coordinator's later lines never meet a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         self.coordinator = Some(child);
     }
 
@@ -326,8 +339,14 @@ fn a_coordinator_killed_and_restarted_loses_nothing_and_runs_each_job_once() {
     let lines = cluster.journal_of(&queued);
     assert!(lines.contains("submitted by") && !lines.contains("placed"), "still queued: {lines}");
 
+    assert!(cluster.journal_line.contains(": new, from a genesis with"), "{}", cluster.journal_line);
     cluster.kill_coordinator();
     cluster.start_coordinator();
+    assert!(
+        cluster.journal_line.contains(": resumed at entry "),
+        "a restart says so: {}",
+        cluster.journal_line
+    );
 
     assert_eq!(cluster.wait_for(&running), "done\n");
     assert_eq!(cluster.wait_for(&queued), "42\n");
