@@ -64,7 +64,6 @@ struct Gate {
 
 impl Gate {
     fn new(port: u16) -> Gate {
-        let secret = || hex::encode(Keypair::generate().public().0);
         Gate {
             hosts: ["127.0.0.1", "localhost", "[::1]"].map(|h| format!("{h}:{port}")).to_vec(),
             login: std::sync::Mutex::new(Some(secret())),
@@ -112,6 +111,12 @@ impl Gate {
             .flat_map(|c| c.split(';'))
             .any(|pair| same(pair.trim(), &wanted))
     }
+}
+
+/// 32 random bytes in hex (a fresh key's public half): the form token, the login link's
+/// secret and the session cookie are each one.
+fn secret() -> String {
+    hex::encode(Keypair::generate().public().0)
 }
 
 /// Compares secrets by their digests, so the time taken says nothing of where they differ.
@@ -832,7 +837,7 @@ pub async fn serve(options: UiOptions) -> anyhow::Result<Served> {
     );
     let listener = icn_transport::http::bind(options.listen, "the member page").await?;
     let addr = listener.local_addr()?;
-    let token = hex::encode(icn_protocol::Keypair::generate().public().0);
+    let token = secret();
     let web = WebClient::new(&options.api, options.key);
     let gate = Gate::new(addr.port());
     let login = format!(
