@@ -20,6 +20,8 @@ pub struct LocalWorker {
     pub key: PublicKey,
     pub owner: String,
     pub task: JoinHandle<anyhow::Result<()>>,
+    /// Where this worker serves `/metrics`, when it does.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// The federation every local commons has; its members submit jobs for it.
@@ -258,7 +260,8 @@ pub fn genesis(
 
 /// Worker agents in this process, one per key, serving the coordinator at `addr`; with
 /// `containers`, each also runs container jobs through the local Docker engine (and the
-/// commons fails to start when the engine does not answer).
+/// commons fails to start when the engine does not answer). A `metrics` address with port 0
+/// takes a free port: [`LocalWorker::metrics`] says which.
 pub async fn spawn_workers(
     addr: std::net::SocketAddr,
     coordinator_key: PublicKey,
@@ -285,8 +288,12 @@ pub async fn spawn_workers(
                 icn_worker::ContainerExecutor::connect(sandbox).await.map_err(anyhow::Error::msg)?;
             executors = executors.with(Arc::new(executor));
         }
-        let task = tokio::spawn(icn_worker::run(config, executors));
-        workers.push(LocalWorker { key: key.public(), owner, task });
+        let worker = icn_worker::Worker::start(config, executors)
+            .await
+            .map_err(|e| e.context(format!("the worker of {owner} cannot start")))?;
+        let metrics = worker.metrics_addr();
+        let task = tokio::spawn(worker.run());
+        workers.push(LocalWorker { key: key.public(), owner, task, metrics });
     }
     Ok(workers)
 }

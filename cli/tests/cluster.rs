@@ -310,7 +310,12 @@ async fn start_with_rogue(dir: &std::path::Path, rogue: Arc<Keypair>) -> LocalCo
     let commons = LocalCommons {
         coordinator,
         journal,
-        workers: vec![icn_cli::local::LocalWorker { key: honest.public(), owner: "coop-a".into(), task }],
+        workers: vec![icn_cli::local::LocalWorker {
+            key: honest.public(),
+            owner: "coop-a".into(),
+            task,
+            metrics: None,
+        }],
         member: member.clone(),
         member_name: "ana".into(),
         members: vec![icn_cli::local::LocalMember { name: "ana".into(), key: member }],

@@ -13,7 +13,7 @@ use icn_cli::local::{self, LocalCommons, LocalOptions};
 use icn_coordinator::journal;
 use icn_core::record::Record;
 use icn_protocol::governance::{Credits, Effect, PlacementPolicy, ScopeId};
-use icn_protocol::wire::{Assignment, ExecutorKind, JobState, JobView, Limits, Outcome};
+use icn_protocol::wire::{Assignment, ExecutorKind, FailureKind, JobState, JobView, Limits, Outcome};
 use icn_protocol::{ContentId, JobId, Keypair, PublicKey};
 use icn_worker::container::{ContainerConfig, ContainerExecutor, import_busybox};
 use icn_worker::executor::{Executor, Running, Stop};
@@ -130,6 +130,9 @@ enum Lie {
     /// It claims its container used all the CPU it could in the time it ran, and all
     /// its memory.
     Usage,
+    /// Not a lie: it reads a kill for memory as an engine that missed it does, an exit by
+    /// SIGKILL (137) with no output.
+    OomUnrecorded,
 }
 
 struct Liar {
@@ -155,6 +158,11 @@ impl Executor for Liar {
                 Lie::Usage => {
                     execution.usage.cpu_ms = execution.usage.wall_ms;
                     execution.usage.memory_peak_bytes = 64 << 20;
+                }
+                Lie::OomUnrecorded => {
+                    if matches!(execution.outcome, Outcome::Failed { kind: FailureKind::MemoryLimit, .. }) {
+                        execution.outcome = Outcome::Exited { code: 137 };
+                    }
                 }
             }
             execution
@@ -236,6 +244,69 @@ async fn a_worker_that_lies_about_a_containers_usage_is_outvoted_and_loses_trust
     outvoted(Lie::Usage).await;
 }
 
+/// A container killed for memory on two cooperatives, one of whose engines did not record
+/// the kill as such (its worker reports an exit by SIGKILL): one result, nobody dissents
+/// or loses trust, the job fails at its memory limit and both are paid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_killed_for_memory_agree_whether_or_not_their_engine_recorded_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = Arc::new(Keypair::generate());
+    let extra: &'static [(PublicKey, &'static str)] = Box::leak(Box::new([(key.public(), "coop-r")]));
+    let commons = start(dir.path(), extra).await;
+    let image = image().await;
+    let _missed = liar(&commons, key.clone(), Lie::OomUnrecorded).await;
+    commons.wait_for_workers(4).await.unwrap();
+    let ana = commons.client().await.unwrap();
+    let args = vec![
+        "sh".into(),
+        "-c".into(),
+        "echo partial; sleep 1; dd if=/dev/zero of=/dev/null bs=128M count=1".into(),
+    ];
+    let limits = Limits { memory_bytes: 32 << 20, timeout_ms: 20_000, ..Limits::default() };
+    let mut mixed = None;
+    for _ in 0..12 {
+        let request =
+            JobRequest::new(local::federation(), ExecutorKind::Container, image, b"", args.clone(), limits);
+        let job = ana.submit(&request).await.unwrap();
+        let view =
+            tokio::time::timeout(Duration::from_secs(60), ana.watch(job, |_| {})).await.unwrap().unwrap();
+        let records = records_of(&commons, job);
+        assert_eq!(view.state, JobState::Failed, "{view:?}: {records:#?}");
+        let failure = view.failure.clone().unwrap_or_default();
+        assert!(
+            failure.contains("memory limit"),
+            "the job ends as the engine that recorded the kill says: {failure:?} {view:?}"
+        );
+        let verified = records.iter().find_map(|r| match r {
+            Record::Verified { agreeing, dissenting, .. } => Some((agreeing.clone(), dissenting.clone())),
+            _ => None,
+        });
+        let reports: Vec<(PublicKey, icn_protocol::wire::ExecutionReport)> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::ReportReceived { report } => Some((report.signer, report.open().unwrap())),
+                _ => None,
+            })
+            .collect();
+        let (agreeing, dissenting) = verified.unwrap_or_else(|| panic!("verified: {records:#?}"));
+        assert!(dissenting.is_empty(), "{reports:#?}");
+        let paid = records.iter().find_map(|r| match r {
+            Record::JobFailedPaid { payees, .. } => Some(payees.len()),
+            _ => None,
+        });
+        assert_eq!(paid, Some(2), "both cooperatives are paid: {records:#?}");
+        if agreeing.contains(&key.public()) {
+            mixed = Some(job);
+            break;
+        }
+    }
+    assert!(mixed.is_some(), "the worker whose engine misses kills never got a replica");
+    let workers = ana.workers().await.unwrap();
+    let view = workers.iter().find(|w| w.key == key.public()).unwrap();
+    assert_eq!((view.trust.disagreements, view.trust.agreements), (0, 1), "{view:?}");
+    commons.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_job_fails_with_its_reason_and_pays_what_it_used() {
     let dir = tempfile::tempdir().unwrap();
@@ -249,7 +320,7 @@ async fn a_container_job_fails_with_its_reason_and_pays_what_it_used() {
     let view = tokio::time::timeout(Duration::from_secs(60), ana.watch(job, |_| {})).await.unwrap().unwrap();
     assert_eq!(view.state, JobState::Failed, "{view:?}");
     let (_, report) = view.result.clone().unwrap();
-    assert!(matches!(report.outcome, Outcome::Failed { kind: icn_protocol::wire::FailureKind::Timeout, .. }));
+    assert!(matches!(report.outcome, Outcome::Failed { kind: FailureKind::Timeout, .. }));
     let paid = records_of(&commons, job).into_iter().find_map(|r| match r {
         Record::JobFailedPaid { payees, .. } => Some(payees),
         _ => None,

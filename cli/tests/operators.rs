@@ -70,10 +70,10 @@ fn dashboard_exprs() -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_the_commons_and_every_dashboard_and_alert_expression_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let workers = [free_addr(), free_addr(), free_addr()];
+    let any_port: SocketAddr = ([127, 0, 0, 1], 0).into();
     let options = LocalOptions {
         metrics_listen: Some(([127, 0, 0, 1], 0).into()),
-        worker_metrics: &workers,
+        worker_metrics: &[any_port; 3],
         containers: true,
         mandate_executors: &[ExecutorKind::Wasm, ExecutorKind::Container],
         voting_window_ms: 300,
@@ -82,6 +82,7 @@ async fn prometheus_scrapes_the_commons_and_every_dashboard_and_alert_expression
     let commons = LocalCommons::start(dir.path(), options).await.unwrap();
     commons.decide_container_terms(50).await.unwrap();
     let coordinator = commons.coordinator.metrics_addr().unwrap();
+    let workers: Vec<SocketAddr> = commons.workers.iter().map(|w| w.metrics.unwrap()).collect();
     let web = free_addr();
     let targets =
         |addrs: &[SocketAddr]| addrs.iter().map(|a| format!("'{a}'")).collect::<Vec<_>>().join(", ");

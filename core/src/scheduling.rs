@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use icn_placement::{Plan, Policy, Request, Shortfall, Verdict};
 use icn_protocol::governance::ScopeId;
-use icn_protocol::wire::{Assignment, ExecutionReport, ExecutorKind, Outcome, Waiting};
+use icn_protocol::wire::{Assignment, ExecutionReport, ExecutorKind, FailureKind, Outcome, Waiting};
 use icn_protocol::{ContentId, Envelope, Fuel, JobId, PublicKey, TaskId};
 
 use crate::jobs::Received;
@@ -326,7 +326,17 @@ impl Core {
         let each = cost(job, used);
         let payees = agreeing.iter().map(|w| (received(w).owner.clone(), each)).collect();
         let (fuel, worker) = (used.fuel, accepted.worker);
-        let ended = match &accepted.report.outcome {
+        // Agreeing container replicas killed for memory may differ in whether their
+        // engine recorded why: the job ends as the one that did says, and is charged as
+        // the accepted (median) run used.
+        let memory = |r: &&Received| {
+            matches!(r.report.outcome, Outcome::Failed { kind: FailureKind::MemoryLimit, .. })
+        };
+        let ending = match job.terms {
+            Some(_) => agreeing.iter().map(received).find(memory).unwrap_or(accepted),
+            None => accepted,
+        };
+        let ended = match &ending.report.outcome {
             Outcome::Exited { .. } => Record::JobCompleted {
                 job: id,
                 output_digest: accepted.report.output_digest,
@@ -437,7 +447,7 @@ fn judged_report(job: &crate::jobs::Job, r: &Received) -> icn_placement::Report 
     icn_placement::Report {
         worker: r.worker,
         owner: r.owner.clone(),
-        digest: result_key(job, &r.report),
+        digest: result_key(job.terms.is_some(), &r.report),
         fuel: Used::charged(job, &r.report).fuel.0,
         usage: r.report.usage,
     }
@@ -446,10 +456,16 @@ fn judged_report(job: &crate::jobs::Job, r: &Received) -> icn_placement::Report 
 /// What replicas must match on to agree: how the run ended and what it printed. A wasm
 /// run that reached its fuel limit and one that reached its time limit end the same way:
 /// near both, which comes first depends on the worker's speed, and neither honest worker
-/// is wrong.
-fn result_key(job: &crate::jobs::Job, report: &ExecutionReport) -> ContentId {
+/// is wrong. So do a container killed for going over its memory limit and one that exited
+/// 137 (killed by SIGKILL, which its worker did not send): the engine does not always
+/// record a kill for memory (one in the container's first milliseconds is neither in its
+/// `OOMKilled` flag nor among its events), and a worker keeps the output of neither.
+fn result_key(container: bool, report: &ExecutionReport) -> ContentId {
     let ending = match &report.outcome {
-        outcome if job.terms.is_none() && ends_at_a_limit(outcome) => "failed at a limit".to_string(),
+        outcome if !container && ends_at_a_limit(outcome) => "failed at a limit".to_string(),
+        outcome if container && outcome.container_killed_for_memory() => {
+            "killed: memory limit or SIGKILL".to_string()
+        }
         Outcome::Exited { code } => format!("exited {code}"),
         Outcome::Failed { kind, .. } => format!("failed {kind:?}"),
     };
@@ -463,4 +479,46 @@ fn result_key(job: &crate::jobs::Job, report: &ExecutionReport) -> ContentId {
 fn draw(job: JobId) -> f64 {
     let bytes: [u8; 8] = job.0.0[..8].try_into().expect("an id has eight bytes");
     (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use icn_protocol::wire::{CONTAINER_SIGKILL_EXIT, ExecutionReport, FailureKind, Outcome};
+    use icn_protocol::{ContentId, Fuel, TaskId};
+
+    use super::result_key;
+
+    fn report(outcome: Outcome, output: &[u8]) -> ExecutionReport {
+        ExecutionReport {
+            task: TaskId { job: icn_protocol::JobId(ContentId::of(b"job")), index: 0 },
+            attempt: 1,
+            outcome,
+            output_digest: ContentId::of(output),
+            output_bytes: output.len() as u64,
+            stderr: vec![],
+            fuel: Fuel(0),
+            usage: Default::default(),
+        }
+    }
+
+    fn memory() -> Outcome {
+        Outcome::Failed { kind: FailureKind::MemoryLimit, detail: "over 32 MiB".into() }
+    }
+
+    /// One honest container replica's engine recorded the kernel's kill for memory, the
+    /// other's did not: one result. The same two endings of a wasm run, or with different
+    /// outputs, or a container's other exits, are not.
+    #[test]
+    fn a_container_killed_for_memory_is_one_result_however_its_engine_recorded_it() {
+        let sigkill = Outcome::Exited { code: CONTAINER_SIGKILL_EXIT };
+        let key =
+            |container, outcome: Outcome, output: &[u8]| result_key(container, &report(outcome, output));
+        assert_eq!(key(true, memory(), b""), key(true, sigkill.clone(), b""));
+        assert_ne!(key(false, memory(), b""), key(false, sigkill.clone(), b""), "wasm has no SIGKILL");
+        assert_ne!(key(true, memory(), b""), key(true, sigkill.clone(), b"forged"), "outputs still count");
+        assert_ne!(key(true, memory(), b""), key(true, Outcome::Exited { code: 1 }, b""));
+        assert_ne!(key(true, sigkill, b""), key(true, Outcome::Exited { code: 0 }, b""));
+        let timeout = Outcome::Failed { kind: FailureKind::Timeout, detail: String::new() };
+        assert_ne!(key(true, memory(), b""), key(true, timeout, b""));
+    }
 }

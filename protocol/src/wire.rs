@@ -393,6 +393,10 @@ pub struct Usage {
 
 /// CPUs one container task may use: its CPU quota.
 pub const CONTAINER_CPUS: u64 = 1;
+/// A container's exit code when its process was killed by SIGKILL (128 + 9): the kernel's
+/// kill at its memory limit when the engine did not record it as one. Its worker keeps no
+/// output of such a run, as of one killed for memory.
+pub const CONTAINER_SIGKILL_EXIT: i32 = 137;
 /// Time a container's wall clock may run past its timeout while the engine stops it.
 pub const CONTAINER_STOP_GRACE_MS: u64 = 10_000;
 
@@ -938,6 +942,17 @@ impl Outcome {
             Outcome::Failed { kind, detail } => Outcome::Failed { kind, detail: printable(&detail, &[]) },
             other => other,
         }
+    }
+
+    /// For a container: its kernel killed it at its memory limit, as its engine recorded
+    /// (`MemoryLimit`), or maybe so: an exit by SIGKILL ([`CONTAINER_SIGKILL_EXIT`]) its
+    /// worker did not send, which is what a kill the engine missed reads as.
+    pub fn container_killed_for_memory(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Exited { code: CONTAINER_SIGKILL_EXIT }
+                | Outcome::Failed { kind: FailureKind::MemoryLimit, .. }
+        )
     }
 }
 

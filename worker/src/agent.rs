@@ -85,59 +85,91 @@ struct Link {
     outbox: Vec<Pending>,
 }
 
+/// A worker whose `/metrics` listener (if any) is bound and whose endpoint is open, not
+/// yet connected: [`Worker::run`] connects it.
+pub struct Worker {
+    agent: Arc<Agent>,
+    endpoint: quinn::Endpoint,
+    metrics_addr: Option<SocketAddr>,
+}
+
 /// Runs the worker until the coordinator refuses it (an error naming the reason), shows
 /// a history other than the one it showed before, or the task is cancelled. A lost
 /// connection is retried with backoff; tasks keep running meanwhile and resume on the
 /// next connection.
 pub async fn run(config: WorkerConfig, executors: impl Into<Executors>) -> anyhow::Result<()> {
-    let executors = executors.into();
-    let endpoint = transport::client_endpoint()?;
-    let slots = Arc::new(Semaphore::new(config.slots as usize));
-    let metrics = crate::metrics::Metrics::new(config.slots, slots.clone(), executors.collectors());
-    if let Some(listen) = config.metrics_listen {
-        let addr = crate::metrics::serve(listen, metrics.clone()).await?;
-        tracing::info!(%addr, "metrics for Prometheus at /metrics");
+    Worker::start(config, executors).await?.run().await
+}
+
+impl Worker {
+    /// Binds `/metrics` (when `config.metrics_listen` is set; port 0 takes a free one)
+    /// and opens the QUIC endpoint; an address already taken fails here, before any
+    /// connection is tried.
+    pub async fn start(config: WorkerConfig, executors: impl Into<Executors>) -> anyhow::Result<Worker> {
+        let executors = executors.into();
+        let endpoint = transport::client_endpoint()?;
+        let slots = Arc::new(Semaphore::new(config.slots as usize));
+        let metrics = crate::metrics::Metrics::new(config.slots, slots.clone(), executors.collectors());
+        let metrics_addr = match config.metrics_listen {
+            Some(listen) => {
+                let addr = crate::metrics::serve(listen, metrics.clone()).await?;
+                tracing::info!(%addr, "metrics for Prometheus at /metrics");
+                Some(addr)
+            }
+            None => None,
+        };
+        let agent = Arc::new(Agent {
+            metrics,
+            slots,
+            seals: Mutex::new(SealKeeper::new(config.coordinator_key, None)?),
+            config,
+            executors,
+            running: Mutex::default(),
+            link: Mutex::default(),
+            distrust: Mutex::default(),
+        });
+        Ok(Worker { agent, endpoint, metrics_addr })
     }
-    let agent = Arc::new(Agent {
-        metrics,
-        slots,
-        seals: Mutex::new(SealKeeper::new(config.coordinator_key, None)?),
-        config,
-        executors,
-        running: Mutex::default(),
-        link: Mutex::default(),
-        distrust: Mutex::default(),
-    });
-    let mut backoff = reconnect_backoff();
-    loop {
-        match agent.connect(&endpoint).await {
-            Ok(session) => {
-                backoff = reconnect_backoff();
-                tracing::info!(coordinator = %agent.config.coordinator, "connected and admitted");
-                agent.metrics.connected.set(1);
-                let reason = agent.clone().serve(session).await;
-                agent.metrics.connected.set(0);
-                agent.link.lock().expect("link lock").connection = None;
-                if let Some(distrust) = agent.distrust.lock().expect("distrust lock").clone() {
-                    anyhow::bail!(
-                        "this worker refuses coordinator {}: {distrust}",
-                        agent.config.coordinator_key
-                    );
+
+    /// Where `/metrics` is served, once bound.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Connects and serves the coordinator; see [`run`].
+    pub async fn run(self) -> anyhow::Result<()> {
+        let Worker { agent, endpoint, .. } = self;
+        let mut backoff = reconnect_backoff();
+        loop {
+            match agent.connect(&endpoint).await {
+                Ok(session) => {
+                    backoff = reconnect_backoff();
+                    tracing::info!(coordinator = %agent.config.coordinator, "connected and admitted");
+                    agent.metrics.connected.set(1);
+                    let reason = agent.clone().serve(session).await;
+                    agent.metrics.connected.set(0);
+                    agent.link.lock().expect("link lock").connection = None;
+                    if let Some(distrust) = agent.distrust.lock().expect("distrust lock").clone() {
+                        anyhow::bail!(
+                            "this worker refuses coordinator {}: {distrust}",
+                            agent.config.coordinator_key
+                        );
+                    }
+                    tracing::warn!(%reason, "connection to the coordinator lost; reconnecting");
                 }
-                tracing::warn!(%reason, "connection to the coordinator lost; reconnecting");
+                Err(Error::Refused(reason)) => {
+                    anyhow::bail!("the coordinator refused this worker: {reason}");
+                }
+                Err(Error::History(e)) => {
+                    anyhow::bail!("this worker refuses coordinator {}: {e}", agent.config.coordinator_key);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot reach the coordinator yet");
+                }
             }
-            Err(Error::Refused(reason)) => {
-                anyhow::bail!("the coordinator refused this worker: {reason}");
-            }
-            Err(Error::History(e)) => {
-                anyhow::bail!("this worker refuses coordinator {}: {e}", agent.config.coordinator_key);
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot reach the coordinator yet");
-            }
+            let delay = backoff.next().unwrap_or(Duration::from_millis(RECONNECT_DELAY_MS_MAX));
+            tokio::time::sleep(delay).await;
         }
-        let delay = backoff.next().unwrap_or(Duration::from_millis(RECONNECT_DELAY_MS_MAX));
-        tokio::time::sleep(delay).await;
     }
 }
 

@@ -26,7 +26,8 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 use icn_protocol::wire::{
-    Assignment, CONTAINER_CPUS, ExecutorKind, FailureKind, Limits, Outcome, STDERR_SIZE_BYTES_MAX, Usage,
+    Assignment, CONTAINER_CPUS, CONTAINER_SIGKILL_EXIT, ExecutorKind, FailureKind, Limits, Outcome,
+    STDERR_SIZE_BYTES_MAX, Usage,
 };
 use icn_protocol::{ContentId, Fuel};
 use prometheus::{IntCounter, IntCounterVec, Opts};
@@ -324,12 +325,6 @@ impl ContainerExecutor {
         // (which adds the engine's answers and this worker's scheduling): replicas on
         // busy machines read closer to each other.
         let wall_ms = lifetime_ms(&state).unwrap_or(wall_ms);
-        let usage = Usage {
-            // Sampled usage can run a little past the clock's reading; the report must not.
-            cpu_ms: sampled.cpu_ms.min(wall_ms * CONTAINER_CPUS),
-            memory_peak_bytes: sampled.memory_peak_bytes.min(limits.memory_bytes),
-            wall_ms: wall_ms.min(limits.timeout_ms + icn_protocol::wire::CONTAINER_STOP_GRACE_MS),
-        };
         let outcome = match watched.ended {
             Ended::Exited if state.oom_killed == Some(true) => Outcome::Failed {
                 kind: FailureKind::MemoryLimit,
@@ -338,9 +333,28 @@ impl ContainerExecutor {
             Ended::Exited => Outcome::Exited { code: state.exit_code.unwrap_or(-1) as i32 },
             Ended::Killed(kind, detail) => Outcome::Failed { kind, detail },
         };
+        // An exit by SIGKILL this worker did not send is the kernel's kill for memory that
+        // the engine did not record: no output is kept of it, as of one it did record.
+        let killed_for_memory = matches!(
+            outcome,
+            Outcome::Exited { code: CONTAINER_SIGKILL_EXIT }
+                | Outcome::Failed { kind: FailureKind::MemoryLimit, .. }
+        );
         let output = match outcome {
-            Outcome::Exited { .. } => watched.stdout,
-            Outcome::Failed { .. } => Vec::new(),
+            Outcome::Exited { .. } if !killed_for_memory => watched.stdout,
+            Outcome::Exited { .. } | Outcome::Failed { .. } => Vec::new(),
+        };
+        let usage = Usage {
+            // Sampled usage can run a little past the clock's reading; the report must not.
+            cpu_ms: sampled.cpu_ms.min(wall_ms * CONTAINER_CPUS),
+            // A run killed for memory reached its limit, whatever the last sample before
+            // the kill read: so honest replicas of it report the same peak.
+            memory_peak_bytes: if killed_for_memory {
+                limits.memory_bytes
+            } else {
+                sampled.memory_peak_bytes.min(limits.memory_bytes)
+            },
+            wall_ms: wall_ms.min(limits.timeout_ms + icn_protocol::wire::CONTAINER_STOP_GRACE_MS),
         };
         Ok(Execution { outcome, output, stderr: tail(watched.stderr), fuel: Fuel(0), usage })
     }
@@ -370,7 +384,10 @@ impl ContainerExecutor {
             .map_err(|e| format!("the Docker engine could not inspect the ended container: {e}"))?
             .state
             .unwrap_or_default();
-        if !exited || state.exit_code != Some(137) || state.oom_killed == Some(true) {
+        if !exited
+            || state.exit_code != Some(i64::from(CONTAINER_SIGKILL_EXIT))
+            || state.oom_killed == Some(true)
+        {
             return Ok(state);
         }
         let waited = Instant::now();
