@@ -281,6 +281,13 @@ pub fn queue(queue: &icn_protocol::views::QueueView) -> String {
     out
 }
 
+/// Open proposals and past decisions, as `icn decisions --json` prints them.
+#[derive(serde::Serialize)]
+pub struct Decisions {
+    pub open: Vec<icn_protocol::views::ProposalView>,
+    pub decided: Vec<icn_protocol::views::DecisionView>,
+}
+
 /// A duration in the largest unit that keeps it readable: 42s, 7m, 3h, 2d.
 pub fn age(ms: u64) -> String {
     let s = ms / 1000;
@@ -290,6 +297,22 @@ pub fn age(ms: u64) -> String {
         3_600..86_400 => format!("{}h", s / 3_600),
         _ => format!("{}d", s / 86_400),
     }
+}
+
+/// A whole number with its thousands set apart: 1,000,000,000 and -12,345.
+pub fn thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if n < 0 {
+        out.push('-');
+    }
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
 }
 
 /// Parses a duration as `--since` takes it: a number and a unit (s, m, h or d).
@@ -318,6 +341,8 @@ mod tests {
         assert_eq!(parse_duration_ms("30m").unwrap(), 1_800_000);
         assert_eq!(parse_duration_ms("2h").unwrap(), 7_200_000);
         assert_eq!(parse_duration_ms("1d").unwrap(), 86_400_000);
+        let grouped: Vec<String> = [0, 999, 1_000, -12_345, 1_000_000_000, i64::MIN].map(thousands).into();
+        assert_eq!(grouped, ["0", "999", "1,000", "-12,345", "1,000,000,000", "-9,223,372,036,854,775,808"]);
         assert_eq!(parse_duration_ms("45s").unwrap(), 45_000);
         let no_unit = parse_duration_ms("90").unwrap_err().to_string();
         assert!(no_unit.contains("use s, m, h or d"), "{no_unit}");

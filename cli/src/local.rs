@@ -59,6 +59,8 @@ pub struct LocalOptions<'a> {
     /// A founding mandate for the federation with this budget, so jobs can run
     /// without a vote first; `None` leaves the federation to decide one.
     pub founding_budget: Option<Credits>,
+    /// How long the founding mandate holds, from the commons' first start.
+    pub founding_period_ms: u64,
     /// The federation's founding credit line: how far below zero its account may go.
     pub credit_limit: Credits,
     /// More admitted worker keys (with their cooperative) that the caller runs itself.
@@ -68,8 +70,9 @@ pub struct LocalOptions<'a> {
     /// Ended jobs the coordinator keeps in memory.
     pub ended_jobs_in_memory: usize,
     /// Where keys persist: each one is read from `NAME.key` there, or made and written on
-    /// the first start, so the commons can stop and start again on its journal. `None`:
-    /// fresh keys every time.
+    /// the first start, so the commons can stop and start again on its journal, from the
+    /// genesis that journal began with (the options that shape a genesis then change
+    /// nothing: decisions do). `None`: fresh keys every time.
     pub keys: Option<&'a Path>,
     /// Where the coordinator listens (default: any free port on loopback).
     pub listen: std::net::SocketAddr,
@@ -103,6 +106,7 @@ impl Default for LocalOptions<'_> {
             worker_timeout_ms: 2_000,
             voting_window_ms: 1_000,
             founding_budget: Some(Credits(1_000_000_000)),
+            founding_period_ms: DAY_MS,
             credit_limit: Credits(1_000_000_000),
             extra_workers: &[],
             mandate_executors: &[ExecutorKind::Wasm],
@@ -134,12 +138,34 @@ pub fn submission(
     crate::client::JobRequest::new(federation(), ExecutorKind::Wasm, module, input, vec![], limits)
 }
 
+pub const DAY_MS: u64 = 24 * 3_600_000;
+
+/// The genesis the journal at `path` began with; `None` when there is no journal yet.
+pub fn journaled_genesis(path: &Path) -> anyhow::Result<Option<Genesis>> {
+    use icn_core::trace::Source;
+    if !path.exists() {
+        return Ok(None);
+    }
+    let reader = icn_coordinator::journal::JournalReader::open(path)?;
+    let first = match reader.entry(0) {
+        Ok(entry) => entry,
+        Err(_) => return Ok(None),
+    };
+    match first.decode_record()? {
+        icn_core::Record::Governance(icn_governance::Event::Genesis(genesis)) => Ok(Some(genesis)),
+        other => anyhow::bail!(
+            "the journal {} does not begin with a genesis (its first entry is {other:?})",
+            path.display()
+        ),
+    }
+}
+
 /// A mandate for the federation: `budget` for a day, wasm only, default limits.
 pub fn day_mandate(budget: Credits) -> Mandate {
     Mandate {
         scope: federation(),
         budget,
-        period_ms: 24 * 3_600_000,
+        period_ms: DAY_MS,
         executors: vec![ExecutorKind::Wasm],
         limits: Limits::default(),
     }
@@ -246,6 +272,7 @@ pub fn genesis(
                 scope,
                 limits: most,
                 executors: options.mandate_executors.to_vec(),
+                period_ms: options.founding_period_ms,
                 ..day_mandate(budget)
             })
         })
@@ -314,16 +341,23 @@ impl LocalCommons {
             .iter()
             .map(|owner| Ok((key(&format!("{owner}-worker"))?, owner.to_string())))
             .collect::<anyhow::Result<_>>()?;
-        let genesis = genesis(
-            &options,
-            &members.iter().map(|m| (m.name.clone(), m.key.public())).collect::<Vec<_>>(),
-            &worker_keys
-                .iter()
-                .map(|(key, owner)| (key.public(), owner.clone()))
-                .chain(options.extra_workers.iter().map(|(key, owner)| (*key, owner.to_string())))
-                .collect::<Vec<_>>(),
-        )?;
         let journal = dir.join("journal.db");
+        let journaled = match options.keys {
+            Some(_) => journaled_genesis(&journal)?,
+            None => None,
+        };
+        let genesis = match journaled {
+            Some(genesis) => genesis,
+            None => genesis(
+                &options,
+                &members.iter().map(|m| (m.name.clone(), m.key.public())).collect::<Vec<_>>(),
+                &worker_keys
+                    .iter()
+                    .map(|(key, owner)| (key.public(), owner.clone()))
+                    .chain(options.extra_workers.iter().map(|(key, owner)| (*key, owner.to_string())))
+                    .collect::<Vec<_>>(),
+            )?,
+        };
         let config = CoordinatorConfig {
             listen: options.listen,
             journal: journal.clone(),

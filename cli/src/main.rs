@@ -147,8 +147,11 @@ enum Command {
         /// The job's id, or any unique start of it (at least 6 hex digits).
         job: String,
         /// Follow the job until it ends, then print its output.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "json")]
         wait: bool,
+        /// The job's view as JSON (its state, attempts, result and failure).
+        #[arg(long)]
+        json: bool,
     },
     /// Cancel a job: its submitter, or a member with vote or operate standing in its
     /// scope, may. Running replicas are stopped and the job's hold is released.
@@ -157,6 +160,9 @@ enum Command {
         connect: Connect,
         /// The job's id, as `icn submit` printed it.
         job: String,
+        /// The job's view after the cancel, as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Ask a scope to decide on an effect; prints the proposal id and when voting closes.
     Propose {
@@ -194,11 +200,17 @@ enum Command {
     Decisions {
         #[command(flatten)]
         connect: Connect,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Members and the standing each holds, by scope.
     Members {
         #[command(flatten)]
         connect: Connect,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Scopes: their place, rule, members, mandate and workers.
     Scope {
@@ -255,6 +267,9 @@ enum Command {
     Workers {
         #[command(flatten)]
         connect: Connect,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// The mutual-credit ledger: positions, statements, clearing.
     Ledger {
@@ -279,6 +294,11 @@ enum Command {
         /// Where the coordinator serves the HTTP/JSON member API (for `icn ui` and scripts).
         #[arg(long, default_value = "127.0.0.1:7700")]
         http_listen: SocketAddr,
+        /// How long each proposal stays open for votes, in every scope (30s, 2m, 1h): long
+        /// enough to read a proposal and type a vote. Set when the commons is first made;
+        /// after that a decision changes it.
+        #[arg(long, default_value = "2m", value_parser = duration_ms)]
+        voting_window: u64,
     },
     /// Your page in a browser: what was decided, what ran and what it cost, your votes and
     /// your cooperative's machines. Served from this machine; it signs with your key file
@@ -377,6 +397,9 @@ enum LedgerCommand {
     Positions {
         #[command(flatten)]
         connect: Connect,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Each entry that moved a scope's account, with the decision behind it.
     Statement {
@@ -394,6 +417,9 @@ enum LedgerCommand {
         connect: Connect,
         /// The federation whose scopes' obligations are netted.
         federation: ScopeId,
+        /// As JSON: the obligations before and after.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -403,6 +429,9 @@ enum ScopeCommand {
     List {
         #[command(flatten)]
         connect: Connect,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// One scope: its rule, members and standing, mandates, budget spent and left.
     Show {
@@ -410,6 +439,9 @@ enum ScopeCommand {
         connect: Connect,
         /// The scope's id, such as fed-north.
         scope: ScopeId,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -667,6 +699,11 @@ struct Connect {
     key: PathBuf,
 }
 
+/// A duration as flags take it: 30s, 2m, 1h, 1d.
+fn duration_ms(text: &str) -> Result<u64, String> {
+    icn_cli::governance::parse_duration_ms(text).map_err(|e| e.to_string())
+}
+
 /// HOST:PORT resolved to one address, IPv4 first (a coordinator listening on 127.0.0.1
 /// is not at localhost's ::1).
 fn coordinator_address(text: &str) -> Result<SocketAddr, String> {
@@ -740,6 +777,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             run_coordinator(&config, accept_journal_end).await?
         }
         Command::Worker { connect, slots, memory_mib, metrics_listen, containers } => {
+            let stop = stop_signal()?;
             let config = icn_worker::WorkerConfig {
                 key: connect.key()?,
                 coordinator: connect.coordinator,
@@ -770,7 +808,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             tokio::select! {
                 result = icn_worker::run(config, executors) => result?,
-                signal = stop_signal() => eprintln!("worker stopping ({})", signal?),
+                signal = stop => eprintln!("worker stopping ({signal})"),
             }
         }
         Command::Submit {
@@ -836,14 +874,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 return follow(&client, job).await;
             }
         }
-        Command::Status { connect, job, wait } => {
+        Command::Status { connect, job, wait, json } => {
             let client = connect.client().await?;
             let job = client.resolve_job(&job).await?;
             if wait {
                 return follow(&client, job).await;
             }
             let view = client.status(job).await?;
-            eprintln!("{}", icn_cli::status::describe(&view));
+            show(json, &view, |view| format!("{}\n", icn_cli::status::describe(view)))?;
             return Ok(exit_code(&view));
         }
         Command::Result { connect, job, out } => {
@@ -902,11 +940,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Err(why) => eprintln!("{why}"),
             }
         }
-        Command::Cancel { connect, job } => {
+        Command::Cancel { connect, job, json } => {
             let client = connect.client().await?;
             let job = client.resolve_job(&job).await?;
             let view = client.cancel(job).await?;
-            eprintln!("{}", icn_cli::status::describe(&view));
+            show(json, &view, |view| format!("{}\n", icn_cli::status::describe(view)))?;
         }
         Command::Propose { connect, scope, title, vote, effect } => {
             let client = connect.client().await?;
@@ -933,20 +971,23 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             client.vote_because(proposal, choice, reason).await?;
             eprintln!("voted {choice} on proposal {}", proposal.short());
         }
-        Command::Decisions { connect } => {
+        Command::Decisions { connect, json } => {
             let client = connect.client().await?;
-            let (decisions, open) = (client.decisions().await?, client.proposals().await?);
-            print!("{}", icn_cli::governance::decisions(&decisions, &open));
+            let listed = icn_cli::governance::Decisions {
+                open: client.proposals().await?,
+                decided: client.decisions().await?,
+            };
+            show(json, &listed, |l| icn_cli::governance::decisions(&l.decided, &l.open))?;
         }
-        Command::Members { connect } => {
-            print!("{}", icn_cli::governance::members(&connect.client().await?.members().await?));
+        Command::Members { connect, json } => {
+            show(json, &connect.client().await?.members().await?, |m| icn_cli::governance::members(m))?;
         }
-        Command::Scope { command: ScopeCommand::List { connect } } => {
-            print!("{}", icn_cli::governance::scopes(&connect.client().await?.scopes().await?));
+        Command::Scope { command: ScopeCommand::List { connect, json } } => {
+            show(json, &connect.client().await?.scopes().await?, |s| icn_cli::governance::scopes(s))?;
         }
-        Command::Scope { command: ScopeCommand::Show { connect, scope } } => {
+        Command::Scope { command: ScopeCommand::Show { connect, scope, json } } => {
             let view = connect.client().await?.scope(scope).await?;
-            print!("{}", icn_cli::governance::scope(&view, icn_coordinator::server::now_ms()));
+            show(json, &view, |v| icn_cli::governance::scope(v, icn_coordinator::server::now_ms()))?;
         }
         Command::Trace { connect, job, decision, json } => {
             let client = connect.client().await?;
@@ -955,12 +996,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 (Some(job), None) => TraceQuery::Job(client.resolve_job(&job).await?),
                 (None, None) => bail!("name a job, or a decision with --decision"),
             };
-            let trace = client.trace(query).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&trace)?);
-            } else {
-                print!("{trace}");
-            }
+            show(json, &client.trace(query).await?, ToString::to_string)?;
         }
         Command::Jobs { connect, scope, state, mine, since, limit, json } => {
             let now_ms = icn_coordinator::server::now_ms();
@@ -972,45 +1008,33 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 submitter: mine.then(|| client.member()),
                 since_ms: since_ms.map(|ms| now_ms.saturating_sub(ms)),
             };
-            let jobs = client.jobs(&query, limit).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&jobs)?);
-            } else {
-                print!("{}", icn_cli::governance::jobs(&jobs, now_ms));
-            }
+            show(json, &client.jobs(&query, limit).await?, |jobs| icn_cli::governance::jobs(jobs, now_ms))?;
         }
         Command::Queue { connect, json } => {
-            let queue = connect.client().await?.queue().await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&queue)?);
-            } else {
-                print!("{}", icn_cli::governance::queue(&queue));
-            }
+            show(json, &connect.client().await?.queue().await?, icn_cli::governance::queue)?;
         }
-        Command::Workers { connect } => {
-            print!("{}", icn_cli::governance::workers(&connect.client().await?.workers().await?));
+        Command::Workers { connect, json } => {
+            show(json, &connect.client().await?.workers().await?, |w| icn_cli::governance::workers(w))?;
         }
-        Command::Ledger { command: LedgerCommand::Positions { connect } } => {
-            print!("{}", icn_cli::governance::positions(&connect.client().await?.positions().await?));
+        Command::Ledger { command: LedgerCommand::Positions { connect, json } } => {
+            show(json, &connect.client().await?.positions().await?, icn_cli::governance::positions)?;
         }
         Command::Ledger { command: LedgerCommand::Statement { connect, scope, json } } => {
-            let statement = connect.client().await?.statement(scope).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&statement)?);
-            } else {
-                print!("{statement}");
-            }
+            show(json, &connect.client().await?.statement(scope).await?, ToString::to_string)?;
         }
-        Command::Ledger { command: LedgerCommand::Clear { connect, federation } } => {
+        Command::Ledger { command: LedgerCommand::Clear { connect, federation, json } } => {
             let clearing = connect.client().await?.clear(federation.clone()).await?;
-            println!(
-                "cleared {federation}: {} obligations became {}; every net position is unchanged",
-                clearing.before.len(),
-                clearing.after.len()
-            );
-            for o in &clearing.after {
-                println!("  {} owes {} {}", o.debtor, o.creditor, o.amount);
-            }
+            show(json, &clearing, |clearing| {
+                let mut out = format!(
+                    "cleared {federation}: {} obligations became {}; every net position is unchanged\n",
+                    clearing.before.len(),
+                    clearing.after.len()
+                );
+                for o in &clearing.after {
+                    out.push_str(&format!("  {} owes {} {}\n", o.debtor, o.creditor, o.amount));
+                }
+                out
+            })?;
         }
         Command::Journal { command: JournalCommand::Verify { journal: path, coordinator_key, expect } } => {
             return verify_journal(&path, coordinator_key, expect);
@@ -1056,8 +1080,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        Command::Dev { dir, listen, http_listen } => return dev(&dir, listen, http_listen).await,
+        Command::Dev { dir, listen, http_listen, voting_window } => {
+            return dev(&dir, listen, http_listen, voting_window).await;
+        }
         Command::Ui { api, key, listen, grafana, coordinator_key } => {
+            let stop = stop_signal()?;
             let key = Arc::new(icn_transport::keyfile::read(&key)?);
             if let Some(warning) = icn_cli::ui::plain_http_warning(&api) {
                 eprintln!("{warning}");
@@ -1068,7 +1095,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             use std::io::Write;
             std::io::stdout().flush()?;
             tokio::select! {
-                signal = stop_signal() => eprintln!("member page stopping ({})", signal?),
+                signal = stop => eprintln!("member page stopping ({signal})"),
                 _ = task => anyhow::bail!("the member page stopped"),
             }
         }
@@ -1177,6 +1204,7 @@ fn verify_journal(
 }
 
 async fn run_coordinator(path: &Path, accept_journal_end: bool) -> anyhow::Result<()> {
+    let stop = stop_signal()?;
     let (file, base) = ConfigFile::read(path)?;
     let (key_path, mut config) = file.resolve(&base)?;
     config.accept_journal_end = accept_journal_end;
@@ -1211,7 +1239,7 @@ async fn run_coordinator(path: &Path, accept_journal_end: bool) -> anyhow::Resul
     }
     let mut coordinator = coordinator;
     tokio::select! {
-        signal = stop_signal() => eprintln!("{}", signal?),
+        signal = stop => eprintln!("{signal}"),
         // The core only stops on its own when it cannot go on; its error says why.
         result = coordinator.wait() => {
             result?;
@@ -1223,24 +1251,64 @@ async fn run_coordinator(path: &Path, accept_journal_end: bool) -> anyhow::Resul
 }
 
 /// `icn dev`: a local commons on `listen` whose keys and journal live in `dir`.
-async fn dev(dir: &Path, listen: SocketAddr, http_listen: SocketAddr) -> anyhow::Result<ExitCode> {
+async fn dev(
+    dir: &Path,
+    listen: SocketAddr,
+    http_listen: SocketAddr,
+    voting_window_ms: u64,
+) -> anyhow::Result<ExitCode> {
+    use icn_cli::governance::age;
+    use icn_protocol::views::when;
+    anyhow::ensure!(
+        (1_000..=icn_protocol::governance::VOTING_WINDOW_MS_MAX).contains(&voting_window_ms),
+        "--voting-window {} is out of range: give 1s to {}",
+        age(voting_window_ms),
+        age(icn_protocol::governance::VOTING_WINDOW_MS_MAX)
+    );
+    let stop = stop_signal()?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let dir = dir.canonicalize()?;
+    let founded = icn_cli::local::journaled_genesis(&dir.join("journal.db"))?;
     let options = icn_cli::local::LocalOptions {
         keys: Some(&dir),
         listen,
         http_listen: Some(http_listen),
+        voting_window_ms,
+        founding_period_ms: icn_protocol::governance::MANDATE_PERIOD_MS_MAX,
         ..Default::default()
     };
     let commons = icn_cli::local::LocalCommons::start(&dir, options).await?;
     let member = dir.join(format!("{}.key", commons.members[0].name));
+    match &founded {
+        None => println!(
+            "a new development commons is up: coordinator, {} workers, journal {} (new)",
+            commons.workers.len(),
+            commons.journal.display()
+        ),
+        Some(_) => println!(
+            "the development commons is up again: coordinator, {} workers, journal {} (resumed)",
+            commons.workers.len(),
+            commons.journal.display()
+        ),
+    }
+    let federation = icn_cli::local::federation();
+    let client = commons.client().await?;
+    let window = client.scope(federation.clone()).await?.rule.voting_window_ms;
+    if founded.is_some() && window != voting_window_ms {
+        println!(
+            "proposals stay open {} here, as this commons was founded or decided; --voting-window sets it \
+             only for a new --dir (a decision changes it: `icn propose rule`)",
+            age(window)
+        );
+    }
+    let mandate = renew_dev_mandate(&commons, &client).await?;
     println!(
-        "a development commons is up: coordinator, {} workers, journal {}",
-        commons.workers.len(),
-        commons.journal.display()
-    );
-    println!(
-        "members ana and ben hold vote and submit standing in fed-north, which has a budget; in another terminal:\n"
+        "members ana and ben hold vote and submit standing in fed-north, whose mandate allows {} credits \
+         until {} ({} left); proposals stay open {}. In another terminal:\n",
+        icn_cli::governance::thousands(mandate.mandate.budget.0),
+        when(mandate.expires_ms),
+        icn_cli::governance::thousands(mandate.left.0),
+        age(window),
     );
     println!(
         "export ICN_COORDINATOR={} ICN_COORDINATOR_KEY={} ICN_KEY={} ICN_SCOPE=fed-north",
@@ -1252,6 +1320,13 @@ async fn dev(dir: &Path, listen: SocketAddr, http_listen: SocketAddr) -> anyhow:
     println!("icn jobs");
     println!("icn workers");
     println!("icn decisions");
+    println!(
+        "icn propose --scope fed-north --title \"More budget\" --vote yes mandate --for fed-north --budget 100000"
+    );
+    println!(
+        "ICN_KEY={} icn vote <PROPOSAL> yes   # ben's ballot; decided when the window closes",
+        dir.join(format!("{}.key", commons.members[1].name)).display()
+    );
     println!("icn ledger positions");
     if let Some(http) = commons.coordinator.http_addr() {
         println!("icn ui --api http://{http} --key {}   # your page, in a browser", member.display());
@@ -1260,21 +1335,80 @@ async fn dev(dir: &Path, listen: SocketAddr, http_listen: SocketAddr) -> anyhow:
     println!("Ctrl-C stops it; `icn dev --dir {}` starts it again where it stopped.", dir.display());
     use std::io::Write;
     std::io::stdout().flush()?;
-    let signal = stop_signal().await?;
+    let signal = stop.await;
     eprintln!("development commons stopping ({signal})");
     commons.stop().await?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Waits for SIGINT (Ctrl-C) or SIGTERM (what `kill`, systemd and Docker send): either
-/// stops a coordinator or worker cleanly. Which one came, in words.
-async fn stop_signal() -> anyhow::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result.map(|()| "interrupted").map_err(Into::into),
-        _ = terminate.recv() => Ok("terminated"),
+/// The federation's mandate in force, renewed first when it has expired or ends within a
+/// week: members ana and ben, whose keys the development directory holds, decide a new
+/// one like the last for as long as a mandate may run, in the open, one voting window.
+async fn renew_dev_mandate(
+    commons: &icn_cli::local::LocalCommons,
+    client: &Client,
+) -> anyhow::Result<icn_protocol::views::MandateView> {
+    const WEEK_MS: u64 = 7 * icn_cli::local::DAY_MS;
+    let federation = icn_cli::local::federation();
+    let scope = client.scope(federation.clone()).await?;
+    let now = icn_cli::web::now_ms();
+    if let Some(mandate) = scope.mandate.as_ref().filter(|m| m.expires_ms > now.saturating_add(WEEK_MS)) {
+        return Ok(mandate.clone());
     }
+    let last = match &scope.mandate {
+        Some(m) => m.mandate.clone(),
+        None => icn_cli::local::day_mandate(icn_protocol::governance::Credits(1_000_000_000)),
+    };
+    let why = match &scope.mandate {
+        Some(m) if m.expires_ms <= now => format!("expired {}", icn_protocol::views::when(m.expires_ms)),
+        Some(m) => format!("ends {}", icn_protocol::views::when(m.expires_ms)),
+        None => "has none".to_string(),
+    };
+    println!(
+        "fed-north's mandate {why}: ana proposes a new one and ana and ben vote for it (one voting window, {})",
+        icn_cli::governance::age(scope.rule.voting_window_ms)
+    );
+    let renewed = icn_protocol::governance::Mandate {
+        period_ms: icn_protocol::governance::MANDATE_PERIOD_MS_MAX,
+        ..last
+    };
+    let decision = commons
+        .decide(
+            federation.clone(),
+            "Renew the development mandate",
+            icn_protocol::governance::Effect::Mandate(renewed),
+        )
+        .await?;
+    println!("decided at entry #{}", decision.seq);
+    client.scope(federation).await?.mandate.ok_or_else(|| {
+        anyhow::anyhow!("the renewed mandate is not in force after decision #{}", decision.seq)
+    })
+}
+
+/// Prints `value` on stdout: as pretty JSON with `json`, else in the words `human` makes.
+fn show<T: serde::Serialize>(json: bool, value: &T, human: impl FnOnce(&T) -> String) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        print!("{}", human(value));
+    }
+    Ok(())
+}
+
+/// Listens for SIGINT (Ctrl-C) and SIGTERM (what `kill`, systemd and Docker send) from
+/// now on, and waits for either: it stops a coordinator, worker or page cleanly. Made
+/// before a process says it is up, so a signal sent the moment it does is not lost to the
+/// default action. Which one came, in words.
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = &'static str>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => "interrupted",
+            _ = terminate.recv() => "terminated",
+        }
+    })
 }
 
 /// A decision named by its journal entry: `12` or `#12`. A proposal's hex id is not one.
@@ -1345,6 +1479,44 @@ mod tests {
         let mut missing = Vec::new();
         walk(&<super::Cli as clap::CommandFactory>::command(), "", &mut missing);
         assert!(missing.is_empty(), "without help: {missing:#?}");
+    }
+
+    /// Every command that asks the coordinator for something and prints it takes `--json`;
+    /// the few that do not print data say what they print instead.
+    #[test]
+    fn every_command_that_prints_data_has_json() {
+        // Commands whose stdout is not a view to put in JSON, and what it is.
+        const NOT_DATA: [(&str, &str); 6] = [
+            ("submit", "the job's id, or with --wait the job's output bytes"),
+            ("result", "the job's output bytes"),
+            ("logs", "the job's stderr bytes"),
+            ("propose", "the proposal's id"),
+            ("vote", "nothing: what it did goes to stderr"),
+            ("worker", "nothing: it runs until stopped, its logs on stderr"),
+        ];
+        fn walk(command: &clap::Command, path: &str, without: &mut Vec<String>, seen: &mut Vec<String>) {
+            let asks = command.get_arguments().any(|a| a.get_id() == "coordinator");
+            if asks {
+                seen.push(path.to_string());
+                let json = command.get_arguments().any(|a| a.get_long() == Some("json"));
+                if !json && !NOT_DATA.iter().any(|(name, _)| *name == path) {
+                    without.push(path.to_string());
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, format!("{path} {}", sub.get_name()).trim(), without, seen);
+            }
+        }
+        let (mut without, mut seen) = (Vec::new(), Vec::new());
+        walk(&<super::Cli as clap::CommandFactory>::command(), "", &mut without, &mut seen);
+        assert!(without.is_empty(), "print data without --json: {without:?}");
+        for (name, _) in NOT_DATA {
+            assert!(
+                seen.iter().any(|s| s == name),
+                "{name} is not a command that asks the coordinator: {seen:?}"
+            );
+        }
+        assert!(seen.len() >= 15, "the walk found the commands: {seen:?}");
     }
 
     #[test]

@@ -485,7 +485,14 @@ fn submit_wait_prints_the_output_and_a_tampered_row_is_named_by_verify() {
     args.push(spun);
     let status = cluster.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(status.status.code(), Some(70), "{}", text(&status.stderr));
-    assert!(text(&status.stderr).contains("it ran out of fuel"), "{}", text(&status.stderr));
+    // The status is data: on stdout.
+    assert!(text(&status.stdout).contains("it ran out of fuel"), "{}", text(&status.stdout));
+    args.push("--json".into());
+    let json = cluster.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(json.status.code(), Some(70), "{}", text(&json.stderr));
+    let view: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(view["state"], "failed", "states are lowercase, as --state takes them: {view}");
+    args.pop();
     args[0] = "result".into();
     let result = cluster.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(!result.status.success());
@@ -782,9 +789,37 @@ fn the_demo_runs_and_keeps_a_journal_that_verifies() {
 
 /// `icn dev` started as a child: the variables it says to export.
 fn start_dev(dir: &Path, addr: &str) -> (Child, Vec<(String, String)>) {
+    let (child, _, vars) = start_dev_at(dir, addr, 0, &[]);
+    (child, vars)
+}
+
+/// Debian's faketime library: preloaded, it moves the clocks a program reads.
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// The `icn` command run `days` ahead of the real clock, through Debian's libfaketime
+/// preloaded into it (not the `faketime` wrapper, which would stand between the process
+/// and its signals): a simulated later day for it and everything it talks to, which
+/// must run as far ahead.
+fn icn_at(days: u32) -> Command {
+    let mut command = Command::new(ICN);
+    if days > 0 {
+        assert!(
+            Path::new(LIBFAKETIME).exists(),
+            "{LIBFAKETIME} is missing: `apt-get install faketime` (.ci/run does)"
+        );
+        command.env("LD_PRELOAD", LIBFAKETIME).env("FAKETIME", format!("+{days}d"));
+    }
+    command
+}
+
+/// `icn dev` started as a child `days` ahead of the real clock with `extra` arguments: what
+/// it printed before the variables it says to export, and those variables.
+fn start_dev_at(dir: &Path, addr: &str, days: u32, extra: &[&str]) -> (Child, String, Vec<(String, String)>) {
     use std::io::BufRead;
-    let mut child = Command::new(ICN)
+    let mut child = icn_at(days)
         .args(["dev", "--dir", dir.to_str().unwrap(), "--listen", addr])
+        .args(["--http-listen", "127.0.0.1:0"])
+        .args(extra)
         .env("ICN_STATE_DIR", dir.join("state"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -792,19 +827,26 @@ fn start_dev(dir: &Path, addr: &str) -> (Child, Vec<(String, String)>) {
         .unwrap();
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut vars = Vec::new();
+    let mut banner = String::new();
     let mut line = String::new();
     while vars.is_empty() {
         line.clear();
-        assert!(stdout.read_line(&mut line).unwrap() > 0, "icn dev ended before printing what to export");
-        if let Some(exports) = line.trim().strip_prefix("export ") {
-            for pair in exports.split_whitespace() {
-                let (name, value) = pair.split_once('=').unwrap();
-                vars.push((name.to_string(), value.to_string()));
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "icn dev ended before printing what to export:\n{banner}"
+        );
+        match line.trim().strip_prefix("export ") {
+            Some(exports) => {
+                for pair in exports.split_whitespace() {
+                    let (name, value) = pair.split_once('=').unwrap();
+                    vars.push((name.to_string(), value.to_string()));
+                }
             }
+            None => banner.push_str(&line),
         }
     }
     std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-    (child, vars)
+    (child, banner, vars)
 }
 
 fn stop_with_sigterm(mut child: Child) {
@@ -846,6 +888,93 @@ fn a_dev_commons_stays_up_runs_jobs_and_starts_again_where_it_stopped() {
     assert_eq!(vars_again, vars, "the same keys and address");
     let jobs = with_vars(&["jobs"]);
     assert!(jobs.lines().nth(1).is_some_and(|l| l.contains("completed")), "{jobs}");
+    stop_with_sigterm(dev);
+}
+
+/// The member guide's propose → vote → decide walk typed against `icn dev` at a person's
+/// pace (two seconds between commands, two members), on a commons restarted two days after
+/// it was made; and again a year on, when its mandate is about to end, renewed by a
+/// decision on start.
+#[test]
+fn a_dev_commons_decides_by_hand_and_runs_jobs_days_and_a_year_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let (dev, banner, vars) = start_dev_at(dir.path(), &addr, 0, &["--voting-window", "12s"]);
+    assert!(banner.contains("a new development commons is up"), "{banner}");
+    assert!(banner.contains("whose mandate allows 1,000,000,000 credits until 2"), "{banner}");
+    assert!(banner.contains("proposals stay open 12s"), "{banner}");
+    stop_with_sigterm(dev);
+
+    let icn_as = |days: u32, key: &str, args: &[&str]| {
+        let out = icn_at(days)
+            .args(args)
+            .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("ICN_KEY", dir.path().join(format!("{key}.key")))
+            .env("ICN_STATE_DIR", dir.path().join("state"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "icn {args:?}: {}", text(&out.stderr));
+        (text(&out.stdout), text(&out.stderr))
+    };
+    let pause = || std::thread::sleep(Duration::from_secs(2));
+    let hello = wat("hello.wat");
+    let hello = hello.to_str().unwrap();
+
+    // Two days on: the founding mandate still holds, and says until when.
+    let (dev, banner, _) = start_dev_at(dir.path(), &addr, 2, &["--voting-window", "5m"]);
+    assert!(banner.contains("is up again") && banner.contains("(resumed)"), "{banner}");
+    assert!(banner.contains("proposals stay open 12s here, as this commons was founded"), "{banner}");
+    let (out, _) = icn_as(2, "ana", &["submit", hello, "--wait"]);
+    assert!(out.ends_with("hello from the commons\n"), "{out}");
+
+    let (proposal, said) = icn_as(
+        2,
+        "ana",
+        &[
+            "propose",
+            "--scope",
+            "fed-north",
+            "--title",
+            "Compute budget for December",
+            "mandate",
+            "--for",
+            "fed-north",
+            "--budget",
+            "100000",
+            "--period-hours",
+            "744",
+        ],
+    );
+    assert!(said.contains("voting closes in"), "{said}");
+    let id = &proposal.trim()[..8];
+    pause();
+    let (open, _) = icn_as(2, "ana", &["decisions"]);
+    assert!(open.contains("Compute budget for December"), "{open}");
+    pause();
+    icn_as(2, "ana", &["vote", id, "yes"]);
+    pause();
+    icn_as(2, "ben", &["vote", id, "yes"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (decisions, _) = icn_as(2, "ben", &["decisions"]);
+        if decisions.contains("ACCEPTED \"Compute budget for December\" by ana") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never decided:\n{decisions}");
+        pause();
+    }
+    stop_with_sigterm(dev);
+
+    // 31 days of that mandate and a year on: it has ended, and the commons renews it
+    // by a decision of its two members before it says what to export.
+    let (dev, banner, _) = start_dev_at(dir.path(), &addr, 363, &[]);
+    assert!(banner.contains("fed-north's mandate expired"), "{banner}");
+    assert!(banner.contains("decided at entry #"), "{banner}");
+    assert!(banner.contains("whose mandate allows 100,000 credits until 2"), "{banner}");
+    let (out, _) = icn_as(363, "ben", &["submit", hello, "--wait"]);
+    assert!(out.ends_with("hello from the commons\n"), "{out}");
     stop_with_sigterm(dev);
 }
 
@@ -953,7 +1082,7 @@ fn a_container_job_runs_from_the_icn_command() {
     let mut lines = out.lines();
     let job = lines.next().unwrap().to_string();
     assert_eq!(lines.collect::<Vec<_>>(), ["ana", "ben", "done"], "{out}{said}");
-    let (_, status) = member(&["status", &job]);
+    let (status, _) = member(&["status", &job]);
     assert!(status.contains("completed") && status.contains("CPU-seconds"), "{status}");
 }
 

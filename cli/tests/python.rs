@@ -44,15 +44,33 @@ async fn commons(dir: &Path) -> (LocalCommons, String, PathBuf) {
     (commons, base, key)
 }
 
+/// `examples/wasm/upper.wasm` is `examples/wat/upper.wat` compiled, byte for byte, so the
+/// Python example's usage line runs as written (Python has no WAT compiler). With
+/// `ICN_BLESS=1` the file is written afresh from the source.
+#[test]
+fn the_committed_upper_wasm_is_its_wat_source_compiled() {
+    let path = root().join("examples/wasm/upper.wasm");
+    let compiled = wat::parse_str(UPPER_WAT).unwrap();
+    if std::env::var_os("ICN_BLESS").is_some() {
+        std::fs::write(&path, &compiled).unwrap();
+    }
+    let committed = std::fs::read(&path).unwrap_or_default();
+    assert!(
+        committed == compiled,
+        "{} is not examples/wat/upper.wat compiled: run this test with ICN_BLESS=1 and commit the file",
+        path.display()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_example_submits_a_signed_job_over_http_and_prints_its_output() {
     needs("nacl, blake3");
     let dir = tempfile::tempdir().unwrap();
     let (commons, base, key) = commons(dir.path()).await;
-    let module = dir.path().join("upper.wasm");
-    std::fs::write(&module, wat::parse_str(UPPER_WAT).unwrap()).unwrap();
+    // The module the example's usage names, committed beside its source.
+    let module = "examples/wasm/upper.wasm".to_string();
     let before = commons.coordinator.api().read(|core| core.journal_len()).await.unwrap();
-    let (api, key, module) = (base.clone(), key.display().to_string(), module.display().to_string());
+    let (api, key) = (base.clone(), key.display().to_string());
     let run = tokio::task::spawn_blocking(move || {
         python(
             &[

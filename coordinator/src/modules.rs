@@ -199,6 +199,18 @@ impl Modules {
                 bytes.len()
             ));
         }
+        if !bytes.starts_with(b"\0asm") {
+            let wat = bytes.trim_ascii_start().starts_with(b"(module");
+            return Err(if wat {
+                "the module is WAT text, not compiled WebAssembly: upload the .wasm that `wat2wasm` (or \
+                 your compiler) makes of it; `icn submit` compiles a .wat file itself"
+                    .to_string()
+            } else {
+                "the module is not WebAssembly: a module starts with the bytes \\0asm; upload the .wasm \
+                 file your compiler made"
+                    .to_string()
+            });
+        }
         if let Err(e) = wasmparser::Validator::new().validate_all(&bytes) {
             return Err(format!(
                 "the module is not valid WebAssembly: {} (at byte offset {})",
@@ -273,8 +285,10 @@ mod tests {
         let store = Modules::open(&dir.path().join("j.db")).unwrap();
         let error = store.put(b"\0asm\x01\0\0\0garbage".to_vec(), &ANA, 0).unwrap_err();
         assert!(error.contains("not valid WebAssembly") && error.contains("at byte offset 10"), "{error}");
-        let error = store.put(b"not wasm at all".to_vec(), &ANA, 0).unwrap_err();
-        assert!(error.contains("not valid WebAssembly"), "{error}");
+        let error = store.put(b"# README\nnot wasm at all".to_vec(), &ANA, 0).unwrap_err();
+        assert!(error.contains("not WebAssembly: a module starts with the bytes \\0asm"), "{error}");
+        let error = store.put(b"\n  (module (func))".to_vec(), &ANA, 0).unwrap_err();
+        assert!(error.contains("WAT text, not compiled") && error.contains("wat2wasm"), "{error}");
     }
 
     #[test]

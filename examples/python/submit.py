@@ -3,10 +3,12 @@
 
     pip install pynacl blake3
     python3 examples/python/submit.py --api http://127.0.0.1:7700 --key icn-dev/ana.key \\
-        --scope fed-north --module upper.wasm --input "hello"
+        --scope fed-north --module examples/wasm/upper.wasm --input "hello"
 
-The key file is the member's (hex seed, as `icn` writes it); it is read here and never
-sent. The module is a wasm binary (`wat2wasm`, or any WASI command).
+Run from the repository's root beside `icn dev`. The key file is the member's (hex seed,
+as `icn` writes it); it is read here and never sent. The module is a compiled wasm
+binary: `examples/wasm/upper.wasm` is `examples/wat/upper.wat` compiled (`wat2wasm`, or
+any WASI command your compiler makes).
 """
 
 import argparse
@@ -40,13 +42,13 @@ def main():
         while True:
             view = api.call("GET", f"/v1/jobs/{job}")
             state = view["state"] if isinstance(view["state"], str) else next(iter(view["state"]))
-            if state not in ("Queued", "Running"):
+            if state not in ("queued", "running"):
                 break
             if time.monotonic() > deadline:
-                sys.exit(f"job {job} is still {state.lower()} after {args.wait_s} s")
+                sys.exit(f"job {job} is still {state} after {args.wait_s} s")
             time.sleep(0.1)
-        if state != "Completed":
-            sys.exit(f"job {job} ended {state.lower()}: {view.get('failure') or view}")
+        if state != "completed":
+            sys.exit(f"job {job} ended {state}: {view.get('failure') or view}")
         output = api.call("GET", f"/v1/jobs/{job}/output")
         sys.stdout.write(output["text"] if output["text"] is not None else output["bytes"])
     except ApiError as e:

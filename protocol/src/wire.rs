@@ -731,8 +731,11 @@ pub enum TraceQuery {
     Decision(u64, Page),
 }
 
+/// In JSON, lowercase, as `icn jobs --state` takes it: `"queued"`, `{"running": {…}}`,
+/// `"completed"`, `"failed"`, `"disputed"`, `"cancelled"`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
 pub enum JobState {
     Queued,
     Running {
