@@ -299,6 +299,10 @@ enum Command {
         /// after that a decision changes it.
         #[arg(long, default_value = "2m", value_parser = duration_ms)]
         voting_window: u64,
+        /// Where the coordinator serves /metrics for Prometheus, such as 127.0.0.1:9600
+        /// (port 0 takes a free one); not served without it.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Your page in a browser: what was decided, what ran and what it cost, your votes and
     /// your cooperative's machines. Served from this machine; it signs with your key file
@@ -320,6 +324,19 @@ enum Command {
         /// journal's seals against it.
         #[arg(long, env = "ICN_COORDINATOR_KEY")]
         coordinator_key: Option<PublicKey>,
+    },
+    /// Shell completions on standard output: `icn completions bash > ~/.local/share/bash-completion/completions/icn`
+    /// (also zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Man pages, one per command (icn.1, icn-submit.1, …), written into --out:
+    /// `icn man --out ~/.local/share/man/man1`, then `man icn-submit`.
+    Man {
+        /// The folder to write them into (made if missing).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Start a coordinator and three workers here and run jobs through them.
     Demo {
@@ -465,6 +482,15 @@ enum EffectArgs {
         /// The most fuel one job may ask for.
         #[arg(long, default_value_t = Limits::default().fuel.0)]
         fuel: u64,
+        /// The most memory one job may ask for, in MiB (as `icn submit --memory-mib`).
+        #[arg(long, default_value_t = Limits::default().memory_bytes >> 20)]
+        memory_mib: u64,
+        /// The longest one job may run, in milliseconds (as `icn submit --timeout-ms`).
+        #[arg(long, default_value_t = Limits::default().timeout_ms)]
+        timeout_ms: u64,
+        /// The most output one job may write, in bytes (as `icn submit --output-bytes`).
+        #[arg(long, default_value_t = Limits::default().output_bytes)]
+        output_bytes: u64,
     },
     /// A worker key owned by a cooperative joins the commons.
     AdmitWorker {
@@ -596,16 +622,41 @@ impl EffectArgs {
             anyhow::Ok(client.resolve(IdKind::Key, &typed).await?.parse::<PublicKey>()?)
         };
         Ok(match self {
-            EffectArgs::Mandate { target, budget, period_hours, executors, fuel } => {
+            EffectArgs::Mandate {
+                target,
+                budget,
+                period_hours,
+                executors,
+                fuel,
+                memory_mib,
+                timeout_ms,
+                output_bytes,
+            } => {
                 if !(period_hours > 0.0 && period_hours.is_finite()) {
                     bail!("--period-hours is {period_hours}; give a positive number of hours");
                 }
+                let limits = Limits {
+                    fuel: Fuel(fuel),
+                    memory_bytes: memory_mib.saturating_mul(1 << 20),
+                    timeout_ms,
+                    output_bytes,
+                };
+                limits.validate().map_err(|e| {
+                    anyhow::anyhow!(
+                        "{e}; a mandate's per-job limits are at most --fuel {}, --memory-mib {}, --timeout-ms {}, \
+                         --output-bytes {}",
+                        icn_protocol::wire::FUEL_MAX,
+                        icn_protocol::wire::MEMORY_BYTES_MAX >> 20,
+                        icn_protocol::wire::TIMEOUT_MS_MAX,
+                        icn_protocol::wire::OUTPUT_SIZE_BYTES_MAX
+                    )
+                })?;
                 Effect::Mandate(Mandate {
                     scope: target,
                     budget: Credits(budget),
                     period_ms: (period_hours * 3_600_000.0) as u64,
                     executors,
-                    limits: Limits { fuel: Fuel(fuel), ..Limits::default() },
+                    limits,
                 })
             }
             EffectArgs::AdmitWorker { key, owner } => Effect::AdmitWorker { key, owner },
@@ -686,6 +737,11 @@ enum JournalCommand {
     },
 }
 
+/// What a member who forgot the exports reads: where the three values come from.
+const CONNECT_HINT: &str = "A member command needs the coordinator's address and key and your key file: set \
+ICN_COORDINATOR, ICN_COORDINATOR_KEY and ICN_KEY (`icn dev` and `icn coordinator` print the first two when they \
+start; `icn dev` prints the whole export line), or pass --coordinator, --coordinator-key and --key.";
+
 #[derive(Args)]
 struct Connect {
     /// The coordinator's address: HOST:PORT, a name (localhost:7600) or an IP.
@@ -740,8 +796,22 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ICN_LOG").unwrap_or_else(|_| "warn".into());
+    let cli = match <Cli as clap::Parser>::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let missing = error.kind() == clap::error::ErrorKind::MissingRequiredArgument;
+            let _ = error.print();
+            if missing && ["--coordinator", "--key"].iter().any(|flag| error.to_string().contains(flag)) {
+                eprintln!("\n{CONNECT_HINT}");
+            }
+            return ExitCode::from(error.exit_code() as u8);
+        }
+    };
+    // A worker says when it is admitted and when it reconnects (a second worker with its
+    // key shows as the two taking turns); everything else speaks up from warnings.
+    let quiet =
+        if matches!(cli.command, Command::Worker { .. }) { "warn,icn_worker::agent=info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ICN_LOG").unwrap_or_else(|_| quiet.into());
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if cli.log_format == "json" {
         logs.json().init();
@@ -1080,8 +1150,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        Command::Dev { dir, listen, http_listen, voting_window } => {
-            return dev(&dir, listen, http_listen, voting_window).await;
+        Command::Dev { dir, listen, http_listen, voting_window, metrics_listen } => {
+            return dev(
+                &dir,
+                DevListen { quic: listen, http: http_listen, metrics: metrics_listen },
+                voting_window,
+            )
+            .await;
         }
         Command::Ui { api, key, listen, grafana, coordinator_key } => {
             let stop = stop_signal()?;
@@ -1098,6 +1173,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 signal = stop => eprintln!("member page stopping ({signal})"),
                 _ = task => anyhow::bail!("the member page stopped"),
             }
+        }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "icn", &mut std::io::stdout());
+        }
+        Command::Man { out } => {
+            std::fs::create_dir_all(&out).with_context(|| format!("cannot make {}", out.display()))?;
+            clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), &out)
+                .with_context(|| format!("cannot write the man pages into {}", out.display()))?;
+            eprintln!("wrote the man pages into {}: `man -l {}/icn.1`", out.display(), out.display());
         }
         Command::Demo { keep } => icn_cli::demo::run(keep.as_deref()).await?,
         Command::Bench { placement: true, pool, jobs, .. } => {
@@ -1251,12 +1336,14 @@ async fn run_coordinator(path: &Path, accept_journal_end: bool) -> anyhow::Resul
 }
 
 /// `icn dev`: a local commons on `listen` whose keys and journal live in `dir`.
-async fn dev(
-    dir: &Path,
-    listen: SocketAddr,
-    http_listen: SocketAddr,
-    voting_window_ms: u64,
-) -> anyhow::Result<ExitCode> {
+/// Where a development commons listens.
+struct DevListen {
+    quic: SocketAddr,
+    http: SocketAddr,
+    metrics: Option<SocketAddr>,
+}
+
+async fn dev(dir: &Path, listen: DevListen, voting_window_ms: u64) -> anyhow::Result<ExitCode> {
     use icn_cli::governance::age;
     use icn_protocol::views::when;
     anyhow::ensure!(
@@ -1271,8 +1358,9 @@ async fn dev(
     let founded = icn_cli::local::journaled_genesis(&dir.join("journal.db"))?;
     let options = icn_cli::local::LocalOptions {
         keys: Some(&dir),
-        listen,
-        http_listen: Some(http_listen),
+        listen: listen.quic,
+        http_listen: Some(listen.http),
+        metrics_listen: listen.metrics,
         voting_window_ms,
         founding_period_ms: icn_protocol::governance::MANDATE_PERIOD_MS_MAX,
         ..Default::default()
@@ -1296,10 +1384,13 @@ async fn dev(
     let window = client.scope(federation.clone()).await?.rule.voting_window_ms;
     if founded.is_some() && window != voting_window_ms {
         println!(
-            "proposals stay open {} here, as this commons was founded or decided; --voting-window sets it \
-             only for a new --dir (a decision changes it: `icn propose rule`)",
+            "proposals stay open {} here, as this commons was founded; --voting-window sets it only for a new \
+             --dir (no decision changes a scope's voting window yet)",
             age(window)
         );
+    }
+    if let Some(metrics) = commons.coordinator.metrics_addr() {
+        println!("metrics for Prometheus at http://{metrics}/metrics");
     }
     let mandate = renew_dev_mandate(&commons, &client).await?;
     println!(
@@ -1331,6 +1422,7 @@ async fn dev(
     if let Some(http) = commons.coordinator.http_addr() {
         println!("icn ui --api http://{http} --key {}   # your page, in a browser", member.display());
     }
+
     println!();
     println!("Ctrl-C stops it; `icn dev --dir {}` starts it again where it stopped.", dir.display());
     use std::io::Write;
@@ -1442,7 +1534,21 @@ fn read_module(path: &Path) -> anyhow::Result<Vec<u8>> {
 async fn follow(client: &Client, job: JobId) -> anyhow::Result<ExitCode> {
     let progress = indicatif::ProgressBar::new_spinner();
     progress.enable_steady_tick(std::time::Duration::from_millis(100));
-    let view = client.watch(job, |view| progress.set_message(icn_cli::status::describe(view))).await?;
+    let stop = stop_signal()?;
+    let view = tokio::select! {
+        view = client.watch(job, |view| progress.set_message(icn_cli::status::describe(view))) => view?,
+        signal = stop => {
+            progress.finish_and_clear();
+            eprintln!(
+                "stopped following job {} ({signal}); it goes on: `icn status {} --wait` follows it again, \
+                 `icn cancel {}` stops it",
+                job.0.short(),
+                job.0.short(),
+                job.0.short()
+            );
+            return Ok(ExitCode::from(130));
+        }
+    };
     progress.finish_and_clear();
     eprintln!("{}", icn_cli::status::describe(&view));
     if view.state == JobState::Completed {
@@ -1517,6 +1623,45 @@ mod tests {
             );
         }
         assert!(seen.len() >= 15, "the walk found the commands: {seen:?}");
+    }
+
+    /// Completions and man pages come from the command definition itself: every command
+    /// and subcommand is in them.
+    #[test]
+    fn completions_and_man_pages_name_every_command() {
+        use clap::CommandFactory;
+        /// Each command below `command`: its man page's name and its own name.
+        fn commands(command: &clap::Command, page: &str, out: &mut Vec<(String, String)>) {
+            for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+                let name = format!("{page}-{}", sub.get_name());
+                out.push((name.clone(), sub.get_name().to_string()));
+                commands(sub, &name, out);
+            }
+        }
+        let mut all = Vec::new();
+        commands(&super::Cli::command(), "icn", &mut all);
+        assert!(all.len() >= 30, "{all:?}");
+
+        for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut super::Cli::command(), "icn", &mut script);
+            let script = String::from_utf8(script).unwrap();
+            for (page, name) in &all {
+                // Bash's script steps into a command at a `case` arm ending `,NAME)`.
+                let mark =
+                    if shell == clap_complete::Shell::Bash { format!(",{name})") } else { name.clone() };
+                assert!(script.contains(&mark), "the {shell} completion lacks {page}");
+            }
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        clap_mangen::generate_to(super::Cli::command(), dir.path()).unwrap();
+        for command in std::iter::once("icn".to_string()).chain(all.into_iter().map(|(page, _)| page)) {
+            let page = dir.path().join(format!("{command}.1"));
+            let text =
+                std::fs::read_to_string(&page).unwrap_or_else(|_| panic!("no man page {}", page.display()));
+            assert!(text.contains(".TH"), "{} is not a man page", page.display());
+        }
     }
 
     #[test]

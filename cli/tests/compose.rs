@@ -105,3 +105,32 @@ fn the_compose_commons_runs_a_job_and_prometheus_scrapes_every_part_of_it() {
     assert!(up.contains("\"4\""), "the coordinator and three workers are up: {up}");
     assert!(completed.contains("\"1\""), "the job's completion was scraped: {completed}");
 }
+
+/// The init script checks its inputs before it writes: a missing binary and a folder left
+/// half-made are named with what to do, and nothing is written.
+#[test]
+fn the_compose_init_script_names_a_missing_binary_or_a_half_made_folder_and_writes_nothing() {
+    let state = tempfile::tempdir().unwrap();
+    let init = |icn: &str| {
+        Command::new(top().join("deploy/compose/init.sh"))
+            .arg(icn)
+            .env("ICN_STATE", state.path())
+            .output()
+            .unwrap()
+    };
+    let missing = init("/nowhere/icn");
+    let said = String::from_utf8_lossy(&missing.stderr);
+    assert!(!missing.status.success());
+    assert!(
+        said.contains("no icn binary at /nowhere/icn") && said.contains("cargo build --release"),
+        "{said}"
+    );
+    assert_eq!(std::fs::read_dir(state.path()).unwrap().count(), 0, "nothing written");
+
+    std::fs::create_dir(state.path().join("members")).unwrap();
+    let half = init(env!("CARGO_BIN_EXE_icn"));
+    let said = String::from_utf8_lossy(&half.stderr);
+    assert!(!half.status.success());
+    assert!(said.contains("is not empty but holds no commons") && said.contains("remove it"), "{said}");
+    assert_eq!(std::fs::read_dir(state.path()).unwrap().count(), 1, "nothing more written");
+}

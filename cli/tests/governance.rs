@@ -71,7 +71,10 @@ async fn jobs_run_only_under_a_mandate_in_force_with_budget_and_standing() {
 
     let first = ana.submit(&hello(module, 1_000_000)).await.unwrap();
     let why = refusal(&ana, &hello(module, 3_000_000)).await;
-    assert!(why.contains("fuel limit 3000000 is over the mandate's per-job limit of 2000000"), "{why}");
+    assert!(
+        why.contains("asks --fuel 3000000, over") && why.contains("--fuel 2000000: ask for less"),
+        "{why}"
+    );
     let mut container = hello(module, 1_000_000);
     container.submission.executor = ExecutorKind::Container;
     let why = refusal(&ana, &container).await;

@@ -793,6 +793,16 @@ fn start_dev(dir: &Path, addr: &str) -> (Child, Vec<(String, String)>) {
     (child, vars)
 }
 
+/// `GET path` from `addr` over HTTP/1.0: the whole answer.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
 /// Debian's faketime library: preloaded, it moves the clocks a program reads.
 const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
@@ -900,10 +910,18 @@ fn a_dev_commons_decides_by_hand_and_runs_jobs_days_and_a_year_later() {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr = format!("127.0.0.1:{port}");
-    let (dev, banner, vars) = start_dev_at(dir.path(), &addr, 0, &["--voting-window", "12s"]);
+    let extra = ["--voting-window", "12s", "--metrics-listen", "127.0.0.1:0"];
+    let (dev, banner, vars) = start_dev_at(dir.path(), &addr, 0, &extra);
     assert!(banner.contains("a new development commons is up"), "{banner}");
     assert!(banner.contains("whose mandate allows 1,000,000,000 credits until 2"), "{banner}");
     assert!(banner.contains("proposals stay open 12s"), "{banner}");
+    let metrics = banner
+        .lines()
+        .find_map(|l| l.strip_prefix("metrics for Prometheus at http://"))
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no metrics address: {banner}"));
+    let scraped = http_get(metrics, "/metrics");
+    assert!(scraped.contains("icn_workers_connected"), "{scraped}");
     stop_with_sigterm(dev);
 
     let icn_as = |days: u32, key: &str, args: &[&str]| {
@@ -945,6 +963,8 @@ fn a_dev_commons_decides_by_hand_and_runs_jobs_days_and_a_year_later() {
             "100000",
             "--period-hours",
             "744",
+            "--memory-mib",
+            "128",
         ],
     );
     assert!(said.contains("voting closes in"), "{said}");
@@ -965,6 +985,22 @@ fn a_dev_commons_decides_by_hand_and_runs_jobs_days_and_a_year_later() {
         assert!(Instant::now() < deadline, "never decided:\n{decisions}");
         pause();
     }
+    // The decided per-job memory holds, and a job over it is told how to get more.
+    let (out, _) = icn_as(2, "ana", &["submit", hello, "--memory-mib", "128", "--wait"]);
+    assert!(out.ends_with("hello from the commons\n"), "{out}");
+    let over = icn_at(2)
+        .args(["submit", hello, "--memory-mib", "256"])
+        .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("ICN_STATE_DIR", dir.path().join("state"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let said = text(&over.stderr);
+    assert!(!over.status.success());
+    assert!(
+        said.contains("asks --memory-mib 256, over") && said.contains("--memory-mib 128: ask for less"),
+        "{said}"
+    );
     stop_with_sigterm(dev);
 
     // 31 days of that mandate and a year on: it has ended, and the commons renews it
@@ -1117,4 +1153,109 @@ fn a_wrong_module_file_or_decision_is_named_with_what_to_give_instead() {
     let out = icn(&["trace", "--decision", "a9302d0e"]);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("is not a journal entry number"), "{}", text(&out.stderr));
+}
+
+/// A forgotten export and a coordinator that is not running are named with where the
+/// missing values come from and what to check.
+#[test]
+fn a_forgotten_export_or_a_stopped_coordinator_says_what_to_set_or_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(ICN)
+        .args(["jobs"])
+        .env_remove("ICN_COORDINATOR")
+        .env_remove("ICN_COORDINATOR_KEY")
+        .env_remove("ICN_KEY")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let said = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("--coordinator"), "clap names the missing flag: {said}");
+    assert!(said.contains("set ICN_COORDINATOR, ICN_COORDINATOR_KEY and ICN_KEY"), "{said}");
+    assert!(said.contains("`icn dev` prints the whole export line"), "{said}");
+
+    let key = dir.path().join("ana.key");
+    assert!(icn(&["keygen", "--out", key.to_str().unwrap()]).status.success());
+    let nobody = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let stranger = icn_protocol::Keypair::generate().public().to_string();
+    let out = Command::new(ICN)
+        .args(["jobs", "--coordinator", &nobody, "--coordinator-key", &stranger, "--key"])
+        .arg(&key)
+        .env("ICN_STATE_DIR", dir.path().join("state"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let said = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(said.contains(&format!("nothing answered at {nobody}")), "{said}");
+    assert!(said.contains("is the coordinator running"), "{said}");
+}
+
+/// A worker says, at the default log level, when the coordinator admitted it.
+#[test]
+fn a_worker_says_it_was_admitted() {
+    let mut cluster = Cluster::new(&["coop-a"]);
+    cluster.start_coordinator();
+    let key = cluster.dir.path().join("coop-a.key");
+    let mut child = Command::new(ICN)
+        .args(["worker", "--coordinator", &cluster.addr, "--coordinator-key", &cluster.coordinator_key])
+        .args(["--key", key.to_str().unwrap(), "--slots", "1"])
+        .env_remove("ICN_LOG")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    let mut line = String::new();
+    while !line.contains("connected and admitted") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "the worker ended without saying so:\n{said}");
+        said.push_str(&line);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// Ctrl-C on `--wait` stops following, not the job, and says how to follow it again or
+/// stop it.
+#[test]
+fn an_interrupted_wait_leaves_the_job_running_and_says_how_to_follow_it() {
+    let mut cluster = Cluster::new(&["coop-a"]);
+    cluster.start_coordinator();
+    cluster.start_worker("coop-a");
+    let input = cluster.dir.path().join("nothing");
+    std::fs::write(&input, b"").unwrap();
+    let mut args: Vec<String> = vec!["submit".into(), "--scope".into(), "fed-north".into()];
+    args.extend(cluster.member_args());
+    args.extend([wat("spin.wat").to_str().unwrap().into(), "--input".into(), input.to_str().unwrap().into()]);
+    args.extend(["--timeout-ms".into(), "20000".into(), "--wait".into()]);
+    let mut child = Command::new(ICN)
+        .args(&args)
+        .env("ICN_STATE_DIR", cluster.dir.path().join("state"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut job = String::new();
+    stdout.read_line(&mut job).unwrap();
+    let job = job.trim().to_string();
+    assert_eq!(job.len(), 64, "the job's id first: {job:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: sends a signal to a child process this test started and still owns.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let said = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{said}");
+    assert!(said.contains(&format!("stopped following job {}", &job[..12])), "{said}");
+    assert!(said.contains("--wait` follows it again") && said.contains("`icn cancel"), "{said}");
+    let mut status: Vec<String> = vec!["status".into()];
+    status.extend(cluster.member_args());
+    status.extend([job.clone(), "--json".into()]);
+    let view = cluster.run(&status.iter().map(String::as_str).collect::<Vec<_>>());
+    let view: serde_json::Value = serde_json::from_slice(&view.stdout).unwrap();
+    let state = &view["state"];
+    assert!(state == "queued" || state.get("running").is_some(), "the job goes on: {view}");
 }

@@ -10,8 +10,21 @@ here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 icn=${1:-$(command -v icn || echo "$top/target/release/icn")}
 state=${ICN_STATE:-$here/state}
+# Everything is checked before anything is written: a failed check leaves no half-made folder.
+if [ ! -x "$icn" ] || ! "$icn" --version >/dev/null 2>&1; then
+    echo "init.sh: no icn binary at $icn: build it (cargo build --release --bin icn) or give its path: deploy/compose/init.sh PATH-TO-ICN" >&2
+    exit 1
+fi
 if [ -e "$state/coordinator/genesis.toml" ]; then
     echo "$state already holds a commons; remove it (and the compose volumes: docker-compose -f deploy/compose.yaml down -v) to start over" >&2
+    exit 1
+fi
+if [ -e "$state" ] && [ -n "$(ls -A "$state")" ]; then
+    echo "init.sh: $state is not empty but holds no commons (an earlier run stopped half-way?); remove it, or set ICN_STATE to an empty or new folder" >&2
+    exit 1
+fi
+if [ "$(id -u)" != 0 ]; then
+    echo "init.sh: run it as root (sudo deploy/compose/init.sh): the key files go to the containers' user, nobody (65534)" >&2
     exit 1
 fi
 mkdir -p "$state/coordinator" "$state/members"

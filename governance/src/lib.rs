@@ -51,8 +51,12 @@ pub enum Refusal {
          decision sets them: `icn propose ... container-terms --cpu-second C --gib-second M --tolerance P`"
     )]
     NoContainerTerms { scope: ScopeId },
-    #[error("{what} {asked} is over the mandate's per-job limit of {allowed} in scope {scope}")]
-    OverMandateLimit { scope: ScopeId, what: &'static str, asked: u64, allowed: u64 },
+    #[error(
+        "the job asks {flag} {asked}, over the most one job of scope {scope} may ask under its mandate, {flag} \
+         {allowed}: ask for less, or decide a mandate that allows more (`icn propose --scope {scope} ... mandate \
+         --for {scope} --budget N {flag} {asked}`)"
+    )]
+    OverMandateLimit { scope: ScopeId, flag: &'static str, asked: u64, allowed: u64 },
     #[error(
         "scope {scope} has no priority class {class:?}; its classes are {known} (a decision of {scope} sets \
          them: `icn propose ... classes --class NAME=WEIGHT`)"

@@ -575,14 +575,27 @@ impl Governance {
             });
         }
         let (asked, allowed) = (submission.limits, mandate.limits);
-        for (what, asked, allowed) in [
-            ("fuel limit", asked.fuel.0, allowed.fuel.0),
-            ("memory limit (bytes)", asked.memory_bytes, allowed.memory_bytes),
-            ("timeout (ms)", asked.timeout_ms, allowed.timeout_ms),
-            ("output limit (bytes)", asked.output_bytes, allowed.output_bytes),
+        // Each limit as the flag that sets it takes it (memory in MiB: what is asked rounded
+        // up, what is allowed down, so the numbers never read as equal when one is over).
+        const MIB: u64 = 1 << 20;
+        for (flag, over, asked, allowed) in [
+            ("--fuel", asked.fuel > allowed.fuel, asked.fuel.0, allowed.fuel.0),
+            (
+                "--memory-mib",
+                asked.memory_bytes > allowed.memory_bytes,
+                asked.memory_bytes.div_ceil(MIB),
+                allowed.memory_bytes / MIB,
+            ),
+            ("--timeout-ms", asked.timeout_ms > allowed.timeout_ms, asked.timeout_ms, allowed.timeout_ms),
+            (
+                "--output-bytes",
+                asked.output_bytes > allowed.output_bytes,
+                asked.output_bytes,
+                allowed.output_bytes,
+            ),
         ] {
-            if asked > allowed {
-                return Err(Refusal::OverMandateLimit { scope: scope_id.clone(), what, asked, allowed });
+            if over {
+                return Err(Refusal::OverMandateLimit { scope: scope_id.clone(), flag, asked, allowed });
             }
         }
         let price = self.prices(scope_id);

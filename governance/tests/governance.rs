@@ -211,7 +211,18 @@ fn each_reason_to_refuse_a_submission_is_named() {
     assert!(matches!(refusal, Refusal::ExecutorNotAllowed { .. }), "{refusal}");
     assert!(refusal.to_string().contains("allows wasm"), "{refusal}");
     let refusal = g(&world, &world.keys[0], &job("fed", Limits::default().fuel.0 + 1)).unwrap_err();
-    assert!(matches!(refusal, Refusal::OverMandateLimit { what: "fuel limit", .. }), "{refusal}");
+    assert!(matches!(refusal, Refusal::OverMandateLimit { flag: "--fuel", .. }), "{refusal}");
+    // In the flag's own units, with how to get more.
+    let mut big = job("fed", 1);
+    big.limits.memory_bytes = Limits::default().memory_bytes * 2;
+    let said = g(&world, &world.keys[0], &big).unwrap_err().to_string();
+    let (asked, allowed) = ((Limits::default().memory_bytes * 2) >> 20, Limits::default().memory_bytes >> 20);
+    assert!(
+        said.contains(&format!("asks --memory-mib {asked}, over"))
+            && said.contains(&format!("--memory-mib {allowed}: ask for less"))
+            && said.contains("mandate --for fed --budget N --memory-mib"),
+        "{said}"
+    );
 
     world.advance(86_400_000);
     let refusal = g(&world, &world.keys[0], &job("fed", 1)).unwrap_err();

@@ -191,7 +191,14 @@ pub async fn connect(
         .connect(addr, SERVER_NAME)
         .map_err(|e| Error::Transport(format!("cannot connect to {addr}: {e}")))?
         .await
-        .map_err(|e| Error::Transport(format!("cannot connect to {addr}: {e}")))?;
+        .map_err(|e| match e {
+            quinn::ConnectionError::TimedOut => Error::Transport(format!(
+                "nothing answered at {addr} within {} s: is the coordinator running, and is that its QUIC \
+                 address (the one `icn coordinator` or `icn dev` printed, in ICN_COORDINATOR)?",
+                IDLE_TIMEOUT_MS / 1000
+            )),
+            e => Error::Transport(format!("cannot connect to {addr}: {e}")),
+        })?;
     let binding = channel_binding(&connection)?;
     hello.channel_binding = binding;
     hello.seen = seals.kept();
