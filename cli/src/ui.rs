@@ -13,18 +13,20 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Form, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Form, Multipart, Path, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use icn_protocol::governance::{Choice, Credits, ScopeId, Standing, Tally};
+use icn_protocol::governance::{
+    Choice, Credits, Effect, Mandate, PlacementPolicy, PriceSchedule, Proposal, ScopeId, Standing, Tally,
+};
 use icn_protocol::views::{
     DecisionView, Line, MemberView, Paged, PositionsView, ProposalView, QueueView, ScopeView, Statement,
     Trace, WorkerView,
 };
-use icn_protocol::wire::{JobState, JobSummary, JobView};
-use icn_protocol::{ContentId, JobId, Keypair};
+use icn_protocol::wire::{ExecutorKind, JobState, JobSummary, JobView, Limits};
+use icn_protocol::{ContentId, Fuel, JobId, Keypair};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde::Deserialize;
 
@@ -273,8 +275,10 @@ fn left(ms: u64) -> String {
     }
 }
 
+/// An amount of credits in words: "1 credit", "12,500 credits".
 fn credits(c: Credits) -> String {
-    format!("{} credits", c.0)
+    let unit = if c.0.abs() == 1 { "credit" } else { "credits" };
+    format!("{} {unit}", crate::governance::thousands(c.0))
 }
 
 fn standing_words(standing: &Standing) -> &'static str {
@@ -407,6 +411,7 @@ async fn proposals(State(ui): Shared) -> Page {
         "Open votes",
         "/proposals",
         html! {
+            (propose_forms(&ui.token))
             @if open.items.is_empty() { p { "Nothing is open for a vote now." } }
             @for p in &open.items {
                 div.card id=(format!("proposal-{}", p.id)) {
@@ -461,6 +466,213 @@ async fn vote(
     Ok(Redirect::to(&format!("/proposals#proposal-{proposal}")))
 }
 
+/// One form per kind of proposal a member makes most: each names the deciding scope and a
+/// title, and may cast the proposer's own ballot with it.
+fn propose_forms(token: &str) -> Markup {
+    let common = html! {
+        input type="hidden" name="token" value=(token);
+        p { label { "Deciding scope: " input type="text" name="scope" required placeholder="fed-north"; } " "
+            label { "Title: " input type="text" name="title" required maxlength="200" size="40"; } }
+    };
+    let vote =
+        html! { p { label { input type="checkbox" name="vote_yes" value="on"; " and vote yes on it" } } };
+    let most = Limits::default();
+    html! {
+        details.card.propose {
+            summary { "Make a proposal" }
+            p.muted { "Signed here with your key. It is decided when its voting window closes, by the scope's rule." }
+            details { summary { "A budget (mandate) for a scope" }
+                form method="post" action="/proposals" { (common) input type="hidden" name="kind" value="mandate";
+                    p { label { "For scope: " input type="text" name="target" required; } " "
+                        label { "Budget (credits): " input type="number" name="budget" min="1" required; } " "
+                        label { "For (hours): " input type="number" name="period_hours" min="1" value="24"; } }
+                    p { label { "Per job at most: fuel " input type="number" name="fuel" min="1" value=(most.fuel.0); } " "
+                        label { "memory (MiB) " input type="number" name="memory_mib" min="1" value=(most.memory_bytes >> 20); } " "
+                        label { "time (ms) " input type="number" name="timeout_ms" min="1" value=(most.timeout_ms); } }
+                    (vote) button.yes { "Propose" } } }
+            details.prices { summary { "Prices" }
+                form method="post" action="/proposals" { (common) input type="hidden" name="kind" value="prices";
+                    p { label { "Credits per million fuel: " input type="number" name="credits_per_mega_fuel" min="1" required; } }
+                    (vote) button.yes { "Propose" } } }
+            details { summary { "Replication (placement policy)" }
+                form method="post" action="/proposals" { (common) input type="hidden" name="kind" value="policy";
+                    p { label { "Replicas: " input type="number" name="replicas" min="1" value="2"; } " "
+                        label { "that must agree: " input type="number" name="quorum" min="1" value="2"; } }
+                    (vote) button.yes { "Propose" } } }
+            details { summary { "Standing for a member" }
+                form method="post" action="/proposals" { (common) input type="hidden" name="kind" value="grant";
+                    p { label { "Name: " input type="text" name="name" required; } " "
+                        label { "Key: " input type="text" name="key" required size="66"; } }
+                    p { "Standing: "
+                        @for (field, word) in [("standing_vote", "vote"), ("standing_submit", "submit"), ("standing_donate", "donate"), ("standing_operate", "operate")] {
+                            label { input type="checkbox" name=(field) value="on"; " " (word) } " "
+                        } }
+                    (vote) button.yes { "Propose" } } }
+        }
+    }
+}
+
+/// What a proposal form sends; the fields of kinds other than its own are absent.
+#[derive(Deserialize)]
+struct ProposeForm {
+    token: String,
+    kind: String,
+    scope: String,
+    title: String,
+    vote_yes: Option<String>,
+    target: Option<String>,
+    budget: Option<String>,
+    period_hours: Option<String>,
+    fuel: Option<String>,
+    memory_mib: Option<String>,
+    timeout_ms: Option<String>,
+    credits_per_mega_fuel: Option<String>,
+    replicas: Option<String>,
+    quorum: Option<String>,
+    name: Option<String>,
+    key: Option<String>,
+    standing_vote: Option<String>,
+    standing_submit: Option<String>,
+    standing_donate: Option<String>,
+    standing_operate: Option<String>,
+}
+
+fn bad_request(what: impl std::fmt::Display) -> Trouble {
+    Trouble(StatusCode::BAD_REQUEST, what.to_string())
+}
+
+/// A form's whole number: `default` when left empty, else named when it is not one.
+fn number(name: &str, value: Option<&str>, default: Option<u64>) -> Result<u64, Trouble> {
+    match (value.map(str::trim).filter(|v| !v.is_empty()), default) {
+        (Some(text), _) => {
+            text.parse().map_err(|_| bad_request(format!("{name} {text:?} is not a whole number")))
+        }
+        (None, Some(default)) => Ok(default),
+        (None, None) => Err(bad_request(format!("{name} is missing"))),
+    }
+}
+
+fn effect_of(form: &ProposeForm) -> Result<Effect, Trouble> {
+    let field = |name: &str, value: &Option<String>| {
+        value
+            .as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(String::from)
+            .ok_or_else(|| bad_request(format!("{name} is missing")))
+    };
+    let most = Limits::default();
+    Ok(match form.kind.as_str() {
+        "mandate" => Effect::Mandate(Mandate {
+            scope: field("the scope it is for", &form.target)?.parse().map_err(bad_request)?,
+            budget: Credits(number("budget", form.budget.as_deref(), None)? as i64),
+            period_ms: number("hours", form.period_hours.as_deref(), Some(24))?.saturating_mul(3_600_000),
+            executors: vec![ExecutorKind::Wasm],
+            limits: Limits {
+                fuel: Fuel(number("fuel", form.fuel.as_deref(), Some(most.fuel.0))?),
+                memory_bytes: number("memory", form.memory_mib.as_deref(), Some(most.memory_bytes >> 20))?
+                    .saturating_mul(1 << 20),
+                timeout_ms: number("time", form.timeout_ms.as_deref(), Some(most.timeout_ms))?,
+                output_bytes: most.output_bytes,
+            },
+        }),
+        "prices" => Effect::PriceSchedule(PriceSchedule {
+            credits_per_mega_fuel: number(
+                "credits per million fuel",
+                form.credits_per_mega_fuel.as_deref(),
+                None,
+            )?,
+        }),
+        "policy" => Effect::PlacementPolicy(PlacementPolicy {
+            replicas: number("replicas", form.replicas.as_deref(), None)? as u32,
+            quorum: number("quorum", form.quorum.as_deref(), None)? as u32,
+        }),
+        "grant" => {
+            let standing: Vec<Standing> = [
+                (&form.standing_vote, Standing::Vote),
+                (&form.standing_submit, Standing::Submit),
+                (&form.standing_donate, Standing::Donate),
+                (&form.standing_operate, Standing::Operate),
+            ]
+            .into_iter()
+            .filter(|(checked, _)| checked.is_some())
+            .map(|(_, standing)| standing)
+            .collect();
+            Effect::GrantStanding {
+                name: field("name", &form.name)?,
+                key: field("key", &form.key)?.parse().map_err(bad_request)?,
+                standing,
+            }
+        }
+        other => return Err(bad_request(format!("{other:?} is not a kind of proposal this page makes"))),
+    })
+}
+
+async fn propose(State(ui): Shared, Form(form): Form<ProposeForm>) -> Result<Redirect, Trouble> {
+    ui.check(&form.token)?;
+    let proposal = Proposal {
+        scope: form.scope.trim().parse().map_err(bad_request)?,
+        title: form.title.trim().to_string(),
+        effect: effect_of(&form)?,
+    };
+    proposal.validate().map_err(bad_request)?;
+    let id = ui.web.propose(&proposal).await?;
+    if form.vote_yes.is_some() {
+        ui.web.vote(id, Choice::Yes, None).await?;
+    }
+    Ok(Redirect::to(&format!("/proposals#proposal-{id}")))
+}
+
+/// The most a submission form may carry: a module (4 MiB at most) and an input (1 MiB),
+/// with room for the form around them.
+const SUBMIT_FORM_BYTES_MAX: usize = 6 << 20;
+
+async fn submit(State(ui): Shared, mut form: Multipart) -> Result<Redirect, Trouble> {
+    const FIELDS: [&str; 8] =
+        ["token", "scope", "module", "input", "args", "fuel", "memory_mib", "timeout_ms"];
+    let mut fields = std::collections::BTreeMap::<&str, Vec<u8>>::new();
+    let mut module_name = String::from("the module");
+    while let Some(field) = form.next_field().await.map_err(bad_request)? {
+        let Some(name) = FIELDS.iter().find(|f| Some(**f) == field.name()) else { continue };
+        if *name == "module" {
+            module_name = field.file_name().unwrap_or("the module").to_string();
+        }
+        fields.insert(name, field.bytes().await.map_err(bad_request)?.to_vec());
+    }
+    let text =
+        |name: &str| String::from_utf8_lossy(fields.get(name).map_or(&[][..], |v| v)).trim().to_string();
+    ui.check(&text("token"))?;
+    let scope: ScopeId = text("scope").parse().map_err(bad_request)?;
+    let module =
+        fields.get("module").filter(|m| !m.is_empty()).ok_or_else(|| bad_request("choose a module file"))?;
+    let module = if module.starts_with(b"\0asm") {
+        module.clone()
+    } else {
+        wat::parse_bytes(module)
+            .map_err(|e| {
+                bad_request(format!("{module_name} is neither a WebAssembly module nor valid WAT text: {e}"))
+            })?
+            .into_owned()
+    };
+    let most = Limits::default();
+    let limits = Limits {
+        fuel: Fuel(number("fuel", Some(&text("fuel")), Some(most.fuel.0))?),
+        memory_bytes: number("memory", Some(&text("memory_mib")), Some(most.memory_bytes >> 20))?
+            .saturating_mul(1 << 20),
+        timeout_ms: number("time limit", Some(&text("timeout_ms")), Some(most.timeout_ms))?,
+        output_bytes: most.output_bytes,
+    };
+    let args: Vec<String> =
+        text("args").lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+    // A browser sends a text box's line ends as CRLF; a program's stdin has LF.
+    let input = String::from_utf8_lossy(fields.get("input").map_or(&[][..], |v| v)).replace("\r\n", "\n");
+    let module = ui.web.put_module(&module).await?;
+    let request =
+        crate::client::JobRequest::new(scope, ExecutorKind::Wasm, module, input.as_bytes(), args, limits);
+    let job = ui.web.submit(&request).await?;
+    Ok(Redirect::to(&format!("/jobs/{job}")))
+}
+
 impl Ui {
     fn check(&self, token: &str) -> Result<(), Trouble> {
         if token != self.token {
@@ -509,10 +721,28 @@ fn state_words(state: &JobState) -> String {
 
 async fn jobs(State(ui): Shared) -> Page {
     let listed: Paged<JobSummary> = ui.web.get("/v1/jobs?limit=100").await?;
+    let most = Limits::default();
     Ok(layout(
         "Jobs",
         "/jobs",
         html! {
+            details.card.submit {
+                summary { "Submit a job" }
+                p.muted { "Signed here with your key, as " code { "icn submit" } " signs it; it runs only if the scope's mandate allows it." }
+                form method="post" action="/jobs" enctype="multipart/form-data" {
+                    input type="hidden" name="token" value=(ui.token);
+                    p { label { "The scope whose mandate pays: " input type="text" name="scope" required placeholder="fed-north"; } }
+                    p { label { "The program, a WebAssembly module (.wasm, or its .wat text): " input type="file" name="module" required; } }
+                    p { label { "Its input (what it reads on stdin):" br; textarea name="input" rows="4" cols="60" {} } }
+                    p { label { "Its arguments, one per line:" br; textarea name="args" rows="2" cols="60" {} } }
+                    p {
+                        label { "Fuel: " input type="number" name="fuel" min="1" value=(most.fuel.0); } " "
+                        label { "Memory (MiB): " input type="number" name="memory_mib" min="1" value=(most.memory_bytes >> 20); } " "
+                        label { "Time limit (ms): " input type="number" name="timeout_ms" min="1" value=(most.timeout_ms); }
+                    }
+                    button.yes { "Submit, signed with your key" }
+                }
+            }
             table {
                 tr { th { "Job" } th { "For" } th { "By" } th { "State" } th { "Submitted" } }
                 @for j in &listed.items {
@@ -567,9 +797,42 @@ fn chain(trace: &Trace) -> Vec<Step> {
     steps
 }
 
+/// The job a page's address names: its whole id, or any unique start of it (6 hex digits
+/// at least, as lists and terminals show them).
+async fn resolve_job(ui: &Ui, typed: &str) -> Result<JobId, Trouble> {
+    if let Ok(job) = typed.parse::<JobId>() {
+        return Ok(job);
+    }
+    icn_protocol::prefix_bounds(typed).map_err(|e| Trouble(StatusCode::BAD_REQUEST, e))?;
+    let found: serde_json::Value = ui.web.get(&format!("/v1/complete?kind=job&prefix={typed}")).await?;
+    let ids: Vec<&str> = found["ids"].as_array().into_iter().flatten().filter_map(|id| id.as_str()).collect();
+    match ids.as_slice() {
+        [one] => one.parse().map_err(|e| Trouble(StatusCode::BAD_GATEWAY, format!("{e}"))),
+        [] => Err(Trouble(StatusCode::NOT_FOUND, format!("no job you can see starts with {typed}"))),
+        many => Err(Trouble(
+            StatusCode::BAD_REQUEST,
+            format!("{typed} starts {} jobs ({}): give more of its id", many.len(), many.join(", ")),
+        )),
+    }
+}
+
+/// The most of an output the page shows; the rest is for `icn result`.
+const OUTPUT_SHOWN_BYTES_MAX: usize = 64 * 1024;
+
 async fn job(State(ui): Shared, Path(id): Path<String>) -> Page {
-    let job: JobId = id.parse().map_err(|e| Trouble(StatusCode::BAD_REQUEST, format!("{e}")))?;
+    let job = resolve_job(&ui, &id).await?;
     let view: JobView = ui.web.status(job).await?;
+    // The coordinator answers only a reader of the output (its submitter, its scope's
+    // members); anyone else is told whose it is.
+    let output = match view.state {
+        JobState::Completed => Some(ui.web.output(job).await.map_err(|e| e.to_string())),
+        _ => None,
+    };
+    let stderr = view
+        .result
+        .as_ref()
+        .map(|(_, report)| String::from_utf8_lossy(&report.stderr).into_owned())
+        .filter(|text| !text.is_empty());
     let trace: Trace = ui.web.get(&format!("/v1/jobs/{job}/trace")).await?;
     let steps = chain(&trace);
     let authority = &trace.authority;
@@ -599,6 +862,28 @@ async fn job(State(ui): Shared, Path(id): Path<String>) -> Page {
                         }
                     }
                 }
+            }
+            @match &output {
+                Some(Ok(bytes)) => {
+                    h2 { "Its output" }
+                    @match std::str::from_utf8(&bytes[..bytes.len().min(OUTPUT_SHOWN_BYTES_MAX)]) {
+                        Ok(text) => {
+                            pre.output { (text) }
+                            @if bytes.len() > OUTPUT_SHOWN_BYTES_MAX {
+                                p.muted { "The first " (OUTPUT_SHOWN_BYTES_MAX / 1024) " KiB of " (bytes.len()) " bytes: "
+                                    code { "icn result " (short(&job)) " --out FILE" } " writes it whole." }
+                            }
+                        },
+                        Err(_) => p.muted { (bytes.len()) " bytes that are not text: "
+                            code { "icn result " (short(&job)) " --out FILE" } " writes them to a file." },
+                    }
+                },
+                Some(Err(why)) => { h2 { "Its output" } p.muted.output-refused { (why) } },
+                None => {},
+            }
+            @if let Some(text) = &stderr {
+                h2 { "What it wrote to stderr" }
+                pre.stderr { (text) }
             }
             @if let Some(j) = &trace.job {
                 @if let Some(order) = &j.order { p.muted { (order) } }
@@ -727,7 +1012,7 @@ async fn ledger(State(ui): Shared) -> Page {
                 div.card id=(format!("account-{}", statement.scope)) {
                     h2 { (statement.scope) }
                     @if let Some(account) = positions.accounts.iter().find(|a| a.scope == statement.scope) {
-                        p { "Position " b.position { (account.position) } " credits; " (account.reserved) " held for jobs running; may go down to " (-account.limit) "." }
+                        p { "Position " b.position { (credits(Credits(account.position))) } "; " (credits(Credits(account.reserved))) " held for jobs running; may go down to " (crate::governance::thousands(-account.limit)) "." }
                     }
                     @if let Some(mandate) = &view.mandate { (budget_bar(mandate.spent, mandate.left)) }
                     (plot(statement))
@@ -765,7 +1050,7 @@ async fn workers(State(ui): Shared) -> Page {
                 div.card {
                     h2 { (scope) }
                     @if let Some(account) = positions.accounts.iter().find(|a| &a.scope == scope) {
-                        p { "Earned so far: " b { (account.position) " credits" } }
+                        p { "Earned so far: " b { (credits(Credits(account.position))) } }
                     }
                     table {
                         tr { th { "Machine" } th { "Connected" } th { "Slots free" } th { "Results agreed" } th { "Disagreed" } th { "Missed" } th { "Trust" } th { "Status" } }
@@ -849,10 +1134,10 @@ pub async fn serve(options: UiOptions) -> anyhow::Result<Served> {
     let app = axum::Router::new()
         .route("/login", get(login_page))
         .route("/", get(home))
-        .route("/proposals", get(proposals))
+        .route("/proposals", get(proposals).post(propose))
         .route("/proposals/{id}/vote", post(vote))
         .route("/decisions", get(decisions))
-        .route("/jobs", get(jobs))
+        .route("/jobs", get(jobs).post(submit).layer(DefaultBodyLimit::max(SUBMIT_FORM_BYTES_MAX)))
         .route("/jobs/{id}", get(job))
         .route("/jobs/{id}/cancel", post(cancel))
         .route("/entries/{seq}", get(entry))

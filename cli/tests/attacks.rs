@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use icn_cli::client::{Client, JobRequest};
 use icn_cli::demo::wait_for_decision;
-use icn_cli::demo::{SPIN_WAT, UPPER_WAT};
+use icn_cli::demo::{HELLO_WAT, SPIN_WAT, UPPER_WAT};
 use icn_cli::local::{self, LocalCommons, LocalOptions};
 use icn_governance::Genesis;
 use icn_protocol::JobId;
@@ -503,6 +503,44 @@ async fn h4_the_member_page_holds_against_rebinding_framing_other_users_and_the_
     // From the page itself it is taken.
     assert_eq!(vote(&format!("http://127.0.0.1:{port}")).await.unwrap().status().as_u16(), 303);
     assert_eq!(journal_len(&commons).await, before + 1, "ana's ballot");
+    // The page's proposal and submission forms hold the same way: another origin, or the
+    // page's origin without the token, proposes and submits nothing.
+    let own = format!("http://127.0.0.1:{port}");
+    let before = journal_len(&commons).await;
+    let propose = |origin: &str, token: &str| {
+        http.post(format!("{page}/proposals"))
+            .header("cookie", &session)
+            .header("origin", origin)
+            .form(&[
+                ("token", token),
+                ("kind", "prices"),
+                ("scope", "fed-north"),
+                ("title", "Dearer"),
+                ("credits_per_mega_fuel", "9"),
+                ("vote_yes", "on"),
+            ])
+            .send()
+    };
+    assert_eq!(propose("http://evil.example", &token).await.unwrap().status().as_u16(), 403);
+    assert_eq!(propose(&own, "a guess").await.unwrap().status().as_u16(), 403);
+    let module = reqwest::multipart::Part::bytes(wat::parse_str(HELLO_WAT).unwrap()).file_name("hello.wasm");
+    let submit = http
+        .post(format!("{page}/jobs"))
+        .header("cookie", &session)
+        .header("origin", "http://evil.example")
+        .multipart(
+            reqwest::multipart::Form::new()
+                .text("token", token.clone())
+                .text("scope", "fed-north")
+                .part("module", module),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(submit.status().as_u16(), 403);
+    assert_eq!(journal_len(&commons).await, before, "nothing proposed, voted or submitted");
+    assert_eq!(propose(&own, &token).await.unwrap().status().as_u16(), 303);
+    assert_eq!(journal_len(&commons).await, before + 2, "ana's proposal and her ballot");
 
     assert!(icn_cli::ui::plain_http_warning("http://203.0.113.7:7700").is_some());
     assert!(icn_cli::ui::plain_http_warning("http://127.0.0.1:7700").is_none());

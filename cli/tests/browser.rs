@@ -1,7 +1,8 @@
 //! The member page (`icn ui`) in real headless Chromium, driven through chromedriver
 //! (Debian's `chromium` and `chromium-driver`; `.ci/run` installs them): a member reads
-//! a job's chain, votes and sees the vote in the tally and in `icn trace`, sees their
-//! scope's position move after a job, and cancels a job. Every page is photographed
+//! a job's chain and output, votes and sees the vote in the tally and in `icn trace`,
+//! sees their scope's position move after a job, submits a job with an input and reads
+//! its output, makes a proposal with their own ballot, and cancels a job. Every page is photographed
 //! into target/screenshots (and into docs/screenshots with ICN_UPDATE_SCREENSHOTS=1).
 
 use std::path::{Path, PathBuf};
@@ -87,6 +88,12 @@ async fn text(browser: &Client, css: &str) -> String {
 }
 
 /// Clicks what `css` finds and waits until the page it leads to has replaced this one.
+/// An amount as the page writes it, "-12,500 credits" or "1 credit", as a number.
+fn credits(shown: &str) -> i64 {
+    let number = shown.trim().trim_end_matches(" credits").trim_end_matches(" credit").replace(',', "");
+    number.parse().unwrap_or_else(|e| panic!("{shown:?} is not an amount of credits: {e}"))
+}
+
 async fn click_to_load(browser: &Client, css: &str) {
     let old = browser.find(Locator::Css("html")).await.unwrap();
     let target = browser.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("no {css} to click: {e}"));
@@ -163,6 +170,11 @@ async fn a_member_reads_votes_follows_money_and_cancels_from_the_page() {
     }
     let entries = browser.find_all(Locator::Css("tr.entry")).await.unwrap();
     assert!(entries.len() >= 4, "the job's journal entries are listed: {}", entries.len());
+    assert_eq!(
+        text(&browser, "pre.output").await.trim(),
+        "hello from the commons",
+        "its output, on its page"
+    );
     screenshot(&browser, "job").await;
     // A node links to its journal entry: its hash, and the coordinator's seal over it,
     // checked here against the coordinator's key.
@@ -173,18 +185,24 @@ async fn a_member_reads_votes_follows_money_and_cancels_from_the_page() {
     assert!(hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit()), "{hash}");
     let check = text(&browser, ".seal-check").await;
     assert!(check.starts_with("the seal's signature holds"), "{check}");
+    // Any unique start of the id names the job, as in a terminal.
+    browser.goto(&format!("{page}/jobs/{}", &job.to_string()[..8])).await.unwrap();
+    assert_eq!(text(&browser, ".job-state").await, "done");
+    browser.goto(&format!("{page}/jobs/zz")).await.unwrap();
+    let said = text(&browser, "body").await;
+    assert!(said.contains("give at least 6 of its hex digits"), "a bad id is named: {said}");
     screenshot(&browser, "entry").await;
 
     // The position moves after a job.
     browser.goto(&format!("{page}/ledger")).await.unwrap();
-    let before: i64 = text(&browser, "#account-fed-north b.position").await.parse().unwrap();
+    let before = credits(&text(&browser, "#account-fed-north b.position").await);
     screenshot(&browser, "ledger").await;
     // Ten million counts a byte: some hundred million fuel, which costs credits.
     let busy = commons_module(&client, BUSY_WAT).await;
     let second = client.submit(&local::submission(busy, b"xx", Limits::default())).await.unwrap();
     assert_eq!(finished(&client, second).await, JobState::Completed);
     browser.goto(&format!("{page}/ledger")).await.unwrap();
-    let after: i64 = text(&browser, "#account-fed-north b.position").await.parse().unwrap();
+    let after = credits(&text(&browser, "#account-fed-north b.position").await);
     assert!(after < before, "fed-north paid for the job: position {before} then {after}");
     let points = browser.find_all(Locator::Css("svg.plot circle")).await.unwrap();
     assert!(points.len() >= 2, "each entry is a point of the plot");
@@ -235,6 +253,55 @@ async fn a_member_reads_votes_follows_money_and_cancels_from_the_page() {
     browser.goto(&format!("{page}/decisions")).await.unwrap();
     assert!(text(&browser, &format!("#entry-{}", decision.seq)).await.contains("Cheaper compute"));
     screenshot(&browser, "decisions").await;
+
+    // A job submitted from the page, a module file and an input typed in; its output on
+    // its own page.
+    browser.goto(&format!("{page}/jobs")).await.unwrap();
+    browser.find(Locator::Css("details.submit summary")).await.unwrap().click().await.unwrap();
+    let fill = |css: &'static str, value: String| {
+        let browser = browser.clone();
+        async move {
+            let field = browser.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("no {css}: {e}"));
+            field.send_keys(&value).await.unwrap();
+        }
+    };
+    fill("details.submit input[name='scope']", "fed-north".into()).await;
+    fill(
+        "details.submit input[name='module']",
+        root().join("examples/wasm/upper.wasm").display().to_string(),
+    )
+    .await;
+    fill("details.submit textarea[name='input']", "shout this".into()).await;
+    screenshot(&browser, "submit").await;
+    click_to_load(&browser, "details.submit button.yes").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while text(&browser, ".job-state").await != "done" {
+        assert!(std::time::Instant::now() < deadline, "{}", text(&browser, "main").await);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        browser.refresh().await.unwrap();
+    }
+    assert_eq!(text(&browser, "pre.output").await.trim(), "SHOUT THIS", "the output of the page's job");
+    screenshot(&browser, "job-submitted").await;
+
+    // A proposal made from the page, with the proposer's own ballot.
+    browser.goto(&format!("{page}/proposals")).await.unwrap();
+    browser.find(Locator::Css("details.propose > summary")).await.unwrap().click().await.unwrap();
+    browser.find(Locator::Css("details.prices > summary")).await.unwrap().click().await.unwrap();
+    fill("details.prices input[name='scope']", "fed-north".into()).await;
+    fill("details.prices input[name='title']", "Dearer compute".into()).await;
+    fill("details.prices input[name='credits_per_mega_fuel']", "3".into()).await;
+    browser.find(Locator::Css("details.prices input[name='vote_yes']")).await.unwrap().click().await.unwrap();
+    screenshot(&browser, "propose").await;
+    click_to_load(&browser, "details.prices button.yes").await;
+    let url = browser.current_url().await.unwrap();
+    let card = format!("#{}", url.fragment().unwrap_or_else(|| panic!("no proposal in {url}")));
+    let made = text(&browser, &card).await;
+    assert!(made.contains("Dearer compute") && made.contains("3 credits per million fuel"), "{made}");
+    assert_eq!(
+        text(&browser, &format!("{card} .vote-cast")).await,
+        "yes",
+        "the proposer's ballot went with it"
+    );
 
     // Cancel a job that would run for a long time.
     let long = client

@@ -45,8 +45,10 @@ pub const BUDGET_CREDITS_MAX: i64 = 1_000_000_000_000_000;
 pub struct Credits(pub i64);
 
 impl fmt::Display for Credits {
+    /// "1 credit", "-1 credit", "0 credits", "12 credits".
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} credits", self.0)
+        let unit = if self.0.unsigned_abs() == 1 { "credit" } else { "credits" };
+        write!(f, "{} {unit}", self.0)
     }
 }
 
@@ -672,6 +674,12 @@ impl Ballot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_credit_is_singular() {
+        let words: Vec<String> = [1, -1, 0, 2, 1_000].map(|n| Credits(n).to_string()).into();
+        assert_eq!(words, ["1 credit", "-1 credit", "0 credits", "2 credits", "1000 credits"]);
+    }
 
     #[test]
     fn a_ballot_signed_before_reasons_decodes_without_one() {
