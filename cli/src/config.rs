@@ -132,12 +132,7 @@ impl ConfigFile {
             .merge(Toml::file_exact(path))
             .merge(Env::prefixed(ENV_PREFIX))
             .extract()
-            .with_context(|| {
-                format!(
-                    "the coordinator config {} (with any {ENV_PREFIX}* variables) is not valid",
-                    path.display()
-                )
-            })?;
+            .map_err(|e| anyhow::anyhow!("the coordinator config is not valid: {}", config_error(e)))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Ok((config, base))
     }
@@ -214,9 +209,73 @@ impl ConfigFile {
     }
 }
 
+/// A config error as an operator reads it: the setting by the name they wrote (no
+/// profile), what is wrong in plain words, and where the value came from — the file, or
+/// the environment variable that set it.
+fn config_error(error: figment::Error) -> String {
+    use figment::error::Kind;
+    error
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let from = match e.metadata.as_ref() {
+                Some(m) => match &m.source {
+                    Some(figment::Source::File(file)) => format!(" (in {})", file.display()),
+                    _ if m.name.contains("environment") => {
+                        format!(" (from the environment variable {ENV_PREFIX}{})", key.to_uppercase())
+                    }
+                    _ => format!(" (from {})", m.name),
+                },
+                None => String::new(),
+            };
+            let takes = |expected: &str| match expected {
+                "u64" | "u32" | "usize" | "i64" => "a whole number".to_string(),
+                other => other.to_string(),
+            };
+            let what = match &e.kind {
+                Kind::UnknownField(field, known) => {
+                    format!("there is no setting `{field}`; the settings are {}", known.join(", "))
+                }
+                Kind::MissingField(field) => format!("the setting `{field}` is missing"),
+                Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
+                    format!("`{key}` is {actual}; it takes {}", takes(expected))
+                }
+                other => format!("`{key}`: {other}"),
+            };
+            format!("{what}{from}")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A setting misspelled or of the wrong type is named as written, with what it takes
+    /// and the file it is in: no profile prefix, no nested quoting.
+    #[test]
+    fn a_bad_setting_is_named_as_written_with_what_it_takes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("coordinator.toml");
+        let base = "listen = \"127.0.0.1:7600\"\nkey = \"k\"\njournal = \"j.db\"\ngenesis = \"g.toml\"\n";
+        std::fs::write(&path, format!("{base}heartbeat = 5\n")).unwrap();
+        let error = ConfigFile::read(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("there is no setting `heartbeat`; the settings are listen, key, journal, heartbeat_interval_ms"),
+            "{error}"
+        );
+        assert!(
+            error.contains(&format!("(in {})", path.display())) && !error.contains("default."),
+            "{error}"
+        );
+        std::fs::write(&path, format!("{base}heartbeat_interval_ms = \"soon\"\n")).unwrap();
+        let error = ConfigFile::read(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("`heartbeat_interval_ms` is string \"soon\"; it takes a whole number"),
+            "{error}"
+        );
+    }
 
     /// The example genesis with real keys pasted in, in `dir`.
     fn example_genesis(dir: &Path) -> PathBuf {
