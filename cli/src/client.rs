@@ -11,7 +11,7 @@ use icn_protocol::views::{
     ScopeSummary, ScopeView, Statement, Trace, WorkerView,
 };
 use icn_protocol::wire::{
-    Answer, ClientRequest, ClientResponse, Hello, IdKind, JobSummary, JobView, JobsQuery,
+    Answer, ClientRequest, ClientResponse, Hello, IdKind, JobSummary, JobView, JobsQuery, LiveStderr,
     MESSAGE_SIZE_BYTES_MAX, Role, Submission, TraceQuery,
 };
 use icn_protocol::{ContentId, Envelope, JobId, Keypair, PublicKey, Seal, SealKeeper};
@@ -432,6 +432,15 @@ impl Client {
         match self.request(&ClientRequest::Status(job)).await? {
             ClientResponse::Job(view) => Ok(*view),
             ClientResponse::Error(error) => bail!("{}", error.message),
+            other => bail!(unexpected(other)),
+        }
+    }
+
+    /// What a running job's module wrote to stderr from offset `from` on, waiting up to
+    /// `wait_ms` for bytes when none are there yet.
+    pub async fn live_stderr(&self, job: JobId, from: u64, wait_ms: u64) -> anyhow::Result<LiveStderr> {
+        match self.call(ClientRequest::LiveStderr { job, from, wait_ms }).await? {
+            ClientResponse::LiveStderr(live) => Ok(*live),
             other => bail!(unexpected(other)),
         }
     }

@@ -62,17 +62,22 @@ pub fn members(members: &[MemberView]) -> String {
     out
 }
 
+/// `n` and the noun in the number it takes: "1 member", "2 members".
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 pub fn scopes(scopes: &[ScopeSummary]) -> String {
     let mut out = String::new();
     // Depth-first from the commons, so the tree reads top-down.
     fn walk(scopes: &[ScopeSummary], scope: &ScopeSummary, depth: usize, out: &mut String) {
         let _ = writeln!(
             out,
-            "{}{} ({:?}, {} members with standing)",
+            "{}{} ({}, {} with standing)",
             "  ".repeat(depth),
             scope.id,
             scope.kind,
-            scope.members
+            count(scope.members, "member", "members")
         );
         for child in scopes.iter().filter(|c| c.parent.as_ref() == Some(&scope.id)) {
             walk(scopes, child, depth + 1, out);
@@ -86,9 +91,10 @@ pub fn scopes(scopes: &[ScopeSummary]) -> String {
 
 pub fn scope(scope: &ScopeView, now_ms: u64) -> String {
     let mut out = String::new();
-    let parent = scope.parent.as_ref().map_or("none".to_string(), ToString::to_string);
-    let _ =
-        writeln!(out, "scope {}: a {} inside {parent}", scope.id, format!("{:?}", scope.kind).to_lowercase());
+    let _ = match &scope.parent {
+        Some(parent) => writeln!(out, "scope {}: a {} inside {parent}", scope.id, scope.kind),
+        None => writeln!(out, "scope {}: the {}, at the top", scope.id, scope.kind),
+    };
     let r = scope.rule;
     let _ = writeln!(
         out,

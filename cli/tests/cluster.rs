@@ -230,19 +230,8 @@ async fn oversized_and_malformed_requests_are_refused_and_the_coordinator_serves
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn report_signed_by_the_wrong_key_is_refused_and_the_task_runs_elsewhere() {
     let dir = tempfile::tempdir().unwrap();
-    let rogue_key = Arc::new(Keypair::generate());
-    let commons = start_with_rogue(dir.path(), rogue_key.clone()).await;
-    let client = commons.client().await.unwrap();
-    // A first job, on the honest worker alone: its cooperative has now earned, so the
-    // rogue's, which has not, scores higher on donor fairness and gets the next task.
-    let first = run_wat(&client, SUM_WAT, b"1 1", Limits::default()).await;
-    assert_eq!(output(&client, &first).await, b"2\n");
-    let (_endpoint, session) = commons.connect_worker(&rogue_key, 4).await.unwrap();
-    let job = submit_wat(&client, SUM_WAT, b"2 2", Limits::default()).await;
-    let (mut send, mut recv) = icn_transport::accept(&session.connection).await.unwrap();
-    let Some(CoordinatorMessage::Assign { assignment, .. }) = recv.read(1 << 20).await.unwrap() else {
-        panic!("expected an assignment");
-    };
+    let RogueTask { commons, client, rogue_key, session, job, mut send, assignment, .. } =
+        a_task_on_a_rogue(dir.path()).await;
     let lie = b"5\n".to_vec();
     let report = ExecutionReport {
         task: assignment.task,
@@ -270,6 +259,60 @@ async fn report_signed_by_the_wrong_key_is_refused_and_the_task_runs_elsewhere()
     let rogue = workers.iter().find(|w| w.key == rogue_key.public()).unwrap();
     assert_eq!((rogue.trust.missed, rogue.connected), (1, false), "the rogue lost trust: {rogue:?}");
     commons.stop().await.unwrap();
+}
+
+/// A worker's progress reaches those following the job, named as that worker's; progress
+/// past its bound disconnects the worker, and the task runs elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_is_followed_as_its_workers_word_and_oversized_progress_disconnects_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let RogueTask { commons, client, rogue_key, session, job, mut send, .. } =
+        a_task_on_a_rogue(dir.path()).await;
+    send.write(&WorkerMessage::Progress { stderr: b"halfway\n".to_vec(), skipped: 0 }).await.unwrap();
+    let live = client.live_stderr(job, 0, 10_000).await.unwrap();
+    assert_eq!((live.stderr.as_slice(), live.worker), (&b"halfway\n"[..], Some(rogue_key.public())));
+    assert!(matches!(live.state, JobState::Running { .. }), "{:?}", live.state);
+
+    let flood = vec![b'x'; icn_protocol::wire::PROGRESS_STDERR_BYTES_MAX + 1];
+    send.write(&WorkerMessage::Progress { stderr: flood, skipped: 0 }).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(10), session.connection.closed()).await.unwrap();
+    assert!(closed.to_string().contains("at most 16384 are accepted"), "{closed}");
+    let view =
+        tokio::time::timeout(Duration::from_secs(30), client.watch(job, |_| {})).await.unwrap().unwrap();
+    assert_eq!(output(&client, &view).await, b"4\n");
+    assert_ne!(view.result.unwrap().0, rogue_key.public());
+    commons.stop().await.unwrap();
+}
+
+/// A commons with an honest worker and a rogue one the test speaks for, and the rogue's
+/// stream of the task of job `2 2`, its assignment read.
+struct RogueTask {
+    commons: LocalCommons,
+    client: Client,
+    rogue_key: Arc<Keypair>,
+    _endpoint: quinn::Endpoint,
+    session: icn_transport::endpoint::Session,
+    job: JobId,
+    send: icn_transport::FrameWriter<quinn::SendStream>,
+    _recv: icn_transport::FrameReader<quinn::RecvStream>,
+    assignment: Box<icn_protocol::wire::Assignment>,
+}
+
+async fn a_task_on_a_rogue(dir: &std::path::Path) -> RogueTask {
+    let rogue_key = Arc::new(Keypair::generate());
+    let commons = start_with_rogue(dir, rogue_key.clone()).await;
+    let client = commons.client().await.unwrap();
+    // A first job, on the honest worker alone: its cooperative has now earned, so the
+    // rogue's, which has not, scores higher on donor fairness and gets the next task.
+    let first = run_wat(&client, SUM_WAT, b"1 1", Limits::default()).await;
+    assert_eq!(output(&client, &first).await, b"2\n");
+    let (endpoint, session) = commons.connect_worker(&rogue_key, 4).await.unwrap();
+    let job = submit_wat(&client, SUM_WAT, b"2 2", Limits::default()).await;
+    let (send, mut recv) = icn_transport::accept(&session.connection).await.unwrap();
+    let Some(CoordinatorMessage::Assign { assignment, .. }) = recv.read(1 << 20).await.unwrap() else {
+        panic!("expected an assignment");
+    };
+    RogueTask { commons, client, rogue_key, _endpoint: endpoint, session, job, send, _recv: recv, assignment }
 }
 
 async fn start_with_rogue(dir: &std::path::Path, rogue: Arc<Keypair>) -> LocalCommons {
@@ -373,6 +416,7 @@ impl icn_worker::Executor for Echo {
         _: icn_protocol::wire::Assignment,
         input: Vec<u8>,
         _: icn_worker::executor::Stop,
+        _: icn_worker::LiveStderr,
     ) -> icn_worker::executor::Running {
         Box::pin(async move {
             icn_worker::Execution {

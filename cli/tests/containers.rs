@@ -16,7 +16,7 @@ use icn_protocol::governance::{Credits, Effect, PlacementPolicy, ScopeId};
 use icn_protocol::wire::{Assignment, ExecutorKind, FailureKind, JobState, JobView, Limits, Outcome};
 use icn_protocol::{ContentId, JobId, Keypair, PublicKey};
 use icn_worker::container::{ContainerConfig, ContainerExecutor, import_busybox};
-use icn_worker::executor::{Executor, Running, Stop};
+use icn_worker::executor::{Executor, LiveStderr, Running, Stop};
 
 const TOLERANCE_PERCENT: u32 = 50;
 
@@ -150,9 +150,9 @@ impl Executor for Liar {
     fn load_program(&self, program: ContentId, bytes: &[u8]) -> Result<(), String> {
         self.honest.load_program(program, bytes)
     }
-    fn run(self: Arc<Self>, assignment: Assignment, input: Vec<u8>, stop: Stop) -> Running {
+    fn run(self: Arc<Self>, assignment: Assignment, input: Vec<u8>, stop: Stop, live: LiveStderr) -> Running {
         Box::pin(async move {
-            let mut execution = self.honest.clone().run(assignment, input, stop).await;
+            let mut execution = self.honest.clone().run(assignment, input, stop, live).await;
             match self.lie {
                 Lie::Output => execution.output = b"not the answer\n".to_vec(),
                 Lie::Usage => {

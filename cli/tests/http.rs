@@ -290,3 +290,66 @@ async fn a_member_outside_the_jobs_scope_reads_that_it_ran_but_not_what_it_made(
     assert_eq!((refused.status, refused.error.code.as_str()), (403, "private"), "{}", refused.error.message);
     commons.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_jobs_stderr_is_followed_over_http_by_those_who_may_read_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LocalOptions {
+        owners: &["coop-a"],
+        members: &["ana"],
+        commons_only: &["cy"],
+        http_listen: Some(([127, 0, 0, 1], 0).into()),
+        ..LocalOptions::default()
+    };
+    let commons = LocalCommons::start(dir.path(), options).await.unwrap();
+    let base = format!("http://{}", commons.coordinator.http_addr().unwrap());
+    commons.wait_for_workers(1).await.unwrap();
+    let ana = WebClient::new(&base, commons.member.clone());
+    let announce = wat::parse_str(include_str!("../../examples/wat/announce.wat")).unwrap();
+    let module = ana.put_module(&announce).await.unwrap();
+    // It says it started, then works until its time is gone: whatever is read before it
+    // is cancelled was written while it ran.
+    let limits = Limits {
+        fuel: icn_protocol::Fuel(icn_protocol::wire::FUEL_MAX),
+        timeout_ms: 60_000,
+        ..Limits::default()
+    };
+    let job = ana.submit(&local::submission(module, b"", limits)).await.unwrap();
+    let path = |from: u64| format!("/v1/jobs/{job}/logs/live?from={from}&wait_ms=10000");
+    let mut live: icn_coordinator::http::LiveLogs = ana.get(&path(0)).await.unwrap();
+    while live.stderr.is_empty() {
+        assert!(matches!(live.state, JobState::Queued | JobState::Running { .. }), "{:?}", live.state);
+        live = ana.get(&path(live.next)).await.unwrap();
+    }
+    assert_eq!(live.stderr, "started: working on it\n");
+    assert!(matches!(live.state, JobState::Running { .. }), "read while it runs: {:?}", live.state);
+    assert_eq!((live.from, live.next, live.skipped), (0, 23, 0));
+    assert_eq!(live.worker, Some(commons.workers[0].key));
+
+    // A member of the commons outside the job's scope, and a stranger: refused.
+    let cy = commons.members.iter().find(|m| m.name == "cy").unwrap().key.clone();
+    let refused = refusal(WebClient::new(&base, cy).get::<serde_json::Value>(&path(0)).await.unwrap_err());
+    assert_eq!((refused.status, refused.error.code.as_str()), (403, "private"), "{}", refused.error.message);
+    assert!(refused.error.message.contains("stderr of job"), "{}", refused.error.message);
+    let stranger = WebClient::new(&base, Arc::new(Keypair::generate()));
+    let refused = refusal(stranger.get::<serde_json::Value>(&path(0)).await.unwrap_err());
+    assert_eq!(
+        (refused.status, refused.error.code.as_str()),
+        (403, "not_a_member"),
+        "{}",
+        refused.error.message
+    );
+    // A bad offset or parameter is named.
+    let refused =
+        refusal(ana.get::<serde_json::Value>(&format!("/v1/jobs/{job}/logs/live?from=x")).await.unwrap_err());
+    assert_eq!(refused.status, 400, "{}", refused.error.message);
+
+    // Once it is cancelled, following ends: nothing more, and the job's state says why.
+    ana.cancel(job).await.unwrap();
+    let mut ended: icn_coordinator::http::LiveLogs = ana.get(&path(live.next)).await.unwrap();
+    while matches!(ended.state, JobState::Running { .. } | JobState::Queued) {
+        ended = ana.get(&path(ended.next)).await.unwrap();
+    }
+    assert_eq!((ended.state, ended.stderr.as_str()), (JobState::Cancelled, ""));
+    commons.stop().await.unwrap();
+}

@@ -187,15 +187,22 @@ impl Cluster {
     }
 
     fn start_worker(&mut self, owner: &str) {
+        let child = self.worker_command(owner, &self.addr).stderr(Stdio::inherit()).spawn().unwrap();
+        self.workers.push((owner.to_string(), child));
+    }
+
+    /// `icn worker` with `owner`'s key, reaching for the coordinator at `addr`, its stderr
+    /// piped.
+    fn worker_command(&self, owner: &str, addr: &str) -> Command {
         let key = self.dir.path().join(format!("{owner}.key"));
-        let child = Command::new(ICN)
-            .args(["worker", "--coordinator", &self.addr, "--coordinator-key", &self.coordinator_key])
+        let mut command = Command::new(ICN);
+        command
+            .args(["worker", "--coordinator", addr, "--coordinator-key", &self.coordinator_key])
             .args(["--key", key.to_str().unwrap(), "--slots", "1"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.workers.push((owner.to_string(), child));
+            .stderr(Stdio::piped());
+        command
     }
 
     fn kill_worker(&mut self, owner: &str) {
@@ -203,6 +210,25 @@ impl Cluster {
         let (_, mut child) = self.workers.remove(index);
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    /// `icn ARGS` as the member, its connection given as flags.
+    fn as_member(&self, args: &[&str]) -> Output {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.extend(self.member_args());
+        self.run(&all.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// `icn ARGS` started with this cluster's state folder, its stdout and stderr piped.
+    fn spawn(&self, args: &[String]) -> Child {
+        Command::new(ICN)
+            .args(args)
+            .env("ICN_STATE_DIR", self.dir.path().join("state"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
     }
 
     fn member_args(&self) -> Vec<String> {
@@ -1014,6 +1040,102 @@ fn a_dev_commons_decides_by_hand_and_runs_jobs_days_and_a_year_later() {
     stop_with_sigterm(dev);
 }
 
+/// Reads `child`'s stderr until a line holds `needle` (the child ending first fails the
+/// test); returns what it read.
+fn stderr_until(child: &mut Child, needle: &str) -> String {
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr piped"));
+    let mut read = String::new();
+    while !read.contains(needle) {
+        assert!(stderr.read_line(&mut read).unwrap() > 0, "it ended before saying {needle:?}:\n{read}");
+    }
+    // Keep reading so the child's later lines never meet a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    read
+}
+
+/// A worker says, at its default log level, when it cannot reach its coordinator and
+/// when it was admitted.
+#[test]
+fn a_worker_says_when_it_cannot_reach_the_coordinator_and_when_it_is_admitted() {
+    let mut cluster = Cluster::new(&["coop-a"]);
+    let nobody = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let mut worker = cluster.worker_command("coop-a", &nobody).spawn().unwrap();
+    let said = stderr_until(&mut worker, "cannot reach the coordinator");
+    assert!(said.contains(&format!("cannot reach the coordinator at {nobody}")), "{said}");
+    assert!(said.contains("still trying"), "{said}");
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+
+    cluster.start_coordinator();
+    let mut worker = cluster.worker_command("coop-a", &cluster.addr).spawn().unwrap();
+    let said = stderr_until(&mut worker, "connected and admitted");
+    assert!(!said.contains("cannot reach"), "{said}");
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+}
+
+/// Two worker processes started with one key do not take the connection from each other
+/// over and over: the first is let go with the cause and the fix, the second serves.
+#[test]
+fn a_second_worker_with_the_same_key_stops_the_first_with_the_cause_and_the_fix() {
+    let mut cluster = Cluster::new(&["coop-a"]);
+    cluster.start_coordinator();
+    let mut first = cluster.worker_command("coop-a", &cluster.addr).spawn().unwrap();
+    let mut first_stderr = BufReader::new(first.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("connected and admitted") {
+        assert!(first_stderr.read_line(&mut said).unwrap() > 0, "{said}");
+    }
+    let mut second = cluster.worker_command("coop-a", &cluster.addr).spawn().unwrap();
+    stderr_until(&mut second, "connected and admitted");
+    let ended = first.wait().unwrap();
+    std::io::Read::read_to_string(&mut first_stderr, &mut said).unwrap();
+    assert!(!ended.success(), "the first worker stops: {said}");
+    assert!(said.contains("two workers cannot share a key"), "the cause: {said}");
+    assert!(said.contains("icn keygen"), "the fix: {said}");
+    cluster.workers.push(("coop-a".into(), second));
+    let job = cluster.submit("sum.wat", b"20 22", &[]);
+    assert_eq!(cluster.wait_for(&job), "42\n", "the second serves");
+}
+
+/// `icn logs --follow` prints what a running module writes to stderr as it writes it,
+/// and stops, saying how the job ended, when it ends.
+#[test]
+fn logs_follow_shows_a_line_a_running_module_wrote_before_it_ends() {
+    let mut cluster = Cluster::new(&["coop-a"]);
+    cluster.start_coordinator();
+    cluster.start_worker("coop-a");
+    // It writes a line, then works until its time is gone: it ends only when cancelled.
+    let job = cluster.submit("announce.wat", b"", LONG);
+    let mut args: Vec<String> = vec!["logs".into(), "--follow".into()];
+    args.extend(cluster.member_args());
+    args.push(job[..10].into());
+    let mut following = cluster.spawn(&args);
+    let mut stdout = BufReader::new(following.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "started: working on it\n");
+    let status = cluster.as_member(&["status", "--json", &job]);
+    let view: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert!(view["state"]["running"].is_object(), "the line came while the module ran: {view}");
+    assert!(cluster.as_member(&["cancel", &job]).status.success());
+    let ended = following.wait_with_output().unwrap();
+    assert!(ended.status.success(), "{}", text(&ended.stderr));
+    assert!(text(&ended.stderr).contains("cancelled"), "it says how the job ended: {}", text(&ended.stderr));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert_eq!(rest, "", "nothing is printed twice");
+
+    // A job that already ended: its accepted run's stderr, at once.
+    let grumble = wat("grumble.wat");
+    let grumbled =
+        cluster.as_member(&["submit", "--scope", "fed-north", "--wait", grumble.to_str().unwrap()]);
+    let grumble = text(&grumbled.stdout).lines().next().unwrap().to_string();
+    let logs = cluster.as_member(&["logs", "-f", &grumble]);
+    assert!(logs.status.success(), "{}", text(&logs.stderr));
+    assert_eq!(text(&logs.stdout), "cannot find the second number\n");
+}
+
 /// `--log-format json` writes each log line as one JSON object, for a log collector; a
 /// stderr that is not a terminal gets no colour codes either way.
 #[test]
@@ -1230,14 +1352,7 @@ fn an_interrupted_wait_leaves_the_job_running_and_says_how_to_follow_it() {
     args.extend(cluster.member_args());
     args.extend([wat("spin.wat").to_str().unwrap().into(), "--input".into(), input.to_str().unwrap().into()]);
     args.extend(["--timeout-ms".into(), "20000".into(), "--wait".into()]);
-    let mut child = Command::new(ICN)
-        .args(&args)
-        .env("ICN_STATE_DIR", cluster.dir.path().join("state"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = cluster.spawn(&args);
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut job = String::new();
     stdout.read_line(&mut job).unwrap();

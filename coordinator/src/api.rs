@@ -11,25 +11,32 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use icn_core::trace::Provenance;
 use icn_core::{Core, Now, Refusal};
 use icn_protocol::governance::{Ballot, ClearRequest, Proposal};
 use icn_protocol::views::ClearingView;
 use icn_protocol::wire::{
-    ApiError, COMPLETIONS_MAX, Cancel, ClientRequest, ClientResponse, IdKind, JobState, JobView, Submission,
-    TraceQuery,
+    ApiError, COMPLETIONS_MAX, Cancel, ClientRequest, ClientResponse, IdKind, JobState, JobView,
+    LIVE_STDERR_WAIT_MS_MAX, LiveStderr, Submission, TraceQuery,
 };
 use icn_protocol::{Envelope, JobId, PublicKey, Seal};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::blobs::{Access, BlobStore, Missing};
 use crate::journal::JournalReader;
+use crate::live::LiveLogs;
 use crate::modules::Modules;
 use crate::server::{Event, Journaled, Reply, now_ms};
 
 /// Journal readers kept open for members' reads, at most.
 pub const READERS_MAX: usize = 4;
+
+/// While a followed job waits for stderr, how often its state is looked at again (a
+/// cancel or an ending comes without bytes), and how soon once its run's stream ended.
+const LIVE_STDERR_RECHECK_MS: u64 = 1_000;
+const LIVE_STDERR_ENDED_RECHECK_MS: u64 = 100;
 
 /// Jobs one member may follow at once.
 pub const WATCHERS_PER_MEMBER_MAX: usize = 64;
@@ -50,7 +57,20 @@ pub struct MemberApi {
     blinding: [u8; 32],
     /// How many jobs each member follows now.
     watching: Mutex<HashMap<PublicKey, usize>>,
+    /// Running jobs' stderr as their workers send it.
+    live: LiveLogs,
     metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// The refusal of `what` a job made to a member who may not read it.
+fn private_data(job: &JobId, scope: &icn_protocol::governance::ScopeId, what: &str) -> ApiError {
+    ApiError::new(
+        "private",
+        format!(
+            "the {what} of job {job} belongs to scope {scope}: only its submitter and members with standing in {scope} \
+             may read it"
+        ),
+    )
 }
 
 fn stopping() -> ApiError {
@@ -94,8 +114,14 @@ impl MemberApi {
             members,
             blinding,
             watching: Mutex::default(),
+            live: LiveLogs::default(),
             metrics,
         }
+    }
+
+    /// Running jobs' stderr, which task streams feed.
+    pub(crate) fn live(&self) -> &LiveLogs {
+        &self.live
     }
 
     /// The latest seal committed, which every answer carries.
@@ -315,6 +341,9 @@ impl MemberApi {
                 ClientResponse::Jobs(self.read(move |core| core.jobs_list(&query, &page)).await?)
             }
             ClientRequest::Queue => ClientResponse::Queue(self.read(|core| core.queue()).await?),
+            ClientRequest::LiveStderr { job, from, wait_ms } => {
+                ClientResponse::LiveStderr(Box::new(self.live_stderr(member, job, from, wait_ms).await?))
+            }
             ClientRequest::Workers(page) => {
                 ClientResponse::Workers(self.read(move |core| core.workers(&page)).await?)
             }
@@ -450,14 +479,7 @@ impl MemberApi {
     async fn output(&self, member: PublicKey, job: JobId) -> Result<ClientResponse, ApiError> {
         let view = self.job(job).await?;
         if !self.sees(member, &view).await? {
-            return Err(ApiError::new(
-                "private",
-                format!(
-                    "the output of job {job} belongs to scope {}: only its submitter and members with standing in {} \
-                     may read it",
-                    view.scope, view.scope
-                ),
-            ));
+            return Err(private_data(&job, &view.scope, "output"));
         }
         let Some((_, report)) = view.result.filter(|_| view.state == icn_protocol::wire::JobState::Completed)
         else {
@@ -540,6 +562,52 @@ impl MemberApi {
             readers.with(|reader| build(&Provenance::new(reader, &names).blinded(blinding)))
         });
         built.await.map_err(|e| ApiError::new("not_found", e.message))
+    }
+
+    /// What `job`'s module wrote to stderr from offset `from` on, as its worker sends it
+    /// while it runs: at once when there are bytes or the job is no longer queued or
+    /// running, else when some come or `wait_ms` pass (at most
+    /// [`LIVE_STDERR_WAIT_MS_MAX`]). Only for those who may read what the job made.
+    pub async fn live_stderr(
+        &self,
+        member: PublicKey,
+        job: JobId,
+        from: u64,
+        wait_ms: u64,
+    ) -> Result<LiveStderr, ApiError> {
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(wait_ms.min(LIVE_STDERR_WAIT_MS_MAX));
+        loop {
+            let changed = self.live.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let in_memory = self
+                .read(move |core| {
+                    core.job(&job).map(|v| (core.sees_job_data(&member, &v.scope, &v.submitter), v))
+                })
+                .await?;
+            let (sees, view) = match in_memory {
+                Some(seen) => seen,
+                None => {
+                    let view = self.job(job).await?;
+                    (self.sees(member, &view).await?, view)
+                }
+            };
+            if !sees {
+                return Err(private_data(&job, &view.scope, "stderr"));
+            }
+            let read = self.live.read(&job, from);
+            let open = matches!(view.state, JobState::Queued | JobState::Running { .. });
+            let now = tokio::time::Instant::now();
+            if !read.bytes.is_empty() || read.skipped > 0 || !open || now >= deadline {
+                let crate::live::Read { worker, from, bytes, next, skipped, .. } = read;
+                return Ok(LiveStderr { job, state: view.state, worker, from, stderr: bytes, next, skipped });
+            }
+            // The job's own state changes (it is cancelled, its report is taken) are looked
+            // at again every second, and soon after the followed run's stream ends.
+            let slice = if read.ended { LIVE_STDERR_ENDED_RECHECK_MS } else { LIVE_STDERR_RECHECK_MS };
+            let _ = tokio::time::timeout_at(deadline.min(now + Duration::from_millis(slice)), changed).await;
+        }
     }
 
     /// Follows `job`: its view now and at every change, until it ends or goes into dispute.

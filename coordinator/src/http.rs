@@ -33,8 +33,8 @@ use icn_protocol::views::{
     ScopeView, Statement, Trace, WorkerView,
 };
 use icn_protocol::wire::{
-    ApiError, Cancel, ClientRequest, ClientResponse, IdKind, JobSummary, JobView, JobsQuery,
-    MODULE_SIZE_BYTES_MAX, Submission, TraceQuery,
+    ApiError, Cancel, ClientRequest, ClientResponse, IdKind, JobState, JobSummary, JobView, JobsQuery,
+    LiveStderr, MODULE_SIZE_BYTES_MAX, Submission, TraceQuery,
 };
 use icn_protocol::{ContentId, Envelope, JobId, Kind, PROTOCOL_VERSION, PublicKey, Signature, Signed};
 use serde::{Deserialize, Serialize};
@@ -221,6 +221,35 @@ pub struct Logs {
     /// The tail of the job's stderr as text (invalid UTF-8 replaced); empty when the
     /// job made none, or when it is not yours to read.
     pub stderr: String,
+}
+
+/// A running job's stderr as its module writes it (`GET /v1/jobs/{job}/logs/live`).
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct LiveLogs {
+    pub job: JobId,
+    /// The job's state as the bytes were read; follow on while it is queued or running,
+    /// or while bytes still come.
+    pub state: JobState,
+    /// The worker whose run is followed: one replica's word while the job runs.
+    pub worker: Option<PublicKey>,
+    /// The byte offset `stderr` starts at.
+    pub from: u64,
+    /// The bytes as text (invalid UTF-8 replaced).
+    pub stderr: String,
+    /// The offset to ask from next (`?from=`).
+    pub next: u64,
+    /// Bytes before `from` that are no longer kept: the reader fell behind.
+    pub skipped: u64,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct LiveParams {
+    /// The byte offset to read from: 0, then each answer's `next`.
+    pub from: Option<u64>,
+    /// How long to wait for bytes when there are none yet, in ms (at most 10000).
+    pub wait_ms: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -667,6 +696,20 @@ async fn logs(State(http): Shared, job: PathText, request: Request) -> Answer {
     Ok(json(StatusCode::OK, &Logs { job, worker, stderr }))
 }
 
+#[utoipa::path(get, path = "/v1/jobs/{job}/logs/live", tag = "jobs",
+    params(("job" = String, Path, description = "a job's id"), LiveParams),
+    responses((status = 200, body = LiveLogs), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
+async fn live_logs(State(http): Shared, job: PathText, request: Request) -> Answer {
+    let job: JobId = parse("job id", &path(job)?)?;
+    let params: LiveParams = query(&request)?;
+    let (from, wait_ms) = (params.from.unwrap_or(0), params.wait_ms.unwrap_or(0));
+    let response = http.ask(request, 0, |_, _| Ok(ClientRequest::LiveStderr { job, from, wait_ms }));
+    let live = expect!(response.await?, ClientResponse::LiveStderr(l) => l);
+    let LiveStderr { job, state, worker, from, stderr, next, skipped } = *live;
+    let stderr = String::from_utf8_lossy(&stderr).into_owned();
+    Ok(json(StatusCode::OK, &LiveLogs { job, state, worker, from, stderr, next, skipped }))
+}
+
 #[utoipa::path(get, path = "/v1/jobs/{job}/trace", tag = "jobs", params(("job" = String, Path, description = "a job's id")),
     responses((status = 200, body = Trace), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
 async fn job_trace(State(http): Shared, job: PathText, request: Request) -> Answer {
@@ -904,7 +947,7 @@ impl utoipa::Modify for Security {
 #[openapi(
     info(title = "ICN compute commons: member API", description = "What a member of the commons can ask its coordinator: \
         submit jobs a decision authorized, follow them, read their chain of authority, vote, and read the ledger."),
-    paths(put_module, has_module, put_input, has_input, submit, jobs, job, output, logs, job_trace, cancel, scopes, scope,
+    paths(put_module, has_module, put_input, has_input, submit, jobs, job, output, logs, live_logs, job_trace, cancel, scopes, scope,
         statement_of, members, proposals, propose, proposal, vote, decisions, decision, decision_trace, positions, clear,
         queue, workers, complete, entry, seal),
     modifiers(&Security)
@@ -946,6 +989,7 @@ pub fn router(api: Arc<MemberApi>, coordinator: PublicKey) -> axum::Router {
         .route("/v1/jobs/{job}", get(job))
         .route("/v1/jobs/{job}/output", get(output))
         .route("/v1/jobs/{job}/logs", get(logs))
+        .route("/v1/jobs/{job}/logs/live", get(live_logs))
         .route("/v1/jobs/{job}/trace", get(job_trace))
         .route("/v1/jobs/{job}/cancel", post(cancel))
         .route("/v1/scopes", get(scopes))

@@ -18,8 +18,9 @@ use icn_core::store::{JournalStore, Payload, PayloadKind, Reader};
 use icn_core::{Command, Core, CoreConfig, Now, Refusal};
 use icn_governance::Genesis;
 use icn_protocol::wire::{
-    Answer, Assignment, Capacity, ClientRequest, ClientResponse, CoordinatorMessage, ExecutionReport,
-    JobState, JobView, MESSAGE_SIZE_BYTES_MAX, Role, SLOTS_MAX, WorkerMessage,
+    Answer, Assignment, CLOSE_REPLACED, Capacity, ClientRequest, ClientResponse, CoordinatorMessage,
+    ExecutionReport, JobState, JobView, MESSAGE_SIZE_BYTES_MAX, PROGRESS_STDERR_BYTES_MAX, Role, SLOTS_MAX,
+    WorkerMessage,
 };
 use icn_protocol::{ContentId, Envelope, JobId, Keypair, PublicKey, Seal, TaskId};
 use icn_transport::endpoint as transport;
@@ -149,6 +150,8 @@ pub(crate) enum WorkerCommand {
     /// Stop this attempt: its job was cancelled.
     Stop(TaskId, u32),
     Close(String),
+    /// Another connection with this worker's key replaced this one.
+    Replaced,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -540,7 +543,12 @@ impl CoreShell {
             Event::WorkerHello { worker, session, capacity, running, commands, reply } => {
                 let result = self.core.worker_connected(now, worker, session, capacity, &running);
                 if result.is_ok() {
-                    self.workers.insert(worker, (session, commands));
+                    // A second connection with one key replaces the first. After a blip the
+                    // first is dead already; if it is not, another process holds this key,
+                    // and closing it so tells that process why.
+                    if let Some((_, replaced)) = self.workers.insert(worker, (session, commands)) {
+                        let _ = replaced.try_send(WorkerCommand::Replaced);
+                    }
                 }
                 replies.push(later(reply, result));
             }
@@ -808,6 +816,16 @@ impl Shell {
                         connection.close(2u32.into(), reason.as_bytes());
                         return reason;
                     }
+                    WorkerCommand::Replaced => {
+                        let reason = "another connection with this worker's key replaced this one";
+                        tracing::warn!(
+                            worker = %worker.short(),
+                            remote = %connection.remote_address(),
+                            "{reason}: if this worker did not just reconnect, two workers share its key"
+                        );
+                        connection.close(CLOSE_REPLACED.into(), reason.as_bytes());
+                        return reason.to_string();
+                    }
                 }
             }
             "the coordinator is stopping".to_string()
@@ -993,7 +1011,9 @@ struct TaskStream {
 
 impl TaskStream {
     async fn run(self, assignment: Assignment, seal: Seal, stopped: oneshot::Receiver<()>) {
-        if let Err(error) = self.exchange(&assignment, seal, stopped).await {
+        let exchanged = self.exchange(&assignment, seal, stopped).await;
+        self.shell.api.live().ended((assignment.task, assignment.attempt));
+        if let Err(error) = exchanged {
             tracing::warn!(worker = %self.worker.short(), task = %assignment.task, %error, "task stream failed");
             if let StreamError::Protocol(reason) = error {
                 self.connection.close(3u32.into(), reason.as_bytes());
@@ -1083,6 +1103,16 @@ impl TaskStream {
                     let _ = self.shell.events.send(event).await;
                     let _ = send.get_mut().finish();
                     return Ok(());
+                }
+                WorkerMessage::Progress { stderr, skipped } => {
+                    if stderr.len() > PROGRESS_STDERR_BYTES_MAX {
+                        return Err(StreamError::Protocol(format!(
+                            "progress of {} bytes of stderr; at most {PROGRESS_STDERR_BYTES_MAX} are accepted",
+                            stderr.len()
+                        )));
+                    }
+                    let run = (assignment.task, assignment.attempt);
+                    self.shell.api.live().append(run, self.worker, skipped, &stderr);
                 }
                 WorkerMessage::Heartbeat { .. } => {
                     return Err(StreamError::Protocol("a heartbeat on a task stream".into()));

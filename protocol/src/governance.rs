@@ -122,6 +122,19 @@ pub enum ScopeKind {
     Commons,
 }
 
+impl std::fmt::Display for ScopeKind {
+    /// In words, as people and `--json` write it: `cooperative`, `federation`, ….
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ScopeKind::Member => "member",
+            ScopeKind::Cooperative => "cooperative",
+            ScopeKind::Community => "community",
+            ScopeKind::Federation => "federation",
+            ScopeKind::Commons => "commons",
+        })
+    }
+}
+
 impl ScopeKind {
     /// A parent's rank is above its child's: a cooperative sits in a federation, a
     /// federation in the commons.

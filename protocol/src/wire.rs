@@ -26,6 +26,12 @@ pub const MODULE_SIZE_BYTES_MAX: usize = 4 * 1024 * 1024;
 pub const INPUT_SIZE_BYTES_MAX: usize = 1024 * 1024;
 pub const OUTPUT_SIZE_BYTES_MAX: u64 = 1024 * 1024;
 pub const STDERR_SIZE_BYTES_MAX: usize = 4 * 1024;
+/// What one [`WorkerMessage::Progress`] carries at most: the stderr a running task wrote
+/// since the last one. A worker sends one at most every [`PROGRESS_INTERVAL_MS`].
+pub const PROGRESS_STDERR_BYTES_MAX: usize = 16 * 1024;
+pub const PROGRESS_INTERVAL_MS: u64 = 200;
+/// The longest a member's request for a running job's stderr waits for new bytes.
+pub const LIVE_STDERR_WAIT_MS_MAX: u64 = 10_000;
 pub const ARGS_COUNT_MAX: usize = 64;
 pub const ARG_SIZE_BYTES_MAX: usize = 1024;
 pub const TEXT_SIZE_BYTES_MAX: usize = 1024;
@@ -522,6 +528,11 @@ impl ExecutionReport {
     }
 }
 
+/// The code a coordinator closes a worker's connection with when another connection
+/// with the same key replaced it: after a network blip the worker itself, else a second
+/// worker process sharing the key, which the first then hears of.
+pub const CLOSE_REPLACED: u32 = 5;
+
 /// The coordinator's answer to a [`Hello`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum HelloReply {
@@ -544,6 +555,13 @@ pub enum WorkerMessage {
     Report {
         report: Envelope,
         output: Vec<u8>,
+    },
+    /// On a task stream, while its task runs: stderr written since the last progress
+    /// (at most [`PROGRESS_STDERR_BYTES_MAX`]), after `skipped` bytes the worker could
+    /// not keep. What a member follows live; one replica's word, never part of a result.
+    Progress {
+        stderr: Vec<u8>,
+        skipped: u64,
     },
 }
 
@@ -687,6 +705,13 @@ pub enum ClientRequest {
     Queue,
     /// One journal entry, with its hash, link and the seal that vouches for it.
     Entry(u64),
+    /// What a running job's module has written to stderr from byte `from` on, waiting up
+    /// to `wait_ms` (at most [`LIVE_STDERR_WAIT_MS_MAX`]) for bytes when there are none yet.
+    LiveStderr {
+        job: JobId,
+        from: u64,
+        wait_ms: u64,
+    },
 }
 
 impl ClientRequest {
@@ -720,6 +745,7 @@ impl ClientRequest {
             ClientRequest::Jobs(..) => "jobs",
             ClientRequest::Queue => "queue",
             ClientRequest::Entry(_) => "entry",
+            ClientRequest::LiveStderr { .. } => "live_stderr",
         }
     }
 }
@@ -879,6 +905,31 @@ pub enum ClientResponse {
     Jobs(crate::views::Paged<JobSummary>),
     Queue(crate::views::QueueView),
     Entry(Box<crate::views::EntryView>),
+    LiveStderr(Box<LiveStderr>),
+}
+
+/// A running job's stderr as its module writes it: bytes `from..next` of the run being
+/// followed. One replica's word while it runs; what counts is the stderr of the accepted
+/// report, on the job's view once it ends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LiveStderr {
+    pub job: JobId,
+    /// The job's state as the bytes were read: the stream ends once it is no longer
+    /// queued or running and no bytes are left.
+    pub state: JobState,
+    /// The worker whose run these bytes are from; it changes when the run starts over
+    /// on another worker, whose bytes follow on.
+    pub worker: Option<PublicKey>,
+    /// Where `stderr` starts, counted over everything followed of this job so far.
+    pub from: u64,
+    pub stderr: Vec<u8>,
+    /// Where to ask from next.
+    pub next: u64,
+    /// Bytes between the offset asked for and `from` that are no longer kept here, or
+    /// that the worker could not keep: the reader fell behind, or the module wrote
+    /// faster than it could be sent.
+    pub skipped: u64,
 }
 
 /// Why a request was refused: a code that does not change between versions, for

@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use icn_protocol::wire::{
-    Assignment, Capacity, CoordinatorMessage, ExecutionReport, Hello, MESSAGE_SIZE_BYTES_MAX,
-    MODULE_SIZE_BYTES_MAX, Role, WorkerMessage,
+    Assignment, CLOSE_REPLACED, Capacity, CoordinatorMessage, ExecutionReport, Hello, MESSAGE_SIZE_BYTES_MAX,
+    MODULE_SIZE_BYTES_MAX, PROGRESS_INTERVAL_MS, Role, WorkerMessage,
 };
 use icn_protocol::{ContentId, Envelope, Keypair, PublicKey, Seal, SealKeeper, TaskId};
 use icn_transport::endpoint::{self as transport, Session};
@@ -28,11 +28,13 @@ type Outgoing = FrameWriter<SendStream>;
 type Incoming = FrameReader<RecvStream>;
 use tokio::sync::Semaphore;
 
-use crate::executor::{Execution, Executors, Running, Stop};
+use crate::executor::{Execution, Executors, LiveStderr, Running, Stop};
 
 /// The longest pause between two attempts to reach the coordinator.
 pub const RECONNECT_DELAY_MS_MAX: u64 = 2_000;
 pub const RECONNECT_DELAY_MS_MIN: u64 = 50;
+/// While the coordinator cannot be reached, how often the worker says so at most.
+pub const UNREACHABLE_LOG_INTERVAL_MS: u64 = 30_000;
 /// Frames that carry a module: the module plus the frame's own overhead.
 const MODULE_FRAME_BYTES_MAX: usize = MODULE_SIZE_BYTES_MAX + 1024;
 const _: () = assert!(MODULE_FRAME_BYTES_MAX <= MESSAGE_SIZE_BYTES_MAX);
@@ -140,14 +142,30 @@ impl Worker {
     pub async fn run(self) -> anyhow::Result<()> {
         let Worker { agent, endpoint, .. } = self;
         let mut backoff = reconnect_backoff();
+        // When the coordinator was last said to be unreachable: said at once, then at
+        // most every UNREACHABLE_LOG_INTERVAL_MS while it stays so.
+        let mut said_unreachable: Option<std::time::Instant> = None;
         loop {
             match agent.connect(&endpoint).await {
                 Ok(session) => {
                     backoff = reconnect_backoff();
+                    said_unreachable = None;
                     tracing::info!(coordinator = %agent.config.coordinator, "connected and admitted");
                     agent.metrics.connected.set(1);
+                    let connection = session.connection.clone();
                     let reason = agent.clone().serve(session).await;
                     agent.metrics.connected.set(0);
+                    if let Some(quinn::ConnectionError::ApplicationClosed(close)) = connection.close_reason()
+                        && close.error_code == quinn::VarInt::from_u32(CLOSE_REPLACED)
+                    {
+                        anyhow::bail!(
+                            "another worker connected to the coordinator with this worker's key ({}), and the \
+                             coordinator let go of this one: two workers cannot share a key. Stop the other, or give \
+                             each machine its own key (`icn keygen --out worker.key`) and have its cooperative admit \
+                             it by decision",
+                            agent.config.key.public()
+                        );
+                    }
                     agent.link.lock().expect("link lock").connection = None;
                     if let Some(distrust) = agent.distrust.lock().expect("distrust lock").clone() {
                         anyhow::bail!(
@@ -164,7 +182,19 @@ impl Worker {
                     anyhow::bail!("this worker refuses coordinator {}: {e}", agent.config.coordinator_key);
                 }
                 Err(e) => {
-                    tracing::debug!(error = %e, "cannot reach the coordinator yet");
+                    let due = said_unreachable.is_none_or(|said| {
+                        said.elapsed() >= Duration::from_millis(UNREACHABLE_LOG_INTERVAL_MS)
+                    });
+                    if due {
+                        said_unreachable = Some(std::time::Instant::now());
+                        tracing::warn!(
+                            "cannot reach the coordinator at {}: {e}; still trying, every {} s at most",
+                            agent.config.coordinator,
+                            RECONNECT_DELAY_MS_MAX / 1000
+                        );
+                    } else {
+                        tracing::debug!(error = %e, "cannot reach the coordinator yet");
+                    }
                 }
             }
             let delay = backoff.next().unwrap_or(Duration::from_millis(RECONNECT_DELAY_MS_MAX));
@@ -419,19 +449,39 @@ impl Agent {
                 return Ok(Execution::refused(reason));
             }
         }
-        Ok(run_until_cancelled(executor.run(assignment.clone(), input, stop.clone()), &stop, recv).await)
+        let live = LiveStderr::default();
+        let running = executor.run(assignment.clone(), input, stop.clone(), live.clone());
+        Ok(run_until_cancelled(running, &stop, &live, send, recv).await)
     }
 }
 
 /// Runs a task while listening on its stream for the coordinator's cancel: on one, the
 /// executor is told to stop, and the run ends as `Cancelled` with the fuel it used until
 /// then, which the report carries (the job pays what ran). A stream that ends or fails
-/// otherwise went with its connection: the task runs on and reports later.
-async fn run_until_cancelled(running: Running, stop: &Stop, recv: &mut Incoming) -> Execution {
+/// otherwise went with its connection: the task runs on and reports later. Meanwhile,
+/// what the task writes to stderr goes to the coordinator as progress, every
+/// [`PROGRESS_INTERVAL_MS`] while there is some.
+async fn run_until_cancelled(
+    running: Running,
+    stop: &Stop,
+    live: &LiveStderr,
+    send: &mut Outgoing,
+    recv: &mut Incoming,
+) -> Execution {
     tokio::pin!(running);
     let mut listening = true;
+    let mut progress = tokio::time::interval(Duration::from_millis(PROGRESS_INTERVAL_MS));
+    progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut streaming = true;
     loop {
         tokio::select! {
+            _ = progress.tick(), if streaming => {
+                if let Some((stderr, skipped)) = live.take() {
+                    // Progress is best effort: a stream that cannot take it went with its
+                    // connection, and the report goes by the next one.
+                    streaming = send.write(&WorkerMessage::Progress { stderr, skipped }).await.is_ok();
+                }
+            }
             execution = &mut running => {
                 if !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     return execution;

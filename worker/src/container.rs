@@ -33,7 +33,7 @@ use icn_protocol::{ContentId, Fuel};
 use prometheus::{IntCounter, IntCounterVec, Opts};
 use tokio::io::AsyncWriteExt;
 
-use crate::executor::{Execution, Executor, Running, Stop};
+use crate::executor::{Execution, Executor, LiveStderr, Running, Stop};
 
 /// Label naming the worker a container runs for (its public key).
 pub const LABEL_WORKER: &str = "org.icn.worker";
@@ -252,7 +252,13 @@ impl ContainerExecutor {
     }
 
     /// Runs one task in a new container and removes it, whatever happens.
-    async fn execute(&self, assignment: Assignment, input: Vec<u8>, stop: Stop) -> Execution {
+    async fn execute(
+        &self,
+        assignment: Assignment,
+        input: Vec<u8>,
+        stop: Stop,
+        live: LiveStderr,
+    ) -> Execution {
         let image = image_ref(&assignment.module);
         if let Err(e) = self.docker.inspect_image(&image).await {
             self.counters.failures.with_label_values(&["image_missing"]).inc();
@@ -275,7 +281,7 @@ impl ContainerExecutor {
                 return Execution::refused(format!("the Docker engine could not create the container: {e}"));
             }
         };
-        let execution = self.run_created(&id, &assignment.limits, input, &stop).await;
+        let execution = self.run_created(&id, &assignment.limits, input, &stop, &live).await;
         self.remove(&id).await;
         execution.unwrap_or_else(|e| {
             self.counters.failures.with_label_values(&["engine"]).inc();
@@ -289,6 +295,7 @@ impl ContainerExecutor {
         limits: &Limits,
         input: Vec<u8>,
         stop: &Stop,
+        live: &LiveStderr,
     ) -> Result<Execution, String> {
         let options = AttachContainerOptionsBuilder::default()
             .stdin(true)
@@ -315,7 +322,7 @@ impl ContainerExecutor {
         });
         let sampled = Arc::new(std::sync::Mutex::new(Usage::default()));
         let sampler = self.sample(id, sampled.clone());
-        let watched = self.watch(id, limits, attached.output, stop).await;
+        let watched = self.watch(id, limits, attached.output, stop, live).await;
         feed.abort();
         sampler.abort();
         let sampled = *sampled.lock().expect("usage lock");
@@ -438,6 +445,7 @@ impl ContainerExecutor {
             Box<dyn futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
         >,
         stop: &Stop,
+        live: &LiveStderr,
     ) -> Watched {
         let mut watched = Watched { ended: Ended::Exited, stdout: Vec::new(), stderr: Vec::new() };
         let deadline = tokio::time::Instant::now() + Duration::from_millis(limits.timeout_ms);
@@ -456,6 +464,7 @@ impl ContainerExecutor {
                         }
                     }
                     Some(Ok(LogOutput::StdErr { message })) => {
+                        live.push(&message);
                         watched.stderr.extend_from_slice(&message);
                         if watched.stderr.len() > STDERR_KEEP_BYTES_MAX {
                             watched.stderr.drain(..watched.stderr.len() - STDERR_KEEP_BYTES_MAX);
@@ -555,8 +564,8 @@ impl Executor for ContainerExecutor {
         ))
     }
 
-    fn run(self: Arc<Self>, assignment: Assignment, input: Vec<u8>, stop: Stop) -> Running {
-        Box::pin(async move { self.execute(assignment, input, stop).await })
+    fn run(self: Arc<Self>, assignment: Assignment, input: Vec<u8>, stop: Stop, live: LiveStderr) -> Running {
+        Box::pin(async move { self.execute(assignment, input, stop, live).await })
     }
 
     fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {

@@ -9,5 +9,5 @@ pub mod wasm;
 
 pub use agent::{Worker, WorkerConfig, run};
 pub use container::{ContainerConfig, ContainerExecutor};
-pub use executor::{Execution, Executor, Executors};
+pub use executor::{Execution, Executor, Executors, LiveStderr};
 pub use wasm::WasmExecutor;

@@ -23,7 +23,7 @@ use bytes::{Bytes, BytesMut};
 use icn_protocol::wire::{FailureKind, Limits, Outcome, STDERR_SIZE_BYTES_MAX, TEXT_SIZE_BYTES_MAX, Usage};
 use icn_protocol::{ContentId, Fuel};
 
-use crate::executor::Stop;
+use crate::executor::{LiveStderr, Stop};
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
 use wasmtime::{Caller, Config, Engine, InstancePre, Linker, Module, ResourceLimiter, Store, Trap};
@@ -200,6 +200,70 @@ impl StdoutStream for LimitedOutput {
     }
 }
 
+/// A module's stderr: captured up to [`STDERR_CAPTURE_BYTES_MAX`] as a memory pipe does
+/// (a write past it fails the same way on every worker), each byte taken also handed to
+/// the live stream a member may follow.
+#[derive(Clone)]
+struct Stderr {
+    captured: MemoryOutputPipe,
+    live: LiveStderr,
+}
+
+#[wasmtime_wasi::async_trait]
+impl OutputStream for Stderr {
+    fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
+        self.captured.write(bytes.clone())?;
+        self.live.push(&bytes);
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), StreamError> {
+        self.captured.flush()
+    }
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        self.captured.check_write()
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for Stderr {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for Stderr {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let written = Pin::new(&mut self.captured).poll_write(cx, bytes);
+        if let Poll::Ready(Ok(count)) = &written {
+            self.live.push(&bytes[..*count]);
+        }
+        written
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl IsTerminal for Stderr {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for Stderr {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
 type Compiled = Result<InstancePre<TaskState>, String>;
 
 /// A compiled module, weighed by the size of the module it came from (a failure weighs
@@ -305,11 +369,12 @@ impl WasmExecutor {
 
     /// Runs a cached module. Blocking: call it from a thread that may block.
     pub fn execute(&self, module: &ContentId, input: &[u8], args: &[String], limits: &Limits) -> Execution {
-        self.execute_until(module, input, args, limits, &Stop::default())
+        self.execute_until(module, input, args, limits, &Stop::default(), &LiveStderr::default())
     }
 
     /// Runs a cached module until it ends or `stop` is set (checked every epoch tick,
-    /// [`EPOCH_TICK_MS`]). Blocking.
+    /// [`EPOCH_TICK_MS`]), handing what it writes to stderr to `live` as it writes it.
+    /// Blocking.
     pub fn execute_until(
         &self,
         module: &ContentId,
@@ -317,6 +382,7 @@ impl WasmExecutor {
         args: &[String],
         limits: &Limits,
         stop: &Stop,
+        live: &LiveStderr,
     ) -> Execution {
         let compiled = self.cache.get(module).map(|cached| cached.compiled);
         let pre = match compiled {
@@ -331,7 +397,7 @@ impl WasmExecutor {
             }
         };
         let stdout = LimitedOutput::new(usize::try_from(limits.output_bytes).unwrap_or(usize::MAX));
-        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES_MAX);
+        let stderr = Stderr { captured: MemoryOutputPipe::new(STDERR_CAPTURE_BYTES_MAX), live: live.clone() };
         let mut argv = vec!["main".to_string()];
         argv.extend(args.iter().cloned());
         let wasi = WasiCtxBuilder::new()
@@ -376,7 +442,7 @@ impl WasmExecutor {
         let memory_refused = store.data().limiter.memory_refused;
         drop(store);
         let output = stdout.contents();
-        let stderr = tail(&stderr.contents(), STDERR_SIZE_BYTES_MAX);
+        let stderr = tail(&stderr.captured.contents(), STDERR_SIZE_BYTES_MAX);
         let outcome = match result {
             _ if stdout.passed() => Outcome::Failed {
                 kind: FailureKind::OutputTooLarge,
@@ -451,6 +517,7 @@ impl crate::executor::Executor for WasmExecutor {
         assignment: icn_protocol::wire::Assignment,
         input: Vec<u8>,
         stop: Stop,
+        live: LiveStderr,
     ) -> crate::executor::Running {
         Box::pin(async move {
             let executor = self.clone();
@@ -461,6 +528,7 @@ impl crate::executor::Executor for WasmExecutor {
                     &assignment.args,
                     &assignment.limits,
                     &stop,
+                    &live,
                 )
             });
             ran.await.unwrap_or_else(|e| Execution::refused(format!("the wasm executor panicked: {e}")))

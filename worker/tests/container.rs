@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use icn_protocol::wire::{Assignment, ExecutorKind, FailureKind, Limits, Outcome};
 use icn_protocol::{ContentId, Fuel, JobId, TaskId};
 use icn_worker::container::{ContainerConfig, ContainerExecutor, LABEL_WORKER, import_busybox};
-use icn_worker::executor::{Execution, Executor, Stop};
+use icn_worker::executor::{Execution, Executor, LiveStderr, Stop};
 
 const IMAGE_TAG: &str = "icn-test-busybox";
 
@@ -46,6 +46,17 @@ impl Sandbox {
     }
 
     async fn run_until(&self, script: &str, input: &[u8], limits: Limits, stop: Stop) -> Execution {
+        self.run_live(script, input, limits, stop, LiveStderr::default()).await
+    }
+
+    async fn run_live(
+        &self,
+        script: &str,
+        input: &[u8],
+        limits: Limits,
+        stop: Stop,
+        live: LiveStderr,
+    ) -> Execution {
         let assignment = Assignment {
             task: TaskId { job: JobId(ContentId::of(&rand_bytes())), index: 0 },
             attempt: 1,
@@ -55,7 +66,7 @@ impl Sandbox {
             args: vec!["sh".into(), "-c".into(), script.into()],
             limits,
         };
-        let execution = self.executor.clone().run(assignment, input.to_vec(), stop).await;
+        let execution = self.executor.clone().run(assignment, input.to_vec(), stop, live).await;
         assert_eq!(
             self.executor.containers().await.unwrap(),
             Vec::<String>::new(),
@@ -281,6 +292,32 @@ async fn a_stopped_task_is_killed_soon() {
     let ran = sandbox.run_until("sleep 60", b"", limits(), stop).await;
     assert_eq!(failure(&ran), FailureKind::Cancelled);
     assert!(started.elapsed() < Duration::from_secs(5), "stopped within a few samples");
+}
+
+#[tokio::test]
+async fn what_a_container_writes_to_stderr_is_handed_on_while_it_runs() {
+    let sandbox = sandbox().await;
+    let (stop, live) = (Stop::default(), LiveStderr::default());
+    let watcher = {
+        let (stop, live) = (stop.clone(), live.clone());
+        tokio::spawn(async move {
+            // The container sleeps for a minute after its line: whatever is read here was
+            // handed on while it ran, and the run is stopped once it is.
+            let mut seen = Vec::new();
+            while !seen.ends_with(b"\n") {
+                if let Some((bytes, _)) = live.take() {
+                    seen.extend(bytes);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            stop.store(true, Ordering::Relaxed);
+            seen
+        })
+    };
+    let ran = sandbox.run_live("echo started >&2; sleep 60", b"", limits(), stop, live).await;
+    assert_eq!(failure(&ran), FailureKind::Cancelled, "it ended only when stopped");
+    assert_eq!(text(&watcher.await.unwrap()), "started\n");
+    assert_eq!(text(&ran.stderr), "started\n");
 }
 
 #[tokio::test]

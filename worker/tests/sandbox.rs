@@ -183,3 +183,34 @@ fn args_reach_the_module_and_exit_codes_are_reported() {
     let execution = run_with(&WasmExecutor::new().unwrap(), argc, b"", &["a", "b"], Limits::default());
     assert_eq!(execution.outcome, Outcome::Exited { code: 3 });
 }
+
+#[test]
+fn what_a_module_writes_to_stderr_is_handed_on_while_it_runs() {
+    let announce = include_str!("../../examples/wat/announce.wat");
+    let bytes = wat::parse_str(announce).unwrap();
+    let module = ContentId::of(&bytes);
+    let executor = std::sync::Arc::new(WasmExecutor::new().unwrap());
+    executor.load_module(module, &bytes).unwrap();
+    let (stop, live) = (icn_worker::executor::Stop::default(), icn_worker::LiveStderr::default());
+    let limits = Limits { fuel: Fuel(icn_protocol::wire::FUEL_MAX), timeout_ms: 60_000, ..Limits::default() };
+    let running = {
+        let (executor, stop, live) = (executor.clone(), stop.clone(), live.clone());
+        std::thread::spawn(move || executor.execute_until(&module, b"", &[], &limits, &stop, &live))
+    };
+    // The module never ends by itself: whatever is read here was handed on while it ran.
+    let mut seen = Vec::new();
+    while !seen.ends_with(b"\n") {
+        assert!(!running.is_finished(), "the module ended: {:?}", String::from_utf8_lossy(&seen));
+        if let Some((bytes, skipped)) = live.take() {
+            assert_eq!(skipped, 0);
+            seen.extend(bytes);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(seen, b"started: working on it\n");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let execution = running.join().unwrap();
+    // The report keeps its tail as before, and nothing is handed on twice.
+    assert_eq!(execution.stderr, b"started: working on it\n");
+    assert_eq!(live.take(), None);
+}
