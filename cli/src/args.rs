@@ -13,7 +13,7 @@ use icn_protocol::governance::{
     Choice, Credits, Effect, Mandate, PlacementPolicy, PriceSchedule, ScopeId, Standing,
 };
 use icn_protocol::wire::{ExecutorKind, IdKind, Limits};
-use icn_protocol::{ContentId, Fuel, Keypair, PublicKey, SealPoint};
+use icn_protocol::{ContentId, Fuel, PublicKey, SealPoint};
 
 use crate::client::Client;
 
@@ -270,6 +270,21 @@ pub enum Command {
         #[arg(long, env = "ICN_COORDINATOR_KEY")]
         coordinator_key: Option<PublicKey>,
     },
+    /// Named connection settings (a coordinator and your key), so commands need no flags
+    /// or exports: `icn context add north …`, then `icn context use north`.
+    Context {
+        #[command(subcommand)]
+        command: ContextCommand,
+    },
+    /// This icn's version and protocol, and with a coordinator to ask (flags, variables or
+    /// a context), the coordinator's.
+    Version {
+        #[command(flatten)]
+        connect: Connect,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Shell completions on standard output: `icn completions bash > ~/.local/share/bash-completion/completions/icn`
     /// (also zsh, fish, elvish, powershell).
     Completions {
@@ -350,6 +365,43 @@ pub enum Command {
         /// With --simulate: the random seed (the same seed gives the same run).
         #[arg(long, default_value_t = 7)]
         seed: u64,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ContextCommand {
+    /// Save a context (replacing one of that name); the key file's path is kept absolute.
+    Add {
+        /// Its name: letters, digits, '-', '_' or '.', such as north or dev.
+        name: String,
+        /// The coordinator's address: HOST:PORT, as `icn coordinator` printed it.
+        #[arg(long)]
+        coordinator: String,
+        /// The coordinator's public key, as it printed at start.
+        #[arg(long)]
+        coordinator_key: PublicKey,
+        /// Your key file for this commons.
+        #[arg(long)]
+        key: PathBuf,
+        /// Also make it the current context.
+        #[arg(long = "use")]
+        make_current: bool,
+    },
+    /// Make a context the one commands use when none is named.
+    Use {
+        /// The context's name, as `icn context list` shows it.
+        name: String,
+    },
+    /// The saved contexts, the current one marked.
+    List {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a context.
+    Remove {
+        /// The context's name.
+        name: String,
     },
 }
 
@@ -751,21 +803,28 @@ pub struct JobsFilter {
     pub limit: usize,
 }
 
-pub const CONNECT_HINT: &str = "A member command needs the coordinator's address and key and your key file: set \
-ICN_COORDINATOR, ICN_COORDINATOR_KEY and ICN_KEY (`icn dev` and `icn coordinator` print the first two when they \
-start; `icn dev` prints the whole export line), or pass --coordinator, --coordinator-key and --key.";
+pub const CONNECT_HINT: &str = "A member command needs the coordinator's address and key and your key file: save \
+them once as a context (`icn context add NAME --coordinator HOST:PORT --coordinator-key KEY --key FILE --use`; `icn \
+dev` prints the line for its commons), or set ICN_COORDINATOR, ICN_COORDINATOR_KEY and ICN_KEY, or pass \
+--coordinator, --coordinator-key and --key.";
 
+/// How a command reaches the coordinator. Each setting: the flag, else its variable, else
+/// the context named by --context, else the current context ([`crate::context`]).
 #[derive(Args)]
 pub struct Connect {
     /// The coordinator's address: HOST:PORT, a name (localhost:7600) or an IP.
     #[arg(long, env = "ICN_COORDINATOR", value_parser = coordinator_address)]
-    pub coordinator: SocketAddr,
+    pub coordinator: Option<SocketAddr>,
     /// The coordinator's public key, as it printed at start.
     #[arg(long, env = "ICN_COORDINATOR_KEY")]
-    pub coordinator_key: PublicKey,
+    pub coordinator_key: Option<PublicKey>,
     /// Your key file.
     #[arg(long, env = "ICN_KEY")]
-    pub key: PathBuf,
+    pub key: Option<PathBuf>,
+    /// Which saved context gives what the flags above do not (default: the current one,
+    /// `icn context use NAME`).
+    #[arg(long, env = "ICN_CONTEXT")]
+    pub context: Option<String>,
 }
 
 /// A duration as flags take it: 30s, 2m, 1h, 1d.
@@ -790,14 +849,22 @@ pub fn coordinator_address(text: &str) -> Result<SocketAddr, String> {
 }
 
 impl Connect {
-    pub fn key(&self) -> anyhow::Result<Arc<Keypair>> {
-        Ok(Arc::new(icn_transport::keyfile::read(&self.key)?))
+    /// The settings to connect with, from the flags, variables and contexts.
+    pub fn resolve(&self) -> anyhow::Result<crate::context::Resolved> {
+        crate::context::resolve(
+            self.coordinator,
+            self.coordinator_key,
+            self.key.clone(),
+            self.context.as_deref(),
+        )
     }
 
     /// Connects, holding the coordinator to the history it showed this machine before.
     pub async fn client(&self) -> anyhow::Result<Client> {
-        let seals = crate::client::seal_file(&self.coordinator_key);
-        Client::connect_keeping(self.coordinator, self.coordinator_key, self.key()?, seals).await
+        let settings = self.resolve()?;
+        let key = Arc::new(icn_transport::keyfile::read(&settings.key)?);
+        let seals = crate::client::seal_file(&settings.coordinator_key);
+        Client::connect_keeping(settings.coordinator, settings.coordinator_key, key, seals).await
     }
 }
 

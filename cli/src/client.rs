@@ -436,6 +436,22 @@ impl Client {
         }
     }
 
+    /// The coordinator's software version and protocol. A coordinator that does not know
+    /// the question is older than this request.
+    pub async fn version(&self) -> anyhow::Result<icn_protocol::wire::VersionView> {
+        match self.request(&ClientRequest::Version).await? {
+            ClientResponse::Version(version) => Ok(version),
+            ClientResponse::Error(error) if error.code == "bad_request" => {
+                bail!(
+                    "the coordinator does not say its version: it is older than `icn version` ({})",
+                    error.message
+                )
+            }
+            ClientResponse::Error(error) => bail!("{}", error.message),
+            other => bail!(unexpected(other)),
+        }
+    }
+
     /// What a running job's module wrote to stderr from offset `from` on, waiting up to
     /// `wait_ms` for bytes when none are there yet.
     pub async fn live_stderr(&self, job: JobId, from: u64, wait_ms: u64) -> anyhow::Result<LiveStderr> {

@@ -5,6 +5,7 @@ pub mod args;
 pub mod bench;
 pub mod client;
 pub mod config;
+pub mod context;
 pub mod demo;
 pub mod governance;
 pub mod local;

@@ -129,6 +129,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Ui { api, key, listen, grafana, coordinator_key } => {
             return serve::ui(api, key, listen, grafana, coordinator_key).await;
         }
+        Command::Context { command } => return cmd::context::context(command),
+        Command::Version { connect, json } => return cmd::context::version(connect, json).await,
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "icn", &mut std::io::stdout());
@@ -212,13 +214,14 @@ mod tests {
     #[test]
     fn every_command_that_prints_data_has_json() {
         // Commands whose stdout is not a view to put in JSON, and what it is.
-        const NOT_DATA: [(&str, &str); 6] = [
+        const NOT_DATA: [(&str, &str); 7] = [
             ("submit", "the job's id, or with --wait the job's output bytes"),
             ("result", "the job's output bytes"),
             ("logs", "the job's stderr bytes"),
             ("propose", "the proposal's id"),
             ("vote", "nothing: what it did goes to stderr"),
             ("worker", "nothing: it runs until stopped, its logs on stderr"),
+            ("context add", "nothing: it saves the settings it is given, and says so on stderr"),
         ];
         fn walk(command: &clap::Command, path: &str, without: &mut Vec<String>, seen: &mut Vec<String>) {
             let asks = command.get_arguments().any(|a| a.get_id() == "coordinator");

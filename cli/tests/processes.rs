@@ -13,8 +13,17 @@ fn wat(name: &str) -> PathBuf {
 }
 
 fn icn(args: &[&str]) -> Output {
-    Command::new(ICN).args(args).stdin(Stdio::null()).output().expect("icn runs")
+    Command::new(ICN)
+        .args(args)
+        .env("ICN_CLIENT_CONFIG", NO_CLIENT_CONFIG)
+        .stdin(Stdio::null())
+        .output()
+        .expect("icn runs")
 }
+
+/// A client config no test writes: commands see no saved context, whatever the machine's
+/// own config holds.
+const NO_CLIENT_CONFIG: &str = "/nonexistent/icn/client.toml";
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -105,6 +114,7 @@ impl Cluster {
         Command::new(ICN)
             .args(args)
             .env("ICN_STATE_DIR", self.dir.path().join("state"))
+            .env("ICN_CLIENT_CONFIG", self.dir.path().join("client.toml"))
             .stdin(Stdio::null())
             .output()
             .expect("icn runs")
@@ -199,6 +209,8 @@ impl Cluster {
         command
             .args(["worker", "--coordinator", addr, "--coordinator-key", &self.coordinator_key])
             .args(["--key", key.to_str().unwrap(), "--slots", "1"])
+            // What it says at its default log level.
+            .env_remove("ICN_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -1098,6 +1110,85 @@ fn a_second_worker_with_the_same_key_stops_the_first_with_the_cause_and_the_fix(
     assert_eq!(cluster.wait_for(&job), "42\n", "the second serves");
 }
 
+/// A member saves a commons once as a context and then runs commands with no flags or
+/// exports; flags and variables still win, `--context` picks another, and `icn version`
+/// asks the coordinator through the context.
+#[test]
+fn a_saved_context_stands_in_for_the_flags_and_flags_still_win() {
+    let mut cluster = Cluster::new(&["coop-a"]);
+    cluster.start_coordinator();
+    cluster.start_worker("coop-a");
+    let job = cluster.submit("sum.wat", b"20 22", &[]);
+    let key = cluster.dir.path().join("member.key");
+    let nobody = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let (addr, coordinator_key) = (cluster.addr.clone(), cluster.coordinator_key.clone());
+    let add = |name: &str, addr: &str, extra: &[&str]| {
+        let mut args =
+            vec!["context", "add", name, "--coordinator", addr, "--coordinator-key", &coordinator_key];
+        args.extend(["--key", key.to_str().unwrap()]);
+        args.extend(extra);
+        cluster.run(&args)
+    };
+    let added = add("north", &addr, &[]);
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    assert!(text(&added.stderr).contains("it is the current context"), "the first one is current");
+    assert!(add("south", &nobody, &[]).status.success());
+
+    // No flag, no variable: the current context.
+    let status = cluster.run(&["status", &job[..8], "--wait"]);
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    assert_eq!(text(&status.stdout), "42\n");
+    let listed = text(&cluster.run(&["context", "list"]).stdout);
+    assert!(listed.contains("* north") && listed.contains("  south"), "{listed}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&cluster.run(&["context", "list", "--json"]).stdout).unwrap();
+    assert_eq!(json["current"], "north", "{json}");
+    let version = text(&cluster.run(&["version"]).stdout);
+    let release = env!("CARGO_PKG_VERSION");
+    assert!(version.contains(&format!("icn {release} (protocol 1)")), "{version}");
+    assert!(version.contains(&format!("coordinator {release} (protocol 1)")), "{version}");
+
+    // Another context by name, or made current, reaches its coordinator (here: none).
+    let south = cluster.run(&["jobs", "--context", "south"]);
+    assert!(
+        text(&south.stderr).contains(&format!("nothing answered at {nobody}")),
+        "{}",
+        text(&south.stderr)
+    );
+    assert!(cluster.run(&["context", "use", "south"]).status.success());
+    assert!(!cluster.run(&["jobs"]).status.success());
+    // A flag wins over the context it would come from.
+    let flagged = cluster.run(&["jobs", "--coordinator", &addr]);
+    assert!(flagged.status.success(), "{}", text(&flagged.stderr));
+    assert!(text(&flagged.stdout).contains(&job[..10]), "{}", text(&flagged.stdout));
+
+    // Mistakes are named with what to do.
+    let unknown = cluster.run(&["context", "use", "west"]);
+    assert!(
+        text(&unknown.stderr).contains("no context \"west\"; the contexts are: north, south"),
+        "{}",
+        text(&unknown.stderr)
+    );
+    let missing_key = cluster.run(&[
+        "context",
+        "add",
+        "east",
+        "--coordinator",
+        &addr,
+        "--coordinator-key",
+        &coordinator_key,
+        "--key",
+        "/nonexistent.key",
+    ]);
+    assert!(text(&missing_key.stderr).contains("/nonexistent.key"), "{}", text(&missing_key.stderr));
+    assert!(cluster.run(&["context", "remove", "south"]).status.success());
+    let listed = text(&cluster.run(&["context", "list"]).stdout);
+    assert!(
+        !listed.contains("south") && !listed.contains('*'),
+        "no current context once it is removed: {listed}"
+    );
+}
+
 /// `icn logs --follow` prints what a running module writes to stderr as it writes it,
 /// and stops, saying how the job ended, when it ends.
 #[test]
@@ -1287,14 +1378,16 @@ fn a_forgotten_export_or_a_stopped_coordinator_says_what_to_set_or_check() {
         .env_remove("ICN_COORDINATOR")
         .env_remove("ICN_COORDINATOR_KEY")
         .env_remove("ICN_KEY")
+        .env("ICN_CLIENT_CONFIG", NO_CLIENT_CONFIG)
         .stdin(Stdio::null())
         .output()
         .unwrap();
     let said = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{said}");
-    assert!(said.contains("--coordinator"), "clap names the missing flag: {said}");
-    assert!(said.contains("set ICN_COORDINATOR, ICN_COORDINATOR_KEY and ICN_KEY"), "{said}");
-    assert!(said.contains("`icn dev` prints the whole export line"), "{said}");
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("no coordinator address (--coordinator, ICN_COORDINATOR) given"), "{said}");
+    assert!(said.contains("or set ICN_COORDINATOR, ICN_COORDINATOR_KEY and ICN_KEY"), "{said}");
+    assert!(said.contains("icn context add NAME --coordinator"), "{said}");
+    assert!(said.contains("`icn dev` prints the line"), "{said}");
 
     let key = dir.path().join("ana.key");
     assert!(icn(&["keygen", "--out", key.to_str().unwrap()]).status.success());
@@ -1311,32 +1404,6 @@ fn a_forgotten_export_or_a_stopped_coordinator_says_what_to_set_or_check() {
     assert!(!out.status.success());
     assert!(said.contains(&format!("nothing answered at {nobody}")), "{said}");
     assert!(said.contains("is the coordinator running"), "{said}");
-}
-
-/// A worker says, at the default log level, when the coordinator admitted it.
-#[test]
-fn a_worker_says_it_was_admitted() {
-    let mut cluster = Cluster::new(&["coop-a"]);
-    cluster.start_coordinator();
-    let key = cluster.dir.path().join("coop-a.key");
-    let mut child = Command::new(ICN)
-        .args(["worker", "--coordinator", &cluster.addr, "--coordinator-key", &cluster.coordinator_key])
-        .args(["--key", key.to_str().unwrap(), "--slots", "1"])
-        .env_remove("ICN_LOG")
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut said = String::new();
-    let mut line = String::new();
-    while !line.contains("connected and admitted") {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "the worker ended without saying so:\n{said}");
-        said.push_str(&line);
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 /// Ctrl-C on `--wait` stops following, not the job, and says how to follow it again or

@@ -40,6 +40,7 @@ impl Member<'_> {
             .env("ICN_COORDINATOR", self.commons.coordinator.addr().to_string())
             .env("ICN_COORDINATOR_KEY", self.commons.coordinator.public_key().to_string())
             .env("ICN_KEY", self.dir.join("keys/ana.key"))
+            .env("ICN_CLIENT_CONFIG", self.dir.join("client.toml"))
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .output()
@@ -52,6 +53,13 @@ impl Member<'_> {
         assert!(out.status.success(), "icn {args:?}: {}", text(&out.stderr));
         text(&out.stdout)
     }
+}
+
+/// `text` as a regex matching itself.
+fn escape(text: &str) -> String {
+    text.chars()
+        .map(|c| if "\\.+*?()|[]{}^$#&-~".contains(c) { format!("\\{c}") } else { c.to_string() })
+        .collect()
 }
 
 /// Each command with `--json` below the top, as its words (`ledger positions`).
@@ -129,6 +137,13 @@ async fn every_command_that_prints_data_reads_as_it_did_for_people_and_as_json()
         std::thread::sleep(Duration::from_millis(200));
     };
 
+    let (addr, coordinator_key) = (commons.coordinator.addr().to_string(), commons.coordinator.public_key());
+    let ana_key = keys.join("ana.key");
+    let context = ["context", "add", "north", "--coordinator", &addr, "--coordinator-key"];
+    let saved = member
+        .icn(&[&context[..], &[&coordinator_key.to_string(), "--key", ana_key.to_str().unwrap()]].concat());
+    assert!(saved.status.success(), "{}", text(&saved.stderr));
+
     // Ids and times change from run to run; keys do not.
     let mut settings = insta::Settings::clone_current();
     let ids = [
@@ -153,6 +168,9 @@ async fn every_command_that_prints_data_reads_as_it_did_for_people_and_as_json()
         settings.add_filter(&key.to_string(), format!("[key of {name}]"));
     }
     settings.add_filter(r"\b[0-9a-f]{64}\b", "[hash]");
+    settings.add_filter(&escape(&dir.path().display().to_string()), "[dir]");
+    settings.add_filter(&escape(&addr), "[coordinator address]");
+    settings.add_filter(&format!(r"\b{}\b", escape(env!("CARGO_PKG_VERSION"))), "[release]");
     settings.add_filter(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?( UTC|Z)?", "[time]");
     // Times in ms since the epoch, in JSON; ages in the jobs table.
     settings.add_filter(r#""(\w+)": \d{13}\b"#, r#""$1": "[time]""#);
@@ -181,6 +199,8 @@ async fn every_command_that_prints_data_reads_as_it_did_for_people_and_as_json()
             vec!["ledger", "statement", "fed-north"],
         ),
         ("ledger clear", vec!["ledger", "clear", "fed-north"], vec!["ledger", "clear", "fed-north"]),
+        ("context list", vec!["context", "list"], vec!["context", "list"]),
+        ("version", vec!["version"], vec!["version"]),
     ];
     let covered: Vec<&str> = runs.iter().map(|(name, ..)| *name).collect();
     let mut missing: Vec<String> =

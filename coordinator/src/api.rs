@@ -341,6 +341,10 @@ impl MemberApi {
                 ClientResponse::Jobs(self.read(move |core| core.jobs_list(&query, &page)).await?)
             }
             ClientRequest::Queue => ClientResponse::Queue(self.read(|core| core.queue()).await?),
+            ClientRequest::Version => ClientResponse::Version(icn_protocol::wire::VersionView {
+                software: env!("CARGO_PKG_VERSION").to_string(),
+                protocol: icn_protocol::PROTOCOL_VERSION,
+            }),
             ClientRequest::LiveStderr { job, from, wait_ms } => {
                 ClientResponse::LiveStderr(Box::new(self.live_stderr(member, job, from, wait_ms).await?))
             }

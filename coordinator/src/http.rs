@@ -34,7 +34,7 @@ use icn_protocol::views::{
 };
 use icn_protocol::wire::{
     ApiError, Cancel, ClientRequest, ClientResponse, IdKind, JobState, JobSummary, JobView, JobsQuery,
-    LiveStderr, MODULE_SIZE_BYTES_MAX, Submission, TraceQuery,
+    LiveStderr, MODULE_SIZE_BYTES_MAX, Submission, TraceQuery, VersionView,
 };
 use icn_protocol::{ContentId, Envelope, JobId, Kind, PROTOCOL_VERSION, PublicKey, Signature, Signed};
 use serde::{Deserialize, Serialize};
@@ -696,6 +696,13 @@ async fn logs(State(http): Shared, job: PathText, request: Request) -> Answer {
     Ok(json(StatusCode::OK, &Logs { job, worker, stderr }))
 }
 
+#[utoipa::path(get, path = "/v1/version", tag = "commons",
+    responses((status = 200, body = VersionView), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
+async fn version(State(http): Shared, request: Request) -> Answer {
+    let view = expect!(http.ask(request, 0, |_, _| Ok(ClientRequest::Version)).await?, ClientResponse::Version(v) => v);
+    Ok(json(StatusCode::OK, &view))
+}
+
 #[utoipa::path(get, path = "/v1/jobs/{job}/logs/live", tag = "jobs",
     params(("job" = String, Path, description = "a job's id"), LiveParams),
     responses((status = 200, body = LiveLogs), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
@@ -947,7 +954,7 @@ impl utoipa::Modify for Security {
 #[openapi(
     info(title = "ICN compute commons: member API", description = "What a member of the commons can ask its coordinator: \
         submit jobs a decision authorized, follow them, read their chain of authority, vote, and read the ledger."),
-    paths(put_module, has_module, put_input, has_input, submit, jobs, job, output, logs, live_logs, job_trace, cancel, scopes, scope,
+    paths(put_module, has_module, put_input, has_input, submit, jobs, job, output, logs, live_logs, version, job_trace, cancel, scopes, scope,
         statement_of, members, proposals, propose, proposal, vote, decisions, decision, decision_trace, positions, clear,
         queue, workers, complete, entry, seal),
     modifiers(&Security)
@@ -990,6 +997,7 @@ pub fn router(api: Arc<MemberApi>, coordinator: PublicKey) -> axum::Router {
         .route("/v1/jobs/{job}/output", get(output))
         .route("/v1/jobs/{job}/logs", get(logs))
         .route("/v1/jobs/{job}/logs/live", get(live_logs))
+        .route("/v1/version", get(version))
         .route("/v1/jobs/{job}/trace", get(job_trace))
         .route("/v1/jobs/{job}/cancel", post(cancel))
         .route("/v1/scopes", get(scopes))

@@ -712,6 +712,8 @@ pub enum ClientRequest {
         from: u64,
         wait_ms: u64,
     },
+    /// The coordinator's software version and protocol.
+    Version,
 }
 
 impl ClientRequest {
@@ -746,6 +748,7 @@ impl ClientRequest {
             ClientRequest::Queue => "queue",
             ClientRequest::Entry(_) => "entry",
             ClientRequest::LiveStderr { .. } => "live_stderr",
+            ClientRequest::Version => "version",
         }
     }
 }
@@ -906,6 +909,16 @@ pub enum ClientResponse {
     Queue(crate::views::QueueView),
     Entry(Box<crate::views::EntryView>),
     LiveStderr(Box<LiveStderr>),
+    Version(VersionView),
+}
+
+/// What software a peer runs: its release, and the protocol it speaks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VersionView {
+    /// The release, such as 0.1.0.
+    pub software: String,
+    pub protocol: u16,
 }
 
 /// A running job's stderr as its module writes it: bytes `from..next` of the run being

@@ -22,10 +22,11 @@ pub async fn worker(
     containers: bool,
 ) -> anyhow::Result<ExitCode> {
     let stop = stop_signal()?;
+    let settings = connect.resolve()?;
     let config = icn_worker::WorkerConfig {
-        key: connect.key()?,
-        coordinator: connect.coordinator,
-        coordinator_key: connect.coordinator_key,
+        key: Arc::new(icn_transport::keyfile::read(&settings.key)?),
+        coordinator: settings.coordinator,
+        coordinator_key: settings.coordinator_key,
         slots,
         memory_bytes: memory_mib.saturating_mul(1024 * 1024),
         metrics_listen,
@@ -37,7 +38,7 @@ pub async fn worker(
     eprintln!(
         "worker {} connecting to coordinator {}; it serves once admitted",
         config.key.public(),
-        connect.coordinator
+        config.coordinator
     );
     let mut executors = icn_worker::Executors::from(Arc::new(icn_worker::WasmExecutor::new()?));
     if containers {
@@ -197,6 +198,13 @@ pub async fn dev(dir: &Path, listen: DevListen, voting_window_ms: u64) -> anyhow
     );
     println!(
         "export ICN_COORDINATOR={} ICN_COORDINATOR_KEY={} ICN_KEY={} ICN_SCOPE=fed-north",
+        commons.coordinator.addr(),
+        commons.coordinator.public_key(),
+        member.display()
+    );
+    println!(
+        "icn context add dev --coordinator {} --coordinator-key {} --key {} --use   # or save them once, for every \
+         terminal",
         commons.coordinator.addr(),
         commons.coordinator.public_key(),
         member.display()
