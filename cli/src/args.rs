@@ -779,8 +779,13 @@ pub struct SubmitArgs {
     #[arg(long)]
     pub priority: Option<String>,
     /// Follow the job until it ends, then print its output.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "dry_run")]
     pub wait: bool,
+    /// Submit nothing: say what the job would hold under which decision, and where it
+    /// could run now, or why it would wait or be refused (exit 0 if it could run now, 75
+    /// if it would wait, 1 if it would be refused).
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Which jobs `icn jobs` lists.

@@ -436,6 +436,15 @@ impl Client {
         }
     }
 
+    /// What `job` would do if it were submitted now, signed but not submitted.
+    pub async fn plan(&self, job: &JobRequest) -> anyhow::Result<icn_protocol::wire::PlanView> {
+        let envelope = Envelope::seal(&self.key, transport::nonce(), &job.submission);
+        match self.call(ClientRequest::Plan(envelope)).await? {
+            ClientResponse::Plan(plan) => Ok(*plan),
+            other => bail!(unexpected(other)),
+        }
+    }
+
     /// The coordinator's software version and protocol. A coordinator that does not know
     /// the question is older than this request.
     pub async fn version(&self) -> anyhow::Result<icn_protocol::wire::VersionView> {

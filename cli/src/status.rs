@@ -49,6 +49,37 @@ pub fn logs(view: &JobView) -> Result<&[u8], String> {
     }
 }
 
+/// `icn submit --dry-run`: what the job would do, in words.
+pub fn plan(plan: &icn_protocol::wire::PlanView) -> String {
+    let mut out = format!(
+        "dry run, nothing submitted: the job would hold {} of {}'s mandate (decision #{}), leaving {} to spend\n",
+        plan.hold, plan.scope, plan.decision, plan.available_after
+    );
+    match &plan.waiting {
+        Some(waiting) => out.push_str(&format!("it would wait: {waiting}\n")),
+        None => {
+            let replicas = crate::governance::count(u64::from(plan.replicas), "replica", "replicas");
+            out.push_str(&format!("it could start now ({replicas}):\n"));
+            for p in &plan.placements {
+                out.push_str(&format!(
+                    "  on worker {} of {} (score {:.3})\n",
+                    p.worker.short(),
+                    p.owner,
+                    p.score
+                ));
+            }
+        }
+    }
+    if plan.queued_ahead > 0 {
+        out.push_str(&format!(
+            "{} of {} wait in its queue already and are served first\n",
+            crate::governance::count(u64::from(plan.queued_ahead), "job", "jobs"),
+            plan.scope
+        ));
+    }
+    out
+}
+
 pub fn describe(view: &JobView) -> String {
     let id = view.job.0.short();
     match (&view.state, &view.result) {

@@ -94,6 +94,15 @@ async fn a_job_is_submitted_followed_read_and_traced_over_http() {
     let again: serde_json::Value = client.call("POST", "/v1/jobs", body).await.unwrap();
     assert_eq!(first, again);
     assert_eq!(journal_len(&commons).await, length, "a statement sent twice is journaled once");
+
+    // A submission weighed, not submitted: its hold, decision and placement, nothing journaled.
+    let weighed =
+        Envelope::seal(&commons.member, 78, &local::submission(module, b"", Limits::default()).submission);
+    let body = serde_json::to_vec(&EnvelopeJson::of(&weighed)).unwrap();
+    let plan: icn_protocol::wire::PlanView = client.call("POST", "/v1/jobs/plan", body).await.unwrap();
+    assert_eq!((plan.decision, plan.replicas, plan.waiting.is_none()), (0, 1, true), "{plan:?}");
+    assert_eq!(plan.placements.len(), 1, "{plan:?}");
+    assert_eq!(journal_len(&commons).await, length, "a plan journals nothing");
     commons.stop().await.unwrap();
 }
 

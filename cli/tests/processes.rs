@@ -1189,6 +1189,59 @@ fn a_saved_context_stands_in_for_the_flags_and_flags_still_win() {
     );
 }
 
+/// `icn submit --dry-run` says what the job would hold under which decision, and where it
+/// could run or why it would wait or be refused, and submits nothing.
+#[test]
+fn a_dry_run_says_what_a_job_would_hold_and_where_it_could_run_and_submits_nothing() {
+    let mut cluster = Cluster::new(&["coop-a"]);
+    cluster.start_coordinator();
+    cluster.start_worker("coop-a");
+    let job = cluster.submit("sum.wat", b"20 22", &[]);
+    assert_eq!(cluster.wait_for(&job), "42\n", "the worker is up");
+    // The ids of the jobs the coordinator holds.
+    let jobs = || {
+        let listed: serde_json::Value =
+            serde_json::from_slice(&cluster.as_member(&["jobs", "--json"]).stdout).unwrap();
+        listed.as_array().unwrap().iter().map(|j| j["job"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    let worker = icn(&["pubkey", cluster.dir.path().join("coop-a.key").to_str().unwrap()]);
+    let worker = text(&worker.stdout).trim()[..8].to_string();
+    let hello = wat("hello.wat");
+    let dry = |extra: &[&str]| {
+        let mut args = vec!["submit", "--scope", "fed-north", "--dry-run", hello.to_str().unwrap()];
+        args.extend(extra);
+        cluster.as_member(&args)
+    };
+
+    let fits = dry(&[]);
+    let said = text(&fits.stdout);
+    assert!(fits.status.success(), "{said}{}", text(&fits.stderr));
+    assert!(said.contains("would hold 1000 credits of fed-north's mandate (decision #0)"), "{said}");
+    assert!(said.contains("it could start now (1 replica)"), "{said}");
+    assert!(said.contains(&format!("on worker {worker} of coop-a")), "{said}");
+
+    // The worker's one slot taken by a job that runs until cancelled: it would wait.
+    let busy = cluster.submit("announce.wat", b"", LONG);
+    while !text(&cluster.as_member(&["status", &busy]).stdout).contains("running") {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let waits = dry(&[]);
+    let said = text(&waits.stdout);
+    assert_eq!(waits.status.code(), Some(75), "{said}{}", text(&waits.stderr));
+    assert!(said.contains("it would wait: "), "{said}");
+    assert!(cluster.as_member(&["cancel", &busy]).status.success());
+    let before = jobs();
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    let mut args = vec!["submit", "--scope", "coop-a", "--dry-run", hello.to_str().unwrap()];
+    args.extend(["--fuel", "1000"]);
+    let refused = cluster.as_member(&args);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(text(&refused.stderr).contains("submission refused"), "{}", text(&refused.stderr));
+
+    assert_eq!(jobs(), before, "nothing was submitted");
+}
+
 /// `icn logs --follow` prints what a running module writes to stderr as it writes it,
 /// and stops, saying how the job ended, when it ends.
 #[test]

@@ -220,5 +220,10 @@ async fn every_command_that_prints_data_reads_as_it_did_for_people_and_as_json()
             .unwrap_or_else(|e| panic!("icn {json_args:?} printed no JSON ({e}): {}", text(&json.stderr)));
         insta::assert_snapshot!(format!("{snapshot}_json"), serde_json::to_string_pretty(&value).unwrap());
     }
+
+    // A dry run: what a job would hold, and where it would run now.
+    let dry = member.icn(&["submit", "--scope", "fed-north", "--dry-run", &wat("hello.wat")]);
+    assert!(dry.status.success(), "{}", text(&dry.stderr));
+    insta::assert_snapshot!("submit_dry_run", text(&dry.stdout));
     commons.stop().await.unwrap();
 }

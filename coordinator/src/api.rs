@@ -341,6 +341,12 @@ impl MemberApi {
                 ClientResponse::Jobs(self.read(move |core| core.jobs_list(&query, &page)).await?)
             }
             ClientRequest::Queue => ClientResponse::Queue(self.read(|core| core.queue()).await?),
+            ClientRequest::Plan(envelope) => {
+                let submission: Submission = envelope.open().map_err(|e| refused("submission", e.into()))?;
+                let signer = envelope.signer;
+                let plan = self.read(move |core| core.plan(now_ms(), &signer, &submission)).await?;
+                ClientResponse::Plan(Box::new(plan.map_err(|e| refused("submission", e))?))
+            }
             ClientRequest::Version => ClientResponse::Version(icn_protocol::wire::VersionView {
                 software: env!("CARGO_PKG_VERSION").to_string(),
                 protocol: icn_protocol::PROTOCOL_VERSION,
@@ -739,6 +745,7 @@ async fn blocking<T: Send + 'static>(
 fn relayed(request: &ClientRequest, member: &PublicKey) -> Option<ApiError> {
     let envelope = match request {
         ClientRequest::Submit(e)
+        | ClientRequest::Plan(e)
         | ClientRequest::Propose(e)
         | ClientRequest::Vote(e)
         | ClientRequest::Clear(e)

@@ -34,7 +34,7 @@ use icn_protocol::views::{
 };
 use icn_protocol::wire::{
     ApiError, Cancel, ClientRequest, ClientResponse, IdKind, JobState, JobSummary, JobView, JobsQuery,
-    LiveStderr, MODULE_SIZE_BYTES_MAX, Submission, TraceQuery, VersionView,
+    LiveStderr, MODULE_SIZE_BYTES_MAX, PlanView, Submission, TraceQuery, VersionView,
 };
 use icn_protocol::{ContentId, Envelope, JobId, Kind, PROTOCOL_VERSION, PublicKey, Signature, Signed};
 use serde::{Deserialize, Serialize};
@@ -648,6 +648,16 @@ async fn submit(State(http): Shared, request: Request) -> Answer {
     Ok(json(StatusCode::CREATED, &Submitted { job }))
 }
 
+#[utoipa::path(post, path = "/v1/jobs/plan", tag = "jobs", request_body(content = EnvelopeJson, description = "a signed Submission, weighed and not submitted"),
+    responses((status = 200, body = PlanView), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
+async fn plan(State(http): Shared, request: Request) -> Answer {
+    let response = http.ask(request, STATEMENT_BODY_BYTES_MAX, |_, body| {
+        Ok(ClientRequest::Plan(statement(&body, Submission::KIND)?))
+    });
+    let plan = expect!(response.await?, ClientResponse::Plan(p) => p);
+    Ok(json(StatusCode::OK, &plan))
+}
+
 #[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(JobsParams),
     responses((status = 200, body = Paged<JobSummary>), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)), security(("icn" = [])))]
 async fn jobs(State(http): Shared, request: Request) -> Answer {
@@ -954,7 +964,7 @@ impl utoipa::Modify for Security {
 #[openapi(
     info(title = "ICN compute commons: member API", description = "What a member of the commons can ask its coordinator: \
         submit jobs a decision authorized, follow them, read their chain of authority, vote, and read the ledger."),
-    paths(put_module, has_module, put_input, has_input, submit, jobs, job, output, logs, live_logs, version, job_trace, cancel, scopes, scope,
+    paths(put_module, has_module, put_input, has_input, submit, jobs, job, output, logs, live_logs, version, plan, job_trace, cancel, scopes, scope,
         statement_of, members, proposals, propose, proposal, vote, decisions, decision, decision_trace, positions, clear,
         queue, workers, complete, entry, seal),
     modifiers(&Security)
@@ -998,6 +1008,7 @@ pub fn router(api: Arc<MemberApi>, coordinator: PublicKey) -> axum::Router {
         .route("/v1/jobs/{job}/logs", get(logs))
         .route("/v1/jobs/{job}/logs/live", get(live_logs))
         .route("/v1/version", get(version))
+        .route("/v1/jobs/plan", post(plan))
         .route("/v1/jobs/{job}/trace", get(job_trace))
         .route("/v1/jobs/{job}/cancel", post(cancel))
         .route("/v1/scopes", get(scopes))

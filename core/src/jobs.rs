@@ -270,6 +270,12 @@ impl Jobs {
     }
 
     /// Jobs of the same scope and class that wait before `id` in the queue.
+    /// Jobs waiting in `scope`'s queue of `class` now: those a new one of that class would
+    /// wait behind.
+    pub fn waiting_in(&self, scope: &ScopeId, class: &str) -> u32 {
+        self.queues.get(scope).and_then(|classes| classes.get(class)).map_or(0, |q| q.len() as u32)
+    }
+
     pub fn ahead_in_scope(&self, id: &JobId) -> u32 {
         let job = self.known(id);
         let queue = self.queues.get(&job.submission.scope).and_then(|classes| classes.get(job.class()));

@@ -156,6 +156,52 @@ impl Core {
         (request, policy)
     }
 
+    /// What submitting `submission` as `signer` would do now, changing nothing: the same
+    /// refusal a submission would get, or the hold and the decision behind it, where its
+    /// replicas would go with the workers connected now, or why it would wait.
+    pub fn plan(
+        &self,
+        now_ms: u64,
+        signer: &PublicKey,
+        submission: &icn_protocol::wire::Submission,
+    ) -> Result<icn_protocol::wire::PlanView, crate::Refusal> {
+        submission.validate()?;
+        if let Some(deadline_ms) = submission.options.deadline_ms.filter(|d| *d <= now_ms) {
+            return Err(crate::Refusal::DeadlinePassed { deadline_ms, now_ms });
+        }
+        let authorization = self.governance.authorize(now_ms, signer, submission)?;
+        self.settlement.check_fits(&submission.scope, authorization.hold)?;
+        let available = self.settlement.ledger().account(&submission.scope).map_or(0, |a| a.available());
+        let policy = self.policy_for(&submission.scope);
+        let request =
+            Request::new(submission.executor, submission.limits.memory_bytes, policy.replicas.max(1));
+        let pool = self.fleet.pool();
+        let chosen = pool.place(&request);
+        let placements = chosen
+            .iter()
+            .filter_map(|(worker, score)| {
+                let owner = self.fleet.worker(worker)?.owner.clone();
+                Some(icn_protocol::wire::PlannedPlacement { worker: *worker, owner, score: score.total })
+            })
+            .collect::<Vec<_>>();
+        let class = submission.options.priority.as_deref().unwrap_or(icn_protocol::governance::DEFAULT_CLASS);
+        let ahead = self.jobs.waiting_in(&submission.scope, class);
+        let waiting = (placements.len() < request.replicas as usize)
+            .then(|| waiting_for(pool.shortfall(&request), &request, &submission.scope, ahead));
+        Ok(icn_protocol::wire::PlanView {
+            scope: submission.scope.clone(),
+            decision: authorization.decision,
+            hold: authorization.hold,
+            available_after: icn_protocol::governance::Credits(
+                available.saturating_sub(authorization.hold.0),
+            ),
+            replicas: request.replicas,
+            placements: if waiting.is_some() { Vec::new() } else { placements },
+            waiting,
+            queued_ahead: ahead,
+        })
+    }
+
     /// Why a queued job waits: the first stage of placement the connected workers fail.
     pub(crate) fn waiting(&self, id: &JobId) -> Waiting {
         let (request, _) = self.request_for(id);
@@ -167,20 +213,8 @@ impl Core {
                 attempts_max: self.config.attempts_max,
             };
         }
-        match self.fleet.pool().shortfall(&request) {
-            Shortfall::Executor => Waiting::NoExecutor { executor: request.executor },
-            Shortfall::Memory { largest_bytes } => {
-                Waiting::NoMemory { asked_bytes: request.memory_bytes, largest_bytes }
-            }
-            Shortfall::Owners { owners } => {
-                Waiting::TooFewCooperatives { replicas: request.replicas, cooperatives: owners }
-            }
-            Shortfall::Slots { slots } => Waiting::SlotsBusy {
-                slots,
-                ahead: self.jobs.ahead_in_scope(id),
-                scope: job.submission.scope.clone(),
-            },
-        }
+        let shortfall = self.fleet.pool().shortfall(&request);
+        waiting_for(shortfall, &request, &job.submission.scope, self.jobs.ahead_in_scope(id))
     }
 
     /// Places what `id` waits for; whether it got all of it.
@@ -476,6 +510,21 @@ fn result_key(container: bool, report: &ExecutionReport) -> ContentId {
 
 /// A number in [0, 1) fixed by the job's id: the spot-check draw, reproducible on replay
 /// and not chosen by anyone.
+/// Why a job of `scope` placing `request` waits, in a member's terms, when the pool falls
+/// short by `shortfall`; `ahead` jobs of its scope wait before it.
+fn waiting_for(shortfall: Shortfall, request: &Request, scope: &ScopeId, ahead: u32) -> Waiting {
+    match shortfall {
+        Shortfall::Executor => Waiting::NoExecutor { executor: request.executor },
+        Shortfall::Memory { largest_bytes } => {
+            Waiting::NoMemory { asked_bytes: request.memory_bytes, largest_bytes }
+        }
+        Shortfall::Owners { owners } => {
+            Waiting::TooFewCooperatives { replicas: request.replicas, cooperatives: owners }
+        }
+        Shortfall::Slots { slots } => Waiting::SlotsBusy { slots, ahead, scope: scope.clone() },
+    }
+}
+
 fn draw(job: JobId) -> f64 {
     let bytes: [u8; 8] = job.0.0[..8].try_into().expect("an id has eight bytes");
     (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64

@@ -714,6 +714,9 @@ pub enum ClientRequest {
     },
     /// The coordinator's software version and protocol.
     Version,
+    /// A signed [`Submission`] to weigh, not to submit: what it would hold under which
+    /// decision, and where it could run now or why it would wait. Nothing is journaled.
+    Plan(Envelope),
 }
 
 impl ClientRequest {
@@ -749,6 +752,7 @@ impl ClientRequest {
             ClientRequest::Entry(_) => "entry",
             ClientRequest::LiveStderr { .. } => "live_stderr",
             ClientRequest::Version => "version",
+            ClientRequest::Plan(_) => "plan",
         }
     }
 }
@@ -910,6 +914,38 @@ pub enum ClientResponse {
     Entry(Box<crate::views::EntryView>),
     LiveStderr(Box<LiveStderr>),
     Version(VersionView),
+    Plan(Box<PlanView>),
+}
+
+/// What a submission would do now, had it been sent (`icn submit --dry-run`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PlanView {
+    pub scope: ScopeId,
+    /// The decision whose mandate would pay (its journal entry; the genesis is 0).
+    pub decision: u64,
+    /// What it would hold until it ends: its limits at the scope's price.
+    pub hold: crate::governance::Credits,
+    /// What the scope would have left to spend once it holds that.
+    pub available_after: crate::governance::Credits,
+    /// Replicas its scope's placement policy asks for.
+    pub replicas: u32,
+    /// Where its replicas would go with the workers connected now, best first.
+    pub placements: Vec<PlannedPlacement>,
+    /// Why it would wait for a worker instead, when it would.
+    pub waiting: Option<Waiting>,
+    /// Jobs of its scope that wait already, and would be served before it.
+    pub queued_ahead: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PlannedPlacement {
+    pub worker: PublicKey,
+    /// The cooperative that donates it.
+    pub owner: ScopeId,
+    /// Its placement score now (trust, free capacity and donor fairness together).
+    pub score: f64,
 }
 
 /// What software a peer runs: its release, and the protocol it speaks.

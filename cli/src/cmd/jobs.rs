@@ -27,6 +27,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         deadline,
         priority,
         wait,
+        dry_run,
     } = args;
     let given = icn_cli::spec::Given {
         scope,
@@ -67,6 +68,11 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     job.submission.options = options;
     job.submission.validate()?;
     let client = connect.client().await?;
+    if dry_run {
+        let plan = client.plan(&job).await?;
+        print!("{}", icn_cli::status::plan(&plan));
+        return Ok(if plan.waiting.is_some() { ExitCode::from(75) } else { ExitCode::SUCCESS });
+    }
     if let Some(bytes) = &bytes {
         client.ensure_module(bytes).await?;
     }
