@@ -68,6 +68,11 @@ pub enum Command {
         /// pulled); offered only when the engine answers at start.
         #[arg(long, env = "ICN_WORKER_CONTAINERS")]
         containers: bool,
+        /// On Ctrl-C or SIGTERM the worker drains: it takes no new task, finishes what it
+        /// runs and delivers the reports, then stops; at most this long (30s, 5m), or until
+        /// a second signal. Give systemd's TimeoutStopSec or compose's stop_grace_period more.
+        #[arg(long, env = "ICN_WORKER_DRAIN_TIMEOUT", default_value = "60s", value_parser = duration_ms)]
+        drain_timeout: u64,
     },
     /// Submit a wasm module (.wasm or .wat) as a job, under your scope's mandate; or a
     /// container image the workers hold (with --executor container); or a job spec file
@@ -786,6 +791,11 @@ pub struct SubmitArgs {
     /// if it would wait, 1 if it would be refused).
     #[arg(long)]
     pub dry_run: bool,
+    /// Submit N jobs at once, a parameter sweep: each replaces `{index}` in its --arg values
+    /// and its --input path with its index, 0 to N-1 (at most 1000). Prints one id per line,
+    /// in index order; with --wait, each output in that order.
+    #[arg(long, value_name = "N", conflicts_with = "dry_run")]
+    pub array: Option<u32>,
 }
 
 /// Which jobs `icn jobs` lists.

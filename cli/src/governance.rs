@@ -187,9 +187,12 @@ pub fn workers(workers: &[WorkerView]) -> String {
     );
     for w in workers {
         let owner = w.owner.as_ref().map_or("(removed)".to_string(), ToString::to_string);
-        let state = if w.quarantined { "quarantined until a decision readmits it" } else { "" };
-        let _ = writeln!(
-            out,
+        let state = match (w.quarantined, w.draining) {
+            (true, _) => "quarantined until a decision readmits it",
+            (false, true) => "draining: no new tasks; it stops once what it runs has ended",
+            (false, false) => "",
+        };
+        let line = format!(
             "{:<10} {:<12} {:<10} {:>6} {:>7} {:>6} {:>8} {:>6.3}  {state}",
             w.key.short(),
             owner,
@@ -200,6 +203,7 @@ pub fn workers(workers: &[WorkerView]) -> String {
             w.trust.missed,
             w.trust_lower_bound
         );
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     out
 }

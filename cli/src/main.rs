@@ -68,8 +68,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Coordinator { config, accept_journal_end } => {
             serve::run_coordinator(&config, accept_journal_end).await?
         }
-        Command::Worker { connect, slots, memory_mib, metrics_listen, containers } => {
-            return serve::worker(connect, slots, memory_mib, metrics_listen, containers).await;
+        Command::Worker { connect, slots, memory_mib, metrics_listen, containers, drain_timeout } => {
+            let drain = std::time::Duration::from_millis(drain_timeout);
+            return serve::worker(connect, slots, memory_mib, metrics_listen, containers, drain).await;
         }
         Command::Submit(args) => return jobs::submit(args).await,
         Command::Status { connect, job, wait, json } => return jobs::status(connect, &job, wait, json).await,

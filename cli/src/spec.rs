@@ -10,7 +10,7 @@ use icn_protocol::governance::ScopeId;
 use icn_protocol::wire::{ExecutorKind, Limits};
 use serde::Deserialize;
 
-#[derive(Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     /// The module: a .wasm file or a .wat text file.
@@ -29,7 +29,7 @@ pub struct JobSpec {
     pub priority: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SpecLimits {
     pub fuel: Option<u64>,
@@ -39,7 +39,7 @@ pub struct SpecLimits {
 }
 
 /// What `icn submit` was given on the command line, beside a spec file or instead of one.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Given {
     pub scope: Option<ScopeId>,
     pub executor: Option<ExecutorKind>,
@@ -48,7 +48,13 @@ pub struct Given {
     pub limits: SpecLimits,
     pub deadline: Option<String>,
     pub priority: Option<String>,
+    /// The job's index in an array (`icn submit --array N`): `{index}` in its arguments and
+    /// in its input's path becomes this number.
+    pub index: Option<u32>,
 }
+
+/// The placeholder an array's jobs each replace with their index.
+pub const INDEX_PLACEHOLDER: &str = "{index}";
 
 /// A job ready to submit: the module's path, the input's bytes and the rest.
 #[derive(Debug, PartialEq)]
@@ -95,7 +101,15 @@ pub fn job(spec: Option<(JobSpec, &Path)>, module: Option<PathBuf>, given: Given
     let scope = given.scope.or(spec.scope).context(
         "name the scope the job is for: `scope = \"fed-north\"` in the spec, or --scope (or ICN_SCOPE)",
     )?;
-    let input_path = given.input.or(spec.input.map(|i| base.join(i)));
+    let at_index = |text: &str| match given.index {
+        Some(index) => text.replace(INDEX_PLACEHOLDER, &index.to_string()),
+        None => text.to_string(),
+    };
+    let input_path = given
+        .input
+        .clone()
+        .or(spec.input.map(|i| base.join(i)))
+        .map(|path| PathBuf::from(at_index(&path.to_string_lossy())));
     let input = match input_path {
         Some(path) => {
             std::fs::read(&path).with_context(|| format!("cannot read the input {}", path.display()))?
@@ -112,7 +126,8 @@ pub fn job(spec: Option<(JobSpec, &Path)>, module: Option<PathBuf>, given: Given
         timeout_ms: pick(g.timeout_ms, s.timeout_ms, defaults.timeout_ms),
         output_bytes: pick(g.output_bytes, s.output_bytes, defaults.output_bytes),
     };
-    let args = if given.args.is_empty() { spec.args } else { given.args };
+    let args = if given.args.is_empty() { spec.args } else { given.args.clone() };
+    let args = args.iter().map(|arg| at_index(arg)).collect();
     let deadline_ms = given
         .deadline
         .or(spec.deadline)

@@ -1242,6 +1242,105 @@ fn a_dry_run_says_what_a_job_would_hold_and_where_it_could_run_and_submits_nothi
     assert_eq!(jobs(), before, "nothing was submitted");
 }
 
+/// `icn submit --array N` submits N jobs, each with its index in place of `{index}` in
+/// its arguments and its input's path; with --wait, their outputs in index order. A job of
+/// the array that cannot be made stops it before any job is sent.
+#[test]
+fn an_array_submits_one_job_per_index_and_waits_for_them_in_order() {
+    let mut cluster = Cluster::new(&["coop-a"]);
+    cluster.start_coordinator();
+    cluster.start_worker("coop-a");
+    let shards = cluster.dir.path().join("shards");
+    std::fs::create_dir(&shards).unwrap();
+    for i in 0..3 {
+        std::fs::write(shards.join(format!("{i}.txt")), format!("{i} {i}")).unwrap();
+    }
+    let (sum, input) = (wat("sum.wat"), shards.join("{index}.txt"));
+    let array = |count: &str, wait: bool| {
+        let mut args = vec!["submit", "--scope", "fed-north", sum.to_str().unwrap(), "--input"];
+        args.extend([input.to_str().unwrap(), "--array", count]);
+        if wait {
+            args.push("--wait");
+        }
+        cluster.as_member(&args)
+    };
+    let out = array("3", true);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[3..], ["0", "2", "4"], "each input summed, in index order: {stdout}");
+    let ids: std::collections::BTreeSet<&str> = lines[..3].iter().copied().collect();
+    assert!(ids.len() == 3 && ids.iter().all(|id| id.len() == 64), "three jobs' ids first: {stdout}");
+    let said = text(&out.stderr);
+    assert!(said.contains("submitted 3 jobs, {index} 0 to 2"), "{said}");
+    assert!(said.contains("2: job ") && said.contains("completed"), "{said}");
+
+    let listed = |c: &Cluster| text(&c.as_member(&["jobs", "--json"]).stdout).matches("\"job\"").count();
+    let before = listed(&cluster);
+    std::fs::remove_file(shards.join("2.txt")).unwrap();
+    let out = array("3", false);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("2.txt"), "the missing input is named: {}", text(&out.stderr));
+    assert_eq!(listed(&cluster), before, "no job of a broken array was sent");
+    let out = array("1001", false);
+    assert!(text(&out.stderr).contains("an array holds 1 to 1000 jobs"), "{}", text(&out.stderr));
+}
+
+/// A worker its owner stops (SIGTERM, as systemd and Docker send) drains: the coordinator
+/// places nothing new on it, what it runs finishes and reports, and then it exits 0.
+#[test]
+fn a_worker_stopped_by_its_owner_drains_finishing_what_it_runs_and_taking_nothing_new() {
+    let mut cluster = Cluster::new(&["coop-a", "coop-b"]);
+    cluster.start_coordinator();
+    let mut worker = cluster.worker_command("coop-a", &cluster.addr).spawn().unwrap();
+    let lines = {
+        let (send, lines) = std::sync::mpsc::channel::<String>();
+        let stderr = BufReader::new(worker.stderr.take().unwrap());
+        std::thread::spawn(move || stderr.lines().map_while(Result::ok).try_for_each(|line| send.send(line)));
+        lines
+    };
+    let said = |needle: &str| loop {
+        let line = lines.recv_timeout(Duration::from_secs(30)).expect("the worker said it");
+        if line.contains(needle) {
+            return line;
+        }
+    };
+    said("connected and admitted");
+    // It runs until cancelled, so it is surely running when its worker is told to stop.
+    let running = cluster.submit("announce.wat", b"", LONG);
+    while !text(&cluster.as_member(&["status", &running]).stdout).contains("running") {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: sends a signal to a child process this test started and still owns.
+    unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
+    let draining = said("worker draining");
+    assert!(draining.contains("once the 1 task it holds has ended"), "{draining}");
+    let coop_a = loop {
+        let workers: serde_json::Value =
+            serde_json::from_slice(&cluster.as_member(&["workers", "--json"]).stdout).unwrap();
+        let worker = workers.as_array().unwrap().iter().find(|w| w["owner"] == "coop-a").unwrap().clone();
+        if worker["draining"] == true {
+            break worker;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(coop_a["connected"], true, "a draining worker is still connected: {coop_a}");
+
+    // Nothing new goes to it: with no other worker, a new job waits.
+    let waiting = cluster.submit("sum.wat", b"20 22", &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    let status = text(&cluster.as_member(&["status", &waiting]).stdout);
+    assert!(status.contains("queued"), "{status}");
+    assert!(worker.try_wait().unwrap().is_none(), "it waits for what it runs");
+
+    // What it ran ends (here, cancelled) and reports: it stops, and the next worker serves.
+    assert!(cluster.as_member(&["cancel", &running]).status.success());
+    said("worker drained");
+    assert!(worker.wait().unwrap().success());
+    cluster.start_worker("coop-b");
+    assert_eq!(cluster.wait_for(&waiting), "42\n");
+}
+
 /// `icn logs --follow` prints what a running module writes to stderr as it writes it,
 /// and stops, saying how the job ended, when it ends.
 #[test]

@@ -495,7 +495,10 @@ impl MemberApi {
         else {
             return Err(ApiError::new(
                 "no_output",
-                format!("job {job} has no accepted result yet ({:?})", view.state),
+                format!(
+                    "job {job} has no output: it is {}, and only a completed job has one (`icn status` says why)",
+                    view.state.name()
+                ),
             ));
         };
         let digest = report.output_digest;

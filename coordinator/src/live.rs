@@ -4,7 +4,8 @@
 //! Never journaled and never part of a result: while a job runs, what a member follows
 //! is one replica's word. The record is the accepted report's stderr, on the job's view
 //! once it ends. One run is followed per job — the first whose worker sends progress —
-//! until its stream ends; a later attempt then takes over, its bytes following on.
+//! until its stream ends; a later attempt of that replica then takes over, its bytes
+//! following on. Other replicas' bytes are not shown (they would repeat it).
 //!
 //! Bounded: at most [`LIVE_JOBS_MAX`] jobs, each keeping its newest
 //! [`LIVE_STDERR_BYTES_MAX`] bytes; a log is let go [`LIVE_STDERR_KEEP_MS`] after its run
@@ -84,7 +85,9 @@ impl LiveLogs {
                 ended: None,
             });
             if log.run != run {
-                if log.ended.is_none() {
+                // Only a later attempt of the replica followed takes over, once that run
+                // ended: another replica's bytes would repeat what was shown.
+                if log.ended.is_none() || run.0.index != log.run.0.index || run.1 < log.run.1 {
                     return;
                 }
                 (log.run, log.worker, log.ended) = (run, worker, None);
@@ -215,6 +218,8 @@ mod tests {
         assert!(!logs.read(&job, 0).ended);
         logs.ended(run(2, 1));
         assert!(logs.read(&job, 0).ended);
+        logs.append((TaskId { job, index: 1 }, 1), second, 0, b"replica\n");
+        assert_eq!(logs.read(&job, 0).bytes, b"a\n", "another replica never takes over");
         logs.append(run(2, 2), second, 0, b"b\n");
         let read = logs.read(&job, 2);
         assert_eq!((read.bytes.as_slice(), read.worker, read.ended), (&b"b\n"[..], Some(second), false));

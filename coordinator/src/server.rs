@@ -113,6 +113,11 @@ pub(crate) enum Event {
         session: u64,
         running: Vec<(TaskId, u32)>,
     },
+    /// The worker's owner takes it out of service: no new tasks on this session.
+    Draining {
+        worker: PublicKey,
+        session: u64,
+    },
     Report {
         worker: PublicKey,
         session: u64,
@@ -561,6 +566,7 @@ impl CoreShell {
             Event::Heartbeat { worker, session, running } => {
                 self.core.heartbeat(now, worker, session, &running)
             }
+            Event::Draining { worker, session } => self.core.worker_draining(now, worker, session),
             Event::Report { worker, session, envelope, report, output, budget } => {
                 // An output is what its job made: its submitter's and its scope's to read.
                 // A report on a job no longer held is no result, and its output is not kept.
@@ -780,6 +786,11 @@ impl Shell {
                 match control.read::<WorkerMessage>(CONTROL_FRAME_BYTES_MAX).await {
                     Ok(Some(WorkerMessage::Heartbeat { running, .. })) => {
                         if self.events.send(Event::Heartbeat { worker, session, running }).await.is_err() {
+                            return "the coordinator is stopping".to_string();
+                        }
+                    }
+                    Ok(Some(WorkerMessage::Drain)) => {
+                        if self.events.send(Event::Draining { worker, session }).await.is_err() {
                             return "the coordinator is stopping".to_string();
                         }
                     }
@@ -1114,8 +1125,8 @@ impl TaskStream {
                     let run = (assignment.task, assignment.attempt);
                     self.shell.api.live().append(run, self.worker, skipped, &stderr);
                 }
-                WorkerMessage::Heartbeat { .. } => {
-                    return Err(StreamError::Protocol("a heartbeat on a task stream".into()));
+                WorkerMessage::Heartbeat { .. } | WorkerMessage::Drain => {
+                    return Err(StreamError::Protocol("a control message on a task stream".into()));
                 }
             }
         }

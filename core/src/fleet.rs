@@ -28,6 +28,8 @@ pub(crate) struct Worker {
     /// Its connection dropped: no new tasks, but the ones it runs stay placed on it
     /// until it has been silent for the worker timeout, so it can reconnect and resume.
     pub away: bool,
+    /// It drains: it finishes what it runs and gets no new task.
+    pub draining: bool,
 }
 
 impl Worker {
@@ -149,7 +151,7 @@ impl Fleet {
     /// Puts a connected worker's current state into the placement pool; a worker away
     /// (its connection dropped) or gone takes no new task.
     fn refresh(&mut self, key: &PublicKey) {
-        let Some(state) = self.workers.get(key).filter(|w| !w.away) else {
+        let Some(state) = self.workers.get(key).filter(|w| !w.away && !w.draining) else {
             self.pool.remove(key);
             return;
         };
@@ -200,6 +202,7 @@ impl Core {
             foreign,
             last_seen_mono_ms: now.mono_ms,
             away: false,
+            draining: false,
         };
         self.fleet.workers.insert(worker, state);
         self.fleet.refresh(&worker);
@@ -238,6 +241,21 @@ impl Core {
         }
     }
 
+    /// The worker's owner takes it out of service on this connection: no new task is
+    /// placed on it; what it runs stays placed and reports as before.
+    pub fn worker_draining(&mut self, now: Now, worker: PublicKey, session: u64) {
+        self.clock = now;
+        let Some(state) = self.fleet.workers.get_mut(&worker).filter(|w| w.session == session) else {
+            return;
+        };
+        state.last_seen_mono_ms = now.mono_ms;
+        if !state.draining {
+            tracing::info!(worker = %worker.short(), "worker draining: no new tasks");
+            state.draining = true;
+            self.fleet.refresh(&worker);
+        }
+    }
+
     /// Every worker the coordinator knows of: admitted, connected or with a history.
     pub fn workers_view(&self) -> Vec<WorkerView> {
         let fleet = &self.fleet;
@@ -256,6 +274,7 @@ impl Core {
                     trust,
                     trust_lower_bound: trust.lower_bound(),
                     quarantined: fleet.quarantined.contains(&key),
+                    draining: connected.is_some_and(|w| w.draining),
                 }
             })
             .collect()

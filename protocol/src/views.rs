@@ -249,6 +249,9 @@ pub struct WorkerView {
     pub trust: Trust,
     pub trust_lower_bound: f64,
     pub quarantined: bool,
+    /// Its owner is taking it out of service: it finishes what it runs and gets no new task.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// One journal entry in words.

@@ -556,6 +556,9 @@ pub enum WorkerMessage {
         report: Envelope,
         output: Vec<u8>,
     },
+    /// On the control stream: the worker drains — it takes no new task, finishes those it
+    /// runs, and stops. Sent again on each connection until it stops.
+    Drain,
     /// On a task stream, while its task runs: stderr written since the last progress
     /// (at most [`PROGRESS_STDERR_BYTES_MAX`]), after `skipped` bytes the worker could
     /// not keep. What a member follows live; one replica's word, never part of a result.

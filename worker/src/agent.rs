@@ -69,6 +69,35 @@ struct Agent {
     seals: Mutex<SealKeeper>,
     /// Why the agent stopped trusting the coordinator, once it has.
     distrust: Mutex<Option<String>>,
+    /// Set once its owner asked it to drain; each connection then says so.
+    draining: tokio::sync::watch::Sender<bool>,
+}
+
+/// Takes a worker out of service the way its owner would: the coordinator is told (now,
+/// and on every later connection) to place no new task on it; what it runs finishes and
+/// reports as before.
+#[derive(Clone)]
+pub struct Drain(Arc<Agent>);
+
+impl Drain {
+    pub fn start(&self) {
+        self.0.draining.send_replace(true);
+    }
+
+    /// Tasks still running or with a report not yet delivered.
+    pub fn held(&self) -> usize {
+        self.0.held().len()
+    }
+
+    /// Resolves once nothing is held: every task ended and its report delivered.
+    pub async fn drained(&self) {
+        loop {
+            if self.held() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 /// A signed report not yet delivered, with the output it names.
@@ -129,8 +158,14 @@ impl Worker {
             running: Mutex::default(),
             link: Mutex::default(),
             distrust: Mutex::default(),
+            draining: tokio::sync::watch::Sender::new(false),
         });
         Ok(Worker { agent, endpoint, metrics_addr })
+    }
+
+    /// A handle that drains this worker: see [`Drain`].
+    pub fn drain_handle(&self) -> Drain {
+        Drain(self.agent.clone())
     }
 
     /// Where `/metrics` is served, once bound.
@@ -270,13 +305,23 @@ impl Agent {
             let agent = self.clone();
             async move {
                 let mut interval = tokio::time::interval(heartbeat_every);
+                let mut draining = agent.draining.subscribe();
+                // Said on each connection once the drain began, and when it begins.
+                draining.mark_changed();
                 loop {
-                    interval.tick().await;
-                    let beat = WorkerMessage::Heartbeat {
-                        running: agent.running.lock().expect("running lock").iter().copied().collect(),
-                        free_slots: agent.slots.available_permits() as u32,
+                    let message = tokio::select! {
+                        _ = interval.tick() => WorkerMessage::Heartbeat {
+                            running: agent.running.lock().expect("running lock").iter().copied().collect(),
+                            free_slots: agent.slots.available_permits() as u32,
+                        },
+                        Ok(()) = draining.changed() => {
+                            if !*draining.borrow_and_update() {
+                                continue;
+                            }
+                            WorkerMessage::Drain
+                        }
                     };
-                    if let Err(e) = control_send.write(&beat).await {
+                    if let Err(e) = control_send.write(&message).await {
                         return format!("heartbeat failed: {e}");
                     }
                 }

@@ -7,7 +7,7 @@ pub mod executor;
 pub mod metrics;
 pub mod wasm;
 
-pub use agent::{Worker, WorkerConfig, run};
+pub use agent::{Drain, Worker, WorkerConfig, run};
 pub use container::{ContainerConfig, ContainerExecutor};
 pub use executor::{Execution, Executor, Executors, LiveStderr};
 pub use wasm::WasmExecutor;

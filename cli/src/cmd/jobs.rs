@@ -11,7 +11,11 @@ use icn_protocol::{ContentId, JobId};
 
 use super::{show, stop_signal};
 
-/// `icn submit`: the job's id on its own line; with --wait, its output once it ends.
+/// The most jobs one `icn submit --array N` makes.
+pub const ARRAY_JOBS_MAX: u32 = 1_000;
+
+/// `icn submit`: the job's id on its own line (one line per job of an array); with
+/// --wait, its output once it ends.
 pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let SubmitArgs {
         connect,
@@ -28,7 +32,13 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         priority,
         wait,
         dry_run,
+        array,
     } = args;
+    if let Some(count) = array
+        && !(1..=ARRAY_JOBS_MAX).contains(&count)
+    {
+        bail!("--array {count}: an array holds 1 to {ARRAY_JOBS_MAX} jobs");
+    }
     let given = icn_cli::spec::Given {
         scope,
         executor,
@@ -37,52 +47,108 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         limits: icn_cli::spec::SpecLimits { fuel, memory_mib, timeout_ms, output_bytes },
         deadline,
         priority,
+        index: None,
     };
-    let spec_file = module.extension().is_some_and(|e| e == "toml");
-    let job = if spec_file {
-        let spec = icn_cli::spec::JobSpec::read(&module)?;
-        let base = module.parent().unwrap_or(Path::new("."));
-        icn_cli::spec::job(Some((spec, base)), None, given)?
-    } else {
-        icn_cli::spec::job(None, Some(module), given)?
+    let spec = match module.extension().is_some_and(|e| e == "toml") {
+        true => Some(icn_cli::spec::JobSpec::read(&module)?),
+        false => None,
     };
-    // A wasm job's program is its module, uploaded; a container job's is the id of
-    // an image the workers hold.
-    let bytes = match job.executor {
-        ExecutorKind::Wasm => Some(read_module(&job.module)?),
+    let base = module.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let job_at = |index: Option<u32>| {
+        let given = icn_cli::spec::Given { index, ..given.clone() };
+        match &spec {
+            Some(spec) => icn_cli::spec::job(Some((spec.clone(), &base)), None, given),
+            None => icn_cli::spec::job(None, Some(module.clone()), given),
+        }
+    };
+    let indices: Vec<Option<u32>> = match array {
+        Some(count) => (0..count).map(Some).collect(),
+        None => vec![None],
+    };
+    let first = job_at(indices[0])?;
+    // A wasm job's program is its module, uploaded once; a container job's is the id of an
+    // image the workers hold.
+    let bytes = match first.executor {
+        ExecutorKind::Wasm => Some(read_module(&first.module)?),
         ExecutorKind::Container => None,
     };
     let program = match &bytes {
         Some(bytes) => ContentId::of(bytes),
         None => {
-            icn_worker::container::parse_image(&job.module.to_string_lossy()).map_err(anyhow::Error::msg)?
+            icn_worker::container::parse_image(&first.module.to_string_lossy()).map_err(anyhow::Error::msg)?
         }
     };
-    let (input, limits) = (job.input, job.limits);
-    icn_protocol::wire::check_input(&input)?;
-    let options = icn_protocol::wire::JobOptions {
-        deadline_ms: job.deadline_ms.map(|ms| icn_coordinator::server::now_ms().saturating_add(ms)),
-        priority: job.priority,
-    };
-    let mut job = JobRequest::new(job.scope, job.executor, program, &input, job.args, limits);
-    job.submission.options = options;
-    job.submission.validate()?;
+    // Every job is made and checked before the first is sent: a bad input of the tenth
+    // stops the array before any job of it runs.
+    let mut requests = Vec::with_capacity(indices.len());
+    for index in indices {
+        let job = job_at(index)?;
+        let (input, limits) = (job.input, job.limits);
+        icn_protocol::wire::check_input(&input)
+            .with_context(|| index.map_or(String::new(), |i| format!("job {i} of the array")))?;
+        let options = icn_protocol::wire::JobOptions {
+            deadline_ms: job.deadline_ms.map(|ms| icn_coordinator::server::now_ms().saturating_add(ms)),
+            priority: job.priority,
+        };
+        let mut request = JobRequest::new(job.scope, job.executor, program, &input, job.args, limits);
+        request.submission.options = options;
+        request.submission.validate()?;
+        requests.push(request);
+    }
     let client = connect.client().await?;
     if dry_run {
-        let plan = client.plan(&job).await?;
+        let plan = client.plan(&requests[0]).await?;
         print!("{}", icn_cli::status::plan(&plan));
         return Ok(if plan.waiting.is_some() { ExitCode::from(75) } else { ExitCode::SUCCESS });
     }
     if let Some(bytes) = &bytes {
         client.ensure_module(bytes).await?;
     }
-    let job = client.submit(&job).await?;
-    // The id first, on its own line, so a script can read it before the output.
-    println!("{job}");
-    if wait {
-        return follow(&client, job).await;
+    let mut jobs = Vec::with_capacity(requests.len());
+    for (index, request) in requests.iter().enumerate() {
+        let job = client.submit(request).await;
+        let job = match (job, array) {
+            (Ok(job), _) => job,
+            (Err(e), None) => return Err(e),
+            (Err(e), Some(count)) => {
+                bail!(
+                    "job {index} of the array was refused, after {index} of {count} were submitted (their ids above): \
+                     {e:#}"
+                )
+            }
+        };
+        // The id first, on its own line, so a script can read it before the output.
+        println!("{job}");
+        jobs.push(job);
     }
-    Ok(ExitCode::SUCCESS)
+    if let Some(count) = array {
+        eprintln!("submitted {count} jobs, {{index}} 0 to {}", count - 1);
+    }
+    match (wait, jobs.as_slice()) {
+        (false, _) => Ok(ExitCode::SUCCESS),
+        (true, [job]) => follow(&client, *job).await,
+        (true, jobs) => follow_all(&client, jobs).await,
+    }
+}
+
+/// `--wait` for an array: each job followed in index order, its state said on stderr and its
+/// output written on stdout; exits 0 when every job completed with exit code 0, else as
+/// the first job that did not (70 failed or cancelled, 75 in dispute, or its own code).
+async fn follow_all(client: &Client, jobs: &[JobId]) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let mut first_bad: Option<u8> = None;
+    for (index, job) in jobs.iter().enumerate() {
+        let view = client.watch(*job, |_| {}).await?;
+        eprintln!("{index}: {}", icn_cli::status::describe(&view));
+        if view.state == JobState::Completed {
+            std::io::stdout().write_all(&client.output(*job).await?)?;
+        }
+        let code = icn_cli::status::exit_status(&view);
+        if first_bad.is_none() && code != 0 {
+            first_bad = Some(code);
+        }
+    }
+    Ok(ExitCode::from(first_bad.unwrap_or(0)))
 }
 
 /// `icn status`: the job in a sentence; with --wait, followed until it ends. Exits as the

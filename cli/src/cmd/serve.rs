@@ -20,6 +20,7 @@ pub async fn worker(
     memory_mib: u64,
     metrics_listen: Option<SocketAddr>,
     containers: bool,
+    drain_timeout: std::time::Duration,
 ) -> anyhow::Result<ExitCode> {
     let stop = stop_signal()?;
     let settings = connect.resolve()?;
@@ -51,9 +52,38 @@ pub async fn worker(
             Err(e) => eprintln!("no container slots offered: {e}"),
         }
     }
+    let worker = icn_worker::Worker::start(config, executors).await?;
+    let drain = worker.drain_handle();
+    let running = worker.run();
+    tokio::pin!(running);
+    let signal = tokio::select! {
+        result = &mut running => return result.map(|()| ExitCode::SUCCESS),
+        signal = stop => signal,
+    };
+    let held = drain.held();
+    if held == 0 {
+        eprintln!("worker stopping ({signal}): no task was running");
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Listening for the second signal before saying how to give it.
+    let again = stop_signal()?;
+    drain.start();
+    let tasks = icn_cli::governance::count(held as u64, "task", "tasks");
+    let have = if held == 1 { "has" } else { "have" };
+    eprintln!(
+        "worker draining ({signal}): it takes no new task, and stops once the {tasks} it holds {have} ended and \
+         reported, within {} s; Ctrl-C or SIGTERM again stops it now (what it runs is then placed again elsewhere)",
+        drain_timeout.as_secs()
+    );
     tokio::select! {
-        result = icn_worker::run(config, executors) => result?,
-        signal = stop => eprintln!("worker stopping ({signal})"),
+        result = &mut running => result?,
+        () = drain.drained() => eprintln!("worker drained: every task it ran ended and reported; stopping"),
+        signal = again => eprintln!("worker stopping now ({signal}); {} tasks it held are placed again elsewhere", drain.held()),
+        () = tokio::time::sleep(drain_timeout) => eprintln!(
+            "worker stopping: the drain took longer than {} s; {} tasks it held are placed again elsewhere",
+            drain_timeout.as_secs(),
+            drain.held()
+        ),
     }
     Ok(ExitCode::SUCCESS)
 }
