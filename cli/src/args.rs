@@ -388,6 +388,9 @@ pub enum ContextCommand {
         /// Your key file for this commons.
         #[arg(long)]
         key: PathBuf,
+        /// The scope `icn submit` submits for by default (--scope and ICN_SCOPE win).
+        #[arg(long)]
+        scope: Option<ScopeId>,
         /// Also make it the current context.
         #[arg(long = "use")]
         make_current: bool,

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use icn_protocol::PublicKey;
+use icn_protocol::governance::ScopeId;
 use serde::{Deserialize, Serialize};
 
 /// Contexts kept at most, so the file a command reads stays small.
@@ -38,6 +39,9 @@ pub struct Context {
     pub coordinator_key: PublicKey,
     /// The member's key file, absolute.
     pub key: PathBuf,
+    /// The scope `icn submit` submits for when neither --scope nor ICN_SCOPE names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<ScopeId>,
 }
 
 /// Where the client's config file is.
@@ -136,6 +140,8 @@ pub struct Resolved {
     pub coordinator: SocketAddr,
     pub coordinator_key: PublicKey,
     pub key: PathBuf,
+    /// The context's default scope, when a context was used and names one.
+    pub scope: Option<ScopeId>,
 }
 
 /// What a command was given, and what the config file holds: the settings it connects
@@ -146,7 +152,7 @@ pub fn resolve(
     key: Option<PathBuf>,
     named: Option<&str>,
 ) -> anyhow::Result<Resolved> {
-    let context = if coordinator.is_some() && coordinator_key.is_some() && key.is_some() {
+    let context = if coordinator.is_some() && coordinator_key.is_some() && key.is_some() && named.is_none() {
         None
     } else {
         let path = config_path();
@@ -178,7 +184,8 @@ pub fn resolve(
         (None, Some((_, context))) => context.key.clone(),
         (None, None) => return Err(missing("key file (--key, ICN_KEY)")),
     };
-    Ok(Resolved { coordinator, coordinator_key, key })
+    let scope = context.and_then(|(_, context)| context.scope);
+    Ok(Resolved { coordinator, coordinator_key, key, scope })
 }
 
 #[cfg(test)]
@@ -190,6 +197,7 @@ mod tests {
             coordinator: format!("127.0.0.1:{port}"),
             coordinator_key: icn_protocol::Keypair::generate().public(),
             key: PathBuf::from("/keys/ana.key"),
+            scope: None,
         }
     }
 

@@ -618,6 +618,10 @@ async fn l3_an_outsider_cannot_confirm_a_guess_of_a_private_output() {
     assert!(!trace.contains(&real.short()) && trace.contains("(blinded)"), "{trace}");
     let own = ana.trace(icn_protocol::wire::TraceQuery::Job(job)).await.unwrap().to_string();
     assert!(own.contains(&real.short()), "{own}");
+    // Nor does he read its stderr, live or after: refused by name (what `icn logs` shows him).
+    let refused = ben.live_stderr(job, 0, 0).await.unwrap_err().to_string();
+    assert!(refused.contains("the stderr of job") && refused.contains("only its submitter"), "{refused}");
+    assert!(ana.live_stderr(job, 0, 0).await.is_ok(), "ana may");
     commons.stop().await.unwrap();
 }
 

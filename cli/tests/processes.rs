@@ -1129,7 +1129,7 @@ fn a_saved_context_stands_in_for_the_flags_and_flags_still_win() {
         args.extend(extra);
         cluster.run(&args)
     };
-    let added = add("north", &addr, &[]);
+    let added = add("north", &addr, &["--scope", "fed-north"]);
     assert!(added.status.success(), "{}", text(&added.stderr));
     assert!(text(&added.stderr).contains("it is the current context"), "the first one is current");
     assert!(add("south", &nobody, &[]).status.success());
@@ -1140,6 +1140,11 @@ fn a_saved_context_stands_in_for_the_flags_and_flags_still_win() {
     assert_eq!(text(&status.stdout), "42\n");
     let listed = text(&cluster.run(&["context", "list"]).stdout);
     assert!(listed.contains("* north") && listed.contains("  south"), "{listed}");
+    // The context's scope stands in for --scope.
+    let hello = wat("hello.wat");
+    let submitted = cluster.run(&["submit", hello.to_str().unwrap(), "--wait"]);
+    assert!(submitted.status.success(), "{}", text(&submitted.stderr));
+    assert!(text(&submitted.stdout).contains("hello from the commons"), "{}", text(&submitted.stdout));
     let json: serde_json::Value =
         serde_json::from_slice(&cluster.run(&["context", "list", "--json"]).stdout).unwrap();
     assert_eq!(json["current"], "north", "{json}");

@@ -14,14 +14,14 @@ pub fn context(command: ContextCommand) -> anyhow::Result<ExitCode> {
     let path = config_path().context("no place for the client config: set ICN_CLIENT_CONFIG, or HOME")?;
     let mut config = ClientConfig::load(&path)?;
     match command {
-        ContextCommand::Add { name, coordinator, coordinator_key, key, make_current } => {
+        ContextCommand::Add { name, coordinator, coordinator_key, key, scope, make_current } => {
             icn_cli::args::coordinator_address(&coordinator).map_err(anyhow::Error::msg)?;
             // The key file is read now, so a wrong path or loose permissions are named here
             // and not at the first command that needs it.
             icn_transport::keyfile::read(&key)?;
             let key = std::path::absolute(&key)
                 .with_context(|| format!("cannot make {} absolute", key.display()))?;
-            config.add(&name, Context { coordinator, coordinator_key, key })?;
+            config.add(&name, Context { coordinator, coordinator_key, key, scope })?;
             if make_current || config.current.is_none() {
                 config.current = Some(name.clone());
             }
@@ -47,8 +47,9 @@ pub fn context(command: ContextCommand) -> anyhow::Result<ExitCode> {
                 let mut out = String::new();
                 for (name, context) in &config.contexts {
                     let mark = if config.current.as_ref() == Some(name) { "*" } else { " " };
+                    let scope = context.scope.as_ref().map_or(String::new(), |s| format!("  scope {s}"));
                     out.push_str(&format!(
-                        "{mark} {name:<16} {:<22} coordinator {}  key {}\n",
+                        "{mark} {name:<16} {:<22} coordinator {}  key {}{scope}\n",
                         context.coordinator,
                         context.coordinator_key.short(),
                         context.key.display()

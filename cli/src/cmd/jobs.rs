@@ -39,6 +39,11 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     {
         bail!("--array {count}: an array holds 1 to {ARRAY_JOBS_MAX} jobs");
     }
+    // No scope named: the context's, if it has one.
+    let scope = match scope {
+        Some(scope) => Some(scope),
+        None => connect.resolve().ok().and_then(|settings| settings.scope),
+    };
     let given = icn_cli::spec::Given {
         scope,
         executor,
@@ -210,6 +215,9 @@ pub async fn result(
 pub async fn logs(connect: Connect, job: &str) -> anyhow::Result<ExitCode> {
     let client = connect.client().await?;
     let job = client.resolve_job(job).await?;
+    // Asked first for what the job wrote so far: it is refused, by name, to a member who
+    // may not read the job's stderr (the job's view only leaves it out).
+    client.live_stderr(job, 0, 0).await?;
     let view = client.status(job).await?;
     match icn_cli::status::logs(&view) {
         Ok(stderr) => {

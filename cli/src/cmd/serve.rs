@@ -233,7 +233,8 @@ pub async fn dev(dir: &Path, listen: DevListen, voting_window_ms: u64) -> anyhow
         member.display()
     );
     println!(
-        "icn context add dev --coordinator {} --coordinator-key {} --key {} --use   # or save them once, for every \
+        "icn context add dev --coordinator {} --coordinator-key {} --key {} --scope fed-north --use   # or save them \
+         once, for every \
          terminal",
         commons.coordinator.addr(),
         commons.coordinator.public_key(),
