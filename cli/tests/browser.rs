@@ -1,5 +1,5 @@
 //! The member page (`icn ui`) in real headless Chromium, driven through chromedriver
-//! (Debian's `chromium` and `chromium-driver`; `.ci/run` installs them): a member reads
+//! (Debian's `chromium` and `chromium-driver`; `scripts/test` installs them): a member reads
 //! a job's chain and output, votes and sees the vote in the tally and in `icn trace`,
 //! sees their scope's position move after a job, submits a job with an input and reads
 //! its output, makes a proposal with their own ballot, and cancels a job. Every page is photographed
@@ -41,7 +41,7 @@ async fn browser() -> (Driver, Client) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("chromedriver runs (Debian's chromium-driver; .ci/run installs it)");
+        .expect("chromedriver runs (Debian's chromium-driver; scripts/test installs it)");
     let driver = Driver(child);
     let mut capabilities = serde_json::Map::new();
     capabilities.insert(

@@ -1,4 +1,4 @@
-//! What operators run: a real Prometheus (Debian's, which `.ci/run` installs) scrapes a
+//! What operators run: a real Prometheus (Debian's, which `scripts/test` installs) scrapes a
 //! coordinator and three workers running wasm and container jobs, with the deployed alert
 //! rules loaded; every target is up, the job counters moved, every expression of the
 //! Grafana dashboard and of the alert rules runs through Prometheus's query API without
@@ -106,7 +106,7 @@ async fn prometheus_scrapes_the_commons_and_every_dashboard_and_alert_expression
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .expect("prometheus is not installed: `apt-get install prometheus` (.ci/run does)");
+        .expect("prometheus is not installed: `apt-get install prometheus` (scripts/test does)");
 
     // Jobs of both executors, and a container killed at its timeout.
     let client = commons.client().await.unwrap();
@@ -218,7 +218,7 @@ fn promtool(args: &[&str]) -> String {
     let out = std::process::Command::new("promtool")
         .args(args)
         .output()
-        .expect("promtool is not installed: `apt-get install prometheus` (.ci/run does)");
+        .expect("promtool is not installed: `apt-get install prometheus` (scripts/test does)");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "promtool {args:?}:\n{text}");
     text

@@ -853,7 +853,7 @@ fn icn_at(days: u32) -> Command {
     if days > 0 {
         assert!(
             Path::new(LIBFAKETIME).exists(),
-            "{LIBFAKETIME} is missing: `apt-get install faketime` (.ci/run does)"
+            "{LIBFAKETIME} is missing: `apt-get install faketime` (scripts/test does)"
         );
         command.env("LD_PRELOAD", LIBFAKETIME).env("FAKETIME", format!("+{days}d"));
     }

@@ -1,7 +1,7 @@
 //! Clients that are not `icn`: the Python example submits a signed job over HTTP and
 //! prints its output, and schemathesis drives every operation of `/openapi.json` with
 //! generated data, signed as a member. Both need python3 with pynacl, blake3 and
-//! schemathesis (`.ci/run` installs them); without them these tests fail, naming what
+//! schemathesis (`scripts/test` installs them); without them these tests fail, naming what
 //! is missing.
 
 use std::path::{Path, PathBuf};
@@ -22,14 +22,14 @@ fn python(args: &[&str], env: &[(&str, String)]) -> std::process::Output {
     for (name, value) in env {
         command.env(name, value);
     }
-    command.output().expect("python3 runs (.ci/run installs it)")
+    command.output().expect("python3 runs (scripts/test installs it)")
 }
 
 fn needs(modules: &str) {
     let check = python(&["-c", &format!("import {modules}")], &[]);
     assert!(
         check.status.success(),
-        "python3 lacks {modules}: `pip install pynacl blake3 schemathesis` (.ci/run does): {}",
+        "python3 lacks {modules}: `pip install pynacl blake3 schemathesis` (scripts/test does): {}",
         String::from_utf8_lossy(&check.stderr)
     );
 }
