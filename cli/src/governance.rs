@@ -310,6 +310,12 @@ pub fn age(ms: u64) -> String {
 }
 
 /// A whole number with its thousands set apart: 1,000,000,000 and -12,345.
+/// An amount of credits in words: "1 credit", "12,500 credits".
+pub fn credits(c: icn_protocol::governance::Credits) -> String {
+    let unit = if c.0.unsigned_abs() == 1 { "credit" } else { "credits" };
+    format!("{} {unit}", thousands(c.0))
+}
+
 pub fn thousands(n: i64) -> String {
     let digits = n.unsigned_abs().to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);

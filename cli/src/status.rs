@@ -53,7 +53,10 @@ pub fn logs(view: &JobView) -> Result<&[u8], String> {
 pub fn plan(plan: &icn_protocol::wire::PlanView) -> String {
     let mut out = format!(
         "dry run, nothing submitted: the job would hold {} of {}'s mandate (decision #{}), leaving {} to spend\n",
-        plan.hold, plan.scope, plan.decision, plan.available_after
+        crate::governance::credits(plan.hold),
+        plan.scope,
+        plan.decision,
+        crate::governance::credits(plan.available_after)
     );
     match &plan.waiting {
         Some(waiting) => out.push_str(&format!("it would wait: {waiting}\n")),

@@ -30,6 +30,7 @@ use icn_protocol::{ContentId, Fuel, JobId, Keypair};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde::Deserialize;
 
+use crate::governance::credits;
 use crate::web::WebClient;
 
 pub struct UiOptions {
@@ -273,12 +274,6 @@ fn left(ms: u64) -> String {
         3600..=86_399 => format!("{} h {} min", seconds / 3600, seconds % 3600 / 60),
         _ => format!("{} days", seconds / 86_400),
     }
-}
-
-/// An amount of credits in words: "1 credit", "12,500 credits".
-fn credits(c: Credits) -> String {
-    let unit = if c.0.abs() == 1 { "credit" } else { "credits" };
-    format!("{} {unit}", crate::governance::thousands(c.0))
 }
 
 fn standing_words(standing: &Standing) -> &'static str {

@@ -1221,7 +1221,7 @@ fn a_dry_run_says_what_a_job_would_hold_and_where_it_could_run_and_submits_nothi
     let fits = dry(&[]);
     let said = text(&fits.stdout);
     assert!(fits.status.success(), "{said}{}", text(&fits.stderr));
-    assert!(said.contains("would hold 1000 credits of fed-north's mandate (decision #0)"), "{said}");
+    assert!(said.contains("would hold 1,000 credits of fed-north's mandate (decision #0)"), "{said}");
     assert!(said.contains("it could start now (1 replica)"), "{said}");
     assert!(said.contains(&format!("on worker {worker} of coop-a")), "{said}");
 
