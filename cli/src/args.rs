@@ -24,6 +24,10 @@ pub struct Cli {
     /// line) for a log collector. Which lines: the ICN_LOG filter (default warn).
     #[arg(long, global = true, env = "ICN_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+    /// Which saved context a command takes what its flags and variables do not give from
+    /// (default: the current one, `icn context use NAME`); before or after the command.
+    #[arg(long, global = true, env = "ICN_CONTEXT")]
+    pub context: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -839,10 +843,6 @@ pub struct Connect {
     /// Your key file.
     #[arg(long, env = "ICN_KEY")]
     pub key: Option<PathBuf>,
-    /// Which saved context gives what the flags above do not (default: the current one,
-    /// `icn context use NAME`).
-    #[arg(long, env = "ICN_CONTEXT")]
-    pub context: Option<String>,
 }
 
 /// A duration as flags take it: 30s, 2m, 1h, 1d.
@@ -873,7 +873,7 @@ impl Connect {
             self.coordinator,
             self.coordinator_key,
             self.key.clone(),
-            self.context.as_deref(),
+            std::env::var("ICN_CONTEXT").ok().as_deref(),
         )
     }
 

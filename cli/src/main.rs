@@ -40,6 +40,11 @@ fn main() -> ExitCode {
         // Colour codes only for a person at a terminal, not for a file or a journal.
         logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
     }
+    if let Some(context) = &cli.context {
+        // SAFETY: set before the runtime or any other thread exists; commands read it to
+        // pick the context (`Connect::resolve`), whether it came as --context or ICN_CONTEXT.
+        unsafe { std::env::set_var("ICN_CONTEXT", context) };
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
