@@ -591,26 +591,40 @@ impl Core {
         if self.jobs.get(&job).is_some() {
             return Ok(job);
         }
-        submission.validate()?;
-        if let Some(deadline_ms) = submission.options.deadline_ms.filter(|d| *d <= now.wall_ms) {
-            return Err(Refusal::DeadlinePassed { deadline_ms, now_ms: now.wall_ms });
-        }
-        let authorization = self.governance.authorize(now.wall_ms, &envelope.signer, &submission)?;
-        self.settlement.check_fits(&submission.scope, authorization.hold)?;
-        if self.jobs.open() >= self.config.jobs_open_max {
-            return Err(Refusal::TooManyJobs { open: self.jobs.open() });
-        }
-        let (mine, scope) = self.jobs.open_of(&envelope.signer, &submission.scope);
-        if mine >= self.config.jobs_open_per_submitter_max {
-            return Err(Refusal::TooManyJobsOfSubmitter { submitter: envelope.signer, open: mine });
-        }
-        if scope >= self.config.jobs_open_per_scope_max {
-            return Err(Refusal::TooManyJobsOfScope { scope: submission.scope.clone(), open: scope });
-        }
+        let authorization = self.admit(now.wall_ms, &envelope.signer, &submission)?;
         let record = crate::Record::JobSubmitted { submission: envelope.clone(), authorization };
         self.record(Some(authorization.decision), envelope.signer, record);
         self.schedule();
         Ok(job)
+    }
+
+    /// Every check a new submission of `signer` passes before it is journaled, changing
+    /// nothing: valid, before its deadline, authorized by a mandate in force with credit
+    /// for its hold, and within the open jobs' caps. What authorizes it. `submit` and
+    /// `plan` (a dry run) both ask here, so a dry run is refused as the submission would be.
+    pub(crate) fn admit(
+        &self,
+        now_ms: u64,
+        signer: &PublicKey,
+        submission: &Submission,
+    ) -> Result<Authorization, Refusal> {
+        submission.validate()?;
+        if let Some(deadline_ms) = submission.options.deadline_ms.filter(|d| *d <= now_ms) {
+            return Err(Refusal::DeadlinePassed { deadline_ms, now_ms });
+        }
+        let authorization = self.governance.authorize(now_ms, signer, submission)?;
+        self.settlement.check_fits(&submission.scope, authorization.hold)?;
+        if self.jobs.open() >= self.config.jobs_open_max {
+            return Err(Refusal::TooManyJobs { open: self.jobs.open() });
+        }
+        let (mine, scope) = self.jobs.open_of(signer, &submission.scope);
+        if mine >= self.config.jobs_open_per_submitter_max {
+            return Err(Refusal::TooManyJobsOfSubmitter { submitter: *signer, open: mine });
+        }
+        if scope >= self.config.jobs_open_per_scope_max {
+            return Err(Refusal::TooManyJobsOfScope { scope: submission.scope.clone(), open: scope });
+        }
+        Ok(authorization)
     }
 
     /// A member's request to cancel a job, already verified as signed by its signer:

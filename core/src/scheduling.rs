@@ -157,20 +157,15 @@ impl Core {
     }
 
     /// What submitting `submission` as `signer` would do now, changing nothing: the same
-    /// refusal a submission would get, or the hold and the decision behind it, where its
-    /// replicas would go with the workers connected now, or why it would wait.
+    /// refusal a submission would get ([`Core::admit`]), or the hold and the decision behind
+    /// it, where its replicas would go with the workers connected now, or why it would wait.
     pub fn plan(
         &self,
         now_ms: u64,
         signer: &PublicKey,
         submission: &icn_protocol::wire::Submission,
     ) -> Result<icn_protocol::wire::PlanView, crate::Refusal> {
-        submission.validate()?;
-        if let Some(deadline_ms) = submission.options.deadline_ms.filter(|d| *d <= now_ms) {
-            return Err(crate::Refusal::DeadlinePassed { deadline_ms, now_ms });
-        }
-        let authorization = self.governance.authorize(now_ms, signer, submission)?;
-        self.settlement.check_fits(&submission.scope, authorization.hold)?;
+        let authorization = self.admit(now_ms, signer, submission)?;
         let available = self.settlement.ledger().account(&submission.scope).map_or(0, |a| a.available());
         let policy = self.policy_for(&submission.scope);
         let request =
@@ -508,8 +503,6 @@ fn result_key(container: bool, report: &ExecutionReport) -> ContentId {
     ContentId::of(&bytes)
 }
 
-/// A number in [0, 1) fixed by the job's id: the spot-check draw, reproducible on replay
-/// and not chosen by anyone.
 /// Why a job of `scope` placing `request` waits, in a member's terms, when the pool falls
 /// short by `shortfall`; `ahead` jobs of its scope wait before it.
 fn waiting_for(shortfall: Shortfall, request: &Request, scope: &ScopeId, ahead: u32) -> Waiting {
@@ -525,6 +518,8 @@ fn waiting_for(shortfall: Shortfall, request: &Request, scope: &ScopeId, ahead: 
     }
 }
 
+/// A number in [0, 1) fixed by the job's id: the spot-check draw, reproducible on replay
+/// and not chosen by anyone.
 fn draw(job: JobId) -> f64 {
     let bytes: [u8; 8] = job.0.0[..8].try_into().expect("an id has eight bytes");
     (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
