@@ -16,6 +16,16 @@ pub struct Sink<W: Write> {
     partial: Vec<u8>,
 }
 
+impl Sink<std::io::StdoutLock<'static>> {
+    /// Standard output, as text when it is a terminal.
+    pub fn stdout() -> Self {
+        use std::io::IsTerminal;
+        let stdout = std::io::stdout();
+        let terminal = stdout.is_terminal();
+        Sink::new(stdout.lock(), terminal)
+    }
+}
+
 impl<W: Write> Sink<W> {
     pub fn new(out: W, terminal: bool) -> Self {
         Sink { out, terminal, partial: Vec::new() }
@@ -33,18 +43,19 @@ impl<W: Write> Sink<W> {
             Err(e) if e.error_len().is_none() => e.valid_up_to(),
             Err(_) => self.partial.len(),
         };
-        let text = String::from_utf8_lossy(&self.partial[..complete]).into_owned();
-        self.partial.drain(..complete);
-        self.out.write_all(printable(&text, &['\n', '\t']).as_bytes())?;
-        self.out.flush()
+        let complete: Vec<u8> = self.partial.drain(..complete).collect();
+        self.show(&complete)
     }
 
     /// Writes what is held back, at the end.
     pub fn finish(&mut self) -> std::io::Result<()> {
         let rest = std::mem::take(&mut self.partial);
-        if !rest.is_empty() {
-            self.out.write_all(printable(&String::from_utf8_lossy(&rest), &['\n', '\t']).as_bytes())?;
-        }
+        self.show(&rest)
+    }
+
+    /// `bytes` on the terminal: as text, its control characters shown, not obeyed.
+    fn show(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.out.write_all(printable(&String::from_utf8_lossy(bytes), &['\n', '\t']).as_bytes())?;
         self.out.flush()
     }
 }

@@ -347,10 +347,9 @@ impl MemberApi {
                 let plan = self.read(move |core| core.plan(now_ms(), &signer, &submission)).await?;
                 ClientResponse::Plan(Box::new(plan.map_err(|e| refused("submission", e))?))
             }
-            ClientRequest::Version => ClientResponse::Version(icn_protocol::wire::VersionView {
-                software: env!("CARGO_PKG_VERSION").to_string(),
-                protocol: icn_protocol::PROTOCOL_VERSION,
-            }),
+            ClientRequest::Version => {
+                ClientResponse::Version(icn_protocol::wire::VersionView::of(env!("CARGO_PKG_VERSION")))
+            }
             ClientRequest::LiveStderr { job, from, wait_ms } => {
                 ClientResponse::LiveStderr(Box::new(self.live_stderr(member, job, from, wait_ms).await?))
             }

@@ -960,6 +960,13 @@ pub struct VersionView {
     pub protocol: u16,
 }
 
+impl VersionView {
+    /// Release `software` (its crate's `CARGO_PKG_VERSION`), speaking this protocol.
+    pub fn of(software: &str) -> Self {
+        VersionView { software: software.to_string(), protocol: crate::PROTOCOL_VERSION }
+    }
+}
+
 /// A running job's stderr as its module writes it: bytes `from..next` of the run being
 /// followed. One replica's word while it runs; what counts is the stderr of the accepted
 /// report, on the job's view once it ends.

@@ -83,10 +83,7 @@ struct Versions {
 
 /// `icn version`: this program's, and the coordinator's when there is one to ask.
 pub async fn version(connect: Connect, json: bool) -> anyhow::Result<ExitCode> {
-    let icn = icn_protocol::wire::VersionView {
-        software: env!("CARGO_PKG_VERSION").to_string(),
-        protocol: icn_protocol::PROTOCOL_VERSION,
-    };
+    let icn = icn_protocol::wire::VersionView::of(env!("CARGO_PKG_VERSION"));
     let asked = connect.resolve().is_ok();
     let coordinator = if asked { Some(connect.client().await?.version().await?) } else { None };
     if let Some(theirs) = &coordinator

@@ -221,16 +221,11 @@ pub async fn logs(connect: Connect, job: &str) -> anyhow::Result<ExitCode> {
     let view = client.status(job).await?;
     match icn_cli::status::logs(&view) {
         Ok(stderr) => {
-            use std::io::{IsTerminal, Write};
-            let mut stdout = std::io::stdout();
-            if stdout.is_terminal() {
-                // A job's stderr is the job's: on a terminal its control characters
-                // are shown, not obeyed. Piped, the bytes go as they are.
-                let text = String::from_utf8_lossy(stderr);
-                stdout.write_all(icn_protocol::wire::printable(&text, &['\n', '\t']).as_bytes())?;
-            } else {
-                stdout.write_all(stderr)?;
-            }
+            // A job's stderr is the job's: on a terminal its control characters are shown,
+            // not obeyed. Piped, the bytes go as they are.
+            let mut sink = icn_cli::logs::Sink::stdout();
+            sink.write(stderr)?;
+            sink.finish()?;
         }
         Err(why) => eprintln!("{why}"),
     }
@@ -288,11 +283,8 @@ pub fn read_module(path: &Path) -> anyhow::Result<Vec<u8>> {
 /// `icn logs --follow`: the job's stderr on stdout as it comes, and how the job ended
 /// on stderr. Ctrl-C stops following, not the job.
 pub async fn follow_logs(client: &Client, job: JobId) -> anyhow::Result<ExitCode> {
-    use std::io::IsTerminal;
     let stop = stop_signal()?;
-    let stdout = std::io::stdout();
-    let terminal = stdout.is_terminal();
-    let mut sink = icn_cli::logs::Sink::new(stdout.lock(), terminal);
+    let mut sink = icn_cli::logs::Sink::stdout();
     let view = tokio::select! {
         view = icn_cli::logs::follow(client, job, &mut sink, |note| eprintln!("{note}")) => view?,
         signal = stop => {
