@@ -533,10 +533,17 @@ impl fmt::Display for Trace {
     }
 }
 
-/// A journal time (ms since the Unix epoch) as UTC, to the second.
+/// A journal time (ms since the Unix epoch) as UTC, to the second. RFC 3339 ends with
+/// the year 9999; a later time, which only a broken or hostile peer sends, is written as
+/// its milliseconds (humantime's `Display` fails on it, and `to_string` then panicked).
 pub fn when(time_ms: u64) -> String {
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(time_ms);
-    humantime::format_rfc3339_seconds(time).to_string()
+    use std::fmt::Write;
+    let time = std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(time_ms));
+    let mut text = String::new();
+    match time.map(|time| write!(text, "{}", humantime::format_rfc3339_seconds(time))) {
+        Some(Ok(())) => text,
+        _ => format!("{time_ms} ms after the Unix epoch"),
+    }
 }
 
 #[cfg(test)]
@@ -556,6 +563,29 @@ mod tests {
         // Exactly a page left: no cursor, as nothing follows.
         let exact = Paged::of(items(), &Page { after: Some(18), limit: Some(6) });
         assert_eq!((exact.items.len(), exact.next), (6, None));
+    }
+
+    /// Found by the fuzz targets `json` and `answer`: a statement line or a trace with a
+    /// time past the year 9999 panicked when shown (`icn statement`, `icn trace`, the
+    /// member page), since humantime refuses to write it.
+    #[test]
+    fn a_time_past_the_year_9999_is_shown_not_a_panic() {
+        assert_eq!(when(253_402_300_799_000), "9999-12-31T23:59:59Z");
+        assert_eq!(when(253_402_300_800_000), "253402300800000 ms after the Unix epoch");
+        assert_eq!(when(u64::MAX), format!("{} ms after the Unix epoch", u64::MAX));
+        let statement = Statement {
+            scope: "fed-north".parse().unwrap(),
+            lines: vec![StatementLine {
+                seq: 9,
+                time_ms: 253_402_300_800_000,
+                change: Credits(-13),
+                position: Credits(-13),
+                text: "x".into(),
+                decision: None,
+            }],
+            next: None,
+        };
+        assert!(statement.to_string().contains("253402300800000 ms after the Unix epoch"));
     }
 
     #[test]
