@@ -314,6 +314,47 @@ pub enum Command {
         #[arg(long)]
         keep: Option<PathBuf>,
     },
+    /// Simulate a whole commons from seeds — slow, crashing, cut-off and lying workers,
+    /// members acting all at once, coordinator crashes — checking its invariants after
+    /// every batch. A failing seed prints the command that replays it and its last steps.
+    Chaos {
+        /// Seeds to run, from --first.
+        #[arg(long, default_value_t = 100)]
+        seeds: u64,
+        /// The first seed of the sweep.
+        #[arg(long, default_value_t = 0)]
+        first: u64,
+        /// Run this one seed and print its steps.
+        #[arg(long, conflicts_with_all = ["seeds", "first"])]
+        seed: Option<u64>,
+        /// Adversarial workers: liar, trust-then-lie, learner, colluding or over-report.
+        #[arg(long)]
+        adversary: Option<icn_chaos::Adversary>,
+        /// The share of workers that are adversaries, from 0 to 1.
+        #[arg(long, default_value_t = 0.2, value_parser = share)]
+        share: f64,
+        /// Faults: slow, crashing and flapping workers, cuts, duplicated messages and
+        /// coordinator crashes (`on`), or none (`off`).
+        #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+        faults: String,
+        /// How long members act and faults strike, in simulated milliseconds; then the
+        /// commons runs on until every job has had time to end.
+        #[arg(long, default_value_t = 45_000)]
+        active_ms: u64,
+        /// Members propose credit lines and prices only, never a placement policy (a
+        /// decided policy of one replica runs jobs unverified by the federation's choice).
+        #[arg(long)]
+        no_policy_decisions: bool,
+        /// Workers in the simulated commons, each of its own cooperative.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=200))]
+        workers: u64,
+        /// Threads to run seeds on (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Print the sweep's result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure jobs/s and latency end to end beside in-process wasmtime.
     Bench {
         /// Jobs to run (default 2000; 100000 with --memory).
@@ -895,6 +936,14 @@ pub fn decision_entry(text: &str) -> Result<u64, String> {
              also shows with its decision's entry once it is decided)"
         )
     })
+}
+
+/// A share from 0 to 1.
+fn share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err(format!("{text:?} is not a share: give a number from 0 to 1, for example 0.2")),
+    }
 }
 
 #[cfg(test)]

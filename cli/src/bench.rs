@@ -95,7 +95,12 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     let dir = tempfile::tempdir()?;
     let owners: Vec<String> = (0..options.workers).map(|i| format!("coop-{i}")).collect();
     let owners: Vec<&str> = owners.iter().map(String::as_str).collect();
-    let local = LocalOptions { owners: &owners, slots: options.slots, ..LocalOptions::default() };
+    let local = LocalOptions {
+        owners: &owners,
+        slots: options.slots,
+        limits: icn_coordinator::limits::RateLimits::unbounded(),
+        ..LocalOptions::default()
+    };
     let commons = LocalCommons::start(dir.path(), local).await?;
     let client = Arc::new(commons.client().await?);
     let module = client.ensure_module(&bytes).await?;
@@ -155,6 +160,8 @@ pub struct LedgerBenchReport {
     pub batch: usize,
     pub pure_postings_per_s: f64,
     pub durable_postings_per_s: f64,
+    /// The durable path without the journal's index rows.
+    pub unindexed_postings_per_s: f64,
     pub sqlite_inserts_per_s: f64,
 }
 
@@ -173,6 +180,10 @@ impl LedgerBenchReport {
             self.durable_postings_per_s
         );
         println!(
+            "durable, without the journal's index rows:       {:>12.0} postings/s",
+            self.unindexed_postings_per_s
+        );
+        println!(
             "baseline, raw SQLite inserts of the same count and batch: {:>12.0} rows/s",
             self.sqlite_inserts_per_s
         );
@@ -180,6 +191,10 @@ impl LedgerBenchReport {
         println!(
             "ratio durable / raw SQLite: {:.2}",
             self.durable_postings_per_s / self.sqlite_inserts_per_s
+        );
+        println!(
+            "ratio durable without index / raw SQLite: {:.2}",
+            self.unindexed_postings_per_s / self.sqlite_inserts_per_s
         );
     }
 }
@@ -220,38 +235,46 @@ pub fn ledger(postings: usize, batch: usize) -> anyhow::Result<LedgerBenchReport
     pure.check().map_err(anyhow::Error::msg)?;
 
     let dir = tempfile::tempdir()?;
-    let key = icn_protocol::Keypair::generate();
-    let mut journal = Journal::open(&dir.path().join("journal.db"), key.public())?;
-    let mut durable = fresh()?;
-    let (mut prev, mut seq) = (GENESIS_HASH, 0u64);
-    let started = Instant::now();
-    for (chunk_index, chunk) in ids.chunks(batch).enumerate() {
-        let mut entries = Vec::with_capacity(chunk.len());
-        let mut index = Vec::with_capacity(chunk.len() * 3);
-        for (i, id) in chunk.iter().enumerate() {
-            let payee = payees[(chunk_index * batch + i) % payees.len()].clone();
-            let record = Record::JobCompleted {
-                job: icn_protocol::JobId(id.0),
-                output_digest: icn_protocol::ContentId::of(b""),
-                fuel: icn_protocol::Fuel(37_000_000),
-                worker: key.public(),
-                payees: vec![(payee.clone(), Credits(37))],
-            };
-            let entry = Entry::new(seq, prev, None, 0, key.public(), &record);
-            // The rows the core files for a completion: the job, the payer, the payee.
-            index.push(IndexRow { key: IndexKey::Job(icn_protocol::JobId(id.0)), seq, change: 0 });
-            index.push(IndexRow { key: IndexKey::Scope(payer.clone()), seq, change: -37 });
-            index.push(IndexRow { key: IndexKey::Scope(payee.clone()), seq, change: 37 });
-            durable.reserve(*id, &payer, Credits(100))?;
-            durable.post(*id, &[(payee, Credits(37))])?;
-            prev = entry.hash;
-            seq += 1;
-            entries.push(entry);
+    // The durable path as the coordinator writes it (with the index rows a completion
+    // files), and without its index rows: what the index costs.
+    let durable_run = |name: &str, indexed: bool| -> anyhow::Result<f64> {
+        let key = icn_protocol::Keypair::generate();
+        let mut journal = Journal::open(&dir.path().join(name), key.public())?;
+        let mut durable = fresh()?;
+        let (mut prev, mut seq) = (GENESIS_HASH, 0u64);
+        let started = Instant::now();
+        for (chunk_index, chunk) in ids.chunks(batch).enumerate() {
+            let mut entries = Vec::with_capacity(chunk.len());
+            let mut index = Vec::with_capacity(chunk.len() * 3);
+            for (i, id) in chunk.iter().enumerate() {
+                let payee = payees[(chunk_index * batch + i) % payees.len()].clone();
+                let record = Record::JobCompleted {
+                    job: icn_protocol::JobId(id.0),
+                    output_digest: icn_protocol::ContentId::of(b""),
+                    fuel: icn_protocol::Fuel(37_000_000),
+                    worker: key.public(),
+                    payees: vec![(payee.clone(), Credits(37))],
+                };
+                let entry = Entry::new(seq, prev, None, 0, key.public(), &record);
+                if indexed {
+                    // The rows the core files for a completion: the job, the payer, the payee.
+                    index.push(IndexRow { key: IndexKey::Job(icn_protocol::JobId(id.0)), seq, change: 0 });
+                    index.push(IndexRow { key: IndexKey::Scope(payer.clone()), seq, change: -37 });
+                    index.push(IndexRow { key: IndexKey::Scope(payee.clone()), seq, change: 37 });
+                }
+                durable.reserve(*id, &payer, Credits(100))?;
+                durable.post(*id, &[(payee, Credits(37))])?;
+                prev = entry.hash;
+                seq += 1;
+                entries.push(entry);
+            }
+            entries.last_mut().expect("chunks are not empty").seal_with(&key);
+            journal.append(&entries, &index, &[])?;
         }
-        entries.last_mut().expect("chunks are not empty").seal_with(&key);
-        journal.append(&entries, &index, &[])?;
-    }
-    let durable_postings_per_s = postings as f64 / started.elapsed().as_secs_f64();
+        Ok(postings as f64 / started.elapsed().as_secs_f64())
+    };
+    let durable_postings_per_s = durable_run("journal.db", true)?;
+    let unindexed_postings_per_s = durable_run("unindexed.db", false)?;
 
     let connection = open_connection(&dir.path().join("baseline.db"))?;
     connection.execute_batch(
@@ -278,6 +301,7 @@ pub fn ledger(postings: usize, batch: usize) -> anyhow::Result<LedgerBenchReport
         batch,
         pure_postings_per_s,
         durable_postings_per_s,
+        unindexed_postings_per_s,
         sqlite_inserts_per_s,
     })
 }

@@ -117,6 +117,11 @@ impl Client {
     }
 
     /// One typed request and its answer, as the member API gives it.
+    /// The member's key this client signs with.
+    pub fn key(&self) -> &Keypair {
+        &self.key
+    }
+
     pub async fn request(&self, request: &ClientRequest) -> anyhow::Result<ClientResponse> {
         let (mut send, mut recv) = icn_transport::open(&self.session.connection).await?;
         send.write(request).await?;

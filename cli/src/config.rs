@@ -57,6 +57,11 @@ pub struct ConfigFile {
     /// Fair share: a scope's recent usage halves every this long (default 1 hour).
     #[serde(default = "default_share_half_life_ms")]
     pub share_half_life_ms: u64,
+    /// How often one member may write, read and upload, and one connection ask anything
+    /// (`[limits.writes]` with `per_second` and `burst`, and so `reads`, `uploads`,
+    /// `connection`); unset ones keep their defaults.
+    #[serde(default)]
+    pub limits: icn_coordinator::limits::RateLimits,
     /// The founding document (scopes, members, workers, founding mandates). Read on
     /// every start; after the first, it must match the journal's first entry.
     pub genesis: PathBuf,
@@ -116,6 +121,7 @@ impl ConfigFile {
             share_half_life_ms: default_share_half_life_ms(),
             metrics_listen: None,
             http_listen: None,
+            limits: icn_coordinator::limits::RateLimits::default(),
             genesis,
         }
     }
@@ -176,6 +182,7 @@ impl ConfigFile {
                 self.share_half_life_ms
             );
         }
+        self.limits.validate().map_err(anyhow::Error::msg)?;
         let genesis_path = base.join(&self.genesis);
         let text = std::fs::read_to_string(&genesis_path)
             .with_context(|| format!("cannot read the genesis {}", genesis_path.display()))?;
@@ -204,6 +211,7 @@ impl ConfigFile {
             },
             metrics_listen: self.metrics_listen,
             http_listen: self.http_listen,
+            limits: self.limits,
         };
         Ok((base.join(&self.key), config))
     }

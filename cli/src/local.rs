@@ -93,6 +93,8 @@ pub struct LocalOptions<'a> {
     /// Changes the genesis before the commons starts (standing, mandates, credit lines a
     /// test needs that the options above do not make); it must still validate.
     pub genesis_edit: Option<fn(&mut Genesis)>,
+    /// How often a member, and a connection, may ask the member API.
+    pub limits: icn_coordinator::limits::RateLimits,
 }
 
 impl Default for LocalOptions<'_> {
@@ -118,6 +120,7 @@ impl Default for LocalOptions<'_> {
             worker_metrics: &[],
             genesis_edit: None,
             upload_quota_bytes: icn_coordinator::blobs::UPLOAD_QUOTA_BYTES_DEFAULT,
+            limits: icn_coordinator::limits::RateLimits::default(),
             keys: None,
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         }
@@ -375,6 +378,7 @@ impl LocalCommons {
                 upload_quota_bytes: options.upload_quota_bytes,
                 ..icn_coordinator::blobs::Retention::default()
             },
+            limits: options.limits,
         };
         let coordinator = Coordinator::start(coordinator_key, config).await?;
         let (addr, public) = (coordinator.addr(), coordinator.public_key());

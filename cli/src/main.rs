@@ -147,6 +147,35 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot write the man pages into {}", out.display()))?;
             eprintln!("wrote the man pages into {}: `man -l {}/icn.1`", out.display(), out.display());
         }
+        Command::Chaos {
+            seeds,
+            first,
+            seed,
+            adversary,
+            share,
+            faults,
+            active_ms,
+            no_policy_decisions,
+            workers,
+            threads,
+            json,
+        } => {
+            let config = icn_chaos::Config {
+                workers: workers as usize,
+                adversary,
+                adversarial_share: if adversary.is_some() { share } else { 0.0 },
+                faults: faults == "on",
+                active_ms,
+                policy_decisions: !no_policy_decisions,
+                ..icn_chaos::Config::default()
+            };
+            let threads =
+                threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+            let seeds = seed.map_or(first..first.saturating_add(seeds), |seed| seed..seed + 1);
+            let verbose = seed.is_some();
+            tokio::task::spawn_blocking(move || cmd::chaos::chaos(&config, seeds, threads, verbose, json))
+                .await??;
+        }
         Command::Demo { keep } => icn_cli::demo::run(keep.as_deref()).await?,
         Command::Bench { placement: true, pool, jobs, .. } => {
             let placements = jobs.unwrap_or(2_000).max(100) * 50;

@@ -21,6 +21,8 @@ use crate::client::JobRequest;
 pub struct Refused {
     pub status: u16,
     pub error: ApiError,
+    /// Seconds to wait before asking again, when the coordinator said (`Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl std::fmt::Display for Refused {
@@ -58,8 +60,14 @@ impl WebClient {
         self.key.public()
     }
 
-    /// Sends `body` to `target` (a path with its query) signed; the status and body.
-    pub async fn send(&self, method: &str, target: &str, body: Vec<u8>) -> anyhow::Result<(u16, Vec<u8>)> {
+    /// Sends `body` to `target` (a path with its query) signed; the status, the seconds
+    /// `Retry-After` asks to wait (if it does) and the body.
+    pub async fn send(
+        &self,
+        method: &str,
+        target: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<(u16, Option<u64>, Vec<u8>)> {
         let headers = SignedRequest::sign(&self.key, icn_transport::nonce(), method, target, now_ms(), &body);
         let method = reqwest::Method::from_bytes(method.as_bytes()).context("an HTTP method")?;
         let mut request = self.http.request(method, format!("{}{target}", self.base));
@@ -73,8 +81,12 @@ impl WebClient {
             .await
             .with_context(|| format!("cannot reach the coordinator's HTTP API at {}", self.base))?;
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         let bytes = response.bytes().await.context("reading the coordinator's answer")?;
-        Ok((status, bytes.to_vec()))
+        Ok((status, retry_after, bytes.to_vec()))
     }
 
     /// A signed request whose answer is `T` in JSON; a refusal is a [`Refused`].
@@ -84,12 +96,12 @@ impl WebClient {
         target: &str,
         body: Vec<u8>,
     ) -> anyhow::Result<T> {
-        let (status, bytes) = self.send(method, target, body).await?;
+        let (status, retry_after, bytes) = self.send(method, target, body).await?;
         if !(200..300).contains(&status) {
             let error: ApiError = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
                 ApiError::new("failed", format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)))
             });
-            return Err(Refused { status, error }.into());
+            return Err(Refused { status, error, retry_after }.into());
         }
         serde_json::from_slice(&bytes)
             .with_context(|| format!("the answer to {method} {target} is not what it should be"))

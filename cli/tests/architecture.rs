@@ -18,6 +18,7 @@ const PURE: &[(&str, &[&str])] = &[
     ("icn-ledger", &["icn-protocol"]),
     ("icn-placement", &["icn-protocol"]),
     ("icn-core", &["icn-protocol", "icn-governance", "icn-ledger", "icn-placement"]),
+    ("icn-chaos", &["icn-protocol", "icn-governance", "icn-ledger", "icn-placement", "icn-core"]),
 ];
 
 /// The shells: the workspace crates and the impure crates each may not reach.
@@ -100,6 +101,20 @@ fn pure_crates_reach_no_runtime_network_database_or_sandbox() {
         }
     }
     assert!(broken.is_empty(), "dependency rules of docs/ARCHITECTURE.md broken: {broken:#?}");
+}
+
+/// The coordinator's shell asks the core; it names no domain crate itself (governance,
+/// the ledger, placement), so what the commons decides and owes is decided in one place.
+#[test]
+fn the_coordinator_reaches_the_domain_only_through_the_core() {
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../coordinator/Cargo.toml");
+    let text = std::fs::read_to_string(manifest).expect("the coordinator's manifest");
+    let manifest: toml::Table = text.parse().expect("a manifest is TOML");
+    let direct: Vec<&String> = manifest["dependencies"].as_table().expect("dependencies").keys().collect();
+    assert!(direct.iter().any(|d| *d == "icn-core"), "the coordinator hosts the core: {direct:?}");
+    for domain in ["icn-governance", "icn-ledger", "icn-placement"] {
+        assert!(!direct.iter().any(|d| *d == domain), "the coordinator depends on {domain} directly");
+    }
 }
 
 #[test]

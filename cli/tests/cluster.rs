@@ -338,6 +338,7 @@ async fn start_with_rogue(dir: &std::path::Path, rogue: Arc<Keypair>) -> LocalCo
         metrics_listen: None,
         http_listen: None,
         retention: icn_coordinator::blobs::Retention::default(),
+        limits: icn_coordinator::limits::RateLimits::default(),
     };
     let coordinator = Coordinator::start(coordinator_key, config).await.unwrap();
     let worker = icn_worker::WorkerConfig {

@@ -16,7 +16,6 @@ use std::time::Duration;
 use icn_core::trace::Provenance;
 use icn_core::{Core, Now, Refusal};
 use icn_protocol::governance::{Ballot, ClearRequest, Proposal};
-use icn_protocol::views::ClearingView;
 use icn_protocol::wire::{
     ApiError, COMPLETIONS_MAX, Cancel, ClientRequest, ClientResponse, IdKind, JobState, JobView,
     LIVE_STDERR_WAIT_MS_MAX, LiveStderr, Submission, TraceQuery,
@@ -26,6 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::blobs::{Access, BlobStore, Missing};
 use crate::journal::JournalReader;
+use crate::limits::{Class, Limits};
 use crate::live::LiveLogs;
 use crate::modules::Modules;
 use crate::server::{Event, Journaled, Reply, now_ms};
@@ -60,6 +60,8 @@ pub struct MemberApi {
     /// Running jobs' stderr as their workers send it.
     live: LiveLogs,
     metrics: Arc<crate::metrics::Metrics>,
+    /// How often each member may ask, by class of request.
+    limits: Arc<Limits>,
 }
 
 /// The refusal of `what` a job made to a member who may not read it.
@@ -100,7 +102,7 @@ impl MemberApi {
         (blobs, payload_budget): (Arc<BlobStore>, Arc<tokio::sync::Semaphore>),
         journal: PathBuf,
         (seal, members): (watch::Receiver<Seal>, watch::Receiver<crate::server::Members>),
-        metrics: Arc<crate::metrics::Metrics>,
+        (metrics, limits): (Arc<crate::metrics::Metrics>, Arc<Limits>),
         blinding: [u8; 32],
     ) -> Self {
         let readers = Arc::new(Readers { journal, idle: Mutex::default() });
@@ -116,6 +118,7 @@ impl MemberApi {
             watching: Mutex::default(),
             live: LiveLogs::default(),
             metrics,
+            limits,
         }
     }
 
@@ -185,15 +188,41 @@ impl MemberApi {
     }
 
     /// Answers `member`'s request. Watching a job is [`MemberApi::watch`].
+    /// Answers `member`'s request, spending one of its allowance of requests of its
+    /// class first ([`Limits`]); over it, a `rate_limited` refusal that says when to
+    /// come back.
     pub async fn handle(&self, member: PublicKey, request: ClientRequest) -> ClientResponse {
+        // Members only: a stranger's request spends no member's allowance.
+        if self.is_member(&member)
+            && let Err(limited) = self.limits.check(&member, Class::of(&request))
+        {
+            self.refuse(request.kind(), &limited.error);
+            return ClientResponse::Error(limited.error);
+        }
+        self.handle_charged(member, request).await
+    }
+
+    /// Answers a request whose allowance its adapter already spent (HTTP does, before it
+    /// remembers the request's nonce).
+    pub(crate) async fn handle_charged(&self, member: PublicKey, request: ClientRequest) -> ClientResponse {
         let kind = request.kind();
         match self.answer(member, request).await {
             Ok(response) => response,
             Err(error) => {
-                self.metrics.refused.with_label_values(&[kind, error.code.as_str()]).inc();
+                self.refuse(kind, &error);
                 ClientResponse::Error(error)
             }
         }
+    }
+
+    /// Counts a refusal of a `kind` request in `/metrics`.
+    pub(crate) fn refuse(&self, kind: &str, error: &ApiError) {
+        self.metrics.refused.with_label_values(&[kind, error.code.as_str()]).inc();
+    }
+
+    /// The members' rate limits, for the adapters' per-connection buckets.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     async fn answer(&self, member: PublicKey, request: ClientRequest) -> Result<ClientResponse, ApiError> {
@@ -291,20 +320,7 @@ impl MemberApi {
                 let federation = request.federation.clone();
                 let cleared = self.write(move |core, now| core.clear(now, envelope, request)).await?;
                 let clearing = cleared.map_err(|e| refused("clearing", e))?;
-                let obligations = |list: Vec<icn_ledger::Obligation>| {
-                    list.into_iter()
-                        .map(|o| icn_protocol::views::ObligationView {
-                            debtor: o.debtor,
-                            creditor: o.creditor,
-                            amount: o.amount,
-                        })
-                        .collect()
-                };
-                ClientResponse::Cleared(ClearingView {
-                    federation,
-                    before: obligations(clearing.before),
-                    after: obligations(clearing.after),
-                })
+                ClientResponse::Cleared(icn_core::clearing_view(federation, clearing))
             }
             ClientRequest::Members(page) => {
                 ClientResponse::Members(self.read(move |core| core.members(&page)).await?)

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use base64::Engine;
@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::api::MemberApi;
+use crate::limits::Class;
 use crate::server::now_ms;
 
 /// The largest body of a request that carries a signed statement (JSON).
@@ -62,16 +63,25 @@ pub const BODY_READ_MS: u64 = 30_000;
 pub const BODIES_KIB_MAX: usize = 64 * 1024;
 
 /// A refusal as HTTP says it: the status that fits its code, and the JSON body.
-struct Refused(ApiError);
+/// A refusal, and for one over a rate limit, the seconds until the client may ask again
+/// (`Retry-After`).
+struct Refused(ApiError, Option<u64>);
 
 impl From<ApiError> for Refused {
     fn from(error: ApiError) -> Self {
-        Refused(error)
+        Refused(error, None)
+    }
+}
+
+impl From<crate::limits::Limited> for Refused {
+    fn from(limited: crate::limits::Limited) -> Self {
+        let seconds = limited.retry_after_seconds();
+        Refused(limited.error, Some(seconds))
     }
 }
 
 fn refused(code: &str, message: impl Into<String>) -> Refused {
-    Refused(ApiError::new(code, message))
+    Refused(ApiError::new(code, message), None)
 }
 
 /// The HTTP status of a refusal with `code`: the codes are the member API's, stable
@@ -94,7 +104,9 @@ pub fn status_of(code: &str) -> StatusCode {
         "too_large" => StatusCode::PAYLOAD_TOO_LARGE,
         "unsupported_media_type" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "method_not_allowed" => StatusCode::METHOD_NOT_ALLOWED,
-        "too_many_jobs" | "too_many_watches" | "too_many_ballots" => StatusCode::TOO_MANY_REQUESTS,
+        "too_many_jobs" | "too_many_watches" | "too_many_ballots" | "rate_limited" => {
+            StatusCode::TOO_MANY_REQUESTS
+        }
         "stopping" | "busy" => StatusCode::SERVICE_UNAVAILABLE,
         "slow_request" => StatusCode::REQUEST_TIMEOUT,
         "failed" => StatusCode::INTERNAL_SERVER_ERROR,
@@ -112,7 +124,11 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
 
 impl IntoResponse for Refused {
     fn into_response(self) -> Response {
-        json(status_of(&self.0.code), &self.0)
+        let mut response = json(status_of(&self.0.code), &self.0);
+        if let Some(seconds) = self.1 {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -440,6 +456,13 @@ impl Http {
     /// remembers the nonce, for that member. The member and the body.
     async fn authenticate(&self, request: Request, body_max: usize) -> Result<(PublicKey, Bytes), Refused> {
         let (parts, body) = request.into_parts();
+        if let Some(connection) = parts.extensions.get::<icn_transport::http::ConnectionId>() {
+            // Before any signature is checked: one connection cannot keep this busy.
+            self.api.limits().check_http_connection(connection.0).map_err(|limited| {
+                self.api.refuse("connection", &limited.error);
+                Refused::from(limited)
+            })?;
+        }
         let claims = claims(&parts.headers)?;
         let now = now_ms();
         if claims.time_ms.abs_diff(now) > REQUEST_CLOCK_SKEW_MS_MAX {
@@ -447,7 +470,7 @@ impl Http {
         }
         let member = claims.signer;
         if !self.api.is_member(&member) {
-            return Err(Refused(crate::api::not_a_member(&member)));
+            return Err(Refused(crate::api::not_a_member(&member), None));
         }
         let declared = parts
             .headers
@@ -489,6 +512,17 @@ impl Http {
         claims
             .verify(parts.method.as_str(), target, &body)
             .map_err(|e| refused("bad_signature", format!("the request's signature does not hold: {e}")))?;
+        // Signed by the member, so spent from the member's own allowance, and before a
+        // nonce of it is remembered: a flood fills no memory.
+        let class = match (&parts.method, parts.uri.path()) {
+            (&Method::PUT, _) => Class::Upload,
+            (&Method::GET | &Method::HEAD, _) => Class::Read,
+            _ => Class::Write,
+        };
+        self.api.limits().check(&member, class).map_err(|limited| {
+            self.api.refuse(class.name(), &limited.error);
+            Refused::from(limited)
+        })?;
         let nonce = claims.nonce;
         let (outcome, remembered) = {
             let mut nonces = self.nonces.lock().expect("nonces lock");
@@ -532,8 +566,9 @@ impl Http {
     ) -> Result<ClientResponse, Refused> {
         let (member, body) = self.authenticate(request, body_max).await?;
         let request = make(member, body)?;
-        match self.api.handle(member, request).await {
-            ClientResponse::Error(error) => Err(Refused(error)),
+        // Its allowance was spent when it was authenticated.
+        match self.api.handle_charged(member, request).await {
+            ClientResponse::Error(error) => Err(Refused(error, None)),
             response => Ok(response),
         }
     }

@@ -7,6 +7,7 @@ pub mod api;
 pub mod blobs;
 pub mod http;
 pub mod journal;
+pub mod limits;
 pub mod live;
 pub mod metrics;
 pub mod modules;

@@ -15,8 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use icn_core::store::{JournalStore, Payload, PayloadKind, Reader};
-use icn_core::{Command, Core, CoreConfig, Now, Refusal};
-use icn_governance::Genesis;
+use icn_core::{Command, Core, CoreConfig, Driver, Entry, Genesis, IndexRow, Now, Refusal, Turn};
 use icn_protocol::wire::{
     Answer, Assignment, CLOSE_REPLACED, Capacity, ClientRequest, ClientResponse, CoordinatorMessage,
     ExecutionReport, JobState, JobView, MESSAGE_SIZE_BYTES_MAX, PROGRESS_STDERR_BYTES_MAX, Role, SLOTS_MAX,
@@ -39,7 +38,9 @@ type Outgoing = FrameWriter<SendStream>;
 type Incoming = FrameReader<RecvStream>;
 
 pub const HELLO_TIMEOUT_MS: u64 = 5_000;
-pub const TICK_INTERVAL_MS: u64 = 100;
+/// The core is woken when it says it next has work ([`icn_core::Core::next_wake`]), and
+/// at least this often: a deadline it failed to name costs at most this long.
+pub const WAKE_BACKSTOP_MS: u64 = 1_000;
 /// Events the core thread takes into one batch (and one journal commit) at most.
 pub const BATCH_EVENTS_MAX: usize = 4_096;
 /// Events waiting for the core thread, at most; a connection task with one more waits.
@@ -70,6 +71,8 @@ pub struct CoordinatorConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Where the member API is served over HTTP/JSON ([`crate::http`]); `None`: not served.
     pub http_listen: Option<SocketAddr>,
+    /// How often a member, and a connection, may ask the member API.
+    pub limits: crate::limits::RateLimits,
 }
 
 /// How often payloads past their retention are let go.
@@ -84,13 +87,13 @@ pub(crate) type WriteFn = Box<dyn FnOnce(&mut Core, Now, &Journaled) -> Reply + 
 
 /// What a change may ask of the journal on the core's thread, where its connection is:
 /// whether a job the core no longer holds was journaled.
-pub(crate) struct Journaled<'a>(&'a Journal);
+pub(crate) struct Journaled<'a>(&'a Metered);
 
 impl Journaled<'_> {
     /// Whether `job` ended and left the core's memory: the core no longer holds it but
     /// the journal does.
     pub fn forgotten(&self, core: &Core, job: &JobId) -> Result<bool, String> {
-        Ok(core.job(job).is_none() && self.0.holds_job(job).map_err(|e| e.to_string())?)
+        Ok(core.job(job).is_none() && self.0.journal.holds_job(job).map_err(|e| e.to_string())?)
     }
 }
 
@@ -183,8 +186,14 @@ pub struct Coordinator {
 impl Coordinator {
     /// Opens the journal, rebuilds the state it records, and starts serving.
     pub async fn start(key: Arc<Keypair>, config: CoordinatorConfig) -> anyhow::Result<Coordinator> {
-        let (core, journal, clock) = recover(&key, &config)?;
-        let sealed = journal.seal_at(core.journal_len() - 1)?.expect("the journal ends sealed");
+        config
+            .limits
+            .validate()
+            .map_err(|e| anyhow::anyhow!("the coordinator's limits are not valid: {e}"))?;
+        let metrics = Metrics::new();
+        let (driver, clock) = recover(&key, &config, &metrics)?;
+        let sealed =
+            driver.store().seal_at(driver.core().journal_len() - 1)?.expect("the journal ends sealed");
         let modules = Arc::new(Modules::open(&config.journal)?);
         let blobs = Arc::new(BlobStore::open(&config.journal, config.retention)?);
         tokio::spawn(sweep(blobs.clone(), modules.clone()));
@@ -194,11 +203,11 @@ impl Coordinator {
         let (events, receiver) = mpsc::channel(EVENTS_QUEUE_MAX);
         let (done, core_done) = oneshot::channel();
         let (seals, seal) = watch::channel(sealed);
-        let (standing, members) = watch::channel(Members::of(&core));
-        let metrics = Metrics::new();
+        let (standing, members) = watch::channel(Members::of(driver.core()));
         let recorder = metrics.clone();
+        let (wake, next_wake) = watch::channel(Some(Instant::now()));
         std::thread::Builder::new().name("icn-core".into()).spawn(move || {
-            let run = || core_loop(core, journal, receiver, (seals, standing), clock, &recorder);
+            let run = || core_loop(driver, receiver, (seals, standing, wake), clock, &recorder);
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("the core thread panicked")));
             let _ = done.send(result);
@@ -209,7 +218,7 @@ impl Coordinator {
             (blobs.clone(), payload_budget.clone()),
             config.journal.clone(),
             (seal.clone(), members),
-            metrics.clone(),
+            (metrics.clone(), Arc::new(crate::limits::Limits::new(config.limits))),
             blake3::derive_key(
                 "icn coordinator: output digests shown to members who may not read them",
                 &key.seed(),
@@ -235,17 +244,7 @@ impl Coordinator {
             seal,
         };
         tokio::spawn(accept_loop(endpoint.clone(), shell));
-        let ticker = events.clone();
-        tokio::spawn(async move {
-            let mut interval = tokio::time::interval(Duration::from_millis(TICK_INTERVAL_MS));
-            loop {
-                interval.tick().await;
-                // A full queue means the core is busy; the next tick will do.
-                if let Err(mpsc::error::TrySendError::Closed(_)) = ticker.try_send(Event::Tick) {
-                    return;
-                }
-            }
-        });
+        tokio::spawn(waker(events.clone(), next_wake));
         Ok(Coordinator {
             addr,
             metrics_addr,
@@ -329,7 +328,11 @@ impl Drop for Coordinator {
 
 /// Opens the journal, checks and replays it chunk by chunk into a new core, checks its
 /// anchor, requeues what was in flight and writes (or checks) the genesis.
-fn recover(key: &Arc<Keypair>, config: &CoordinatorConfig) -> anyhow::Result<(Core, Journal, Clock)> {
+fn recover(
+    key: &Arc<Keypair>,
+    config: &CoordinatorConfig,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(Driver<Metered>, Clock)> {
     let refused = |e: crate::journal::JournalError| {
         anyhow::anyhow!(
             "{e}\nThe coordinator starts only from a journal that verifies; `icn journal verify --journal {}` \
@@ -355,12 +358,12 @@ fn recover(key: &Arc<Keypair>, config: &CoordinatorConfig) -> anyhow::Result<(Co
     let clock = Clock::start();
     core.resume(clock.now());
     core.found(clock.now(), &config.genesis)?;
-    let (entries, index) = (core.take_entries(), core.take_index());
-    journal.append(&entries, &index, &[])?;
-    // Nothing is connected yet, so recovery commands have no one to go to.
-    let _ = core.take_commands();
+    let mut driver = Driver::new(core, Metered { journal, metrics: metrics.clone() });
+    // The requeues and the genesis just recorded; nothing is connected yet, so their
+    // commands have no one to go to.
+    driver.step(|_| ())?;
     tracing::info!(entries = loaded.entries, "journal replayed");
-    Ok((core, journal, clock))
+    Ok((driver, clock))
 }
 
 /// Lets go of payloads past their retention, every [`SWEEP_INTERVAL_MS`], while the
@@ -413,15 +416,13 @@ fn later<T: 'static>(to: oneshot::Sender<T>, value: T) -> Reply {
     Box::new(move || drop(to.send(value)))
 }
 
+/// What the core's thread keeps beside the driver: the connections commands go to.
 struct CoreShell {
-    core: Core,
-    journal: Journal,
     workers: HashMap<PublicKey, (u64, mpsc::Sender<WorkerCommand>)>,
     watchers: HashMap<JobId, Vec<mpsc::Sender<JobView>>>,
     /// The latest seal committed: dispatches carry it.
     seal: Seal,
-    /// Payloads to store with this batch, and the budget they hold until then.
-    payloads: Vec<Payload>,
+    /// The budgets the batch's payloads hold until they are stored.
     budgets: Vec<Budget>,
 }
 
@@ -469,65 +470,120 @@ impl Members {
     }
 }
 
+/// Wakes the core when it said it next has work (or after [`WAKE_BACKSTOP_MS`]), then
+/// waits for the core to say again: one tick in flight at a time.
+async fn waker(events: mpsc::Sender<Event>, mut next: watch::Receiver<Option<Instant>>) {
+    loop {
+        let backstop = Instant::now() + Duration::from_millis(WAKE_BACKSTOP_MS);
+        let at = next.borrow_and_update().map_or(backstop, |at| at.min(backstop));
+        tokio::select! {
+            () = tokio::time::sleep_until(at.into()) => match events.try_send(Event::Tick) {
+                Ok(()) => {
+                    if next.changed().await.is_err() {
+                        return;
+                    }
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+                // The core is busy with a full queue: try again shortly.
+                Err(mpsc::error::TrySendError::Full(_)) => tokio::time::sleep(Duration::from_millis(10)).await,
+            },
+            changed = next.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// The SQLite journal, timing each append for `/metrics`.
+pub(crate) struct Metered {
+    pub journal: Journal,
+    metrics: Arc<Metrics>,
+}
+
+impl JournalStore for Metered {
+    type Error = JournalError;
+
+    fn append(
+        &mut self,
+        entries: &[Entry],
+        index: &[IndexRow],
+        payloads: &[Payload],
+    ) -> Result<(), JournalError> {
+        let appending = Instant::now();
+        let appended = self.journal.append(entries, index, payloads);
+        if !entries.is_empty() {
+            self.metrics.journal_append_seconds.observe(appending.elapsed().as_secs_f64());
+            self.metrics.journal_batch_entries.observe(entries.len() as f64);
+        }
+        appended
+    }
+
+    fn read(&self, from: u64, limit: usize) -> Result<Vec<Entry>, JournalError> {
+        self.journal.read(from, limit)
+    }
+
+    fn len(&self) -> Result<u64, JournalError> {
+        self.journal.len()
+    }
+}
+
+type Publish = (watch::Sender<Seal>, watch::Sender<Members>, watch::Sender<Option<Instant>>);
+
 fn core_loop(
-    core: Core,
-    journal: Journal,
+    mut driver: Driver<Metered>,
     mut receiver: mpsc::Receiver<Event>,
-    (seals, standing): (watch::Sender<Seal>, watch::Sender<Members>),
+    (seals, standing, wake): Publish,
     clock: Clock,
     metrics: &Metrics,
 ) -> anyhow::Result<()> {
     let seal = *seals.borrow();
-    let mut shell = CoreShell {
-        core,
-        journal,
-        workers: HashMap::new(),
-        watchers: HashMap::new(),
-        seal,
-        payloads: Vec::new(),
-        budgets: Vec::new(),
-    };
+    let mut shell =
+        CoreShell { workers: HashMap::new(), watchers: HashMap::new(), seal, budgets: Vec::new() };
     let mut batch = Vec::with_capacity(BATCH_EVENTS_MAX);
     while receiver.blocking_recv_many(&mut batch, BATCH_EVENTS_MAX) > 0 {
         let now = clock.now();
-        let mut replies = Vec::new();
-        let mut stop = false;
-        for event in batch.drain(..) {
-            stop |= shell.handle(now, event, &mut replies);
-        }
-        let (entries, index) = (shell.core.take_entries(), shell.core.take_index());
-        // The outputs the batch's reports name are stored in the same transaction.
-        let appending = Instant::now();
-        let appended = shell.journal.append(&entries, &index, &shell.payloads);
-        if !entries.is_empty() {
-            metrics.journal_append_seconds.observe(appending.elapsed().as_secs_f64());
-            metrics.journal_batch_entries.observe(entries.len() as f64);
-        }
-        if let Err(e) = appended {
-            // Nothing of this batch was acknowledged or dispatched; stopping here loses
-            // nothing a member or worker was told about.
-            tracing::error!(error = %e, "cannot write the journal; stopping");
-            return Err(anyhow::anyhow!("cannot write the journal: {e}"));
-        }
-        shell.payloads.clear();
+        let ticked = batch.iter().any(|event| matches!(event, Event::Tick));
+        // The outputs the batch's reports name are stored in the same append.
+        let stepped = driver.step(|turn| {
+            let mut replies = Vec::new();
+            let mut stop = false;
+            for event in batch.drain(..) {
+                stop |= shell.handle(turn, now, event, &mut replies);
+            }
+            (replies, stop)
+        });
+        let ((replies, stop), durable) = match stepped {
+            Ok(stepped) => stepped,
+            Err(e) => {
+                // Nothing of this batch was acknowledged or dispatched; stopping here loses
+                // nothing a member or worker was told about.
+                tracing::error!(error = %e, "cannot write the journal; stopping");
+                return Err(anyhow::anyhow!("{e}"));
+            }
+        };
         shell.budgets.clear();
-        metrics.observe(shell.core.take_observations());
-        if let Some(sealed) = entries.last().and_then(|e| e.sealed()) {
+        metrics.observe(driver.take_observations());
+        if let Some(sealed) = durable.seal {
             shell.seal = sealed;
             seals.send_replace(sealed);
         }
-        if shell.core.decisions_made() != standing.borrow().decisions {
+        let core = driver.core();
+        if core.decisions_made() != standing.borrow().decisions {
             // Before the replies: a member told of a revocation is already refused.
-            standing.send_replace(Members::of(&shell.core));
+            standing.send_replace(Members::of(core));
         }
         for reply in replies {
             reply();
         }
-        for command in shell.core.take_commands() {
-            shell.carry_out(command);
+        for command in durable.commands {
+            shell.carry_out(core, command);
         }
+        let at = durable.wake.after(now).map(|ms| Instant::now() + Duration::from_millis(ms));
+        wake.send_if_modified(|next| {
+            let changed = ticked || *next != at;
+            *next = at;
+            changed
+        });
         if stop {
-            shell.journal.checkpoint()?;
+            driver.store().journal.checkpoint()?;
             return Ok(());
         }
     }
@@ -536,17 +592,28 @@ fn core_loop(
 
 impl CoreShell {
     /// Stores `bytes`, readable by `reader`, with this batch.
-    fn keep(&mut self, kind: PayloadKind, bytes: Vec<u8>, reader: Reader, budget: Option<Budget>, now: Now) {
-        if !bytes.is_empty() {
-            self.payloads.push(Payload { kind, bytes, stored_ms: now.wall_ms, reader });
-        }
+    fn keep(
+        &mut self,
+        turn: &mut Turn<'_, Metered>,
+        (kind, bytes, reader): (PayloadKind, Vec<u8>, Reader),
+        budget: Option<Budget>,
+        now: Now,
+    ) {
+        turn.keep(Payload { kind, bytes, stored_ms: now.wall_ms, reader });
         self.budgets.extend(budget);
     }
 
-    fn handle(&mut self, now: Now, event: Event, replies: &mut Vec<Reply>) -> bool {
+    fn handle(
+        &mut self,
+        turn: &mut Turn<'_, Metered>,
+        now: Now,
+        event: Event,
+        replies: &mut Vec<Reply>,
+    ) -> bool {
+        let core = &mut *turn.core;
         match event {
             Event::WorkerHello { worker, session, capacity, running, commands, reply } => {
-                let result = self.core.worker_connected(now, worker, session, capacity, &running);
+                let result = core.worker_connected(now, worker, session, capacity, &running);
                 if result.is_ok() {
                     // A second connection with one key replaces the first. After a blip the
                     // first is dead already; if it is not, another process holds this key,
@@ -561,37 +628,28 @@ impl CoreShell {
                 if self.workers.get(&worker).is_some_and(|(s, _)| *s == session) {
                     self.workers.remove(&worker);
                 }
-                self.core.worker_disconnected(now, worker, session, reason);
+                core.worker_disconnected(now, worker, session, reason);
             }
-            Event::Heartbeat { worker, session, running } => {
-                self.core.heartbeat(now, worker, session, &running)
-            }
-            Event::Draining { worker, session } => self.core.worker_draining(now, worker, session),
+            Event::Heartbeat { worker, session, running } => core.heartbeat(now, worker, session, &running),
+            Event::Draining { worker, session } => core.worker_draining(now, worker, session),
             Event::Report { worker, session, envelope, report, output, budget } => {
                 // An output is what its job made: its submitter's and its scope's to read.
                 // A report on a job no longer held is no result, and its output is not kept.
-                if let Some(reader) = self.core.output_reader(&report.task.job) {
-                    self.keep(PayloadKind::Output, output, reader, budget, now);
+                if let Some(reader) = core.output_reader(&report.task.job) {
+                    self.keep(turn, (PayloadKind::Output, output, reader), budget, now);
                 }
-                self.core.report(now, worker, session, envelope, *report)
+                turn.core.report(now, worker, session, envelope, *report)
             }
             Event::PutInput { bytes, uploader, budget, reply } => {
                 let id = ContentId::of(&bytes);
-                self.keep(PayloadKind::Input, bytes, Reader::Uploader(uploader), budget, now);
+                self.keep(turn, (PayloadKind::Input, bytes, Reader::Uploader(uploader)), budget, now);
                 replies.push(later(reply, id));
             }
-            Event::MemberHello { member, reply } => {
-                let result = if self.core.is_member(&member) {
-                    Ok(())
-                } else {
-                    Err(Refusal::Governance(icn_governance::Refusal::NotAMember { key: member }))
-                };
-                replies.push(later(reply, result));
-            }
-            Event::Read(read) => replies.push(read(&self.core)),
-            Event::Write(write) => replies.push(write(&mut self.core, now, &Journaled(&self.journal))),
-            Event::Watch { job, updates } => self.watch(job, updates, replies),
-            Event::Tick => self.core.tick(now),
+            Event::MemberHello { member, reply } => replies.push(later(reply, core.admit_member(&member))),
+            Event::Read(read) => replies.push(read(core)),
+            Event::Write(write) => replies.push(write(turn.core, now, &Journaled(turn.store))),
+            Event::Watch { job, updates } => self.watch(core, job, updates, replies),
+            Event::Tick => core.tick(now),
             Event::Stop => return true,
         }
         false
@@ -599,15 +657,15 @@ impl CoreShell {
 
     /// A member follows `job`. Like every answer, the first view waits for this batch to
     /// be durable: a member never hears of a state the journal could still lose.
-    fn watch(&mut self, job: JobId, updates: mpsc::Sender<JobView>, replies: &mut Vec<Reply>) {
-        let Some(view) = self.core.job(&job) else { return };
+    fn watch(&mut self, core: &Core, job: JobId, updates: mpsc::Sender<JobView>, replies: &mut Vec<Reply>) {
+        let Some(view) = core.job(&job) else { return };
         if !ends_watch(&view.state) {
             self.watchers.entry(job).or_default().push(updates.clone());
         }
         replies.push(Box::new(move || drop(updates.try_send(view))));
     }
 
-    fn carry_out(&mut self, command: Command) {
+    fn carry_out(&mut self, core: &Core, command: Command) {
         match command {
             Command::Dispatch { worker, session, assignment } => {
                 self.send_to(worker, session, WorkerCommand::Assign(Box::new(assignment), self.seal));
@@ -625,7 +683,7 @@ impl CoreShell {
                 if !self.watchers.contains_key(&job) {
                     return;
                 }
-                let Some(view) = self.core.job(&job) else {
+                let Some(view) = core.job(&job) else {
                     // It ended and left memory at once: its followers read the end from
                     // the journal once this batch is durable.
                     self.watchers.remove(&job);
@@ -910,14 +968,15 @@ impl Shell {
     /// more, when the session is closed with the reason.
     async fn serve_member(&self, connection: Connection, member: PublicKey) -> anyhow::Result<()> {
         let in_flight = Arc::new(tokio::sync::Semaphore::new(MEMBER_REQUESTS_CONCURRENT_MAX));
+        let limit = Arc::new(self.api.limits().connection());
         let requests = async {
             loop {
                 let permit = in_flight.clone().acquire_owned().await.expect("never closed");
                 let (send, recv) = transport::accept(&connection).await?;
-                let shell = self.clone();
+                let (shell, limit) = (self.clone(), limit.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
-                    if let Err(e) = shell.answer(member, send, recv).await {
+                    if let Err(e) = shell.answer(member, &limit, send, recv).await {
                         tracing::debug!(error = %e, "member request failed");
                     }
                 });
@@ -932,10 +991,22 @@ impl Shell {
         }
     }
 
-    async fn answer(&self, member: PublicKey, mut send: Outgoing, mut recv: Incoming) -> anyhow::Result<()> {
+    async fn answer(
+        &self,
+        member: PublicKey,
+        limit: &crate::limits::ConnectionLimit,
+        mut send: Outgoing,
+        mut recv: Incoming,
+    ) -> anyhow::Result<()> {
         let response = match recv.read::<ClientRequest>(MESSAGE_SIZE_BYTES_MAX).await {
-            Ok(Some(ClientRequest::Watch(job))) => return self.watch(member, job, send).await,
-            Ok(Some(request)) => self.api.handle(member, request).await,
+            Ok(Some(request)) => match (limit.check(), request) {
+                (Err(limited), _) => {
+                    self.api.refuse("connection", &limited.error);
+                    ClientResponse::Error(limited.error)
+                }
+                (Ok(()), ClientRequest::Watch(job)) => return self.watch(member, job, send).await,
+                (Ok(()), request) => self.api.handle(member, request).await,
+            },
             Ok(None) => return Ok(()),
             Err(e) => ClientResponse::Error(icn_protocol::wire::ApiError::new(
                 "bad_request",

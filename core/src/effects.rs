@@ -59,6 +59,12 @@ impl Core {
         }
         if let Some(effect) = decided {
             self.apply_effect(&effect);
+            if self.planted(crate::Plant::EffectTwice) && matches!(effect, Effect::CreditLimit { .. }) {
+                // The credit line decided before is set again, over this one.
+                if let Some(Effect::CreditLimit { scope, limit }) = self.plants.last_effect.replace(effect) {
+                    self.settlement.try_limit(&scope, limit);
+                }
+            }
         }
     }
 

@@ -295,6 +295,18 @@ impl Core {
     }
 
     /// Workers silent past the timeout, connected or away, are lost with fault.
+    /// When the first connected worker becomes silent too long, on the monotonic clock:
+    /// one millisecond past its last word plus the timeout, as `lose_silent_workers`
+    /// counts.
+    pub(crate) fn next_silence(&self) -> Option<u64> {
+        let timeout_ms = self.config.worker_timeout_ms;
+        self.fleet
+            .workers
+            .values()
+            .map(|w| w.last_seen_mono_ms.saturating_add(timeout_ms).saturating_add(1))
+            .min()
+    }
+
     pub(crate) fn lose_silent_workers(&mut self) {
         let timeout_ms = self.config.worker_timeout_ms;
         let now_ms = self.clock.mono_ms;

@@ -515,6 +515,33 @@ impl Jobs {
             .collect()
     }
 
+    /// The earliest instants at which `Core::tick` has work with these jobs: on the
+    /// monotonic clock, an attempt or a stopped replica past its deadline (one
+    /// millisecond after it, as `overdue` counts); on the wall clock, a job's expiry or
+    /// deadline, or a requeued replica's backoff ending after `now_wall_ms`.
+    pub fn next_due(&self, expiry_ms: u64, now_wall_ms: u64) -> (Option<u64>, Option<u64>) {
+        let (mut mono, mut wall) = (None::<u64>, None::<u64>);
+        let at =
+            |slot: &mut Option<u64>, instant: u64| *slot = Some(slot.map_or(instant, |s| s.min(instant)));
+        for job in self.map.values() {
+            if job.ended && job.stopping.is_empty() {
+                continue;
+            }
+            for p in job.placements.values().chain(job.stopping.values()) {
+                at(&mut mono, p.deadline_mono_ms.saturating_add(1));
+            }
+            if job.ended {
+                continue;
+            }
+            let expiry = job.submitted_ms.saturating_add(expiry_ms);
+            at(&mut wall, job.submission.options.deadline_ms.map_or(expiry, |d| d.min(expiry)));
+            if job.not_before_ms > now_wall_ms && !job.placed_all() {
+                at(&mut wall, job.not_before_ms);
+            }
+        }
+        (mono, wall)
+    }
+
     /// Every replica in flight and its attempt, in job order.
     pub fn in_flight(&self) -> Vec<(TaskId, u32)> {
         self.map

@@ -23,12 +23,14 @@
 //! so the same inputs give byte-identical journals.
 
 mod chain;
+pub mod driver;
 mod effects;
 mod fleet;
 pub mod gauges;
 pub mod index;
 mod jobs;
 pub mod observe;
+mod plant;
 pub mod record;
 mod refusal;
 mod scheduling;
@@ -40,7 +42,7 @@ mod views;
 
 use std::sync::Arc;
 
-use icn_governance::{Event, Genesis, Governance};
+use icn_governance::{Event, Governance};
 use icn_ledger::Ledger;
 use icn_protocol::wire::{Assignment, JobView};
 use icn_protocol::{JobId, Keypair, PublicKey};
@@ -48,10 +50,14 @@ use icn_protocol::{JobId, Keypair, PublicKey};
 pub use chain::{
     BadEntry, Entry, GENESIS_HASH, check_link, check_signatures, entry_hash, first_bad, unsealed_tail,
 };
+pub use driver::{Driver, Durable, StepError, Turn};
+/// The founding document a journal begins with (governance's), for shells that start one.
+pub use icn_governance::Genesis;
 pub use index::{IndexKey, IndexRow};
+pub use plant::Plant;
 pub use record::Record;
 pub use refusal::Refusal;
-pub use settlement::transfer;
+pub use settlement::{clearing_view, transfer};
 
 use fleet::Fleet;
 use jobs::Jobs;
@@ -70,6 +76,24 @@ impl Now {
     /// Both clocks at `ms`: for tests and simulations, where they cannot drift apart.
     pub fn at(ms: u64) -> Now {
         Now { wall_ms: ms, mono_ms: ms }
+    }
+}
+
+/// When the core next needs to run with no input ([`Core::next_wake`]), on each clock:
+/// the shell wakes it at whichever comes first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Wake {
+    pub mono_ms: Option<u64>,
+    pub wall_ms: Option<u64>,
+}
+
+impl Wake {
+    /// How long after `now` the core wants to run: zero when it is due already, `None`
+    /// when nothing is due until an input arrives.
+    pub fn after(&self, now: Now) -> Option<u64> {
+        let mono = self.mono_ms.map(|at| at.saturating_sub(now.mono_ms));
+        let wall = self.wall_ms.map(|at| at.saturating_sub(now.wall_ms));
+        mono.into_iter().chain(wall).min()
     }
 }
 
@@ -199,11 +223,17 @@ pub struct Core {
     names: Arc<std::collections::BTreeMap<PublicKey, String>>,
     /// What the records made live since the shell last looked say to its metrics.
     observed: std::collections::VecDeque<observe::Observation>,
+    /// Bugs planted for the simulation's tests; none unless the `plant` feature is on
+    /// and a test turned one on.
+    plants: plant::Plants,
+    /// Keys the spot-check draws (`scheduling::draw`), derived from the coordinator's key.
+    spot_key: [u8; 32],
 }
 
 impl Core {
     pub fn new(key: Arc<Keypair>, config: CoreConfig) -> Self {
         Core {
+            spot_key: blake3::derive_key("icn coordinator: spot-check draws", &key.seed()),
             key,
             shares: shares::Shares::new(config.share_half_life_ms.max(1), config.share_quantum_ms),
             config,
@@ -219,7 +249,19 @@ impl Core {
             index: Vec::new(),
             names: Arc::default(),
             observed: std::collections::VecDeque::new(),
+            plants: plant::Plants::default(),
         }
+    }
+
+    /// Turns a planted bug on, for the simulation's tests only; `false` (and nothing
+    /// planted) in a build without the `plant` feature.
+    pub fn plant(&mut self, plant: Plant) -> bool {
+        self.plants.turn_on(plant)
+    }
+
+    /// Whether a planted bug is on; always `false` without the `plant` feature.
+    pub(crate) fn planted(&self, plant: Plant) -> bool {
+        self.plants.planted(plant)
     }
 
     /// Rebuilds the state from journal entries already checked, then resumes.
@@ -305,6 +347,18 @@ impl Core {
         self.schedule();
     }
 
+    /// When the core next has work that only time brings (see [`Wake`]): a silent
+    /// worker to declare lost, an attempt past its deadline, a stopped replica overdue, a
+    /// proposal whose window closes, a job past its expiry or deadline, a requeued replica
+    /// whose backoff ends. `None`: nothing is due until an input arrives. The shell calls
+    /// [`Core::tick`] then, instead of on a fixed interval.
+    pub fn next_wake(&self) -> Wake {
+        let silent = self.next_silence();
+        let (mono_due, wall_due) = self.jobs.next_due(self.config.job_expiry_ms, self.clock.wall_ms);
+        let closing = self.governance.open.values().map(|p| p.closes_ms);
+        Wake { mono_ms: silent.into_iter().chain(mono_due).min(), wall_ms: closing.chain(wall_due).min() }
+    }
+
     // ---- queries -----------------------------------------------------------------
 
     pub fn governance(&self) -> &Governance {
@@ -320,6 +374,16 @@ impl Core {
     /// nothing else: no reads, no uploads, no session.
     pub fn is_member(&self, key: &PublicKey) -> bool {
         self.governance.in_standing(key)
+    }
+
+    /// Whether `key` may open a member session now: [`Core::is_member`], or the refusal
+    /// that says why not.
+    pub fn admit_member(&self, key: &PublicKey) -> Result<(), Refusal> {
+        if self.is_member(key) {
+            Ok(())
+        } else {
+            Err(Refusal::Governance(icn_governance::Refusal::NotAMember { key: *key }))
+        }
     }
 
     /// Every key that [`Core::is_member`] admits now, for shells that check it at every

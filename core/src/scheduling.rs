@@ -225,7 +225,7 @@ impl Core {
                     spot_check: false,
                 })
             } else {
-                icn_placement::plan(pool, &request, &policy, draw(id))
+                icn_placement::plan(pool, &request, &policy, self.draw(id))
             };
             let Some(plan) = plan else { return false };
             for (index, (worker, score)) in plan.chosen.iter().enumerate() {
@@ -289,12 +289,12 @@ impl Core {
         let replicas_max = self.policy_for(&job.submission.scope).replicas_max.max(job.replicas_placed);
         let signer = self.key.public();
         let usage = job.terms.map(|terms| move |a: &_, b: &_| terms.agree(a, b));
-        let counts = icn_placement::Counts {
-            quorum: job.quorum,
-            outstanding,
-            placed: job.replicas_placed,
-            replicas_max,
+        let quorum = if self.planted(crate::Plant::ShortQuorum) {
+            job.quorum.saturating_sub(1).max(1)
+        } else {
+            job.quorum
         };
+        let counts = icn_placement::Counts { quorum, outstanding, placed: job.replicas_placed, replicas_max };
         let verdict =
             icn_placement::judge(&reports, counts, usage.as_ref().map(|f| f as &dyn Fn(&_, &_) -> bool));
         let record = match verdict {
@@ -448,6 +448,10 @@ impl Core {
         self.accept(id, &winners, &losers, decided, Some(decided));
     }
 
+    fn draw(&self, id: JobId) -> f64 {
+        if self.planted(crate::Plant::PublicDraw) { public_draw(id) } else { draw(&self.spot_key, id) }
+    }
+
     /// Whether any admitted worker belongs to a cooperative not yet involved in `id`.
     fn another_owner_admitted(&self, id: JobId) -> bool {
         let job = self.jobs.known(&id);
@@ -518,10 +522,23 @@ fn waiting_for(shortfall: Shortfall, request: &Request, scope: &ScopeId, ahead: 
     }
 }
 
-/// A number in [0, 1) fixed by the job's id: the spot-check draw, reproducible on replay
-/// and not chosen by anyone.
-fn draw(job: JobId) -> f64 {
-    let bytes: [u8; 8] = job.0.0[..8].try_into().expect("an id has eight bytes");
+/// A number in [0, 1) fixed by the job's id and a key only this coordinator holds: the
+/// spot-check draw. Not chosen by anyone, the same for every core with this key (so two
+/// runs journal alike), and unknown to workers: a worker that could compute it from the
+/// job's id alone would know when it runs unchecked, and lie exactly then (the chaos
+/// simulation's `Learner` did, until the draw was keyed).
+fn draw(key: &[u8; 32], job: JobId) -> f64 {
+    let hash = blake3::keyed_hash(key, &job.0.0);
+    unit(hash.as_bytes())
+}
+
+/// The spot-check draw before it was keyed (`Plant::PublicDraw`): from the id alone.
+fn public_draw(job: JobId) -> f64 {
+    unit(&job.0.0)
+}
+
+fn unit(bytes: &[u8; 32]) -> f64 {
+    let bytes: [u8; 8] = bytes[..8].try_into().expect("32 bytes hold eight");
     (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }
 

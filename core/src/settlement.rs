@@ -25,6 +25,24 @@ pub(crate) struct Settlement {
     clearings: BTreeMap<ContentId, (u64, u64)>,
 }
 
+/// What a clearing of `federation` did, as members are shown it.
+pub fn clearing_view(federation: ScopeId, clearing: Clearing) -> icn_protocol::views::ClearingView {
+    let obligations = |list: Vec<icn_ledger::Obligation>| {
+        list.into_iter()
+            .map(|o| icn_protocol::views::ObligationView {
+                debtor: o.debtor,
+                creditor: o.creditor,
+                amount: o.amount,
+            })
+            .collect()
+    };
+    icn_protocol::views::ClearingView {
+        federation,
+        before: obligations(clearing.before),
+        after: obligations(clearing.after),
+    }
+}
+
 /// A job's one transfer: reserved at admission, posted at completion or voided at failure.
 pub fn transfer(job: JobId) -> TransferId {
     TransferId::derive("job", &job.0.0)
@@ -139,6 +157,11 @@ impl Settlement {
         self.ledger.clone().set_limit(scope, limit).map(drop).map_err(Refusal::from)
     }
 
+    /// [`crate::Plant::EffectTwice`]: sets a limit if the ledger takes it.
+    pub fn try_limit(&mut self, scope: &ScopeId, limit: Credits) {
+        let _ = self.ledger.set_limit(scope, limit);
+    }
+
     pub fn set_limit(&mut self, scope: &ScopeId, limit: Credits) {
         self.ledger.set_limit(scope, limit).expect("checked at close (else effect_refused is set)");
     }
@@ -154,6 +177,14 @@ impl Settlement {
     pub fn post(&mut self, job: JobId, hold: Credits, payees: &[(ScopeId, Credits)]) {
         if hold.0 > 0 {
             self.ledger.post(transfer(job), payees).expect("a completed job's reservation posts");
+        }
+    }
+
+    /// [`crate::Plant::PostTwice`]: the payees are paid again under a second transfer.
+    pub fn post_again(&mut self, job: JobId, payer: &ScopeId, spent: Credits, payees: &[(ScopeId, Credits)]) {
+        let again = TransferId::derive("planted: posted twice", &job.0.0);
+        if spent.0 > 0 && self.ledger.reserve(again, payer, spent).is_ok() {
+            let _ = self.ledger.post(again, payees);
         }
     }
 
@@ -250,6 +281,10 @@ impl Core {
             self.settlement.void(job, authorization.hold);
         } else {
             self.settlement.post(job, authorization.hold, payees);
+            if self.planted(crate::Plant::PostTwice) {
+                let payer = self.jobs.known(&job).submission.scope.clone();
+                self.settlement.post_again(job, &payer, spent, payees);
+            }
         }
         for (payee, paid) in payees {
             self.fleet.earn(payee, paid.0.max(0) as u64);

@@ -86,6 +86,24 @@ pub struct MemoryJournal {
 #[error("{0}")]
 pub struct MemoryError(String);
 
+impl MemoryError {
+    pub fn new(message: impl Into<String>) -> MemoryError {
+        MemoryError(message.into())
+    }
+}
+
+impl MemoryJournal {
+    /// Keeps the first `len` entries and lets the rest go, with their index rows: an
+    /// operator's way past an unsealed tail (`icn journal truncate`).
+    pub fn truncate(&mut self, len: u64) {
+        self.entries.truncate(usize::try_from(len).unwrap_or(usize::MAX));
+        for rows in self.index.values_mut() {
+            rows.retain(|seq, _| *seq < len);
+        }
+        self.index.retain(|_, rows| !rows.is_empty());
+    }
+}
+
 impl JournalStore for MemoryJournal {
     type Error = MemoryError;
 

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use icn_core::Entry;
 use icn_core::Record;
-use icn_core::{Command, Core, CoreConfig, Now};
+use icn_core::store::MemoryJournal;
+use icn_core::{Command, Core, CoreConfig, Driver, Now};
 use icn_governance::Genesis;
 use icn_governance::genesis::{GenesisMember, GenesisScope, GenesisWorker};
 use icn_protocol::governance::{
@@ -17,7 +18,7 @@ use icn_protocol::wire::{
     Assignment, Capacity, ExecutionReport, ExecutorKind, FailureKind, JobState, Limits, Outcome, Submission,
     Waiting,
 };
-use icn_protocol::{ContentId, Envelope, Fuel, JobId, Keypair, TaskId};
+use icn_protocol::{ContentId, Envelope, Fuel, JobId, Keypair, PublicKey, TaskId};
 use proptest::prelude::*;
 
 const COOPS: usize = 4;
@@ -145,12 +146,15 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// A heartbeat: the worker, its session, what it runs.
+type Beat = (PublicKey, u64, Vec<(TaskId, u32)>);
+
 struct World {
     config: CoreConfig,
     genesis: Genesis,
     coordinator: Arc<Keypair>,
-    core: Core,
-    journal: Vec<Entry>,
+    /// The core over its journal, as the coordinator's thread runs it.
+    driver: Driver<MemoryJournal>,
     workers: Vec<Driven>,
     next_session: u64,
     now_ms: u64,
@@ -162,24 +166,39 @@ impl World {
         let config = CoreConfig { worker_timeout_ms: TIMEOUT_MS, attempts_max, ..CoreConfig::default() };
         let coordinator = Arc::new(Keypair::from_seed([99; 32]));
         let genesis = genesis(replicas);
-        let mut core = Core::new(coordinator.clone(), config.clone());
+        let core = Core::new(coordinator.clone(), config.clone());
         let now_ms = 1_000_000;
-        core.found(Now::at(now_ms), &genesis).unwrap();
-        let journal = core.take_entries();
+        let driver = Driver::recover(core, MemoryJournal::default(), Now::at(now_ms), &genesis).unwrap();
         let workers = (0..COOPS)
             .map(|i| Driven { key: worker_key(i), session: 0, connected: false, silent: false, held: vec![] })
             .collect();
         let mut world =
-            World { config, genesis, coordinator, core, journal, workers, next_session: 0, now_ms, nonce: 0 };
+            World { config, genesis, coordinator, driver, workers, next_session: 0, now_ms, nonce: 0 };
         for i in 0..COOPS {
             world.connect(i, false);
         }
-        world.settle();
         world
     }
 
     fn now(&self) -> Now {
         Now::at(self.now_ms)
+    }
+
+    fn core(&self) -> &Core {
+        self.driver.core()
+    }
+
+    fn journal(&self) -> &[Entry] {
+        &self.driver.store().entries
+    }
+
+    /// One input to the core at the world's time, made durable, then its commands carried
+    /// out as the shell carries them out.
+    fn input<R>(&mut self, input: impl FnOnce(&mut Core, Now) -> R) -> R {
+        let now = self.now();
+        let (r, durable) = self.driver.step(|turn| input(turn.core, now)).unwrap();
+        self.carry_out(durable.commands);
+        r
     }
 
     fn connect(&mut self, i: usize, keep: bool) {
@@ -194,12 +213,11 @@ impl World {
         let running: Vec<(TaskId, u32)> = w.held.iter().map(|a| (a.task, a.attempt)).collect();
         let capacity = Capacity { slots: 2, memory_bytes: 1 << 30, executors: vec![ExecutorKind::Wasm] };
         let (key, session) = (w.key.public(), w.session);
-        self.core.worker_connected(self.now(), key, session, capacity, &running).unwrap();
+        self.input(|core, now| core.worker_connected(now, key, session, capacity, &running)).unwrap();
     }
 
-    /// Carries out the core's commands and keeps its entries, as the shell does.
-    fn settle(&mut self) {
-        for command in self.core.take_commands() {
+    fn carry_out(&mut self, commands: Vec<Command>) {
+        for command in commands {
             match command {
                 Command::Dispatch { worker, session, assignment } => {
                     let w = self.workers.iter_mut().find(|w| w.key.public() == worker).unwrap();
@@ -221,7 +239,6 @@ impl World {
                 Command::JobChanged(_) => {}
             }
         }
-        self.journal.extend(self.core.take_entries());
     }
 
     fn apply(&mut self, op: Op) {
@@ -238,15 +255,22 @@ impl World {
                     options: Default::default(),
                 };
                 let envelope = Envelope::seal(&member(), self.nonce, &submission);
-                self.core.submit(self.now(), envelope, submission).unwrap();
+                self.input(|core, now| core.submit(now, envelope, submission)).unwrap();
             }
             Op::Advance { ms } => {
                 self.now_ms += ms;
-                for w in self.workers.iter().filter(|w| w.connected && !w.silent) {
-                    let running: Vec<(TaskId, u32)> = w.held.iter().map(|a| (a.task, a.attempt)).collect();
-                    self.core.heartbeat(self.now(), w.key.public(), w.session, &running);
+                let beats: Vec<Beat> = self
+                    .workers
+                    .iter()
+                    .filter(|w| w.connected && !w.silent)
+                    .map(|w| {
+                        (w.key.public(), w.session, w.held.iter().map(|a| (a.task, a.attempt)).collect())
+                    })
+                    .collect();
+                for (key, session, running) in beats {
+                    self.input(|core, now| core.heartbeat(now, key, session, &running));
                 }
-                self.core.tick(self.now());
+                self.input(|core, now| core.tick(now));
             }
             Op::Silence { worker } => self.workers[worker].silent = true,
             Op::Disconnect { worker } => {
@@ -254,7 +278,7 @@ impl World {
                 if w.connected {
                     w.connected = false;
                     let (key, session) = (w.key.public(), w.session);
-                    self.core.worker_disconnected(self.now(), key, session, "test".into());
+                    self.input(|core, now| core.worker_disconnected(now, key, session, "test".into()));
                 }
             }
             Op::Reconnect { worker, keep } => self.connect(worker, keep),
@@ -293,15 +317,12 @@ impl World {
                 };
                 let envelope = Envelope::seal(&w.key, self.nonce, &report);
                 let (key, session) = (w.key.public(), w.session);
-                self.core.report(self.now(), key, session, envelope, report);
+                self.input(|core, now| core.report(now, key, session, envelope, report));
             }
             Op::Crash => {
-                let mut restarted = Core::new(self.coordinator.clone(), self.config.clone());
-                restarted.recover(&self.journal, self.now()).unwrap();
-                restarted.found(self.now(), &self.genesis).unwrap();
-                let _ = restarted.take_commands();
-                self.journal.extend(restarted.take_entries());
-                self.core = restarted;
+                let restarted = Core::new(self.coordinator.clone(), self.config.clone());
+                let journal = self.driver.store().clone();
+                self.driver = Driver::recover(restarted, journal, self.now(), &self.genesis).unwrap();
                 // Every connection died with the coordinator; live workers reconnect and
                 // name the tasks they still run.
                 for i in 0..COOPS {
@@ -311,7 +332,6 @@ impl World {
                 }
             }
         }
-        self.settle();
     }
 }
 
@@ -351,29 +371,29 @@ proptest! {
         let mut world = World::new(replicas, attempts_max);
         for op in ops {
             world.apply(op);
-            world.core.ledger().check().map_err(TestCaseError::fail)?;
+            world.core().ledger().check().map_err(TestCaseError::fail)?;
         }
         // Time passes until nothing can be in flight: every job ends, or waits with
         // nothing placed.
         for _ in 0..(attempts_max + 3) {
             world.apply(Op::Advance { ms: 30_000 });
         }
-        for (job, count) in endings(&world.journal) {
+        for (job, count) in endings(world.journal()) {
             prop_assert_eq!(count, 1, "job {} ended {} times", job, count);
         }
         let mut waiting = 0;
-        for job in submitted(&world.journal) {
-            let state = world.core.job(&job).unwrap().state;
+        for job in submitted(world.journal()) {
+            let state = world.core().job(&job).unwrap().state;
             prop_assert!(!matches!(state, JobState::Running { .. }), "job {} is still running: {:?}", job, state);
             waiting += usize::from(state == JobState::Queued);
         }
         // A job that waits is in the queue: none is left neither placed nor queued.
-        prop_assert_eq!(waiting, world.core.queue_len(), "jobs waiting outside the queue");
+        prop_assert_eq!(waiting, world.core().queue_len(), "jobs waiting outside the queue");
         // A start from this journal never panics and gives the same state.
         let mut replayed = Core::new(world.coordinator.clone(), world.config.clone());
-        replayed.recover(&world.journal, world.now()).unwrap();
-        prop_assert_eq!(replayed.governance(), world.core.governance());
-        prop_assert_eq!(replayed.ledger().positions(), world.core.ledger().positions());
+        replayed.recover(world.journal(), world.now()).unwrap();
+        prop_assert_eq!(replayed.governance(), world.core().governance());
+        prop_assert_eq!(replayed.ledger().positions(), world.core().ledger().positions());
         prop_assert_eq!(replayed.ledger().check(), Ok(()));
     }
 }
@@ -389,10 +409,10 @@ fn a_crash_with_two_replicas_in_flight_at_one_attempt_ends_the_job_once() {
     assert_eq!(placed, 2, "both replicas are in flight");
     world.apply(Op::Crash);
     world.apply(Op::Crash);
-    let ended = endings(&world.journal);
+    let ended = endings(world.journal());
     assert_eq!(ended.values().copied().collect::<Vec<_>>(), vec![1], "{ended:?}");
-    assert_eq!(world.core.ledger().check(), Ok(()));
-    let fed = world.core.ledger().account(&scope("fed")).unwrap();
+    assert_eq!(world.core().ledger().check(), Ok(()));
+    let fed = world.core().ledger().account(&scope("fed")).unwrap();
     assert_eq!((fed.position, fed.reserved), (0, 0), "the hold was voided once");
 }
 
@@ -408,7 +428,7 @@ fn a_worker_that_reconnects_mid_task_resumes_without_losing_trust() {
     world.apply(Op::Reconnect { worker: holder, keep: true });
     world.apply(Op::Advance { ms: TIMEOUT_MS + 1 });
     let requeues = world
-        .journal
+        .journal()
         .iter()
         .filter(|e| matches!(e.decode_record().unwrap(), Record::TaskRequeued { .. }))
         .count();
@@ -416,13 +436,13 @@ fn a_worker_that_reconnects_mid_task_resumes_without_losing_trust() {
     for worker in 0..COOPS {
         world.apply(Op::Report { worker, honest: true });
     }
-    let view = world.core.workers_view();
+    let view = world.core().workers_view();
     let trust = view.iter().find(|w| w.key == worker_key(holder).public()).unwrap().trust;
     assert_eq!(trust.missed, 0, "{trust:?}");
-    let jobs: BTreeSet<JobId> = endings(&world.journal).into_keys().collect();
+    let jobs: BTreeSet<JobId> = endings(world.journal()).into_keys().collect();
     assert_eq!(jobs.len(), 1);
     let job = *jobs.iter().next().unwrap();
-    assert_eq!(world.core.job(&job).unwrap().state, JobState::Completed);
+    assert_eq!(world.core().job(&job).unwrap().state, JobState::Completed);
 }
 
 /// A worker that comes back without the task it held lost it: that costs trust, once.
@@ -432,7 +452,7 @@ fn a_worker_that_reconnects_without_its_task_loses_it_with_fault() {
     world.apply(Op::Submit);
     let holder = world.workers.iter().position(|w| !w.held.is_empty()).unwrap();
     world.apply(Op::Reconnect { worker: holder, keep: false });
-    let view = world.core.workers_view();
+    let view = world.core().workers_view();
     let trust = view.iter().find(|w| w.key == worker_key(holder).public()).unwrap().trust;
     assert_eq!(trust.missed, 1, "{trust:?}");
 }
@@ -468,15 +488,15 @@ fn a_wall_clock_jump_does_not_lose_live_workers() {
     let mut world = World::new(2, 3);
     world.apply(Op::Submit);
     let jump = Now { wall_ms: world.now_ms + 3_600_000, mono_ms: world.now_ms + 100 };
-    for w in world.workers.iter() {
-        world.core.heartbeat(Now::at(world.now_ms), w.key.public(), w.session, &[]);
+    let beats: Vec<(PublicKey, u64)> = world.workers.iter().map(|w| (w.key.public(), w.session)).collect();
+    for (key, session) in beats {
+        world.input(|core, now| core.heartbeat(now, key, session, &[]));
     }
-    world.core.tick(jump);
-    world.settle();
+    world.input(|core, _| core.tick(jump));
     let requeued =
-        world.journal.iter().any(|e| matches!(e.decode_record().unwrap(), Record::TaskRequeued { .. }));
+        world.journal().iter().any(|e| matches!(e.decode_record().unwrap(), Record::TaskRequeued { .. }));
     assert!(!requeued, "an hour's jump of the wall clock requeued a task");
-    assert!(world.core.workers_view().iter().all(|w| w.connected && w.trust.missed == 0));
+    assert!(world.core().workers_view().iter().all(|w| w.connected && w.trust.missed == 0));
 }
 
 /// A replica lost or failed on a worker is placed again elsewhere at once; from the second
@@ -487,7 +507,7 @@ fn a_replica_failed_on_workers_is_retried_elsewhere_after_a_growing_wait() {
     let mut world = World::new(1, 5);
     world.apply(Op::Submit);
     let job = world
-        .journal
+        .journal()
         .iter()
         .find_map(|e| match e.decode_record().unwrap() {
             Record::JobSubmitted { submission, .. } => Some(JobId(submission.id())),
@@ -503,7 +523,7 @@ fn a_replica_failed_on_workers_is_retried_elsewhere_after_a_growing_wait() {
     for (requeues, wait_ms) in [(2, 1_000), (3, 2_000), (4, 4_000)] {
         world.apply(Op::Fail { worker: *failed_on.last().unwrap() });
         assert_eq!(holder(&world), None, "requeue {requeues} waits");
-        let waiting = world.core.job(&job).unwrap().waiting.unwrap();
+        let waiting = world.core().job(&job).unwrap().waiting.unwrap();
         assert_eq!(waiting, Waiting::Backoff { wait_ms, attempts: requeues, attempts_max: 5 });
         world.apply(Op::Advance { ms: wait_ms - 1 });
         assert_eq!(holder(&world), None, "not before the wait is over");
@@ -546,21 +566,19 @@ fn a_job_past_its_deadline_fails_and_a_past_deadline_is_refused() {
         };
         submission.options.deadline_ms = Some(deadline_ms);
         let envelope = Envelope::seal(&member(), world.nonce, &submission);
-        let result = world.core.submit(world.now(), envelope, submission);
-        world.settle();
-        result
+        world.input(|core, now| core.submit(now, envelope, submission))
     };
     let now_ms = world.now_ms;
     let past = submit(&mut world, now_ms).unwrap_err();
     assert_eq!(past.code(), "deadline_passed");
     assert!(past.to_string().contains("has already passed"), "{past}");
     let job = submit(&mut world, now_ms + 1_500).unwrap();
-    let reserved = |world: &World| world.core.ledger().account(&scope("fed")).unwrap().reserved;
+    let reserved = |world: &World| world.core().ledger().account(&scope("fed")).unwrap().reserved;
     assert!(reserved(&world) > 0);
     world.apply(Op::Advance { ms: 1_499 });
-    assert_eq!(world.core.job(&job).unwrap().state, JobState::Queued);
+    assert_eq!(world.core().job(&job).unwrap().state, JobState::Queued);
     world.apply(Op::Advance { ms: 1 });
-    let view = world.core.job(&job).unwrap();
+    let view = world.core().job(&job).unwrap();
     assert_eq!(view.state, JobState::Failed);
     assert!(view.failure.as_deref().unwrap().contains("deadline"), "{view:?}");
     assert_eq!(reserved(&world), 0, "the hold is voided");
@@ -580,13 +598,12 @@ fn a_cancelled_running_job_pays_for_what_ran_and_a_queued_one_pays_nothing() {
         world.nonce += 1;
         let request = icn_protocol::wire::Cancel { job };
         let envelope = Envelope::seal(&member(), world.nonce, &request);
-        world.core.cancel(world.now(), envelope, request).unwrap();
-        world.settle();
+        world.input(|core, now| core.cancel(now, envelope, request)).unwrap();
     };
     cancel(&mut world, job);
     assert!(world.workers[holder].held.is_empty(), "the worker was told to stop");
-    assert_eq!(world.core.job(&job).unwrap().state, JobState::Cancelled);
-    let account = |world: &World, id: &str| *world.core.ledger().account(&scope(id)).unwrap();
+    assert_eq!(world.core().job(&job).unwrap().state, JobState::Cancelled);
+    let account = |world: &World, id: &str| *world.core().ledger().account(&scope(id)).unwrap();
     assert!(account(&world, "fed").reserved > 0, "the hold waits for what the stopped run used");
     // The worker stopped the run and says what it used: 3 million fuel, 3 credits.
     let report = ExecutionReport {
@@ -602,12 +619,11 @@ fn a_cancelled_running_job_pays_for_what_ran_and_a_queued_one_pays_nothing() {
     let w = &world.workers[holder];
     let envelope = Envelope::seal(&w.key, 7, &report);
     let (key, session) = (w.key.public(), w.session);
-    world.core.report(world.now(), key, session, envelope, report);
-    world.settle();
+    world.input(|core, now| core.report(now, key, session, envelope, report));
     let owner = format!("coop-{holder}");
     assert_eq!((account(&world, "fed").position, account(&world, "fed").reserved), (-3, 0));
     assert_eq!(account(&world, &owner).position, 3, "the cooperative that ran it earned what ran");
-    let settled = world.journal.iter().rev().find_map(|e| match e.decode_record().unwrap() {
+    let settled = world.journal().iter().rev().find_map(|e| match e.decode_record().unwrap() {
         Record::CancelSettled { job: settled, fuel, payees } if settled == job => Some((fuel, payees)),
         _ => None,
     });
@@ -619,7 +635,7 @@ fn a_cancelled_running_job_pays_for_what_ran_and_a_queued_one_pays_nothing() {
     }
     world.apply(Op::Submit);
     let queued = world
-        .journal
+        .journal()
         .iter()
         .rev()
         .find_map(|e| match e.decode_record().unwrap() {
@@ -629,7 +645,7 @@ fn a_cancelled_running_job_pays_for_what_ran_and_a_queued_one_pays_nothing() {
         .unwrap();
     cancel(&mut world, queued);
     assert_eq!((account(&world, "fed").position, account(&world, "fed").reserved), (-3, 0), "nobody paid");
-    assert!(world.core.ledger().check().is_ok());
+    assert!(world.core().ledger().check().is_ok());
 }
 
 /// `holder` reports `outcome` with `fuel` on `assignment`.
@@ -648,8 +664,7 @@ fn report_on(world: &mut World, holder: usize, assignment: &Assignment, outcome:
     let w = &world.workers[holder];
     let envelope = Envelope::seal(&w.key, world.nonce, &report);
     let (key, session) = (w.key.public(), w.session);
-    world.core.report(world.now(), key, session, envelope, report);
-    world.settle();
+    world.input(|core, now| core.report(now, key, session, envelope, report));
 }
 
 /// A wasm module that spins without calling out: one replica's worker stops it at its
@@ -674,7 +689,7 @@ fn wasm_replicas_stopped_by_time_and_by_fuel_agree_and_each_pays_the_fuel_limit(
     let fuel =
         Outcome::Failed { kind: FailureKind::OutOfFuel, detail: "the module used all its fuel".into() };
     report_on(&mut world, holders[1], &second, fuel, limit);
-    let records: Vec<Record> = world.journal.iter().map(|e| e.decode_record().unwrap()).collect();
+    let records: Vec<Record> = world.journal().iter().map(|e| e.decode_record().unwrap()).collect();
     let verified = records.iter().find_map(|r| match r {
         Record::Verified { job: j, agreeing, dissenting, .. } if *j == job => {
             Some((agreeing.len(), dissenting.len()))
@@ -689,9 +704,9 @@ fn wasm_replicas_stopped_by_time_and_by_fuel_agree_and_each_pays_the_fuel_limit(
     let (fuel, payees) = paid.expect("the job failed by its own doing and pays");
     assert_eq!(fuel, Fuel(limit));
     assert!(payees.iter().all(|(_, each)| *each == Credits(1_000)), "{payees:?}");
-    let fed = world.core.ledger().account(&scope("fed")).unwrap();
+    let fed = world.core().ledger().account(&scope("fed")).unwrap();
     assert_eq!((fed.position, fed.reserved), (-2_000, 0));
-    assert!(world.core.ledger().check().is_ok());
+    assert!(world.core().ledger().check().is_ok());
 }
 
 /// A module that spins without calling out, cancelled a quarter of the way to its time
@@ -708,11 +723,10 @@ fn a_cancelled_spin_pays_the_share_of_its_fuel_limit_its_time_is_of_its_time_lim
     world.nonce += 1;
     let request = icn_protocol::wire::Cancel { job };
     let envelope = Envelope::seal(&member(), world.nonce, &request);
-    world.core.cancel(world.now(), envelope, request).unwrap();
-    world.settle();
+    world.input(|core, now| core.cancel(now, envelope, request)).unwrap();
     let stopped = Outcome::Failed { kind: FailureKind::Cancelled, detail: "stopped".into() };
     report_on(&mut world, holder, &assignment, stopped, 0);
-    let settled = world.journal.iter().rev().find_map(|e| match e.decode_record().unwrap() {
+    let settled = world.journal().iter().rev().find_map(|e| match e.decode_record().unwrap() {
         Record::CancelSettled { job: settled, fuel, payees } if settled == job => Some((fuel, payees)),
         _ => None,
     });
@@ -720,5 +734,5 @@ fn a_cancelled_spin_pays_the_share_of_its_fuel_limit_its_time_is_of_its_time_lim
     // a quarter, 250 million fuel, 250 credits.
     let owner = scope(&format!("coop-{holder}"));
     assert_eq!(settled, Some((Fuel(250_000_000), vec![(owner, Credits(250))])));
-    assert!(world.core.ledger().check().is_ok());
+    assert!(world.core().ledger().check().is_ok());
 }

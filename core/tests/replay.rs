@@ -11,9 +11,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use icn_core::store::{JournalStore, MemoryJournal};
+use icn_core::store::MemoryJournal;
 use icn_core::trace::Provenance;
-use icn_core::{Command, Core, CoreConfig, GENESIS_HASH, Now};
+use icn_core::{Command, Core, CoreConfig, Driver, GENESIS_HASH, Now};
 use icn_governance::Genesis;
 use icn_governance::genesis::{GenesisMember, GenesisScope, GenesisWorker};
 use icn_protocol::governance::{
@@ -210,8 +210,8 @@ fn lie_of(worker: usize) -> ContentId {
 /// A coordinator core and the world around it: members, workers and a journal.
 struct Sim {
     coordinator: Arc<Keypair>,
-    core: Core,
-    journal: MemoryJournal,
+    /// The core over its journal, as the coordinator's thread runs it.
+    driver: Driver<MemoryJournal>,
     now_ms: u64,
     sessions: u64,
     /// Connected workers and their session; a worker away is not in it.
@@ -228,12 +228,11 @@ struct Sim {
 impl Sim {
     fn new() -> Sim {
         let coordinator = Arc::new(Keypair::from_seed([99; 32]));
-        let mut core = Core::new(coordinator.clone(), config());
-        core.found(Now::at(1_000_000), &genesis()).unwrap();
+        let core = Core::new(coordinator.clone(), config());
+        let driver = Driver::recover(core, MemoryJournal::default(), Now::at(1_000_000), &genesis()).unwrap();
         let mut sim = Sim {
             coordinator,
-            core,
-            journal: MemoryJournal::default(),
+            driver,
             now_ms: 1_000_000,
             sessions: 0,
             connected: BTreeMap::new(),
@@ -246,12 +245,26 @@ impl Sim {
         for i in 0..WORKERS - 1 {
             sim.connect(i);
         }
-        sim.settle();
         sim
     }
 
     fn now(&self) -> Now {
         Now::at(self.now_ms)
+    }
+
+    fn core(&self) -> &Core {
+        self.driver.core()
+    }
+
+    fn journal(&self) -> &MemoryJournal {
+        self.driver.store()
+    }
+
+    /// One input to the core, made durable, then its commands carried out.
+    fn input<R>(&mut self, input: impl FnOnce(&mut Core) -> R) -> R {
+        let (r, durable) = self.driver.step(|turn| input(turn.core)).unwrap();
+        self.carry_out(durable.commands);
+        r
     }
 
     fn connect(&mut self, i: usize) {
@@ -262,9 +275,9 @@ impl Sim {
         let capacity = Capacity { slots: 2, memory_bytes: 1 << 30, executors: vec![ExecutorKind::Wasm] };
         let running: Vec<_> =
             self.running.iter().filter(|(w, _)| *w == i).map(|(_, a)| (a.task, a.attempt)).collect();
+        let (now, session) = (self.now(), self.sessions);
         if self
-            .core
-            .worker_connected(self.now(), worker(i).public(), self.sessions, capacity, &running)
+            .input(|core| core.worker_connected(now, worker(i).public(), session, capacity, &running))
             .is_ok()
         {
             self.connected.insert(i, self.sessions);
@@ -279,7 +292,7 @@ impl Sim {
                 let Some((in_scope, effect)) = self.effect(effect, value) else { return };
                 let proposal = Proposal { scope: scope(in_scope), title: "p".into(), effect };
                 let envelope = Envelope::seal(&key(member), nonce, &proposal);
-                if let Ok((id, _)) = self.core.propose(now, envelope, proposal) {
+                if let Ok((id, _)) = self.input(|core| core.propose(now, envelope, proposal)) {
                     self.proposals.push(id);
                 }
             }
@@ -296,7 +309,8 @@ impl Sim {
                     choice,
                     reason: (choice == Choice::No).then(|| "not now".to_string()),
                 };
-                let _ = self.core.vote(now, Envelope::seal(&key(member), nonce, &ballot), ballot);
+                let _ =
+                    self.input(|core| core.vote(now, Envelope::seal(&key(member), nonce, &ballot), ballot));
             }
             Op::Submit { member, fuel_mega } => {
                 let mut submission = submission(fuel_mega * 1_000_000);
@@ -306,7 +320,7 @@ impl Sim {
                     ["urgent", "batch"].get(fuel_mega as usize % 4).map(|c| c.to_string());
                 submission.options.deadline_ms = (fuel_mega % 5 == 0).then_some(self.now_ms + fuel_mega * 5);
                 let envelope = Envelope::seal(&key(member), nonce, &submission);
-                if let Ok(job) = self.core.submit(now, envelope, submission) {
+                if let Ok(job) = self.input(|core| core.submit(now, envelope, submission)) {
                     self.jobs.push(job);
                 }
             }
@@ -314,7 +328,7 @@ impl Sim {
                 if let Some(job) = self.jobs.get(job).copied() {
                     let request = icn_protocol::wire::Cancel { job };
                     let envelope = Envelope::seal(&key(member), nonce, &request);
-                    let _ = self.core.cancel(now, envelope, request);
+                    let _ = self.input(|core| core.cancel(now, envelope, request));
                 }
             }
             Op::Advance { ms } => {
@@ -326,20 +340,23 @@ impl Sim {
                         .filter(|(w, _)| *w == i)
                         .map(|(_, a)| (a.task, a.attempt))
                         .collect();
-                    self.core.heartbeat(self.now(), worker(i).public(), session, &running);
+                    let now = self.now();
+                    self.input(|core| core.heartbeat(now, worker(i).public(), session, &running));
                 }
-                self.core.tick(self.now());
+                let now = self.now();
+                self.input(|core| core.tick(now));
             }
             Op::Finish { task, lie, flaky } => self.finish(task, lie, flaky),
             Op::Connect { worker } => self.connect(worker),
             Op::Disconnect { worker: i } => {
                 if let Some(session) = self.connected.remove(&i) {
-                    self.core.worker_disconnected(now, worker(i).public(), session, "test".into());
+                    self.input(|core| {
+                        core.worker_disconnected(now, worker(i).public(), session, "test".into())
+                    });
                 }
             }
             Op::Crash => self.crash(),
         }
-        self.settle();
     }
 
     /// A decision to propose, and the scope that may make it; `None` when there is
@@ -401,7 +418,7 @@ impl Sim {
                     .jobs
                     .iter()
                     .rev()
-                    .find(|j| self.core.job(j).is_some_and(|v| v.state == JobState::Disputed))?;
+                    .find(|j| self.core().job(j).is_some_and(|v| v.state == JobState::Disputed))?;
                 let limits = self.limits.get(&job).cloned().unwrap_or_default();
                 let (_, digest, fuel) = honest(&job, &limits);
                 let digest = if value.is_multiple_of(3) { lie_of(value as usize % WORKERS) } else { digest };
@@ -436,15 +453,14 @@ impl Sim {
             usage: Default::default(),
         };
         let envelope = Envelope::seal(&worker(i), self.nonce, &report);
-        self.core.report(self.now(), worker(i).public(), self.connected[&i], envelope, report);
+        let (now, session) = (self.now(), self.connected[&i]);
+        self.input(|core| core.report(now, worker(i).public(), session, envelope, report));
     }
 
-    /// The batch of this input is made durable, then its commands are carried out.
-    fn settle(&mut self) {
-        let entries = self.core.take_entries();
-        self.journal.append(&entries, &self.core.take_index(), &[]).unwrap();
+    /// Carries out the commands of a batch made durable, as the coordinator's shell does.
+    fn carry_out(&mut self, commands: Vec<Command>) {
         let mut stopped = vec![];
-        for command in self.core.take_commands() {
+        for command in commands {
             match command {
                 Command::Dispatch { worker: key, assignment, .. } => {
                     let i = (0..WORKERS).find(|i| worker(*i).public() == key).unwrap();
@@ -486,50 +502,47 @@ impl Sim {
                 usage: Default::default(),
             };
             let envelope = Envelope::seal(&worker(i), self.nonce, &report);
-            self.core.report(self.now(), worker(i).public(), session, envelope, report);
-            self.settle();
+            let now = self.now();
+            self.input(|core| core.report(now, worker(i).public(), session, envelope, report));
         }
     }
 
     /// The process dies; nothing not yet durable survives. A new core starts from the
     /// journal and the workers connect again, with what they still run.
     fn crash(&mut self) {
-        let mut core = Core::new(self.coordinator.clone(), config());
-        core.recover(&self.journal.entries, self.now()).unwrap();
-        core.found(self.now(), &genesis()).unwrap();
-        self.core = core;
+        let core = Core::new(self.coordinator.clone(), config());
+        let journal = self.journal().clone();
+        self.driver = Driver::recover(core, journal, self.now(), &genesis()).unwrap();
         self.connected.clear();
-        self.settle();
         for i in 0..WORKERS {
             if self.running.iter().any(|(w, _)| *w == i) || i < WORKERS - 1 {
                 self.connect(i);
             }
         }
-        self.settle();
     }
 
     /// Checks the journal and that replaying it from empty gives the live state.
     fn check_replay(&self) -> Result<(), TestCaseError> {
-        let entries = &self.journal.entries;
+        let entries = &self.journal().entries;
         let bad = icn_core::first_bad(entries, 0, GENESIS_HASH, &self.coordinator.public(), None);
         prop_assert!(bad.is_none(), "{bad:?}");
         let mut replayed = Core::new(self.coordinator.clone(), config());
         replayed.replay(entries).unwrap();
-        prop_assert_eq!(self.core.governance(), replayed.governance());
-        prop_assert_eq!(self.core.ledger(), replayed.ledger());
-        prop_assert_eq!(self.core.state(), replayed.state());
-        prop_assert_eq!(self.core.ledger().check(), Ok(()));
+        prop_assert_eq!(self.core().governance(), replayed.governance());
+        prop_assert_eq!(self.core().ledger(), replayed.ledger());
+        prop_assert_eq!(self.core().state(), replayed.state());
+        prop_assert_eq!(self.core().ledger().check(), Ok(()));
         Ok(())
     }
 
     /// Every ended job's view, held in memory or not, is what the journal's index says.
     fn check_views(&self) -> Result<(), TestCaseError> {
-        let names = self.core.names();
-        let provenance = Provenance::new(&self.journal, &names);
+        let names = self.core().names();
+        let provenance = Provenance::new(self.journal(), &names);
         for job in &self.jobs {
             let journaled = provenance.job_view(job).unwrap();
             prop_assert!(journaled.is_some(), "job {} is in the index", job);
-            match self.core.job(job) {
+            match self.core().job(job) {
                 Some(view)
                     if matches!(view.state, JobState::Completed | JobState::Failed | JobState::Cancelled) =>
                 {
@@ -569,8 +582,8 @@ proptest! {
             one.step(op);
             two.step(op);
         }
-        prop_assert_eq!(one.journal.entries.len(), two.journal.entries.len());
-        for (a, b) in one.journal.entries.iter().zip(&two.journal.entries) {
+        prop_assert_eq!(one.journal().entries.len(), two.journal().entries.len());
+        for (a, b) in one.journal().entries.iter().zip(&two.journal().entries) {
             // Every field: the record's bytes, the time, the links, the hash and the seal.
             prop_assert_eq!(a, b, "entry {}", a.seq);
         }

@@ -47,8 +47,15 @@ pub fn spawn(listener: TcpListener, app: axum::Router, what: &'static str) -> to
     tokio::spawn(accept_loop(listener, app, what))
 }
 
+/// Which connection a request came on: every request carries it as an extension, so a
+/// handler can keep per-connection state (a rate limit) without trusting anything the
+/// client says. Numbered from 0 per listener, never reused while it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnectionId(pub u64);
+
 async fn accept_loop(listener: TcpListener, app: axum::Router, what: &'static str) {
     let connections = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    let mut next_id = 0u64;
     loop {
         let Ok(permit) = connections.clone().acquire_owned().await else { return };
         let stream = match listener.accept().await {
@@ -61,7 +68,8 @@ async fn accept_loop(listener: TcpListener, app: axum::Router, what: &'static st
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        next_id += 1;
+        let service = TowerToHyperService::new(app.clone().layer(axum::Extension(ConnectionId(next_id))));
         tokio::spawn(async move {
             let _permit = permit;
             let connection = hyper::server::conn::http1::Builder::new()

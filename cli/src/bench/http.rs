@@ -64,7 +64,11 @@ pub async fn run(options: HttpBenchOptions) -> anyhow::Result<HttpBenchReport> {
     let dir = tempfile::tempdir()?;
     let commons = LocalCommons::start(
         dir.path(),
-        LocalOptions { http_listen: Some(([127, 0, 0, 1], 0).into()), ..LocalOptions::default() },
+        LocalOptions {
+            http_listen: Some(([127, 0, 0, 1], 0).into()),
+            limits: icn_coordinator::limits::RateLimits::unbounded(),
+            ..LocalOptions::default()
+        },
     )
     .await?;
     let base = format!("http://{}", commons.coordinator.http_addr().expect("the bench asked for HTTP"));

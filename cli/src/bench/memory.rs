@@ -174,7 +174,11 @@ impl ProcessCommons {
     async fn start(dir: &Path, options: &MemoryBenchOptions) -> anyhow::Result<ProcessCommons> {
         let owners: Vec<String> = (0..options.workers).map(|i| format!("coop-{i}")).collect();
         let owners: Vec<&str> = owners.iter().map(String::as_str).collect();
-        let local = LocalOptions { owners: &owners, ..LocalOptions::default() };
+        let local = LocalOptions {
+            owners: &owners,
+            limits: icn_coordinator::limits::RateLimits::unbounded(),
+            ..LocalOptions::default()
+        };
         let member = Arc::new(Keypair::generate());
         let workers: Vec<(Arc<Keypair>, String)> =
             owners.iter().map(|o| (Arc::new(Keypair::generate()), o.to_string())).collect();

@@ -1,6 +1,7 @@
 //! The `icn` command's commands, one function each, grouped by what they touch; `main`
 //! parses the command line ([`icn_cli::args`]) and calls one.
 
+pub mod chaos;
 pub mod context;
 pub mod governance;
 pub mod jobs;
